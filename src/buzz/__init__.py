@@ -1,0 +1,3 @@
+"""buzz: a transparent LLM API gateway."""
+
+__version__ = "0.1.0"

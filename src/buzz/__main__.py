@@ -1,0 +1,3 @@
+from buzz.cli import main
+
+main()
