@@ -1,0 +1,153 @@
+"""`create_app(config)`: builds every part explicitly and hands back one ASGI callable.
+
+The hot path is a plain ASGI function: no framework, no response classes, because on this
+path every microsecond is a request per second lost (DESIGN.md section 10).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from buzz.billing.ledger import LedgerWriter
+from buzz.billing.pricing import Override, PriceBook
+from buzz.catalogue import Catalogue
+from buzz.config import Config
+from buzz.errors import GatewayError, Kind
+from buzz.proxy.auth import Authenticator, presented_key
+from buzz.proxy.forward import Receive, Send, make_session
+from buzz.proxy.pipeline import Pipeline, send_error
+from buzz.proxy.route import Router
+from buzz.proxy.settle import Settler
+from buzz.routes import Endpoint, match
+from buzz.store.sqlite import SQLiteStore
+from buzz.upstreams import models_api
+
+log = logging.getLogger("buzz")
+
+
+def price_book(config: Config) -> PriceBook:
+    overrides = {
+        model: Override(
+            input=o.input,
+            output=o.output,
+            cache_write_5m=o.cache_write_5m,
+            cache_write_1h=o.cache_write_1h,
+            cache_read=o.cache_read,
+            discount=o.discount,
+        )
+        for model, o in config.price_overrides.items()
+    }
+    return PriceBook(discount=config.discount, overrides=overrides)
+
+
+@dataclass(slots=True)
+class _Running:
+    """What exists only between startup and shutdown (it needs the event loop)."""
+
+    store: SQLiteStore
+    ledger: LedgerWriter
+    pipeline: Pipeline
+    auth: Authenticator
+    close_session: Any
+
+
+class Gateway:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.catalogue = Catalogue.default()
+        self.prices = price_book(config)
+        self.router = Router(config, self.catalogue)
+        self._running: _Running | None = None
+
+    async def startup(self) -> None:
+        store = SQLiteStore(self.config.database_path)
+        ledger = LedgerWriter(store.write_ledger, self.config.ledger_flush_interval)
+        ledger.start()
+        session = make_session(self.config.connect_timeout, self.config.read_timeout)
+        auth = Authenticator(store)
+        pipeline = Pipeline(auth, self.router, Settler(self.prices, ledger), session, self.config.max_body_bytes)
+        self._running = _Running(store, ledger, pipeline, auth, session.close)
+
+    async def shutdown(self) -> None:
+        running, self._running = self._running, None
+        if running is None:
+            return
+        await running.close_session()
+        running.ledger.close()
+        running.store.close()
+        log.info("ledger flushed: %d rows written", running.ledger.written)
+
+    @property
+    def running(self) -> _Running:
+        if self._running is None:
+            raise RuntimeError("gateway is not started")
+        return self._running
+
+    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except Exception as exc:
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    raise
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _http(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        endpoint, params = match(scope["method"], scope["path"])
+        if endpoint is None:
+            error = GatewayError(Kind.NOT_FOUND, f"no route {scope['method']} {scope['path']} on this gateway")
+            await send_error(send, error, "req_none")
+            return
+        if endpoint is Endpoint.MESSAGES or endpoint is Endpoint.COUNT_TOKENS:
+            await self.running.pipeline.handle(scope, receive, send, metered=endpoint is Endpoint.MESSAGES)
+        elif endpoint is Endpoint.HEALTHZ:
+            await send_json(send, 200, b'{"status":"ok"}')
+        else:
+            await self._models(scope, send, params)
+
+    async def _models(self, scope: dict[str, Any], send: Send, params: dict[str, str]) -> None:
+        headers = dict(reversed(scope["headers"]))
+        try:
+            token, _ = presented_key(headers)
+            await self.running.auth.authenticate(token)
+            routable = [entry for entry in self.catalogue.list() if self.router.routable(entry.provider)]
+            if "model_id" in params:
+                document: object = models_api.one(routable, self.catalogue, params["model_id"])
+            else:
+                document = models_api.listing(routable, self.catalogue, scope.get("query_string", b""))
+        except GatewayError as error:
+            await send_error(send, error, "req_none")
+            return
+        await send_json(send, 200, msgspec.json.encode(document))
+
+
+async def send_json(send: Send, status: int, body: bytes) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+def create_app(config: Config) -> Gateway:
+    return Gateway(config)

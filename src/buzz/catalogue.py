@@ -1,0 +1,163 @@
+"""The models buzz routes and lists on `GET /v1/models`.
+
+Routing is by pattern, not by list: every `claude-*` id goes to Anthropic verbatim, so a model
+released tomorrow works before buzz knows its name. The list exists for discovery (Claude Code
+reads it) and is built from the product brief's ids plus the current Claude models genai-prices
+knows, with names and context windows taken from genai-prices.
+"""
+
+from __future__ import annotations
+
+import builtins
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from genai_prices.data_snapshot import get_snapshot
+
+# Anthropic's own /v1/models bounds (wire.md 1.9).
+MIN_LIMIT = 1
+MAX_LIMIT = 1000
+
+# For ids with no release date of their own (no -YYYYMMDD suffix, no announcement we could find):
+# the day genai-prices 0.2.3's Anthropic data was last verified, by which all of them were listed.
+# It keeps them above every dated model, which matches their version numbers.
+UNDATED = "2026-10-14T00:00:00Z"
+
+# (id, aliases, created_at or None). A snapshot id's date is its -YYYYMMDD suffix; undated ids use
+# public launch announcements. Skipped: claude-2/claude-3*/claude-v1 (legacy) and Opus 4/Sonnet 4
+# (retired June 2026); they still route, being claude-*.
+_CLAUDE: tuple[tuple[str, tuple[str, ...], str | None], ...] = (
+    ("claude-opus-4-1-20250805", ("claude-opus-4-1",), None),
+    ("claude-sonnet-4-5-20250929", ("claude-sonnet-4-5",), None),
+    ("claude-haiku-4-5-20251001", ("claude-haiku-4-5",), None),
+    ("claude-opus-4-5-20251101", ("claude-opus-4-5",), None),
+    ("claude-opus-4-6", (), "2026-02-05T00:00:00Z"),
+    ("claude-sonnet-4-6", (), "2026-02-17T00:00:00Z"),
+    ("claude-opus-4-7", (), "2026-04-16T00:00:00Z"),
+    ("claude-opus-4-8", (), "2026-05-28T00:00:00Z"),
+    ("claude-fable-5", (), "2026-06-09T00:00:00Z"),
+    ("claude-sonnet-5", (), "2026-06-30T00:00:00Z"),
+    ("claude-fable-5-1", (), None),
+    ("claude-fable-5-2", (), None),
+    ("claude-mythos-5-2", (), None),
+    ("claude-opus-5", (), None),
+    ("claude-opus-5-5", (), None),
+    ("claude-sonnet-5-5", (), None),
+    ("claude-haiku-5-5", (), None),
+)
+_FAMILIES = ("opus", "sonnet", "haiku", "fable", "mythos")
+_SNAPSHOT = re.compile(r"-(\d{4})(\d{2})(\d{2})$")
+
+
+def _parse_time(value: str) -> datetime:
+    parsed = datetime.fromisoformat(value)
+    if parsed.tzinfo is None:
+        raise ValueError(f"created_at must carry a UTC offset, got {value!r}")
+    return parsed
+
+
+@dataclass(frozen=True, slots=True)
+class ModelEntry:
+    id: str
+    provider: str
+    display_name: str
+    family: str  # "opus", "sonnet", ...; "" when the id names none
+    created_at: str  # RFC 3339, as /v1/models returns it
+    context_window: int | None = None
+    aliases: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        _parse_time(self.created_at)  # fail at construction, not while sorting a request's page
+
+
+def _family(model_id: str) -> str:
+    words = re.split(r"[-.@]", model_id.lower())
+    return next((w for w in words if w in _FAMILIES), "")
+
+
+def _claude_entries() -> list[ModelEntry]:
+    anthropic = next(p for p in get_snapshot().providers if p.id == "anthropic")
+    known = {m.id: m for m in anthropic.models}
+    entries = []
+    for model_id, aliases, created in _CLAUDE:
+        base_id = _SNAPSHOT.sub("", model_id)
+        if created is None:
+            dated = _SNAPSHOT.search(model_id)
+            created = f"{dated[1]}-{dated[2]}-{dated[3]}T00:00:00Z" if dated else UNDATED
+        info = known.get(base_id)
+        family = _family(model_id)
+        # Claude 4.5+ ids read claude-<family>-<major>-<minor>; the fallback name follows suit.
+        version = base_id.removeprefix(f"claude-{family}-").replace("-", ".")
+        name = info.name if info is not None and info.name else f"Claude {family.title()} {version}"
+        window = info.context_window if info is not None else None
+        entries.append(ModelEntry(model_id, "anthropic", name, family, created, window, aliases))
+    return entries
+
+
+class Catalogue:
+    """An immutable set of model entries, looked up by id or alias and listed newest first."""
+
+    def __init__(self, entries: Iterable[ModelEntry]) -> None:
+        by_id = {entry.id: entry for entry in entries}  # a later entry replaces an earlier one
+        self._entries = tuple(
+            sorted(by_id.values(), key=lambda e: (_parse_time(e.created_at), e.id), reverse=True)
+        )
+        lookup: dict[str, ModelEntry] = {}
+        for entry in self._entries:
+            for alias in entry.aliases:
+                lookup.setdefault(alias, entry)  # the newest model keeps a contested alias
+        lookup.update(by_id)  # an id always means itself, never another entry's alias
+        self._lookup = lookup
+
+    @classmethod
+    def default(cls, extra: Iterable[ModelEntry] = ()) -> Catalogue:
+        """The built-in Claude models, plus `extra` (which replace built-ins of the same id)."""
+        return cls([*_claude_entries(), *extra])
+
+    def provider_for(self, model: str) -> str | None:
+        """Where a request for `model` goes. Unknown claude-* ids go to Anthropic verbatim, so the
+        vendor, not buzz, decides whether they exist."""
+        if (entry := self._lookup.get(model)) is not None:
+            return entry.provider
+        if model.lower().startswith("claude-"):
+            return "anthropic"
+        return None
+
+    def get(self, model_id: str) -> ModelEntry | None:
+        return self._lookup.get(model_id)
+
+    def list(self, provider: str | None = None) -> builtins.list[ModelEntry]:
+        return [e for e in self._entries if provider is None or e.provider == provider]
+
+    @staticmethod
+    def page(
+        entries: Sequence[ModelEntry],
+        limit: int = 20,
+        after_id: str | None = None,
+        before_id: str | None = None,
+    ) -> tuple[builtins.list[ModelEntry], bool]:
+        """One page of `entries` with Anthropic's cursor semantics, and whether more lie beyond it
+        in the direction of travel: `after_id` gives the `limit` entries after that id, `before_id`
+        the `limit` entries just before it.
+
+        ValueError for a limit outside 1..1000 or for both cursors at once (the caller's 400).
+        A cursor naming no entry (say, a model removed between two pages) gives an empty last page
+        rather than an error, so a client walking the list ends cleanly instead of failing midway.
+        """
+        if not MIN_LIMIT <= limit <= MAX_LIMIT:
+            raise ValueError(f"limit must be between {MIN_LIMIT} and {MAX_LIMIT}, got {limit}")
+        if after_id is not None and before_id is not None:
+            raise ValueError("after_id and before_id cannot be used together")
+        cursor = after_id if after_id is not None else before_id
+        if cursor is None:
+            return list(entries[:limit]), len(entries) > limit
+        index = next((i for i, e in enumerate(entries) if cursor == e.id or cursor in e.aliases), None)
+        if index is None:
+            return [], False
+        if after_id is not None:
+            start = index + 1
+            return list(entries[start : start + limit]), start + limit < len(entries)
+        start = max(0, index - limit)
+        return list(entries[start:index]), start > 0

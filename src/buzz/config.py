@@ -1,0 +1,272 @@
+"""One frozen configuration, loaded as defaults < file < environment < flags.
+
+Every setting is declared once in `SETTINGS`, with its place in the TOML file and its
+environment variable, so the file format, the environment and the README table cannot drift
+apart. Unknown keys in the file are fatal: a typo must not silently fall back to a default.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields, replace
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+
+PROVIDERS = ("anthropic", "openai", "google", "xai")
+
+DEFAULT_BASE_URLS = {
+    "anthropic": "https://api.anthropic.com",
+    "openai": "https://api.openai.com/v1",
+    "google": "https://generativelanguage.googleapis.com",
+    "xai": "https://api.x.ai/v1",
+}
+
+# The conventional variable each vendor's own SDK reads, so an operator's shell already has them.
+CREDENTIAL_ENV = {
+    "anthropic": "ANTHROPIC_API_KEY",
+    "openai": "OPENAI_API_KEY",
+    "google": "GEMINI_API_KEY",
+    "xai": "XAI_API_KEY",
+}
+
+
+class ConfigError(ValueError):
+    """A configuration value or key that buzz cannot accept."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderConfig:
+    base_url: str
+    api_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PriceOverride:
+    """Buzz's own rates for one model (USD per million tokens), or a discount of its own."""
+
+    input: Decimal | None = None
+    output: Decimal | None = None
+    cache_write_5m: Decimal | None = None
+    cache_write_1h: Decimal | None = None
+    cache_read: Decimal | None = None
+    discount: Decimal | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    data_dir: Path = Path("./buzz-data")
+    max_body_bytes: int = 32 * 1024 * 1024
+    connect_timeout: float = 10.0
+    read_timeout: float = 600.0
+    shutdown_timeout: float = 30.0
+    discount: Decimal = Decimal("0")
+    ledger_flush_interval: float = 0.05
+    log_level: str = "info"
+    providers: Mapping[str, ProviderConfig] = field(
+        default_factory=lambda: {name: ProviderConfig(DEFAULT_BASE_URLS[name]) for name in PROVIDERS}
+    )
+    price_overrides: Mapping[str, PriceOverride] = field(default_factory=dict)
+
+    @property
+    def database_path(self) -> Path:
+        return self.data_dir / "buzz.sqlite3"
+
+    def provider(self, name: str) -> ProviderConfig:
+        return self.providers[name]
+
+
+def _positive_int(value: Any) -> int:
+    number = int(value)
+    if number <= 0:
+        raise ValueError("must be positive")
+    return number
+
+
+def _port(value: Any) -> int:
+    number = int(value)
+    if not 0 <= number <= 65535:
+        raise ValueError("must be a TCP port")
+    return number
+
+
+def _positive_float(value: Any) -> float:
+    number = float(value)
+    if number <= 0:
+        raise ValueError("must be positive")
+    return number
+
+
+def _decimal(value: Any) -> Decimal:
+    try:
+        return Decimal(str(value))
+    except InvalidOperation as exc:
+        raise ValueError("must be a decimal number") from exc
+
+
+def _discount(value: Any) -> Decimal:
+    number = _decimal(value)
+    if not Decimal(0) <= number < Decimal(1):
+        raise ValueError("must be at least 0 and below 1 (0.2 means 20% below list price)")
+    return number
+
+
+def _level(value: Any) -> str:
+    text = str(value).lower()
+    if text not in {"debug", "info", "warning", "error"}:
+        raise ValueError("must be debug, info, warning or error")
+    return text
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    name: str  # Config field
+    file_key: tuple[str, str]  # (TOML table, key)
+    env: str
+    parse: Callable[[Any], Any]
+    help: str
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("host", ("server", "host"), "BUZZ_HOST", str, "Address to listen on."),
+    Setting("port", ("server", "port"), "BUZZ_PORT", _port, "Port to listen on."),
+    Setting("data_dir", ("server", "data_dir"), "BUZZ_DATA_DIR", Path, "Directory of the SQLite database."),
+    Setting(
+        "max_body_bytes",
+        ("server", "max_body_bytes"),
+        "BUZZ_MAX_BODY_BYTES",
+        _positive_int,
+        "Largest request body accepted (413 above it).",
+    ),
+    Setting(
+        "shutdown_timeout",
+        ("server", "shutdown_timeout"),
+        "BUZZ_SHUTDOWN_TIMEOUT",
+        _positive_float,
+        "Seconds a graceful shutdown waits for open requests.",
+    ),
+    Setting("log_level", ("server", "log_level"), "BUZZ_LOG_LEVEL", _level, "debug, info, warning or error."),
+    Setting(
+        "connect_timeout",
+        ("upstream", "connect_timeout"),
+        "BUZZ_CONNECT_TIMEOUT",
+        _positive_float,
+        "Seconds to open a connection to an upstream (504 after).",
+    ),
+    Setting(
+        "read_timeout",
+        ("upstream", "read_timeout"),
+        "BUZZ_READ_TIMEOUT",
+        _positive_float,
+        "Seconds an upstream may stay silent, before its headers or between chunks (504 after).",
+    ),
+    Setting(
+        "discount",
+        ("pricing", "discount"),
+        "BUZZ_DISCOUNT",
+        _discount,
+        "Buzz's rate as a discount on the list price (0.2 = 20% below).",
+    ),
+    Setting(
+        "ledger_flush_interval",
+        ("ledger", "flush_interval"),
+        "BUZZ_LEDGER_FLUSH_INTERVAL",
+        _positive_float,
+        "Seconds between batched ledger writes.",
+    ),
+)
+
+_PROVIDER_KEYS = {"base_url", "api_key"}
+_OVERRIDE_KEYS = {f.name for f in fields(PriceOverride)}
+
+
+def load(
+    path: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    flags: Mapping[str, Any] | None = None,
+) -> Config:
+    """Build the configuration; `path` None means `BUZZ_CONFIG` or no file."""
+    env = os.environ if env is None else env
+    if path is None and env.get("BUZZ_CONFIG"):
+        path = Path(env["BUZZ_CONFIG"])
+    document = _read_file(path) if path is not None else {}
+    values: dict[str, Any] = {}
+    tables = {s.file_key[0] for s in SETTINGS} | {"providers", "pricing"}
+    for table in document:
+        if table not in tables:
+            raise ConfigError(f"unknown table [{table}] in {path}")
+    for setting in SETTINGS:
+        table, key = setting.file_key
+        section = document.get(table, {})
+        if key in section:
+            values[setting.name] = _parse(setting, section[key], f"{table}.{key} in {path}")
+        if env.get(setting.env):
+            values[setting.name] = _parse(setting, env[setting.env], setting.env)
+    for table, section in document.items():
+        known = {s.file_key[1] for s in SETTINGS if s.file_key[0] == table}
+        if table == "pricing":
+            known.add("models")
+        if table == "providers":
+            continue
+        for key in section:
+            if key not in known:
+                raise ConfigError(f"unknown key {table}.{key} in {path}")
+    values["providers"] = _providers(document.get("providers", {}), env, path)
+    values["price_overrides"] = _overrides(document.get("pricing", {}).get("models", {}), path)
+    for name, value in (flags or {}).items():
+        if value is not None:
+            values[name] = value
+    return replace(Config(), **values)
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"config file {path} does not exist") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+
+
+def _parse(setting: Setting, raw: Any, where: str) -> Any:
+    try:
+        return setting.parse(raw)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where}: {raw!r} is not valid: {exc}") from exc
+
+
+def _providers(section: Mapping[str, Any], env: Mapping[str, str], path: Path | None) -> dict[str, ProviderConfig]:
+    result = {}
+    for name in section:
+        if name not in PROVIDERS:
+            raise ConfigError(f"unknown provider [providers.{name}] in {path}; known: {', '.join(PROVIDERS)}")
+    for name in PROVIDERS:
+        table = section.get(name, {})
+        for key in table:
+            if key not in _PROVIDER_KEYS:
+                raise ConfigError(f"unknown key providers.{name}.{key} in {path}")
+        base_url = env.get(f"BUZZ_{name.upper()}_BASE_URL") or table.get("base_url") or DEFAULT_BASE_URLS[name]
+        api_key = env.get(CREDENTIAL_ENV[name]) or table.get("api_key") or None
+        result[name] = ProviderConfig(base_url=str(base_url).rstrip("/"), api_key=api_key)
+    return result
+
+
+def _overrides(section: Mapping[str, Any], path: Path | None) -> dict[str, PriceOverride]:
+    result = {}
+    for model, table in section.items():
+        unknown = set(table) - _OVERRIDE_KEYS
+        if unknown:
+            raise ConfigError(f"unknown key pricing.models.{model}.{sorted(unknown)[0]} in {path}")
+        try:
+            parsed = {key: _decimal(value) for key, value in table.items()}
+            if "discount" in parsed:
+                parsed["discount"] = _discount(parsed["discount"])
+        except ValueError as exc:
+            raise ConfigError(f"pricing.models.{model} in {path}: {exc}") from exc
+        result[model] = PriceOverride(**parsed)
+    return result

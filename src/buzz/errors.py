@@ -1,0 +1,79 @@
+"""buzz's own errors: one vocabulary, rendered in the envelope of the surface the client speaks.
+
+Upstream errors never pass through here; they are relayed as bytes. Everything in this module
+is produced by buzz itself, so every `error.type` starts with `gateway_` and every response says
+so in `x-buzz-error-source: gateway`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+import msgspec
+
+
+class Kind(Enum):
+    """(status, error.type, retryable) for each thing that can go wrong inside buzz."""
+
+    AUTHENTICATION = (401, "gateway_authentication_error", False)
+    PERMISSION = (403, "gateway_permission_error", False)
+    NOT_FOUND = (404, "gateway_not_found_error", False)
+    INVALID_REQUEST = (400, "gateway_invalid_request_error", False)
+    TOO_LARGE = (413, "gateway_request_too_large", False)
+    RATE_LIMIT = (429, "gateway_rate_limit_error", True)
+    BILLING = (402, "gateway_billing_error", False)
+    UPSTREAM = (502, "gateway_upstream_error", True)
+    TIMEOUT = (504, "gateway_timeout_error", True)
+    UNAVAILABLE = (503, "gateway_unavailable_error", True)
+
+    @property
+    def status(self) -> int:
+        return self.value[0]
+
+    @property
+    def type(self) -> str:
+        return self.value[1]
+
+    @property
+    def retryable(self) -> bool:
+        return self.value[2]
+
+
+@dataclass(slots=True)
+class GatewayError(Exception):
+    """Raised anywhere on the request path; the pipeline turns it into a response.
+
+    `message` is shown to the client and may be logged, so it must never quote the request
+    or response body.
+    """
+
+    kind: Kind
+    message: str
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        return f"{self.kind.type}: {self.message}"
+
+
+def anthropic_body(error: GatewayError, request_id: str) -> bytes:
+    return msgspec.json.encode(
+        {
+            "type": "error",
+            "error": {"type": error.kind.type, "message": error.message},
+            "request_id": request_id,
+        }
+    )
+
+
+def response_headers(error: GatewayError, body: bytes, request_id: str) -> list[tuple[bytes, bytes]]:
+    # SDKs retry 408/409/429/5xx unless told otherwise: say explicitly which of ours are worth it.
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"x-buzz-request-id", request_id.encode()),
+        (b"x-buzz-error-source", b"gateway"),
+        (b"x-should-retry", b"true" if error.kind.retryable else b"false"),
+    ]
+    headers.extend(error.headers)
+    return headers

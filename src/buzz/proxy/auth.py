@@ -1,0 +1,95 @@
+"""authenticate: a presented key -> the principal it belongs to.
+
+Keys look like `buzz-<id>-<secret>`. The id is public (it names the key in the ledger and the
+CLI); only a SHA-256 of the secret is stored. The secret carries 190 bits of randomness, so a
+fast hash is enough: there is nothing to brute-force that a slow hash would protect.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+import string
+from dataclasses import dataclass
+
+from buzz.errors import GatewayError, Kind
+from buzz.store.base import KeyRecord, Store
+
+_ID_ALPHABET = string.ascii_lowercase + string.digits
+_SECRET_ALPHABET = string.ascii_letters + string.digits
+_ID_LENGTH = 12
+_SECRET_LENGTH = 32
+_KEY_RE = re.compile(rf"buzz-([a-z0-9]{{{_ID_LENGTH}}})-([A-Za-z0-9]{{{_SECRET_LENGTH}}})")
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    key_id: str
+    project: str
+
+
+@dataclass(frozen=True, slots=True)
+class NewKey:
+    key_id: str
+    secret_hash: bytes
+    token: str  # the whole key, shown to the operator once
+
+
+def hash_secret(secret: str) -> bytes:
+    return hashlib.sha256(secret.encode()).digest()
+
+
+def generate_key() -> NewKey:
+    key_id = "".join(secrets.choice(_ID_ALPHABET) for _ in range(_ID_LENGTH))
+    secret = "".join(secrets.choice(_SECRET_ALPHABET) for _ in range(_SECRET_LENGTH))
+    return NewKey(key_id, hash_secret(secret), f"buzz-{key_id}-{secret}")
+
+
+def presented_key(headers: dict[bytes, bytes]) -> tuple[str | None, bytes | None]:
+    """The key the client sent and the header it came in (`x-api-key` or `authorization`)."""
+    value = headers.get(b"x-api-key")
+    if value is not None:
+        return value.decode("latin-1").strip(), b"x-api-key"
+    value = headers.get(b"authorization")
+    if value is not None:
+        scheme, _, token = value.decode("latin-1").partition(" ")
+        if scheme.lower() == "bearer":
+            return token.strip(), b"authorization"
+    return None, None
+
+
+class Authenticator:
+    """Checks keys against the store, with an in-process cache that any change to keys resets.
+
+    The cache holds hashes, never secrets, and the comparison is constant-time whether the key
+    came from the cache or the store.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._cache: dict[str, KeyRecord] = {}
+        self._version = -1
+
+    async def authenticate(self, token: str | None) -> Principal:
+        if not token:
+            raise GatewayError(Kind.AUTHENTICATION, "missing API key: send your buzz key as x-api-key or Bearer")
+        match = _KEY_RE.fullmatch(token)
+        if match is None:
+            raise GatewayError(Kind.AUTHENTICATION, "invalid API key: not a buzz key")
+        key_id, secret = match.groups()
+        version = await self._store.keys_version()
+        if version != self._version:
+            self._cache.clear()
+            self._version = version
+        record = self._cache.get(key_id)
+        if record is None:
+            record = await self._store.find_key(key_id)
+            if record is not None:
+                self._cache[key_id] = record
+        if record is None or not hmac.compare_digest(record.secret_hash, hash_secret(secret)):
+            raise GatewayError(Kind.AUTHENTICATION, "invalid API key")
+        if not record.active:
+            raise GatewayError(Kind.AUTHENTICATION, "API key has been revoked")
+        return Principal(key_id=record.id, project=record.project)

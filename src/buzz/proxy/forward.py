@@ -1,0 +1,147 @@
+"""forward: one upstream attempt, the original bytes up, the raw bytes down as they arrive.
+
+The response is relayed chunk by chunk with no buffering; the meter reads each chunk only
+after it was handed to the client. A client that goes away cancels the upstream request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+import aiohttp
+from yarl import URL
+
+from buzz.errors import GatewayError, Kind
+from buzz.proxy.exchange import Exchange
+from buzz.proxy.headers import client_response_headers, upstream_request_headers
+from buzz.proxy.meter import Meter, UsageRules
+from buzz.proxy.route import Route
+
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+# Only these are set by aiohttp itself; every other header is the client's own.
+_SKIP_AUTO_HEADERS = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
+
+
+class ResponseAborted(Exception):  # noqa: N818 - it is a signal to the server, not a failure of ours
+    """Raised after the response started, so the server closes the client connection.
+
+    The client then sees the same cut the upstream made, instead of a body that looks complete.
+    """
+
+
+def make_session(connect_timeout: float, read_timeout: float) -> aiohttp.ClientSession:
+    """One pooled keep-alive client for all upstreams: raw bytes, no decompression, no defaults."""
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, enable_cleanup_closed=True),
+        timeout=aiohttp.ClientTimeout(total=None, connect=connect_timeout, sock_read=read_timeout),
+        auto_decompress=False,
+        skip_auto_headers=_SKIP_AUTO_HEADERS,
+        cookie_jar=aiohttp.DummyCookieJar(),
+    )
+
+
+async def _watch_disconnect(receive: Receive, task: asyncio.Task[Any], state: dict[str, bool]) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            if not state["done"]:
+                state["gone"] = True
+                task.cancel()
+            return
+
+
+async def forward(
+    session: aiohttp.ClientSession,
+    x: Exchange,
+    route: Route,
+    method: str,
+    client_headers: list[tuple[bytes, bytes]],
+    body: bytes,
+    rules: UsageRules,
+    receive: Receive,
+    send: Send,
+) -> None:
+    task = asyncio.current_task()
+    assert task is not None
+    state = {"done": False, "gone": False}
+    watcher = asyncio.ensure_future(_watch_disconnect(receive, task, state))
+    try:
+        await _relay(session, x, route, method, client_headers, body, rules, send, state)
+    except asyncio.CancelledError:
+        if not state["gone"]:
+            raise
+        task.uncancel()
+        x.error_type = "client_disconnected"
+        if not x.response_started:
+            x.status = 499  # nginx's code for "client closed request": nobody got an answer
+    finally:
+        state["done"] = True
+        watcher.cancel()
+
+
+async def _relay(
+    session: aiohttp.ClientSession,
+    x: Exchange,
+    route: Route,
+    method: str,
+    client_headers: list[tuple[bytes, bytes]],
+    body: bytes,
+    rules: UsageRules,
+    send: Send,
+    state: dict[str, bool],
+) -> None:
+    headers = upstream_request_headers(client_headers, route.credential)
+    try:
+        # encoded=True: the path and query go out exactly as the client wrote them, not re-quoted.
+        url = URL(route.url, encoded=True)
+        response = await session.request(method, url, headers=headers, data=body, allow_redirects=False)
+    except (aiohttp.ServerTimeoutError, TimeoutError) as exc:
+        raise GatewayError(Kind.TIMEOUT, f"upstream {route.provider} did not answer in time") from exc
+    except aiohttp.ClientError as exc:
+        raise GatewayError(
+            Kind.UPSTREAM, f"upstream {route.provider} unreachable or closed the connection before answering"
+        ) from exc
+
+    complete = False
+    meter = Meter(
+        rules,
+        response.headers.get("content-type", ""),
+        response.headers.get("content-encoding", ""),
+    )
+    try:
+        x.status = response.status
+        x.upstream_request_id = response.headers.get("request-id") or response.headers.get("x-request-id")
+        await send(
+            {
+                "type": "http.response.start",
+                "status": response.status,
+                "headers": client_response_headers(response.raw_headers, x.request_id.encode()),
+            }
+        )
+        x.response_started = True
+        try:
+            async for chunk in response.content.iter_any():
+                if x.first_byte_at is None:
+                    x.first_byte_at = time.perf_counter()
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                meter.feed(chunk)
+        except (aiohttp.ServerTimeoutError, TimeoutError) as exc:
+            x.error_type = "upstream_timeout"
+            raise ResponseAborted("upstream went silent mid-response") from exc
+        except aiohttp.ClientError as exc:
+            x.error_type = "upstream_reset"
+            raise ResponseAborted("upstream closed the connection mid-response") from exc
+        complete = True
+        state["done"] = True
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+    finally:
+        x.meter = meter.result(complete)
+        if complete:
+            response.release()
+        else:
+            response.close()  # drops the upstream connection: the vendor stops generating

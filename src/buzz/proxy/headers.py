@@ -1,0 +1,69 @@
+"""Which headers cross buzz, each way. Everything end to end does, except a short deny-list."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+# Hop-by-hop headers (RFC 9110 section 7.6.1) describe one connection, not the message.
+# `expect` is handled by the server that received it; forwarding it would make the upstream
+# client wait for a 100 Continue that buzz does not need.
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"transfer-encoding",
+        b"te",
+        b"trailer",
+        b"upgrade",
+        b"proxy-authorization",
+        b"proxy-authenticate",
+        b"expect",
+    }
+)
+
+# The client's credential never travels on; `host` and `content-length` are set by the HTTP
+# client for the upstream connection and body.
+_REQUEST_DENY = HOP_BY_HOP | {b"host", b"content-length", b"x-api-key", b"authorization"}
+
+
+def _connection_tokens(headers: Iterable[tuple[bytes, bytes]]) -> set[bytes]:
+    """Header names a `Connection:` header declares hop-by-hop for this message."""
+    names: set[bytes] = set()
+    for name, value in headers:
+        if name.lower() == b"connection":
+            names.update(token.strip().lower() for token in value.split(b","))
+    return names
+
+
+def upstream_request_headers(
+    client_headers: list[tuple[bytes, bytes]], credential: tuple[str, str]
+) -> list[tuple[str, str]]:
+    """The client's headers, minus the deny-list and `x-buzz-*`, plus the upstream credential.
+
+    ASGI hands header names lowercased; HTTP names are case-insensitive, so that is the only
+    change a header sees on its way up.
+    """
+    extra = _connection_tokens(client_headers)
+    out = [
+        (name.decode("latin-1"), value.decode("latin-1"))
+        for name, value in client_headers
+        if name not in _REQUEST_DENY and name not in extra and not name.startswith(b"x-buzz-")
+    ]
+    out.append(credential)
+    return out
+
+
+def client_response_headers(
+    upstream_headers: Iterable[tuple[bytes, bytes]], request_id: bytes
+) -> list[tuple[bytes, bytes]]:
+    """The upstream's headers as it sent them (name case kept), minus hop-by-hop ones."""
+    upstream_headers = tuple(upstream_headers)
+    extra = _connection_tokens(upstream_headers)
+    out = [
+        (name, value)
+        for name, value in upstream_headers
+        if (lower := name.lower()) not in HOP_BY_HOP and lower not in extra
+    ]
+    out.append((b"x-buzz-request-id", request_id))
+    return out

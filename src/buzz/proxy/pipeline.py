@@ -1,0 +1,105 @@
+"""The request path, top to bottom: authenticate -> route -> forward (relay + meter) -> settle.
+
+Admission control (limits and budgets) slots in between route and forward.
+"""
+
+from __future__ import annotations
+
+import aiohttp
+
+from buzz.errors import GatewayError, Kind, anthropic_body, response_headers
+from buzz.proxy.auth import Authenticator, presented_key
+from buzz.proxy.exchange import Exchange
+from buzz.proxy.forward import Receive, Send, forward
+from buzz.proxy.route import Router, read_head
+from buzz.proxy.settle import Settler
+from buzz.upstreams.anthropic import AnthropicUsage
+
+
+class ClientGone(Exception):  # noqa: N818 - an event, not a fault
+    """The client hung up before it finished sending its request."""
+
+
+class Pipeline:
+    def __init__(
+        self,
+        auth: Authenticator,
+        router: Router,
+        settler: Settler,
+        session: aiohttp.ClientSession,
+        max_body_bytes: int,
+    ) -> None:
+        self._auth = auth
+        self._router = router
+        self._settler = settler
+        self._session = session
+        self._max_body_bytes = max_body_bytes
+
+    async def handle(self, scope: dict[str, object], receive: Receive, send: Send, *, metered: bool) -> None:
+        raw_headers: list[tuple[bytes, bytes]] = scope["headers"]  # type: ignore[assignment]
+        headers = dict(reversed(raw_headers))  # first value wins
+        x = Exchange(surface="anthropic", headers=headers, metered=metered)
+        try:
+            token, credential_header = presented_key(headers)
+            x.principal = await self._auth.authenticate(token)
+            body = await self._read_body(receive, headers)
+            x.body_bytes = len(body)
+            head = read_head(body)
+            x.model = head.model
+            user = headers.get(b"x-buzz-user")
+            x.user_id = user.decode("latin-1")[:256] if user else head.user_id
+            route = self._router.route(head.model, _path_and_query(scope), credential_header or b"x-api-key")
+            x.provider = route.provider
+            rules = AnthropicUsage(len(body))
+            await forward(self._session, x, route, str(scope["method"]), raw_headers, body, rules, receive, send)
+        except GatewayError as error:
+            x.status = error.kind.status
+            x.error_type = error.kind.type
+            if not x.response_started:
+                await send_error(send, error, x.request_id)
+        except ClientGone:
+            x.status = 499
+            x.error_type = "client_disconnected"
+        finally:
+            if not x.metered:
+                x.meter = None
+            self._settler.settle(x)
+
+    async def _read_body(self, receive: Receive, headers: dict[bytes, bytes]) -> bytes:
+        limit = self._max_body_bytes
+        declared = headers.get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise GatewayError(Kind.TOO_LARGE, f"request body is larger than the {limit}-byte limit")
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise ClientGone
+            chunk: bytes = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise GatewayError(Kind.TOO_LARGE, f"request body is larger than the {limit}-byte limit")
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _path_and_query(scope: dict[str, object]) -> str:
+    # raw_path keeps the client's exact percent-encoding; the query string is kept byte for byte.
+    raw_path = scope.get("raw_path")
+    path = raw_path.decode("latin-1") if isinstance(raw_path, bytes) else str(scope["path"])
+    query = scope.get("query_string", b"")
+    return f"{path}?{query.decode('latin-1')}" if query else path  # type: ignore[union-attr]
+
+
+async def send_error(send: Send, error: GatewayError, request_id: str) -> None:
+    body = anthropic_body(error, request_id)
+    await send(
+        {
+            "type": "http.response.start",
+            "status": error.kind.status,
+            "headers": response_headers(error, body, request_id),
+        }
+    )
+    await send({"type": "http.response.body", "body": body, "more_body": False})
