@@ -29,6 +29,7 @@ from buzz.testing.fake_anthropic import (
     cloudflare_413_reply,
     error_reply,
     midstream_error_events,
+    rechunk,
     sse_event,
     text_stream_events,
     thinking_stream_events,
@@ -70,6 +71,25 @@ def test_sse_event_bytes() -> None:
     padded = sse_event("message_stop", {"type": "message_stop"}, pad=True)
     assert padded.startswith(b'event: message_stop\ndata: {"type":"message_stop" ')
     assert json.loads(padded.split(b"data: ")[1]) == {"type": "message_stop"}
+
+
+def test_builders_are_pure() -> None:
+    def build() -> list[bytes]:
+        pieces = ['{"a"', ":1}"]
+        return [
+            *text_stream_events(MODEL, ["x"], usage_dict(1, 1), {"output_tokens": 1}, pad=True),
+            *tool_use_stream_events(
+                MODEL, "t", "f", pieces, usage_dict(1, 1), {"output_tokens": 1}, pad=True
+            ),
+            *thinking_stream_events(
+                MODEL, ["h"], "s", ["x"], usage_dict(1, 1), {"output_tokens": 1}, pad=True
+            ),
+            *midstream_error_events(MODEL, ["x"], usage_dict(1, 1), pad=True),
+        ]
+
+    assert build() == build()
+    widths = {len(e) - len(e.rstrip(b"}\n").rstrip(b" ")) for e in build() if b"ping" not in e}
+    assert len(widths) > 3  # the padding varies from event to event
 
 
 def test_text_stream_layout() -> None:
@@ -119,6 +139,15 @@ def test_sdk_stream_text_and_usage(fake: FakeAnthropic, client: anthropic.Anthro
     assert text == "Hello from the fake upstream."
     assert final.usage.output_tokens == 5
     assert final.usage.input_tokens == len(fake.requests[-1].body) // 4
+
+
+def test_sdk_parses_events_split_mid_character(fake: FakeAnthropic, client: anthropic.Anthropic) -> None:
+    events = text_stream_events(MODEL, ["héé", "llo"], usage_dict(3, 1), {"output_tokens": 2}, pad=True)
+    chunks = rechunk(events, 7)
+    assert b"".join(chunks) == b"".join(events) and len(chunks) > 20
+    fake.enqueue(Reply(chunks=chunks, delays=[0.001] * len(chunks)))
+    with client.messages.stream(model=MODEL, max_tokens=10, messages=HI) as stream:
+        assert "".join(stream.text_stream) == "hééllo"
 
 
 def test_sdk_stream_tool_use(fake: FakeAnthropic, client: anthropic.Anthropic) -> None:
@@ -250,6 +279,24 @@ def test_recording_is_exact(fake: FakeAnthropic) -> None:
     assert fake.requests == []
 
 
+def test_raw_head_and_header_whitespace_as_sent(fake: FakeAnthropic) -> None:
+    first = (
+        b"POST /v1/messages/count_tokens?beta=true HTTP/1.1\r\nHost: x\r\nX-Odd:   two  spaces  \r\n"
+        b'Transfer-Encoding: chunked\r\n\r\n3;ext=1\r\n{"a\r\n3\r\n":1\r\n1\r\n}\r\n0\r\n\r\n'
+    )
+    second = b"POST /v1/messages/count_tokens HTTP/1.1\r\nHost: x\r\nx-tight:v\r\nContent-Length: 2\r\n\r\n{}"
+    with socket.create_connection(("127.0.0.1", fake.port)) as conn:
+        conn.sendall(first + second)  # pipelined on one connection
+        received = b""
+        while received.count(b"HTTP/1.1 200") < 2:
+            received += conn.recv(65536)
+    a, b = fake.requests
+    assert a.raw_head == first[: first.index(b"\r\n\r\n") + 4] and a.body == b'{"a":1}'
+    assert a.header("x-odd") == "  two  spaces  " and a.query_string == "beta=true"
+    assert b.raw_head == second[:-2] and b.body == b"{}"
+    assert b.raw_headers == ((b"Host", b"x"), (b"x-tight", b"v"), (b"Content-Length", b"2"))
+
+
 def test_sdk_request_is_recorded(fake: FakeAnthropic, client: anthropic.Anthropic) -> None:
     client.messages.create(model=MODEL, max_tokens=10, messages=HI)
     rec = fake.requests[-1]
@@ -258,7 +305,9 @@ def test_sdk_request_is_recorded(fake: FakeAnthropic, client: anthropic.Anthropi
     assert rec.header("anthropic-version") is not None
 
 
-def test_queue_is_fifo_then_default(fake: FakeAnthropic, client: anthropic.Anthropic) -> None:
+def test_queue_is_fifo_then_default(fake: FakeAnthropic) -> None:
+    fake.enqueue(Reply(status=500))
+    assert [r.status for r in fake.drain_replies()] == [500] and fake.pending_replies == 0
     fake.enqueue(
         Reply(status=201, body=b'{"a":1}'), Reply(body=b'{"b":2}', headers=[("request-id", "req_mine")])
     )
@@ -296,6 +345,8 @@ def test_chunk_timing(fake: FakeAnthropic) -> None:
     chunks, times = asyncio.run(go())
     assert chunks == [b"one", b"two", b"three"]
     assert all(b - a > 0.08 for a, b in itertools.pairwise(times))
+    sent = fake.chunk_times()
+    assert len(sent) == 3 and all(b - a > 0.08 for a, b in itertools.pairwise(sent))
 
 
 def test_drop_after_chunks(fake: FakeAnthropic) -> None:
@@ -349,17 +400,17 @@ def test_hang_times_out_and_stop_is_prompt() -> None:
 
 def test_standalone_cli_serves_and_stops() -> None:
     env = {**os.environ, "PYTHONPATH": str(Path(buzz.__file__).parents[1])}
-    proc = subprocess.Popen(
+    with subprocess.Popen(
         [sys.executable, "-m", "buzz.testing.fake_anthropic", "--port", "0", "--workers", "2"],
         stdout=subprocess.PIPE,
         env=env,
         text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        url = proc.stdout.readline().split()[-1]
-        status, _, body = raw(url + "/v1/messages", json={"model": MODEL, "stream": True})
-        assert status == 200 and body.endswith(b'event: message_stop\ndata: {"type":"message_stop"}\n\n')
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=5) == 0
+    ) as proc:
+        try:
+            assert proc.stdout is not None
+            url = proc.stdout.readline().split()[-1]
+            status, _, body = raw(url + "/v1/messages", json={"model": MODEL, "stream": True})
+            assert status == 200 and body.endswith(b'event: message_stop\ndata: {"type":"message_stop"}\n\n')
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=5) == 0

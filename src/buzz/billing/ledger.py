@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -43,6 +44,7 @@ class LedgerRow:
 
 
 _STOP = object()
+_ATTEMPTS = 5
 
 
 class LedgerWriter:
@@ -88,9 +90,11 @@ class LedgerWriter:
             if first is _STOP:
                 break
             batch: list[LedgerRow] = [first]  # type: ignore[list-item]
+            # A row waits at most one interval after the first row of its batch.
+            deadline = time.monotonic() + self._flush_interval
             try:
                 while len(batch) < self._max_batch:
-                    item = self._queue.get(timeout=self._flush_interval)
+                    item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
                     if item is _STOP:
                         stopping = True
                         break
@@ -111,10 +115,17 @@ class LedgerWriter:
             self._flush(rest)
 
     def _flush(self, batch: list[LedgerRow]) -> None:
-        try:
-            self._write(batch)
-            self._written += len(batch)
-        except Exception as exc:  # the thread must survive a bad moment of the database
-            self._failed += len(batch)
-            # The exception text comes from the database driver and holds no row content.
-            log.error("ledger write of %d rows failed: %s", len(batch), type(exc).__name__)
+        # A busy or briefly unavailable database must not cost rows: retry with backoff before
+        # giving up (and then say so loudly).
+        for attempt in range(_ATTEMPTS):
+            try:
+                self._write(batch)
+            except Exception as exc:
+                # Only the exception's type: its text could quote the parameters of the statement.
+                log.warning("ledger write of %d rows failed (%s), attempt %d", len(batch), type(exc).__name__, attempt + 1)
+                time.sleep(min(2.0, 0.1 * 2**attempt))
+            else:
+                self._written += len(batch)
+                return
+        self._failed += len(batch)
+        log.error("ledger lost %d rows after %d attempts", len(batch), _ATTEMPTS)

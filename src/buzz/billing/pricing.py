@@ -56,6 +56,7 @@ _FALLBACK_MULTIPLIERS = {
     "cache_read": Decimal("0.1"),
 }
 _NANOS_PER_TOKEN_EXP = 3  # $X per million tokens = X * 10**9 nanos / 10**6 tokens = X * 10**3 nanos/token
+_MAX_DIGITS = 30  # significant digits in a configured rate or discount
 _CACHE_LIMIT = 4096  # model ids come from clients; bound what arbitrary ids can make us remember
 _EMPTY_OVERRIDES: Mapping[str, Override] = MappingProxyType({})
 
@@ -73,8 +74,14 @@ def _exact_context() -> decimal.Context:
 
 def _check_rate(name: str, value: object) -> None:
     # A float would carry binary noise into money; only Decimal is accepted.
-    if not isinstance(value, Decimal) or not value.is_finite() or value < 0:
+    if not isinstance(value, Decimal) or not value.is_finite() or value < 0 or _too_long(value):
         raise ValueError(f"{name} must be a finite, non-negative Decimal, got {value!r}")
+
+
+def _too_long(value: Decimal) -> bool:
+    # Bounded digits keep every product of configured numbers within _exact_context's precision, so
+    # its Inexact trap can fire only here, at configuration time, never on the request path.
+    return len(value.as_tuple().digits) > _MAX_DIGITS
 
 
 def _div_half_even(n: int, d: int) -> int:
@@ -174,7 +181,7 @@ class Cost:
 
 def _check_discount(discount: object) -> None:
     # A negative discount is a markup; above 1 would make buzz pay the customer.
-    if not isinstance(discount, Decimal) or not discount.is_finite() or discount > 1:
+    if not isinstance(discount, Decimal) or not discount.is_finite() or discount > 1 or _too_long(discount):
         raise ValueError(f"discount must be a finite Decimal <= 1, got {discount!r}")
 
 
@@ -333,21 +340,18 @@ class PriceBook:
         if list_price is None:
             return self._override_only(model, override)
         discount = self._discount if override is None or override.discount is None else override.discount
-
-        def apply(rates: Rates) -> Rates:
-            values = {name: getattr(rates, name) * factor for name in _FIELDS}
-            if override is not None:
-                values.update({n: v for n in _FIELDS if (v := getattr(override, n)) is not None})
-            return Rates(**values)
-
+        absolute = (
+            {} if override is None else {n: v for n in _FIELDS if (v := getattr(override, n)) is not None}
+        )
         with decimal.localcontext(_exact_context()):
             factor = 1 - discount
-            return ModelPrice(
-                model,
-                list_price.priced_as,
-                apply(list_price.base),
-                tuple((t, apply(r)) for t, r in list_price.tiers),
-            )
+
+            def apply(rates: Rates) -> Rates:
+                return Rates(**{name: getattr(rates, name) * factor for name in _FIELDS} | absolute)
+
+            base = apply(list_price.base)
+            tiers = tuple((t, apply(r)) for t, r in list_price.tiers)
+        return ModelPrice(model, list_price.priced_as, base, tiers)
 
     @staticmethod
     def _override_only(model: str, override: Override | None) -> ModelPrice | None:
@@ -363,6 +367,8 @@ class PriceBook:
             data = f"genai-prices {importlib.metadata.version('genai-prices')}"
         except importlib.metadata.PackageNotFoundError:
             data = "genai-prices unknown"
+        if self._snapshot.from_auto_update:  # someone installed genai-prices' live updater
+            data += f" live {self._snapshot.timestamp:%Y-%m-%dT%H:%M}"
         normal = self._discount.normalize()
         shown = _canonical(normal) if int(normal.as_tuple().exponent) < -2 else f"{normal:.2f}"
         lines = [f"family {f}={m}" for f, m in sorted(self._families.items())]

@@ -112,6 +112,7 @@ async def _relay(
         rules,
         response.headers.get("content-type", ""),
         response.headers.get("content-encoding", ""),
+        response.status,
     )
     try:
         x.status = response.status

@@ -107,8 +107,10 @@ class SSEParser:
 class Meter:
     """Feeds relayed chunks to a vendor's rules, as SSE events or as one JSON body."""
 
-    def __init__(self, rules: UsageRules, content_type: str, content_encoding: str) -> None:
+    def __init__(self, rules: UsageRules, content_type: str, content_encoding: str, status: int = 200) -> None:
         self._rules = rules
+        # Vendors do not bill error answers; their bodies are read only for the error type.
+        self._billable = status < 400
         self._decode = _decompressor(content_encoding)
         self._stream = content_type.lower().startswith("text/event-stream")
         self._parser = SSEParser(rules.on_event) if self._stream else None
@@ -140,4 +142,7 @@ class Meter:
                 self._broken = True
                 log.warning("usage meter stopped: %s", type(exc).__name__)
         self._body = []
-        return self._rules.result(complete and not self._broken)
+        result = self._rules.result(complete and not self._broken)
+        if not self._billable:
+            return MeterResult(None, "none", result.model, result.error_type)
+        return result

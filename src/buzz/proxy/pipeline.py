@@ -45,11 +45,11 @@ class Pipeline:
             body = await self._read_body(receive, headers)
             x.body_bytes = len(body)
             head = read_head(body)
-            x.model = head.model
             user = headers.get(b"x-buzz-user")
             x.user_id = user.decode("latin-1")[:256] if user else head.user_id
             route = self._router.route(head.model, _path_and_query(scope), credential_header or b"x-api-key")
-            x.provider = route.provider
+            # Only a routable model id is kept: anything else is arbitrary client text.
+            x.model, x.provider = head.model, route.provider
             rules = AnthropicUsage(len(body))
             await forward(self._session, x, route, str(scope["method"]), raw_headers, body, rules, receive, send)
         except GatewayError as error:

@@ -170,29 +170,42 @@ def _first_tool_name(request: dict[str, Any]) -> str:
 def _stream_events(
     model: str, request: dict[str, Any], usage: dict[str, Any], kinds: frozenset[str]
 ) -> list[bytes]:
+    # Builders derive ids from their arguments; real message ids are unique per request.
+    mid = sse.new_id("msg_")
     pad = "pad" in kinds
     start = {**usage, "output_tokens": 1}
     final = sse.delta_usage(usage)
     if "midstream-error" in kinds:
-        return sse.midstream_error_events(model, DEFAULT_TEXT_PIECES[:2], start, pad=pad)
+        return sse.midstream_error_events(model, DEFAULT_TEXT_PIECES[:2], start, pad=pad, message_id=mid)
     if "tool_use" in kinds:
         pieces = ['{"city"', ': "Par', 'is"}']
         name = _first_tool_name(request)
-        return sse.tool_use_stream_events(model, "Let me check.", name, pieces, start, final, pad)
+        return sse.tool_use_stream_events(
+            model,
+            "Let me check.",
+            name,
+            pieces,
+            start,
+            final,
+            pad,
+            tool_id=sse.new_id("toolu_"),
+            message_id=mid,
+        )
     if "thinking" in kinds:
         final["output_tokens_details"] = {"thinking_tokens": 2}
         return sse.thinking_stream_events(
-            model, ["Simple", " question."], "c2lnbmF0dXJl", ["Hello."], start, final, pad
+            model, ["Simple", " question."], "c2lnbmF0dXJl", ["Hello."], start, final, pad, message_id=mid
         )
     if "refusal" in kinds:
         details = {"type": "refusal", "category": None, "explanation": None}
         return sse.text_stream_events(
-            model, ["I can't"], start, final, pad, stop_reason="refusal", stop_details=details
+            model, ["I can't"], start, final, pad, stop_reason="refusal", stop_details=details, message_id=mid
         )
-    return sse.text_stream_events(model, DEFAULT_TEXT_PIECES, start, final, pad)
+    return sse.text_stream_events(model, DEFAULT_TEXT_PIECES, start, final, pad, message_id=mid)
 
 
 def _message_body(model: str, request: dict[str, Any], usage: dict[str, Any], kinds: frozenset[str]) -> bytes:
+    mid = sse.new_id("msg_")
     if "tool_use" in kinds:
         tool: dict[str, Any] = {
             "type": "tool_use",
@@ -202,14 +215,14 @@ def _message_body(model: str, request: dict[str, Any], usage: dict[str, Any], ki
             "caller": {"type": "direct"},
         }
         content: list[dict[str, Any]] = [{"type": "text", "text": "Let me check."}, tool]
-        return sse.message_json(model, "", usage, content=content, stop_reason="tool_use")
+        return sse.message_json(model, "", usage, content=content, stop_reason="tool_use", message_id=mid)
     if "thinking" in kinds:
         thinking: list[dict[str, Any]] = [
             {"type": "thinking", "thinking": "Simple question.", "signature": "c2lnbmF0dXJl"},
             {"type": "text", "text": "Hello."},
         ]
-        return sse.message_json(model, "", usage, content=thinking)
-    return sse.message_json(model, "".join(DEFAULT_TEXT_PIECES), usage)
+        return sse.message_json(model, "", usage, content=thinking, message_id=mid)
+    return sse.message_json(model, "".join(DEFAULT_TEXT_PIECES), usage, message_id=mid)
 
 
 def _messages_reply(body: bytes, kinds: frozenset[str]) -> Reply:

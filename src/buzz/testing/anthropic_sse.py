@@ -1,17 +1,20 @@
 """Exact bytes of Anthropic Messages responses (wire.md §1.4-1.9), for fake upstreams.
 
-Pure functions. Stream builders return one `bytes` per SSE event so a fake can send each event
-as its own chunk, the way the real API does. JSON is compact UTF-8 (non-ASCII stays raw, so
-multi-byte characters really occur on the wire); `pad=True` adds the random whitespace that real
-Anthropic puts before an event's closing brace, which catches meters that match bytes instead
-of parsing JSON.
+Pure functions: the same arguments give the same bytes, so a test can build a reply twice and
+compare (ids left to default are hashes of the arguments; padding widths are hashes of the event).
+Stream builders return one `bytes` per SSE event so a fake can send each event as its own chunk,
+the way the real API does. JSON is compact UTF-8 (non-ASCII stays raw, so multi-byte characters
+really occur on the wire); `pad=True` adds the whitespace, of varying width, that real Anthropic
+puts before an event's closing brace, which catches meters that match bytes instead of parsing JSON.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import string
+import zlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -28,6 +31,8 @@ DEFAULT_MODELS: tuple[tuple[str, str], ...] = (
 PING_EVENT = b'event: ping\ndata: {"type": "ping"}\n\n'
 
 _ID_ALPHABET = string.ascii_letters + string.digits
+# Reused because json.dumps with options builds a new encoder per call, a third of a stream's cost.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 
 
 def new_id(prefix: str) -> str:
@@ -35,12 +40,23 @@ def new_id(prefix: str) -> str:
     return prefix + "011C" + "".join(random.choices(_ID_ALPHABET, k=20))
 
 
+def stable_id(prefix: str, *parts: object) -> str:
+    """An id shaped like `new_id`'s, derived from `parts` instead of chance."""
+    n = int.from_bytes(hashlib.sha256(repr(parts).encode()).digest())
+    chars = []
+    for _ in range(20):
+        n, r = divmod(n, len(_ID_ALPHABET))
+        chars.append(_ID_ALPHABET[r])
+    return prefix + "011C" + "".join(chars)
+
+
 def _dumps(obj: object) -> bytes:
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+    return _ENCODER.encode(obj).encode()
 
 
 def _pad(payload: bytes) -> bytes:
-    return payload[:-1] + b" " * random.randint(1, 16) + b"}"
+    width = 1 + zlib.crc32(payload) % 16
+    return payload[:-1] + b" " * width + b"}"
 
 
 def sse_event(name: str, data: JsonObject | bytes, *, pad: bool = False) -> bytes:
@@ -80,10 +96,10 @@ def delta_usage(usage: JsonObject) -> dict[str, Any]:
     return {k: usage[k] for k in keys if k in usage}
 
 
-def _message(model: str, message_id: str | None, content: list[Any], usage: JsonObject) -> dict[str, Any]:
+def _message(model: str, message_id: str, content: list[Any], usage: JsonObject) -> dict[str, Any]:
     return {
         "model": model,
-        "id": message_id or new_id("msg_"),
+        "id": message_id,
         "type": "message",
         "role": "assistant",
         "content": content,
@@ -94,7 +110,7 @@ def _message(model: str, message_id: str | None, content: list[Any], usage: Json
     }
 
 
-def _start(model: str, usage_start: JsonObject, message_id: str | None) -> dict[str, Any]:
+def _start(model: str, usage_start: JsonObject, message_id: str) -> dict[str, Any]:
     return {"type": "message_start", "message": _message(model, message_id, [], usage_start)}
 
 
@@ -143,8 +159,9 @@ def text_stream_events(
 ) -> list[bytes]:
     """A text answer (wire.md §1.5 example A); `usage_final` is cumulative, as in `message_delta`."""
     block = _text_block(0, text_pieces)
+    mid = message_id or stable_id("msg_", model, tuple(text_pieces), stop_reason)
     events: list[JsonObject | bytes] = [
-        _start(model, usage_start, message_id),
+        _start(model, usage_start, mid),
         block[0],
         PING_EVENT,
         *block[1:],
@@ -174,14 +191,15 @@ def tool_use_stream_events(
         pieces.insert(0, "")
     tool_block = {
         "type": "tool_use",
-        "id": tool_id or new_id("toolu_"),
+        "id": tool_id or stable_id("toolu_", model, tool_name, tuple(pieces)),
         "name": tool_name,
         "caller": {"type": "direct"},
         "input": {},
     }
     text_block = _text_block(0, [text])
+    mid = message_id or stable_id("msg_", model, text, tool_name, tuple(pieces))
     events: list[JsonObject | bytes] = [
-        _start(model, usage_start, message_id),
+        _start(model, usage_start, mid),
         text_block[0],
         PING_EVENT,
         *text_block[1:],
@@ -205,8 +223,9 @@ def thinking_stream_events(
     message_id: str | None = None,
 ) -> list[bytes]:
     """A thinking block (deltas, then `signature_delta` just before its stop), then text (example C)."""
+    mid = message_id or stable_id("msg_", model, tuple(thinking_pieces), signature, tuple(text_pieces))
     events: list[JsonObject | bytes] = [
-        _start(model, usage_start, message_id),
+        _start(model, usage_start, mid),
         _block_start(0, {"type": "thinking", "thinking": "", "signature": ""}),
         PING_EVENT,
         *(_delta(0, {"type": "thinking_delta", "thinking": p}) for p in thinking_pieces),
@@ -232,8 +251,9 @@ def midstream_error_events(
     block = _text_block(0, text_pieces)
     # The documented error event uses json.dumps' default spacing; keep it byte-identical.
     error = json.dumps({"type": "error", "error": {"type": error_type, "message": message}}).encode()
+    mid = message_id or stable_id("msg_", model, tuple(text_pieces), error_type)
     events: list[JsonObject | bytes] = [
-        _start(model, usage_start, message_id),
+        _start(model, usage_start, mid),
         block[0],
         PING_EVENT,
         *block[1:-1],
@@ -254,7 +274,7 @@ def message_json(
 ) -> bytes:
     """A non-streaming Message (wire.md §1.4); `content` replaces the single text block if given."""
     blocks = [dict(b) for b in content] if content is not None else [{"type": "text", "text": text}]
-    message = _message(model, message_id, blocks, usage)
+    message = _message(model, message_id or stable_id("msg_", model, repr(blocks)), blocks, usage)
     message["stop_reason"] = stop_reason
     message["stop_details"] = stop_details
     return _dumps(message)
@@ -289,3 +309,9 @@ def models_page_json(models: Sequence[tuple[str, str]] = DEFAULT_MODELS) -> byte
             "last_id": data[-1]["id"] if data else None,
         }
     )
+
+
+def rechunk(events: Sequence[bytes], size: int) -> list[bytes]:
+    """The same bytes cut every `size` bytes, ignoring event and UTF-8 character boundaries."""
+    data = b"".join(events)
+    return [data[i : i + size] for i in range(0, len(data), size)]

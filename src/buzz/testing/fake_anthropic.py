@@ -43,18 +43,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gzip
-import json
 import os
 import signal
 import socket
 import struct
 import threading
+import time
 import zlib
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
 
 from aiohttp import web
 from multidict import CIMultiDict
@@ -79,12 +77,14 @@ from buzz.testing.anthropic_sse import (
     model_info,
     models_page_json,
     new_id,
+    rechunk,
     sse_event,
     text_stream_events,
     thinking_stream_events,
     tool_use_stream_events,
     usage_dict,
 )
+from buzz.testing.fake_wire import RecordedRequest, TeeHandler, TeeServer, take_request
 
 __all__ = [
     "PING_EVENT",
@@ -105,6 +105,7 @@ __all__ = [
     "models_page_json",
     "new_id",
     "ratelimit_headers",
+    "rechunk",
     "sse_event",
     "text_stream_events",
     "thinking_stream_events",
@@ -115,28 +116,6 @@ __all__ = [
 _HANG_SECONDS = 3600.0
 # Claude Code and big anthropic-beta lists send headers longer than aiohttp's 8 KiB default.
 _MAX_HEADER_BYTES = 64 * 1024
-
-
-@dataclass(frozen=True, slots=True)
-class RecordedRequest:
-    """One request exactly as received: raw path and query, headers in order, undecoded body."""
-
-    method: str
-    path: str
-    query_string: str
-    raw_headers: tuple[tuple[bytes, bytes], ...]
-    body: bytes
-
-    def header(self, name: str) -> str | None:
-        """First value of header `name` (case-insensitive), or None."""
-        key = name.lower().encode("latin-1")
-        for k, v in self.raw_headers:
-            if k.lower() == key:
-                return v.decode("utf-8", "surrogateescape")
-        return None
-
-    def json(self) -> Any:
-        return json.loads(self.body)
 
 
 def _response_headers(reply: Reply) -> CIMultiDict[str]:
@@ -185,8 +164,11 @@ def _reset(request: web.BaseRequest) -> None:
     transport.abort()
 
 
-async def play(request: web.BaseRequest, reply: Reply) -> web.StreamResponse:
-    """Send `reply` as the answer to `request`."""
+async def play(
+    request: web.BaseRequest, reply: Reply, sent_at: list[float] | None = None
+) -> web.StreamResponse:
+    """Send `reply` as the answer to `request`, appending each chunk's `perf_counter()` send time
+    to `sent_at`."""
     if reply.delay_before_headers > 0:
         await asyncio.sleep(reply.delay_before_headers)
     if reply.reset_before_headers:
@@ -211,6 +193,8 @@ async def play(request: web.BaseRequest, reply: Reply) -> web.StreamResponse:
         if i < len(delays) and delays[i] > 0:
             await asyncio.sleep(delays[i])
         await resp.write(chunk)
+        if sent_at is not None:
+            sent_at.append(time.perf_counter())
     if reply.drop_after_chunks is not None and reply.drop_after_chunks < len(chunks):
         await _drop(request)
         return resp
@@ -229,6 +213,7 @@ class FakeAnthropic:
         self._lock = threading.Lock()
         self._requests: list[RecordedRequest] = []
         self._replies: deque[Reply] = deque()
+        self._chunk_times: list[float] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._startup_error: BaseException | None = None
@@ -248,13 +233,27 @@ class FakeAnthropic:
             return list(self._requests)
 
     def clear(self) -> None:
-        """Forget recorded requests (queued replies stay queued)."""
+        """Forget recorded requests and chunk times (queued replies stay queued)."""
         with self._lock:
             self._requests.clear()
+            self._chunk_times = []
 
     def enqueue(self, *replies: Reply) -> None:
         with self._lock:
             self._replies.extend(replies)
+
+    def drain_replies(self) -> list[Reply]:
+        """Unqueue and return every reply not used yet."""
+        with self._lock:
+            replies = list(self._replies)
+            self._replies.clear()
+        return replies
+
+    def chunk_times(self) -> list[float]:
+        """`time.perf_counter()` just after each chunk of the latest chunked reply was written
+        (so far, if it is still streaming)."""
+        with self._lock:
+            return list(self._chunk_times)
 
     @property
     def pending_replies(self) -> int:
@@ -265,8 +264,13 @@ class FakeAnthropic:
         body = await request.content.read()
         path = request.rel_url.raw_path
         if self._record:
+            protocol = request.protocol
+            if isinstance(protocol, TeeHandler):
+                head, raw_headers = take_request(protocol.received)
+            else:
+                head, raw_headers = b"", tuple(request.raw_headers)
             recorded = RecordedRequest(
-                request.method, path, request.rel_url.raw_query_string, tuple(request.raw_headers), body
+                request.method, path, request.rel_url.raw_query_string, raw_headers, body, head
             )
             with self._lock:
                 self._requests.append(recorded)
@@ -274,11 +278,16 @@ class FakeAnthropic:
             reply = self._replies.popleft() if self._replies else None
         if reply is None:
             reply = default_reply(request.method, path, body, request.headers.get("x-fake-scenario"))
-        return await play(request, reply)
+        if reply.chunks is None:
+            return await play(request, reply)
+        sent_at: list[float] = []
+        with self._lock:
+            self._chunk_times = sent_at
+        return await play(request, reply, sent_at)
 
     async def open(self, sock: socket.socket) -> web.BaseRunner:
         """Serve on an already listening socket in the running loop; close with `runner.cleanup()`."""
-        server = web.Server(
+        server = (TeeServer if self._record else web.Server)(
             self.handle,
             handler_cancellation=True,  # a client that goes away stops slow and hanging replies
             auto_decompress=False,  # record request bodies as sent, even compressed ones

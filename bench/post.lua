@@ -1,0 +1,42 @@
+-- wrk script for bench/run.py: POST one fixed body, report exact figures as one JSON line.
+-- Everything comes from the environment, so one script serves every target, size and key.
+--   BENCH_BODY_FILE     file holding the request body (read once per thread, sent as is)
+--   BENCH_API_KEY       buzz key for x-api-key (empty or unset: no key, for the direct runs)
+--   BENCH_MAX_REQUESTS  stop after this many responses (0 or unset: run for the whole -d)
+
+local body_file = assert(os.getenv("BENCH_BODY_FILE"), "BENCH_BODY_FILE is not set")
+local handle = assert(io.open(body_file, "rb"))
+wrk.method = "POST"
+wrk.body = handle:read("*a")
+handle:close()
+wrk.headers["content-type"] = "application/json"
+wrk.headers["anthropic-version"] = "2023-06-01"
+
+local key = os.getenv("BENCH_API_KEY")
+if key and key ~= "" then
+  wrk.headers["x-api-key"] = key
+end
+
+local limit = tonumber(os.getenv("BENCH_MAX_REQUESTS") or "0") or 0
+if limit > 0 then
+  -- Only defined when needed: a response() hook makes wrk hand every response to Lua, which
+  -- costs load-generator CPU. The count is per thread; run.py always uses one thread.
+  local seen = 0
+  function response(status, headers, body)
+    seen = seen + 1
+    if seen >= limit then
+      wrk.thread:stop()
+    end
+  end
+end
+
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'BENCH_RESULT {"requests":%d,"duration_us":%d,"bytes":%d,"p50_us":%d,"p99_us":%d,'
+      .. '"mean_us":%.1f,"max_us":%d,"err_connect":%d,"err_read":%d,"err_write":%d,'
+      .. '"err_status":%d,"err_timeout":%d}\n',
+    summary.requests, summary.duration, summary.bytes,
+    latency:percentile(50), latency:percentile(99), latency.mean, latency.max,
+    e.connect, e.read, e.write, e.status, e.timeout))
+end

@@ -1,0 +1,336 @@
+"""Benchmark buzz against the fake Anthropic upstream: direct (client -> fake) versus through buzz
+(client -> buzz -> fake), in one run.
+
+    python bench/run.py [--quick] [--out bench/results/NAME.json]
+
+Buzz runs with its default configuration, everything on: key check on every request, a meter
+on every response, a ledger row per request in SQLite. It is pinned to one core; the fake
+upstream, the load generator and this script share the other. Figures, targets and the exact
+commands go to the terminal and to a JSON file. docs/performance.md explains the method.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shlex
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from rich.console import Console
+
+import report
+import ttfb
+from loadgen import LoadGenerator, LoadResult, message_body, percentile, pick
+from procs import (
+    LOCALHOST,
+    Service,
+    buzz_env,
+    core_times,
+    cpu_seconds,
+    create_key,
+    free_port,
+    machine,
+    pin_prefix,
+    rss_kib,
+    wait_ready,
+)
+
+BENCH_DIR = Path(__file__).resolve().parent
+BODY_BYTES = {"small": 1024, "large": 200 * 1024}
+CONCURRENCY = {"small": (1, 16, 32, 64), "large": (1, 16, 64)}
+MEMORY_CONCURRENCY = 32
+
+
+@dataclass(frozen=True, slots=True)
+class Mode:
+    name: str
+    duration_s: int  # each throughput measurement
+    warmup_s: int  # discarded run before each measurement
+    memory_warmup: int  # requests before the first RSS sample
+    memory_requests: int
+    memory_segments: int  # an RSS sample after each
+    ttfb_samples: int
+    slow_samples: int  # streams with 100 ms between events, about 0.7 s each
+
+
+FULL = Mode("full", 10, 2, 5_000, 100_000, 10, 300, 10)
+QUICK = Mode("quick", 3, 1, 2_000, 20_000, 4, 100, 3)
+
+
+@dataclass
+class Bench:
+    gen: LoadGenerator
+    fake_port: int
+    buzz_port: int
+    key: str
+    buzz_pid: int
+    body_files: dict[str, Path]
+    load_core: int | None
+    buzz_responses: int = 0  # counted by the clients, to compare with the ledger
+
+    def url(self, target: str) -> str:
+        port = self.buzz_port if target == "buzz" else self.fake_port
+        return f"http://{LOCALHOST}:{port}/v1/messages"
+
+    def load(
+        self, target: str, body: str, concurrency: int, duration_s: int, max_requests: int = 0
+    ) -> LoadResult:
+        key = self.key if target == "buzz" else None
+        result = self.gen.run(
+            self.url(target), self.body_files[body], key, concurrency, duration_s, max_requests
+        )
+        if target == "buzz":
+            self.buzz_responses += result.requests
+        return result
+
+
+def _pinning(buzz_core: int, load_core: int) -> tuple[int | None, int | None, str]:
+    usable = os.sched_getaffinity(0)
+    if buzz_core != load_core and {buzz_core, load_core} <= usable:
+        return buzz_core, load_core, f"buzz on core {buzz_core}; fake upstream and load on core {load_core}"
+    return (
+        None,
+        None,
+        f"NOT pinned: cores {buzz_core} and {load_core} are not both usable here ({sorted(usable)})",
+    )
+
+
+def _ms(ns: int) -> float:
+    return round(ns / 1e6, 4)
+
+
+def _load_row(bench: Bench, target: str, body: str, concurrency: int, mode: Mode) -> dict[str, Any]:
+    bench.load(target, body, concurrency, mode.warmup_s)
+    cpu_before, wall_before = cpu_seconds(bench.buzz_pid), time.monotonic()
+    core_before = core_times(bench.load_core) if bench.load_core is not None else None
+    result = bench.load(target, body, concurrency, mode.duration_s)
+    wall = time.monotonic() - wall_before
+    row: dict[str, Any] = {
+        "target": target,
+        "body": body,
+        "body_bytes": BODY_BYTES[body],
+        "concurrency": concurrency,
+    }
+    row.update(asdict(result), rps=round(result.rps, 1))
+    # Buzz near 100% of its core means buzz is the limit; the load core near 100% means the test rig is.
+    row["buzz_cpu_pct"] = round(100 * (cpu_seconds(bench.buzz_pid) - cpu_before) / wall, 1)
+    if core_before is not None and bench.load_core is not None:
+        busy, total = core_times(bench.load_core)
+        row["load_core_busy_pct"] = round(100 * (busy - core_before[0]) / max(1, total - core_before[1]), 1)
+    return row
+
+
+def throughput(bench: Bench, mode: Mode, console: Console) -> list[dict[str, Any]]:
+    rows = []
+    for body, levels in CONCURRENCY.items():
+        for concurrency in levels:
+            # Direct and buzz back to back, so a drift of the machine touches both alike.
+            for target in ("direct", "buzz"):
+                row = _load_row(bench, target, body, concurrency, mode)
+                console.print(
+                    f"  {target:>6} {body} c={concurrency:<3} {row['rps']:>9,.0f} req/s"
+                    f"  p50 {row['p50_ms']:.3f} ms  p99 {row['p99_ms']:.3f} ms  errors {row['errors']}"
+                )
+                rows.append(row)
+    return rows
+
+
+def memory(bench: Bench, mode: Mode, console: Console) -> dict[str, Any]:
+    # Bounded in time too: at an implausible 200 req/s a segment still ends.
+    segment = mode.memory_requests // mode.memory_segments
+    limit_s = max(30, segment // 200)
+    bench.load("buzz", "small", MEMORY_CONCURRENCY, limit_s, max_requests=mode.memory_warmup)
+    samples = [{"requests": 0, "rss_kib": rss_kib(bench.buzz_pid)}]
+    sent, errors = 0, 0
+    for _ in range(mode.memory_segments):
+        result = bench.load("buzz", "small", MEMORY_CONCURRENCY, limit_s, max_requests=segment)
+        sent += result.requests
+        errors += result.errors
+        samples.append({"requests": sent, "rss_kib": rss_kib(bench.buzz_pid)})
+        console.print(f"  {sent:>7,} requests  RSS {samples[-1]['rss_kib'] / 1024:.1f} MiB")
+    start, mid, end = samples[0], samples[len(samples) // 2], samples[-1]
+    return {
+        "concurrency": MEMORY_CONCURRENCY,
+        "warmup_requests": mode.memory_warmup,
+        "requests": sent,
+        "errors": errors,
+        "samples": samples,
+        "start_kib": start["rss_kib"],
+        "mid_kib": mid["rss_kib"],
+        "end_kib": end["rss_kib"],
+        "growth_kib": end["rss_kib"] - start["rss_kib"],
+        "growth_bytes_per_request": round((end["rss_kib"] - start["rss_kib"]) * 1024 / max(1, sent), 2),
+    }
+
+
+def _timing_stats(timings: list[ttfb.StreamTiming]) -> dict[str, Any]:
+    first = sorted(t.ttfb_ns for t in timings)
+    total = sorted(t.total_ns for t in timings)
+    return {
+        "samples": len(timings),
+        "ttfb_p50_ms": _ms(percentile(first, 50)),
+        "ttfb_p99_ms": _ms(percentile(first, 99)),
+        "total_p50_ms": _ms(percentile(total, 50)),
+    }
+
+
+def first_byte(bench: Bench, mode: Mode) -> dict[str, Any]:
+    body = message_body(BODY_BYTES["small"], stream=True)
+    out: dict[str, Any] = {"body_bytes": len(body)}
+    for scenario, samples, warmup in ((None, mode.ttfb_samples, 20), ("slow", mode.slow_samples, 1)):
+        section: dict[str, Any] = {}
+        for target, port in (("direct", bench.fake_port), ("buzz", bench.buzz_port)):
+            request = ttfb.build_request(port, body, bench.key if target == "buzz" else None, scenario)
+            section[target] = _timing_stats(ttfb.measure(port, request, samples, warmup))
+            if target == "buzz":
+                bench.buzz_responses += samples + warmup
+        for stat in ("ttfb_p50_ms", "ttfb_p99_ms"):
+            section[f"added_{stat}"] = round(section["buzz"][stat] - section["direct"][stat], 4)
+        out["slow" if scenario else "fast"] = section
+    return out
+
+
+def ledger_counts(database: Path) -> dict[str, int]:
+    with contextlib.closing(sqlite3.connect(database)) as db:
+        return {
+            str(status): n for status, n in db.execute("SELECT status, count(*) FROM ledger GROUP BY status")
+        }
+
+
+def _git_revision() -> str:
+    def git(*args: str) -> str:
+        proc = subprocess.run(["git", *args], cwd=BENCH_DIR, capture_output=True, text=True, check=False)
+        return proc.stdout.strip()
+
+    revision = git("rev-parse", "--short", "HEAD") or "unknown"
+    return revision + (" (with uncommitted changes)" if git("status", "--porcelain", "--", "src") else "")
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt  # so a SIGTERM runs the same cleanup as Ctrl-C
+
+
+def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
+    mode = QUICK if args.quick else FULL
+    buzz_core, load_core, pinning = _pinning(args.buzz_core, args.load_core)
+    if load_core is not None:
+        os.sched_setaffinity(0, {load_core})  # this script is the TTFB client and the fallback generator
+    gen = pick(args.loadgen, load_core)
+    console.print(f"[bold]buzz benchmark[/] ({mode.name}); load generator: {gen.name}; {pinning}")
+    with tempfile.TemporaryDirectory(prefix="buzz-bench-") as tmp, contextlib.ExitStack() as stack:
+        work = Path(tmp)
+        body_files = {}
+        for name, size in BODY_BYTES.items():
+            body_files[name] = work / f"{name}.json"
+            body_files[name].write_bytes(message_body(size))
+        fake_port, buzz_port = free_port(), free_port()
+        data_dir = work / "data"
+        data_dir.mkdir()
+        env = buzz_env(data_dir, fake_port)
+        key = create_key(env)
+
+        fake_argv = [*pin_prefix(load_core), sys.executable, "-m", "buzz.testing.fake_anthropic"]
+        fake_argv += ["--port", str(fake_port), "--workers", str(args.fake_workers)]
+        fake = Service("fake upstream", fake_argv, env, work / "fake.log")
+        stack.callback(fake.stop)
+        fake.start()
+        buzz_argv = [*pin_prefix(buzz_core), sys.executable, "-m", "buzz", "serve"]
+        buzz_argv += ["--host", LOCALHOST, "--port", str(buzz_port)]
+        buzz = Service("buzz", buzz_argv, env, work / "buzz.log")
+        stack.callback(buzz.stop)
+        buzz.start()
+        wait_ready(fake, f"http://{LOCALHOST}:{fake_port}/v1/models")
+        wait_ready(buzz, f"http://{LOCALHOST}:{buzz_port}/healthz")
+
+        bench = Bench(gen, fake_port, buzz_port, key, buzz.pid, body_files, load_core)
+        idle_rss = rss_kib(buzz.pid)
+        console.print(
+            f"memory: {mode.memory_requests:,} small requests through buzz at c={MEMORY_CONCURRENCY}"
+        )
+        mem = memory(bench, mode, console)
+        mem["idle_after_start_kib"] = idle_rss
+        console.print(f"throughput: {mode.duration_s} s per measurement after {mode.warmup_s} s of warmup")
+        rows = throughput(bench, mode, console)
+        console.print(f"time to first byte: {mode.ttfb_samples} streams, then {mode.slow_samples} slow ones")
+        first = first_byte(bench, mode)
+        buzz.stop()  # graceful: the ledger writer flushes every row before the count below
+        ledger = ledger_counts(data_dir / "buzz.sqlite3")
+
+    key_hidden = "<key from `buzz keys create`>"
+    return {
+        "started_at": args.started_at,
+        "mode": asdict(mode),
+        "machine": machine(),
+        "buzz_revision": _git_revision(),
+        "load_generator": gen.name,
+        "pinning": pinning,
+        "fake_workers": args.fake_workers,
+        "commands": {
+            "env": "BUZZ_DATA_DIR=<temp dir> ANTHROPIC_API_KEY=bench-not-a-real-key "
+            "BUZZ_ANTHROPIC_BASE_URL=http://127.0.0.1:<fake port>",
+            "key": f"{shlex.quote(sys.executable)} -m buzz keys create --project bench",
+            "fake": shlex.join(fake_argv),
+            "buzz": shlex.join(buzz_argv),
+            "load": shlex.join(gen.argv(bench.url("buzz"), 32, mode.duration_s))
+            + f"  # env BENCH_BODY_FILE=<body> BENCH_API_KEY={key_hidden}",
+        },
+        "throughput": rows,
+        "memory": mem,
+        "ttfb": first,
+        "ledger": {
+            "rows_by_status": ledger,
+            "rows": sum(ledger.values()),
+            "client_responses": bench.buzz_responses,
+        },
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true", help="shorter runs (under two minutes)")
+    parser.add_argument("--out", type=Path, default=None, help="JSON result file (default bench/results/...)")
+    parser.add_argument("--loadgen", choices=("auto", "wrk", "aiohttp"), default="auto")
+    parser.add_argument(
+        "--fake-workers", type=int, default=2, help="fake upstream processes (all on the load core)"
+    )
+    parser.add_argument("--buzz-core", type=int, default=0)
+    parser.add_argument("--load-core", type=int, default=1)
+    parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
+    args = parser.parse_args(argv)
+    now = datetime.now(UTC)
+    args.started_at = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+    default_name = f"bench-{'quick' if args.quick else 'full'}-{now:%Y%m%d-%H%M%S}.json"
+    out: Path = args.out or BENCH_DIR / "results" / default_name
+    signal.signal(signal.SIGTERM, _interrupt)
+    console = Console()
+    began = time.monotonic()
+    try:
+        results = run(args, console)
+    except KeyboardInterrupt:
+        console.print("[red]interrupted; child processes stopped[/]")
+        return 130
+    results["elapsed_s"] = round(time.monotonic() - began, 1)
+    results["added_latency"] = report.added_latency(results["throughput"])
+    results["targets"] = report.targets(results)
+    report.show(console, results)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    console.print(f"results written to {out} ({results['elapsed_s']:.0f} s)")
+    missed = [t["name"] for t in results["targets"] if not t["met"]]
+    return 1 if args.check and missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,126 @@
+"""Running a real buzz process for tests, and reading what it kept."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from buzz.proxy.auth import generate_key
+from buzz.store.sqlite import SQLiteStore
+
+UPSTREAM_KEY = "sk-ant-upstream-secret-for-tests"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class BuzzProcess:
+    """`buzz serve` in a child process, as an operator would run it."""
+
+    def __init__(self, data_dir: Path, upstream_url: str, env: Mapping[str, str] | None = None) -> None:
+        self.data_dir = data_dir
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith(("BUZZ_", "ANTHROPIC_"))},
+            "BUZZ_DATA_DIR": str(data_dir),
+            "ANTHROPIC_API_KEY": UPSTREAM_KEY,
+            "BUZZ_ANTHROPIC_BASE_URL": upstream_url,
+            "BUZZ_LEDGER_FLUSH_INTERVAL": "0.01",
+            **(env or {}),
+        }
+        self.log_path = data_dir.parent / f"buzz-{self.port}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> BuzzProcess:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        log = self.log_path.open("wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "buzz", "serve", "--port", str(self.port)],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"buzz exited early:\n{self.output().decode(errors='replace')}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/healthz", timeout=1) as response:
+                    if response.status == 200:
+                        return self
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("buzz did not become healthy in time")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
+        if self.process is None:
+            return 0
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait()
+
+    def output(self) -> bytes:
+        return self.log_path.read_bytes() if self.log_path.exists() else b""
+
+    def create_key(self, project: str = "test", name: str | None = None) -> str:
+        store = SQLiteStore(self.data_dir / "buzz.sqlite3")
+        new = generate_key()
+        store.create_key(new.key_id, project, name, new.secret_hash)
+        store.close()
+        return new.token
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "buzz", *args], env=self.env, capture_output=True, text=True, timeout=60
+        )
+
+    def ledger(
+        self, count: int | None = None, where: Callable[[dict[str, Any]], bool] | None = None, timeout: float = 10
+    ) -> list[dict[str, Any]]:
+        """Ledger rows (those matching `where`), waiting until at least `count` have been flushed."""
+        deadline = time.monotonic() + timeout
+        while True:
+            rows = [row for row in read_ledger(self.data_dir / "buzz.sqlite3") if where is None or where(row)]
+            if count is None or len(rows) >= count or time.monotonic() > deadline:
+                return rows
+            time.sleep(0.02)
+
+
+def read_ledger(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    conn = sqlite3.connect(path)
+    try:
+        conn.row_factory = sqlite3.Row
+        try:
+            return [dict(row) for row in conn.execute("SELECT * FROM ledger ORDER BY ts, id")]
+        except sqlite3.OperationalError:
+            return []
+    finally:
+        conn.close()
+
+
+def wait_until(predicate: Any, timeout: float = 5.0, interval: float = 0.01) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return bool(predicate())

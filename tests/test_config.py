@@ -1,0 +1,88 @@
+"""Configuration precedence: defaults < file < environment < flags; bad values are fatal."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from buzz.config import ConfigError, load
+
+FILE = """
+[server]
+port = 9000
+data_dir = "/srv/buzz"
+max_body_bytes = 1048576
+
+[upstream]
+read_timeout = 120
+
+[pricing]
+discount = "0.25"
+
+[pricing.models."claude-opus-4-8"]
+input = "4.00"
+output = "20"
+
+[providers.anthropic]
+base_url = "https://eu.example.test/"
+api_key = "sk-from-file"
+"""
+
+
+def test_defaults() -> None:
+    config = load(None, env={})
+    assert (config.host, config.port, config.max_body_bytes) == ("127.0.0.1", 8080, 32 * 1024 * 1024)
+    assert config.provider("anthropic").base_url == "https://api.anthropic.com"
+    assert config.provider("anthropic").api_key is None
+    assert config.provider("openai").base_url == "https://api.openai.com/v1"
+    assert config.discount == Decimal(0)
+
+
+def test_file_then_env_then_flags(tmp_path: Path) -> None:
+    path = tmp_path / "buzz.toml"
+    path.write_text(FILE)
+    from_file = load(path, env={})
+    assert (from_file.port, str(from_file.data_dir), from_file.read_timeout) == (9000, "/srv/buzz", 120.0)
+    assert from_file.provider("anthropic").base_url == "https://eu.example.test"
+    assert from_file.provider("anthropic").api_key == "sk-from-file"
+    assert from_file.discount == Decimal("0.25")
+    assert from_file.price_overrides["claude-opus-4-8"].input == Decimal("4.00")
+
+    env = {"BUZZ_PORT": "9100", "ANTHROPIC_API_KEY": "sk-from-env", "BUZZ_ANTHROPIC_BASE_URL": "http://127.0.0.1:1"}
+    from_env = load(path, env=env)
+    assert from_env.port == 9100
+    assert from_env.provider("anthropic").api_key == "sk-from-env"
+    assert from_env.provider("anthropic").base_url == "http://127.0.0.1:1"
+
+    assert load(path, env=env, flags={"port": 9200, "host": None}).port == 9200
+    assert load(None, env={"BUZZ_CONFIG": str(path)}).port == 9000
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[server]\nprot = 1\n", "unknown key server.prot"),
+        ("[srever]\nport = 1\n", "unknown table [srever]"),
+        ("[server]\nport = 70000\n", "server.port"),
+        ('[pricing]\ndiscount = "1.5"\n', "pricing.discount"),
+        ("[providers.mistral]\napi_key = 'x'\n", "unknown provider"),
+        ("[pricing.models.m]\nimput = 1\n", "unknown key pricing.models.m.imput"),
+        ("not toml = = =", "not valid TOML"),
+    ],
+)
+def test_bad_files_are_fatal(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "buzz.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace(".", r"\.")):
+        load(path, env={})
+
+
+def test_bad_environment_values_are_fatal() -> None:
+    with pytest.raises(ConfigError, match="BUZZ_PORT"):
+        load(None, env={"BUZZ_PORT": "eighty"})
+    with pytest.raises(ConfigError, match="BUZZ_READ_TIMEOUT"):
+        load(None, env={"BUZZ_READ_TIMEOUT": "-1"})
+    with pytest.raises(ConfigError, match="does not exist"):
+        load(Path("/nonexistent/buzz.toml"), env={})
