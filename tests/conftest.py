@@ -4,9 +4,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support import BuzzProcess
 
 from buzz.testing.fake_anthropic import FakeAnthropic
+from support import BuzzProcess
 
 
 @pytest.fixture(scope="session")

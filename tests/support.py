@@ -92,7 +92,10 @@ class BuzzProcess:
         )
 
     def ledger(
-        self, count: int | None = None, where: Callable[[dict[str, Any]], bool] | None = None, timeout: float = 10
+        self,
+        count: int | None = None,
+        where: Callable[[dict[str, Any]], bool] | None = None,
+        timeout: float = 10,
     ) -> list[dict[str, Any]]:
         """Ledger rows (those matching `where`), waiting until at least `count` have been flushed."""
         deadline = time.monotonic() + timeout

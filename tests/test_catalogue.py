@@ -24,9 +24,7 @@ def catalogue() -> Catalogue:
 
 def synthetic(n: int) -> list[ModelEntry]:
     """n entries, m0 oldest; listed newest first as m{n-1} .. m0."""
-    entries = [
-        ModelEntry(f"m{i}", "anthropic", f"M {i}", "opus", f"2026-01-{i + 1:02d}T00:00:00Z") for i in range(n)
-    ]
+    entries = [ModelEntry(f"m{i}", "anthropic", f"M {i}", "opus", f"2026-01-{i + 1:02d}T00:00:00Z") for i in range(n)]
     return Catalogue(entries).list()
 
 
@@ -84,9 +82,7 @@ def test_any_claude_id_routes_to_anthropic_verbatim(catalogue: Catalogue, model:
     assert catalogue.provider_for(model) == "anthropic"
 
 
-@pytest.mark.parametrize(
-    "model", ["gpt-4o", "gemini-2.5-pro", "grok-4", "claude", "", "anthropic/claude-opus-4-8"]
-)
+@pytest.mark.parametrize("model", ["gpt-4o", "gemini-2.5-pro", "grok-4", "claude", "", "anthropic/claude-opus-4-8"])
 def test_other_ids_do_not_route(catalogue: Catalogue, model: str) -> None:
     assert catalogue.provider_for(model) is None
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from buzz.testing.fake_anthropic import FakeAnthropic, Reply, message_json
 from support import BuzzProcess
 from test_fidelity import raw_post
-
-from buzz.testing.fake_anthropic import FakeAnthropic, Reply, message_json
 
 
 def test_keys_create_prints_only_the_key_on_stdout(tmp_path: Path, fake_session: FakeAnthropic) -> None:
@@ -36,10 +35,11 @@ def test_usage_table_by_model_key_user_tag_and_day(tmp_path: Path, fake_session:
     process = BuzzProcess(tmp_path / "data", fake_session.url).start()
     try:
         key = process.create_key(project="acme")
-        for model, tokens, tag in (("claude-opus-4-8", 1000, "team=ml"), ("claude-haiku-4-5", 2000, "team=web")):
-            fake_session.enqueue(
-                Reply(body=message_json(model, "x", {"input_tokens": tokens, "output_tokens": 100}))
-            )
+        for model, tokens, tag in (
+            ("claude-opus-4-8", 1000, "team=ml"),
+            ("claude-haiku-4-5", 2000, "team=web"),
+        ):
+            fake_session.enqueue(Reply(body=message_json(model, "x", {"input_tokens": tokens, "output_tokens": 100})))
             body = f'{{"model":"{model}","max_tokens":5,"metadata":{{"user_id":"u1"}},"messages":[]}}'.encode()
             assert raw_post(process.url, "/v1/messages", body, {"x-api-key": key, "x-buzz-tags": tag})[0] == 200
         process.ledger(count=2)
@@ -63,7 +63,7 @@ def test_usage_table_by_model_key_user_tag_and_day(tmp_path: Path, fake_session:
 
 def test_unknown_config_key_is_fatal(tmp_path: Path, fake_session: FakeAnthropic) -> None:
     config = tmp_path / "buzz.toml"
-    config.write_text('[server]\nprot = 8080\n')
+    config.write_text("[server]\nprot = 8080\n")
     process = BuzzProcess(tmp_path / "data", fake_session.url)
     result = process.cli("--config", str(config), "keys", "list")
     assert result.returncode != 0

@@ -50,7 +50,11 @@ def test_file_then_env_then_flags(tmp_path: Path) -> None:
     assert from_file.discount == Decimal("0.25")
     assert from_file.price_overrides["claude-opus-4-8"].input == Decimal("4.00")
 
-    env = {"BUZZ_PORT": "9100", "ANTHROPIC_API_KEY": "sk-from-env", "BUZZ_ANTHROPIC_BASE_URL": "http://127.0.0.1:1"}
+    env = {
+        "BUZZ_PORT": "9100",
+        "ANTHROPIC_API_KEY": "sk-from-env",
+        "BUZZ_ANTHROPIC_BASE_URL": "http://127.0.0.1:1",
+    }
     from_env = load(path, env=env)
     assert from_env.port == 9100
     assert from_env.provider("anthropic").api_key == "sk-from-env"

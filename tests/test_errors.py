@@ -10,10 +10,10 @@ from pathlib import Path
 
 import anthropic
 import pytest
-from support import BuzzProcess, free_port
-from test_fidelity import raw_post
 
 from buzz.testing.fake_anthropic import FakeAnthropic, Reply, error_reply, midstream_error_events
+from support import BuzzProcess, free_port
+from test_fidelity import raw_post
 
 BODY = b'{"model":"claude-sonnet-4-6","max_tokens":16,"messages":[{"role":"user","content":"hi"}]}'
 
@@ -77,7 +77,9 @@ def test_sdk_retries_are_the_clients_not_buzzs(buzz: BuzzProcess, fake: FakeAnth
 
 
 def test_midstream_error_event_is_relayed_not_converted(buzz: BuzzProcess, fake: FakeAnthropic, key: str) -> None:
-    events = midstream_error_events("claude-sonnet-4-6", ["partial", " answer"], {"input_tokens": 40, "output_tokens": 1})
+    events = midstream_error_events(
+        "claude-sonnet-4-6", ["partial", " answer"], {"input_tokens": 40, "output_tokens": 1}
+    )
     fake.enqueue(Reply(chunks=events, headers=[("request-id", "req_midstream")]))
     body = BODY.replace(b'"max_tokens":16', b'"max_tokens":16,"stream":true')
     status, _, data = raw_post(buzz.url, "/v1/messages", body, {"x-api-key": key})
@@ -207,7 +209,11 @@ def test_body_over_the_limit_gets_413(tight: BuzzProcess, fake_session: FakeAnth
     _gateway_error(status, headers, data, "gateway_request_too_large")
     assert fake_session.requests == []
     [row] = tight.ledger(count=1)
-    assert (row["status"], row["error_type"], row["key_id"]) == (413, "gateway_request_too_large", key.split("-")[1])
+    assert (row["status"], row["error_type"], row["key_id"]) == (
+        413,
+        "gateway_request_too_large",
+        key.split("-")[1],
+    )
 
 
 def test_upstream_hang_gets_504_after_the_read_timeout(tight: BuzzProcess, fake_session: FakeAnthropic) -> None:
@@ -220,7 +226,11 @@ def test_upstream_hang_gets_504_after_the_read_timeout(tight: BuzzProcess, fake_
     _gateway_error(status, headers, data, "gateway_timeout_error")
     assert 0.45 < elapsed < 3
     [row] = tight.ledger(count=1)
-    assert (row["status"], row["error_type"], row["model"]) == (504, "gateway_timeout_error", "claude-sonnet-4-6")
+    assert (row["status"], row["error_type"], row["model"]) == (
+        504,
+        "gateway_timeout_error",
+        "claude-sonnet-4-6",
+    )
 
 
 def test_upstream_reset_before_a_byte_gets_502(tight: BuzzProcess, fake_session: FakeAnthropic) -> None:

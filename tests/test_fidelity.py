@@ -7,9 +7,9 @@ import http.client
 import json
 
 import anthropic
-from support import UPSTREAM_KEY, BuzzProcess
 
 from buzz.testing.fake_anthropic import FakeAnthropic, Reply, message_json, text_stream_events
+from support import UPSTREAM_KEY, BuzzProcess
 
 # Headers a client sends that must arrive upstream exactly as sent (names compared
 # case-insensitively, values byte for byte).
@@ -90,7 +90,11 @@ def test_sdk_request_bytes_identical_to_direct(buzz: BuzzProcess, fake: FakeAnth
             {
                 "name": "get_weather",
                 "description": "Get current weather for a city.",
-                "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+                "input_schema": {
+                    "type": "object",
+                    "properties": {"city": {"type": "string"}},
+                    "required": ["city"],
+                },
             }
         ],
         "tool_choice": {"type": "auto"},
@@ -104,7 +108,13 @@ def test_sdk_request_bytes_identical_to_direct(buzz: BuzzProcess, fake: FakeAnth
     assert first.body == second.body
     assert first.query_string == second.query_string
     # `connection` is hop-by-hop: it describes the client's connection to buzz, not the request.
-    skip = {"host", "connection", "x-stainless-retry-count", "x-stainless-read-timeout", "x-stainless-timeout"}
+    skip = {
+        "host",
+        "connection",
+        "x-stainless-retry-count",
+        "x-stainless-read-timeout",
+        "x-stainless-timeout",
+    }
     headers_a = {k.decode().lower(): v for k, v in first.raw_headers if k.decode().lower() not in skip}
     headers_b = {k.decode().lower(): v for k, v in second.raw_headers if k.decode().lower() not in skip}
     assert headers_a == headers_b
@@ -129,7 +139,10 @@ def test_response_status_headers_and_body_reach_client_unchanged(
     ]
     fake.enqueue(Reply(status=201, headers=reply_headers, body=body))
     status, headers, data = raw_post(
-        buzz.url, "/v1/messages", b'{"model":"claude-sonnet-4-6","max_tokens":5,"messages":[]}', {"x-api-key": key}
+        buzz.url,
+        "/v1/messages",
+        b'{"model":"claude-sonnet-4-6","max_tokens":5,"messages":[]}',
+        {"x-api-key": key},
     )
     assert status == 201
     assert data == body
@@ -169,7 +182,7 @@ def test_gzip_stream_is_relayed_compressed_and_metered(buzz: BuzzProcess, fake: 
         {"output_tokens": 30},
     )
     fake.enqueue(Reply(chunks=events, gzip=True, headers=[("request-id", "req_gzip_stream")]))
-    status, headers, data = raw_post(
+    status, _headers, data = raw_post(
         buzz.url,
         "/v1/messages",
         b'{"model":"claude-haiku-4-5","max_tokens":5,"stream":true,"messages":[]}',

@@ -7,10 +7,9 @@ import signal
 import sqlite3
 from pathlib import Path
 
+from buzz.testing.fake_anthropic import FakeAnthropic
 from support import BuzzProcess
 from test_fidelity import raw_post
-
-from buzz.testing.fake_anthropic import FakeAnthropic
 
 # DESIGN.md section 5, and nothing else.
 LEDGER_COLUMNS = [
@@ -53,7 +52,10 @@ def test_every_table_holds_only_metadata(tmp_path: Path, fake_session: FakeAnthr
 def test_row_fields_for_a_billed_request(buzz: BuzzProcess, fake: FakeAnthropic, key: str) -> None:
     body = b'{"model":"claude-haiku-4-5-20251001","max_tokens":9,"metadata":{"user_id":"user-7"},"messages":[]}'
     status, headers, _ = raw_post(
-        buzz.url, "/v1/messages", body, {"x-api-key": key, "x-buzz-tags": "feature=search, team=ml,feature=search"}
+        buzz.url,
+        "/v1/messages",
+        body,
+        {"x-api-key": key, "x-buzz-tags": "feature=search, team=ml,feature=search"},
     )
     assert status == 200
     request_id = dict((k.lower(), v) for k, v in headers)["x-buzz-request-id"]
@@ -62,7 +64,11 @@ def test_row_fields_for_a_billed_request(buzz: BuzzProcess, fake: FakeAnthropic,
     assert row["project"] == "acme"
     assert row["user_id"] == "user-7"
     assert row["tags"] == '["feature=search","team=ml"]'
-    assert (row["surface"], row["provider"], row["model"]) == ("anthropic", "anthropic", "claude-haiku-4-5-20251001")
+    assert (row["surface"], row["provider"], row["model"]) == (
+        "anthropic",
+        "anthropic",
+        "claude-haiku-4-5-20251001",
+    )
     assert (row["status"], row["error_type"], row["usage_source"]) == (200, None, "reported")
     input_tokens = len(body) // 4  # what the fake upstream reports
     assert (row["input_tokens"], row["output_tokens"]) == (input_tokens, 5)
@@ -89,9 +95,14 @@ def test_sigterm_loses_no_row(tmp_path: Path, fake_session: FakeAnthropic) -> No
     key = process.create_key()
     body = b'{"model":"claude-sonnet-4-6","max_tokens":9,"messages":[]}'
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
-        statuses = list(pool.map(lambda _: raw_post(process.url, "/v1/messages", body, {"x-api-key": key})[0], range(60)))
+        statuses = list(
+            pool.map(lambda _: raw_post(process.url, "/v1/messages", body, {"x-api-key": key})[0], range(60))
+        )
     assert statuses == [200] * 60
-    assert process.stop(signal.SIGTERM) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal after a clean shutdown
+    assert process.stop(signal.SIGTERM) in (
+        0,
+        -signal.SIGTERM,
+    )  # uvicorn re-raises the signal after a clean shutdown
     rows = process.ledger()
     assert len(rows) == 60
     assert len({row["id"] for row in rows}) == 60

@@ -28,7 +28,11 @@ FINAL = {
     "output_tokens": 500,
 }
 EXPECTED = Usage(
-    input_tokens=100, output_tokens=500, cache_write_5m_tokens=1000, cache_write_1h_tokens=2000, cache_read_tokens=5000
+    input_tokens=100,
+    output_tokens=500,
+    cache_write_5m_tokens=1000,
+    cache_write_1h_tokens=2000,
+    cache_read_tokens=5000,
 )
 
 
@@ -104,7 +108,10 @@ def test_cut_stream_is_estimated_from_what_was_seen() -> None:
 def test_json_body_plain_and_gzip_with_padding() -> None:
     body = message_json("claude-opus-4-8", "hi", START | {"output_tokens": 500})
     padded = body[:-1] + b"     }"
-    for chunks, encoding in (([padded], ""), (_split_randomly(gzip.compress(padded), random.Random(1)), "gzip")):
+    for chunks, encoding in (
+        ([padded], ""),
+        (_split_randomly(gzip.compress(padded), random.Random(1)), "gzip"),
+    ):
         result = _meter(chunks, "application/json", encoding).result(complete=True)
         assert result.usage == EXPECTED
         assert result.source == "reported"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.client
+import json
 import signal
 import socket
 import time
@@ -10,8 +11,6 @@ from pathlib import Path
 
 import anthropic
 import pytest
-from support import BuzzProcess, wait_until
-from test_fidelity import raw_post
 
 from buzz.testing.fake_anthropic import (
     FakeAnthropic,
@@ -21,15 +20,21 @@ from buzz.testing.fake_anthropic import (
     midstream_error_events,
     text_stream_events,
 )
+from support import BuzzProcess, wait_until
+from test_fidelity import raw_post
 
 CANARY = "CANARY-7f3a9c-do-not-keep"
 
 
-def _body(stream: bool = False, extra: str = "") -> bytes:
-    return (
-        '{"model":"claude-sonnet-4-6","max_tokens":32,"stream":%s,'
-        '"system":"%s system","messages":[{"role":"user","content":"%s prompt %s"}]}'
-        % ("true" if stream else "false", CANARY, CANARY, extra)
+def _body(stream: bool = False) -> bytes:
+    return json.dumps(
+        {
+            "model": "claude-sonnet-4-6",
+            "max_tokens": 32,
+            "stream": stream,
+            "system": f"{CANARY} system",
+            "messages": [{"role": "user", "content": f"{CANARY} prompt"}],
+        }
     ).encode()
 
 
@@ -80,7 +85,10 @@ def test_no_body_content_is_written_anywhere(tmp_path: Path, fake_session: FakeA
             raw_post(process.url, "/v1/messages", _body(stream=True), {"x-api-key": key})
         assert wait_until(lambda: len(process.ledger()) >= 10, timeout=10)
     finally:
-        assert process.stop(signal.SIGTERM) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal after a clean shutdown
+        assert process.stop(signal.SIGTERM) in (
+            0,
+            -signal.SIGTERM,
+        )  # uvicorn re-raises the signal after a clean shutdown
     time.sleep(0.1)
 
     rows = process.ledger()

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 
 import aiohttp
 import anthropic
-from support import UPSTREAM_KEY, BuzzProcess
 
 from buzz.testing.fake_anthropic import (
     FakeAnthropic,
@@ -16,6 +16,7 @@ from buzz.testing.fake_anthropic import (
     thinking_stream_events,
     tool_use_stream_events,
 )
+from support import UPSTREAM_KEY, BuzzProcess
 
 STREAM_BODY = b'{"model":"claude-sonnet-4-6","max_tokens":64,"stream":true,"messages":[]}'
 
@@ -50,7 +51,10 @@ def _arrival_of_each(events: list[bytes], pieces: list[tuple[float, bytes]]) -> 
 
 def test_each_event_arrives_when_it_is_sent_not_in_a_burst(buzz: BuzzProcess, fake: FakeAnthropic, key: str) -> None:
     events = text_stream_events(
-        "claude-sonnet-4-6", ["one", " two", " three"], {"input_tokens": 10, "output_tokens": 1}, {"output_tokens": 3}
+        "claude-sonnet-4-6",
+        ["one", " two", " three"],
+        {"input_tokens": 10, "output_tokens": 1},
+        {"output_tokens": 3},
     )
     delays = [0.0] + [0.1] * (len(events) - 1)
     fake.enqueue(Reply(chunks=events, delays=delays))
@@ -63,7 +67,7 @@ def test_each_event_arrives_when_it_is_sent_not_in_a_burst(buzz: BuzzProcess, fa
     # Each event reaches the client within a few ms of leaving the upstream...
     assert max(lags) < 0.02, lags
     # ...so the client sees the upstream's own 100 ms rhythm, not one burst at the end.
-    gaps = [b - a for a, b in zip(arrivals, arrivals[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(arrivals)]
     assert min(gaps) > 0.08, gaps
 
 

@@ -101,9 +101,7 @@ class Catalogue:
 
     def __init__(self, entries: Iterable[ModelEntry]) -> None:
         by_id = {entry.id: entry for entry in entries}  # a later entry replaces an earlier one
-        self._entries = tuple(
-            sorted(by_id.values(), key=lambda e: (_parse_time(e.created_at), e.id), reverse=True)
-        )
+        self._entries = tuple(sorted(by_id.values(), key=lambda e: (_parse_time(e.created_at), e.id), reverse=True))
         lookup: dict[str, ModelEntry] = {}
         for entry in self._entries:
             for alias in entry.aliases:

@@ -155,7 +155,15 @@ def usage(ctx: click.Context, since: str, by: GroupBy) -> None:
     lines = store.usage(parse_since(since, time.time()), by)
     store.close()
     table = Table(
-        by, "requests", "input", "output", "cache write", "cache read", "cost", "list cost", title=f"usage since {since}"
+        by,
+        "requests",
+        "input",
+        "output",
+        "cache write",
+        "cache read",
+        "cost",
+        "list cost",
+        title=f"usage since {since}",
     )
     for line in lines:
         notes = []

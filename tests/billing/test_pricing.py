@@ -121,9 +121,7 @@ def test_discount_is_exact() -> None:
 def test_discount_rounds_once_half_even() -> None:
     # Opus 4.8 input at 0.3333 off: $5 * 0.6667 = $3.3335/Mtok = 3333.5 nanos per token.
     book = PriceBook(discount=Decimal("0.3333"))
-    assert (
-        book.cost("anthropic", "claude-opus-4-8", Usage(input_tokens=1), NOW).buzz_nanos == 3334
-    )  # 3333.5 -> even
+    assert book.cost("anthropic", "claude-opus-4-8", Usage(input_tokens=1), NOW).buzz_nanos == 3334  # 3333.5 -> even
     # 3 tokens = 10000.5 -> 10000: rounding per token would give 3 * 3334 = 10002, half-up 10001.
     assert book.cost("anthropic", "claude-opus-4-8", Usage(input_tokens=3), NOW).buzz_nanos == 10_000
     # 5 tokens = 16667.5 -> 16668 (the even neighbour is above this time).
@@ -137,15 +135,14 @@ def test_override_absolute_rates() -> None:
     )
     cost = book.cost("anthropic", "claude-sonnet-4-6", MIXED, NOW)
     assert cost.list_nanos == 25_050_000
-    # input/output absolute; cache lines are list x 0.8: 3750*0.8=3000, 6000*0.8=4800, 300*0.8=240
-    assert cost.buzz_nanos == 100 * 2_500 + 500 * 12_000 + 1000 * 3_000 + 2000 * 4_800 + 5000 * 240
-    assert cost.buzz_nanos == 20_050_000
+    # input/output absolute; cache lines keep Sonnet's own multipliers on the overridden input
+    # rate of $2.50: 5m 1.25x = 3125, 1h 2x = 5000, read 0.1x = 250 nanos per token.
+    assert cost.buzz_nanos == 100 * 2_500 + 500 * 12_000 + 1000 * 3_125 + 2000 * 5_000 + 5000 * 250
+    assert cost.buzz_nanos == 20_625_000
 
 
 def test_override_discount_per_model() -> None:
-    book = PriceBook(
-        discount=Decimal("0.2"), overrides={"claude-haiku-4-5": Override(discount=Decimal("0.5"))}
-    )
+    book = PriceBook(discount=Decimal("0.2"), overrides={"claude-haiku-4-5": Override(discount=Decimal("0.5"))})
     assert book.cost("anthropic", "claude-haiku-4-5", MIXED, NOW).buzz_nanos == 4_175_000  # 8_350_000 / 2
     # The override is keyed by the model it is priced as, so the dated snapshot gets it too.
     assert book.cost("anthropic", "claude-haiku-4-5-20251001", MIXED, NOW).buzz_nanos == 4_175_000
@@ -188,9 +185,7 @@ def test_date_conditional_price(book: PriceBook) -> None:
     before = 300_000 * 6_000 + 1000 * 22_500
     after = 300_000 * 3_000 + 1000 * 15_000
     assert (before, after) == (1_822_500_000, 915_000_000)
-    assert (
-        list_nanos(book, "claude-sonnet-4-6", usage, datetime(2026, 3, 12, 23, 59, 59, tzinfo=UTC)) == before
-    )
+    assert list_nanos(book, "claude-sonnet-4-6", usage, datetime(2026, 3, 12, 23, 59, 59, tzinfo=UTC)) == before
     assert list_nanos(book, "claude-sonnet-4-6", usage, datetime(2026, 3, 13, tzinfo=UTC)) == after
     # The day is the UTC day: 01:00 on the 13th at +02:00 is still the 12th in UTC.
     plus_two = timezone(timedelta(hours=2))
@@ -218,9 +213,7 @@ def test_date_conditional_price(book: PriceBook) -> None:
         ("claude-fable-5-3", "claude-fable-5-2", "8", "40"),
     ],
 )
-def test_claude_family_fallback(
-    book: PriceBook, model: str, priced_as: str, input_rate: str, output_rate: str
-) -> None:
+def test_claude_family_fallback(book: PriceBook, model: str, priced_as: str, input_rate: str, output_rate: str) -> None:
     price = book.list_price("anthropic", model, NOW)
     assert price is not None
     assert (price.model, price.priced_as) == (model, priced_as)
@@ -266,9 +259,7 @@ def test_version_names_data_discount_and_config() -> None:
     five_00 = PriceBook(overrides={"Claude-Opus-4-8": Override(input=Decimal("5.00"))})
     assert five.version == five_00.version  # same prices, same version
     assert five.version != PriceBook(overrides={"claude-opus-4-8": Override(input=Decimal("4"))}).version
-    assert (
-        plain.version != PriceBook(discount=Decimal("0.2"), family_defaults={"opus": "claude-opus-5"}).version
-    )
+    assert plain.version != PriceBook(discount=Decimal("0.2"), family_defaults={"opus": "claude-opus-5"}).version
 
 
 def test_rejects_inexact_or_nonsense_configuration() -> None:

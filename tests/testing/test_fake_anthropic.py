@@ -78,12 +78,8 @@ def test_builders_are_pure() -> None:
         pieces = ['{"a"', ":1}"]
         return [
             *text_stream_events(MODEL, ["x"], usage_dict(1, 1), {"output_tokens": 1}, pad=True),
-            *tool_use_stream_events(
-                MODEL, "t", "f", pieces, usage_dict(1, 1), {"output_tokens": 1}, pad=True
-            ),
-            *thinking_stream_events(
-                MODEL, ["h"], "s", ["x"], usage_dict(1, 1), {"output_tokens": 1}, pad=True
-            ),
+            *tool_use_stream_events(MODEL, "t", "f", pieces, usage_dict(1, 1), {"output_tokens": 1}, pad=True),
+            *thinking_stream_events(MODEL, ["h"], "s", ["x"], usage_dict(1, 1), {"output_tokens": 1}, pad=True),
             *midstream_error_events(MODEL, ["x"], usage_dict(1, 1), pad=True),
         ]
 
@@ -173,9 +169,7 @@ def test_scenario_tool_use_uses_first_tool(client: anthropic.Anthropic) -> None:
     headers = {"x-fake-scenario": "tool_use"}
     msg = client.messages.create(model=MODEL, max_tokens=10, messages=HI, tools=tools, extra_headers=headers)
     assert msg.content[1].type == "tool_use" and msg.content[1].name == "lookup"
-    with client.messages.stream(
-        model=MODEL, max_tokens=10, messages=HI, tools=tools, extra_headers=headers
-    ) as s:
+    with client.messages.stream(model=MODEL, max_tokens=10, messages=HI, tools=tools, extra_headers=headers) as s:
         final = s.get_final_message()
     assert final.content[1].type == "tool_use" and final.content[1].input == {"city": "Paris"}
 
@@ -183,9 +177,7 @@ def test_scenario_tool_use_uses_first_tool(client: anthropic.Anthropic) -> None:
 def test_sdk_stream_thinking_padded(fake: FakeAnthropic, client: anthropic.Anthropic) -> None:
     start = usage_dict(28, 5, cache_write_1h=100)
     final_usage = {"input_tokens": 28, "output_tokens": 547, "output_tokens_details": {"thinking_tokens": 40}}
-    events = thinking_stream_events(
-        MODEL, ["Simple", " educ"], "c2ln", ["Hi", "!"], start, final_usage, pad=True
-    )
+    events = thinking_stream_events(MODEL, ["Simple", " educ"], "c2ln", ["Hi", "!"], start, final_usage, pad=True)
     fake.enqueue(Reply(chunks=events))
     with client.messages.stream(model=MODEL, max_tokens=10, messages=HI) as stream:
         final = stream.get_final_message()
@@ -193,9 +185,7 @@ def test_sdk_stream_thinking_padded(fake: FakeAnthropic, client: anthropic.Anthr
     assert thinking.type == "thinking" and thinking.thinking == "Simple educ" and thinking.signature == "c2ln"
     assert text.type == "text" and text.text == "Hi!"
     assert final.usage.output_tokens == 547
-    assert (
-        final.usage.cache_creation is not None and final.usage.cache_creation.ephemeral_1h_input_tokens == 100
-    )
+    assert final.usage.cache_creation is not None and final.usage.cache_creation.ephemeral_1h_input_tokens == 100
 
 
 def test_sdk_rate_limit_429(fake: FakeAnthropic, client: anthropic.Anthropic) -> None:
@@ -228,8 +218,7 @@ def test_sdk_cloudflare_413(fake: FakeAnthropic, client: anthropic.Anthropic) ->
 def test_sdk_midstream_error(fake: FakeAnthropic, client: anthropic.Anthropic) -> None:
     events = midstream_error_events(MODEL, ["Hel", "lo"], usage_dict(3, 1))
     assert events[-1] == (
-        b'event: error\ndata: {"type": "error", '
-        b'"error": {"type": "overloaded_error", "message": "Overloaded"}}\n\n'
+        b'event: error\ndata: {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}\n\n'
     )
     fake.enqueue(Reply(chunks=events))
     seen: list[str] = []
@@ -243,13 +232,9 @@ def test_sdk_midstream_error(fake: FakeAnthropic, client: anthropic.Anthropic) -
 
 
 def test_gzip_body_decoded_by_sdk_and_raw_on_wire(fake: FakeAnthropic, client: anthropic.Anthropic) -> None:
-    msg = client.messages.create(
-        model=MODEL, max_tokens=10, messages=HI, extra_headers={"x-fake-scenario": "gzip"}
-    )
+    msg = client.messages.create(model=MODEL, max_tokens=10, messages=HI, extra_headers={"x-fake-scenario": "gzip"})
     assert msg.content[0].type == "text" and msg.content[0].text == "Hello from the fake upstream."
-    status, headers, body = raw(
-        fake.url + "/v1/messages", json={"model": MODEL}, headers={"x-fake-scenario": "gzip"}
-    )
+    status, headers, body = raw(fake.url + "/v1/messages", json={"model": MODEL}, headers={"x-fake-scenario": "gzip"})
     assert status == 200 and headers["Content-Encoding"] == "gzip"
     assert body[:2] == b"\x1f\x8b" and int(headers["Content-Length"]) == len(body)
     assert json.loads(gzip.decompress(body))["model"] == MODEL
@@ -308,9 +293,7 @@ def test_sdk_request_is_recorded(fake: FakeAnthropic, client: anthropic.Anthropi
 def test_queue_is_fifo_then_default(fake: FakeAnthropic) -> None:
     fake.enqueue(Reply(status=500))
     assert [r.status for r in fake.drain_replies()] == [500] and fake.pending_replies == 0
-    fake.enqueue(
-        Reply(status=201, body=b'{"a":1}'), Reply(body=b'{"b":2}', headers=[("request-id", "req_mine")])
-    )
+    fake.enqueue(Reply(status=201, body=b'{"a":1}'), Reply(body=b'{"b":2}', headers=[("request-id", "req_mine")]))
     assert fake.pending_replies == 2
     assert raw(fake.url + "/x")[::2] == (201, b'{"a":1}')
     status, headers, body = raw(fake.url + "/x")

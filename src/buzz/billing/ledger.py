@@ -122,7 +122,12 @@ class LedgerWriter:
                 self._write(batch)
             except Exception as exc:
                 # Only the exception's type: its text could quote the parameters of the statement.
-                log.warning("ledger write of %d rows failed (%s), attempt %d", len(batch), type(exc).__name__, attempt + 1)
+                log.warning(
+                    "ledger write of %d rows failed (%s), attempt %d",
+                    len(batch),
+                    type(exc).__name__,
+                    attempt + 1,
+                )
                 time.sleep(min(2.0, 0.1 * 2**attempt))
             else:
                 self._written += len(batch)

@@ -45,6 +45,7 @@ DEFAULT_FAMILIES: Mapping[str, str] = MappingProxyType(
     }
 )
 
+_CACHE_FIELDS = ("cache_write_5m", "cache_write_1h", "cache_read")
 _FIELDS = ("input", "output", "cache_write_5m", "cache_write_1h", "cache_read")
 _GENAI_KEYS = ("input_mtok", "output_mtok", "cache_write_mtok", "cache_write_1h_mtok", "cache_read_mtok")
 # Used only when genai-prices lists no price for a cache line: Anthropic's published multipliers of
@@ -111,8 +112,7 @@ class Rates:
         exps = [int(v.as_tuple().exponent) + _NANOS_PER_TOKEN_EXP for v in values]
         shift = max(0, *(-e for e in exps))
         scaled = tuple(
-            int("".join(map(str, v.as_tuple().digits))) * 10 ** (e + shift)
-            for v, e in zip(values, exps, strict=True)
+            int("".join(map(str, v.as_tuple().digits))) * 10 ** (e + shift) for v, e in zip(values, exps, strict=True)
         )
         object.__setattr__(self, "_scaled", scaled)
         object.__setattr__(self, "_divisor", 10**shift)
@@ -150,7 +150,8 @@ class ModelPrice:
 @dataclass(frozen=True, slots=True)
 class Override:
     """buzz's price for one model. Absolute rates replace the discounted list rate field by field
-    (flat across tiers); `discount` replaces the book's discount for the fields left unset."""
+    (flat across tiers); an absolute `input` also sets the cache rates left unset, by the model's
+    own list multipliers; `discount` replaces the book's discount for the fields left unset."""
 
     input: Decimal | None = None
     output: Decimal | None = None
@@ -241,6 +242,16 @@ def _time_dependent(info: gp.ModelInfo) -> bool:
     # Off-peak prices (a time-of-day constraint) change within a day, so they defeat the daily cache.
     prices = info.prices if isinstance(info.prices, list) else []
     return any(isinstance(p.constraint, gp.TimeOfDateConstraint) for p in prices)
+
+
+def _scaled(rate: Decimal, numerator: Decimal, denominator: Decimal) -> Decimal:
+    """rate x numerator / denominator, exact when it can be, else to 1e-12 USD per million tokens."""
+    try:
+        return rate * numerator / denominator
+    except decimal.Inexact:
+        with decimal.localcontext() as context:
+            context.prec = 40
+            return (rate * numerator / denominator).quantize(Decimal("1e-12"))
 
 
 def _canonical(value: Decimal) -> str:
@@ -340,14 +351,18 @@ class PriceBook:
         if list_price is None:
             return self._override_only(model, override)
         discount = self._discount if override is None or override.discount is None else override.discount
-        absolute = (
-            {} if override is None else {n: v for n in _FIELDS if (v := getattr(override, n)) is not None}
-        )
+        absolute = {} if override is None else {n: v for n in _FIELDS if (v := getattr(override, n)) is not None}
         with decimal.localcontext(_exact_context()):
             factor = 1 - discount
 
             def apply(rates: Rates) -> Rates:
-                return Rates(**{name: getattr(rates, name) * factor for name in _FIELDS} | absolute)
+                values = {name: getattr(rates, name) * factor for name in _FIELDS}
+                if "input" in absolute and rates.input:
+                    # An overridden input rate carries the model's own cache multipliers with it,
+                    # so caching keeps its shape at buzz's price (DESIGN.md section 6).
+                    for name in _CACHE_FIELDS:
+                        values[name] = _scaled(absolute["input"], getattr(rates, name), rates.input)
+                return Rates(**values | absolute)
 
             base = apply(list_price.base)
             tiers = tuple((t, apply(r)) for t, r in list_price.tiers)
@@ -373,9 +388,7 @@ class PriceBook:
         shown = _canonical(normal) if int(normal.as_tuple().exponent) < -2 else f"{normal:.2f}"
         lines = [f"family {f}={m}" for f, m in sorted(self._families.items())]
         for model, o in sorted(self._overrides.items()):
-            parts = [
-                f"{n}={_canonical(v)}" for n in (*_FIELDS, "discount") if (v := getattr(o, n)) is not None
-            ]
+            parts = [f"{n}={_canonical(v)}" for n in (*_FIELDS, "discount") if (v := getattr(o, n)) is not None]
             lines.append(f"override {model} {' '.join(parts)}")
         digest = hashlib.sha256("\n".join(lines).encode()).hexdigest()[:8]
         return f"{data}; discount {shown}; overrides {digest}"

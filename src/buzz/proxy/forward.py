@@ -27,7 +27,7 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 _SKIP_AUTO_HEADERS = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
 
 
-class ResponseAborted(Exception):  # noqa: N818 - it is a signal to the server, not a failure of ours
+class ResponseAborted(Exception):
     """Raised after the response started, so the server closes the client connection.
 
     The client then sees the same cut the upstream made, instead of a body that looks complete.

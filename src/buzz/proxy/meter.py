@@ -48,7 +48,7 @@ def _decompressor(encoding: str) -> Callable[[bytes], bytes] | None:
         return zlib.decompressobj().decompress
     if encoding == "br":
         try:
-            import brotli  # type: ignore[import-not-found]  # optional: aiohttp[speedups] brings it
+            import brotli  # optional: aiohttp[speedups] brings it
         except ImportError:
             return None
         return brotli.Decompressor().process  # type: ignore[no-any-return]

@@ -16,7 +16,7 @@ from buzz.proxy.settle import Settler
 from buzz.upstreams.anthropic import AnthropicUsage
 
 
-class ClientGone(Exception):  # noqa: N818 - an event, not a fault
+class ClientGone(Exception):
     """The client hung up before it finished sending its request."""
 
 
@@ -90,7 +90,7 @@ def _path_and_query(scope: dict[str, object]) -> str:
     raw_path = scope.get("raw_path")
     path = raw_path.decode("latin-1") if isinstance(raw_path, bytes) else str(scope["path"])
     query = scope.get("query_string", b"")
-    return f"{path}?{query.decode('latin-1')}" if query else path  # type: ignore[union-attr]
+    return f"{path}?{query.decode('latin-1')}" if isinstance(query, bytes) and query else path
 
 
 async def send_error(send: Send, error: GatewayError, request_id: str) -> None:

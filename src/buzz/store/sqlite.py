@@ -69,11 +69,10 @@ class SQLiteStore:
             if not script.name.endswith(".sql") or script.name in applied:
                 continue
             # executescript commits on its own; BEGIN/COMMIT inside keeps each migration atomic.
+            applied_at = iso(datetime.now(UTC).timestamp())
             self._conn.executescript(
-                "BEGIN IMMEDIATE;\n"
-                + script.read_text()
-                + f"\nINSERT INTO schema_migrations VALUES ('{script.name}', '{iso(datetime.now(UTC).timestamp())}');"
-                + "\nCOMMIT;"
+                f"BEGIN IMMEDIATE;\n{script.read_text()}\n"
+                f"INSERT INTO schema_migrations VALUES ('{script.name}', '{applied_at}');\nCOMMIT;"
             )
 
     # --- keys -----------------------------------------------------------------------------

@@ -167,9 +167,7 @@ def _first_tool_name(request: dict[str, Any]) -> str:
     return "get_weather"
 
 
-def _stream_events(
-    model: str, request: dict[str, Any], usage: dict[str, Any], kinds: frozenset[str]
-) -> list[bytes]:
+def _stream_events(model: str, request: dict[str, Any], usage: dict[str, Any], kinds: frozenset[str]) -> list[bytes]:
     # Builders derive ids from their arguments; real message ids are unique per request.
     mid = sse.new_id("msg_")
     pad = "pad" in kinds

@@ -164,9 +164,7 @@ def _reset(request: web.BaseRequest) -> None:
     transport.abort()
 
 
-async def play(
-    request: web.BaseRequest, reply: Reply, sent_at: list[float] | None = None
-) -> web.StreamResponse:
+async def play(request: web.BaseRequest, reply: Reply, sent_at: list[float] | None = None) -> web.StreamResponse:
     """Send `reply` as the answer to `request`, appending each chunk's `perf_counter()` send time
     to `sent_at`."""
     if reply.delay_before_headers > 0:
@@ -214,6 +212,7 @@ class FakeAnthropic:
         self._requests: list[RecordedRequest] = []
         self._replies: deque[Reply] = deque()
         self._chunk_times: list[float] = []
+        self._disconnects: list[float] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._startup_error: BaseException | None = None
@@ -237,6 +236,7 @@ class FakeAnthropic:
         with self._lock:
             self._requests.clear()
             self._chunk_times = []
+            self._disconnects = []
 
     def enqueue(self, *replies: Reply) -> None:
         with self._lock:
@@ -255,6 +255,11 @@ class FakeAnthropic:
         with self._lock:
             return list(self._chunk_times)
 
+    def disconnect_times(self) -> list[float]:
+        """`time.perf_counter()` when a client went away before its reply was complete."""
+        with self._lock:
+            return list(self._disconnects)
+
     @property
     def pending_replies(self) -> int:
         with self._lock:
@@ -269,21 +274,24 @@ class FakeAnthropic:
                 head, raw_headers = take_request(protocol.received)
             else:
                 head, raw_headers = b"", tuple(request.raw_headers)
-            recorded = RecordedRequest(
-                request.method, path, request.rel_url.raw_query_string, raw_headers, body, head
-            )
+            recorded = RecordedRequest(request.method, path, request.rel_url.raw_query_string, raw_headers, body, head)
             with self._lock:
                 self._requests.append(recorded)
         with self._lock:
             reply = self._replies.popleft() if self._replies else None
         if reply is None:
             reply = default_reply(request.method, path, body, request.headers.get("x-fake-scenario"))
-        if reply.chunks is None:
-            return await play(request, reply)
         sent_at: list[float] = []
-        with self._lock:
-            self._chunk_times = sent_at
-        return await play(request, reply, sent_at)
+        if reply.chunks is not None:
+            with self._lock:
+                self._chunk_times = sent_at
+        try:
+            return await play(request, reply, sent_at)
+        except (asyncio.CancelledError, ConnectionError):
+            # handler_cancellation: aiohttp cancels the handler when the client's connection closes.
+            with self._lock:
+                self._disconnects.append(time.perf_counter())
+            raise
 
     async def open(self, sock: socket.socket) -> web.BaseRunner:
         """Serve on an already listening socket in the running loop; close with `runner.cleanup()`."""
@@ -306,9 +314,7 @@ class FakeAnthropic:
         sock = socket.create_server((self._host, self._port), backlog=1024)
         self._port = sock.getsockname()[1]
         ready = threading.Event()
-        self._thread = threading.Thread(
-            target=self._run, args=(sock, ready), name="fake-anthropic", daemon=True
-        )
+        self._thread = threading.Thread(target=self._run, args=(sock, ready), name="fake-anthropic", daemon=True)
         self._thread.start()
         ready.wait()
         if self._startup_error is not None:

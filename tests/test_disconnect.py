@@ -1,0 +1,81 @@
+"""A client that goes away: the upstream request is cancelled at once, and the row is still written."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+from support import BuzzProcess, wait_until
+
+from buzz.testing.fake_anthropic import FakeAnthropic, Reply, text_stream_events
+
+BODY = b'{"model":"claude-sonnet-4-6","max_tokens":512,"stream":true,"messages":[]}'
+
+
+def _open_stream(url: str, key: str, body: bytes = BODY) -> socket.socket:
+    host, port = url.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)), timeout=10)
+    sock.sendall(
+        b"POST /v1/messages HTTP/1.1\r\nhost: x\r\nx-api-key: " + key.encode() + b"\r\n"
+        b"content-type: application/json\r\ncontent-length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+    )
+    return sock
+
+
+def test_client_disconnect_mid_stream_cancels_upstream_and_keeps_the_row(
+    buzz: BuzzProcess, fake: FakeAnthropic, key: str
+) -> None:
+    pieces = ["word " * 40] * 50
+    events = text_stream_events(
+        "claude-sonnet-4-6", pieces, {"input_tokens": 1200, "output_tokens": 1}, {"output_tokens": 2500}
+    )
+    # The upstream would take ~10 s to finish; the client leaves after the first events.
+    fake.enqueue(
+        Reply(chunks=events, delays=[0.0] * 4 + [0.2] * (len(events) - 4), headers=[("request-id", "req_gone")])
+    )
+    sock = _open_stream(buzz.url, key)
+    received = b""
+    while received.count(b"event: content_block_delta") < 2:
+        received += sock.recv(65536)
+    sock.close()
+    left_at = time.perf_counter()
+
+    assert wait_until(lambda: fake.disconnect_times(), timeout=5)
+    cancelled_after = fake.disconnect_times()[0] - left_at
+    assert cancelled_after < 0.5, cancelled_after  # promptly: not after the upstream's 10 s
+    assert len(fake.chunk_times()) < len(events)
+
+    [row] = buzz.ledger(count=1, where=lambda r: r["upstream_request_id"] == "req_gone")
+    assert row["status"] == 200
+    assert row["error_type"] == "client_disconnected"
+    assert row["usage_source"] == "estimated"
+    assert row["input_tokens"] == 1200  # from message_start, which was seen
+    assert 1 <= row["output_tokens"] < 2500  # estimated from what was relayed, not the final count
+    assert row["cost_nanos"] > 0
+
+
+def test_client_disconnect_before_the_upstream_answers(buzz: BuzzProcess, fake: FakeAnthropic, key: str) -> None:
+    fake.enqueue(Reply(hang=True))
+    sock = _open_stream(buzz.url, key)
+    assert wait_until(lambda: len(fake.requests) == 1, timeout=5)
+    sock.close()
+    left_at = time.perf_counter()
+    assert wait_until(lambda: fake.disconnect_times(), timeout=5)
+    assert fake.disconnect_times()[0] - left_at < 0.5
+    [row] = buzz.ledger(count=1, where=lambda r: r["status"] == 499)
+    assert row["error_type"] == "client_disconnected"
+    assert row["model"] == "claude-sonnet-4-6"
+    assert (row["input_tokens"], row["output_tokens"], row["cost_nanos"]) == (0, 0, 0)
+
+
+def test_client_that_stops_sending_its_body(buzz: BuzzProcess, fake: FakeAnthropic, key: str) -> None:
+    host, port = buzz.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(
+            b"POST /v1/messages HTTP/1.1\r\nhost: x\r\nx-api-key: " + key.encode() + b"\r\n"
+            b"content-length: 5000\r\n\r\n" + b'{"model":"claude-sonnet-4-6",'
+        )
+        time.sleep(0.2)
+    [row] = buzz.ledger(count=1, where=lambda r: r["status"] == 499 and r["model"] is None)
+    assert row["error_type"] == "client_disconnected"
+    assert fake.requests == []
