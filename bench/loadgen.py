@@ -173,12 +173,12 @@ class AiohttpLoad:
         if key:
             headers["x-api-key"] = key
         return asyncio.run(
-            _aiohttp_load(url, body_file.read_bytes(), headers, concurrency, duration_s, max_requests)
+            _aiohttp_load(url, body_file.read_bytes(), headers, concurrency, duration_s)
         )
 
 
 async def _aiohttp_load(
-    url: str, body: bytes, headers: dict[str, str], concurrency: int, duration_s: int, max_requests: int
+    url: str, body: bytes, headers: dict[str, str], concurrency: int, duration_s: int
 ) -> LoadResult:
     latencies_ns: list[int] = []
     errors = 0
@@ -190,8 +190,7 @@ async def _aiohttp_load(
 
         async def connection() -> None:
             nonlocal errors
-            # Bounded twice over: by the deadline and, when given, by the response count.
-            while time.perf_counter() < deadline and not (max_requests and len(latencies_ns) >= max_requests):
+            while time.perf_counter() < deadline:
                 sent = time.perf_counter_ns()
                 try:
                     async with session.post(url, data=body, headers=headers) as response:

@@ -2,7 +2,6 @@
 -- Everything comes from the environment, so one script serves every target, size and key.
 --   BENCH_BODY_FILE     file holding the request body (read once per thread, sent as is)
 --   BENCH_API_KEY       buzz key for x-api-key (empty or unset: no key, for the direct runs)
---   BENCH_MAX_REQUESTS  stop after this many responses (0 or unset: run for the whole -d)
 
 local body_file = assert(os.getenv("BENCH_BODY_FILE"), "BENCH_BODY_FILE is not set")
 local handle = assert(io.open(body_file, "rb"))
@@ -15,19 +14,6 @@ wrk.headers["anthropic-version"] = "2023-06-01"
 local key = os.getenv("BENCH_API_KEY")
 if key and key ~= "" then
   wrk.headers["x-api-key"] = key
-end
-
-local limit = tonumber(os.getenv("BENCH_MAX_REQUESTS") or "0") or 0
-if limit > 0 then
-  -- Only defined when needed: a response() hook makes wrk hand every response to Lua, which
-  -- costs load-generator CPU. The count is per thread; run.py always uses one thread.
-  local seen = 0
-  function response(status, headers, body)
-    seen = seen + 1
-    if seen >= limit then
-      wrk.thread:stop()
-    end
-  end
 end
 
 function done(summary, latency, requests)

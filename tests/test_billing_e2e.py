@@ -6,10 +6,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support import BuzzProcess
-from test_fidelity import raw_post
 
 from buzz.testing.fake_anthropic import FakeAnthropic, Reply, message_json, text_stream_events
+from support import BuzzProcess
+from test_fidelity import raw_post
 
 CONFIG = """
 [pricing]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import gzip
 import http.client
 import json
+import subprocess
+from pathlib import Path
 
 import anthropic
 
@@ -204,3 +206,35 @@ def test_count_tokens_is_forwarded_and_not_billed(buzz: BuzzProcess, fake: FakeA
     assert json.loads(seen.body)["messages"] == body["messages"]
     [row] = buzz.ledger(count=1, where=lambda r: r["upstream_request_id"] == result._request_id)
     assert (row["status"], row["input_tokens"], row["cost_nanos"], row["usage_source"]) == (200, 0, 0, "none")
+
+
+def test_curl_stream_bytes_equal_upstream_bytes(
+    buzz: BuzzProcess, fake: FakeAnthropic, key: str, tmp_path: Path
+) -> None:
+    events = text_stream_events(
+        "claude-sonnet-4-6",
+        ["curl ", "sees ", "every byte"],
+        {"input_tokens": 9, "output_tokens": 1},
+        {"output_tokens": 3},
+    )
+    fake.enqueue(Reply(chunks=events))
+    body_file = tmp_path / "body.json"
+    body = b'{"model":"claude-sonnet-4-6","max_tokens":5,"stream":true,"messages":[{"role":"user","content":"hi"}]}'
+    body_file.write_bytes(body)
+    result = subprocess.run(
+        [
+            "curl", "-sS", "-N", "--fail-with-body", "-D", str(tmp_path / "headers"),
+            f"{buzz.url}/v1/messages?beta=true",
+            "-H", f"x-api-key: {key}",
+            "-H", "anthropic-version: 2023-06-01",
+            "-H", "content-type: application/json",
+            "--data-binary", f"@{body_file}",
+        ],
+        capture_output=True,
+        timeout=30,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == b"".join(events)
+    assert fake.requests[0].body == body
+    assert fake.requests[0].query_string == "beta=true"
+    assert "text/event-stream" in (tmp_path / "headers").read_text()

@@ -18,6 +18,7 @@ from buzz.catalogue import Catalogue
 from buzz.config import Config
 from buzz.errors import GatewayError, Kind
 from buzz.proxy.auth import Authenticator, presented_key
+from buzz.proxy.exchange import new_request_id
 from buzz.proxy.forward import Receive, Send, make_session
 from buzz.proxy.pipeline import Pipeline, send_error
 from buzz.proxy.route import Router
@@ -113,7 +114,7 @@ class Gateway:
         endpoint, params = match(scope["method"], scope["path"])
         if endpoint is None:
             error = GatewayError(Kind.NOT_FOUND, f"no route {scope['method']} {scope['path']} on this gateway")
-            await send_error(send, error, "req_none")
+            await send_error(send, error, new_request_id())
             return
         if endpoint is Endpoint.MESSAGES or endpoint is Endpoint.COUNT_TOKENS:
             await self.running.pipeline.handle(scope, receive, send, metered=endpoint is Endpoint.MESSAGES)
@@ -133,7 +134,7 @@ class Gateway:
             else:
                 document = models_api.listing(routable, self.catalogue, scope.get("query_string", b""))
         except GatewayError as error:
-            await send_error(send, error, "req_none")
+            await send_error(send, error, new_request_id())
             return
         await send_json(send, 200, msgspec.json.encode(document))
 
