@@ -73,7 +73,6 @@ class LoadGenerator(Protocol):
         key: str | None,
         concurrency: int,
         duration_s: int,
-        max_requests: int = 0,
     ) -> LoadResult: ...
 
 
@@ -111,12 +110,9 @@ class Wrk:
         key: str | None,
         concurrency: int,
         duration_s: int,
-        max_requests: int = 0,
     ) -> LoadResult:
         env = dict(os.environ)
-        env.update(
-            BENCH_BODY_FILE=str(body_file), BENCH_API_KEY=key or "", BENCH_MAX_REQUESTS=str(max_requests)
-        )
+        env.update(BENCH_BODY_FILE=str(body_file), BENCH_API_KEY=key or "")
         proc = subprocess.run(
             self.argv(url, concurrency, duration_s),
             env=env,
@@ -128,9 +124,7 @@ class Wrk:
         for line in proc.stdout.splitlines():
             if line.startswith("BENCH_RESULT "):
                 r = json.loads(line.removeprefix("BENCH_RESULT "))
-                errors = sum(
-                    r[k] for k in ("err_connect", "err_read", "err_write", "err_status", "err_timeout")
-                )
+                errors = sum(r[k] for k in ("err_connect", "err_read", "err_write", "err_status", "err_timeout"))
                 return LoadResult(
                     requests=r["requests"],
                     duration_s=r["duration_us"] / 1e6,
@@ -167,14 +161,11 @@ class AiohttpLoad:
         key: str | None,
         concurrency: int,
         duration_s: int,
-        max_requests: int = 0,
     ) -> LoadResult:
         headers = {"content-type": "application/json", "anthropic-version": "2023-06-01"}
         if key:
             headers["x-api-key"] = key
-        return asyncio.run(
-            _aiohttp_load(url, body_file.read_bytes(), headers, concurrency, duration_s)
-        )
+        return asyncio.run(_aiohttp_load(url, body_file.read_bytes(), headers, concurrency, duration_s))
 
 
 async def _aiohttp_load(

@@ -44,8 +44,7 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         {
             "name": "small req/s through buzz, c=32",
             "target": f">= {HEADLINE_RPS:,}",
-            "observed": f"{headline['rps']:,.0f}"
-            + (f" ({headline['errors']} errors)" if headline["errors"] else ""),
+            "observed": f"{headline['rps']:,.0f}" + (f" ({headline['errors']} errors)" if headline["errors"] else ""),
             "met": headline["rps"] >= HEADLINE_RPS and headline["errors"] == 0,
         }
     ]
@@ -97,7 +96,7 @@ def show(console: Console, results: dict[str, Any]) -> None:
     for direct in (r for r in rows if r["target"] == "direct"):
         buzz = _row(rows, "buzz", direct["body"], direct["concurrency"])
         table.add_row(
-            f"{direct['body']} ({direct['body_bytes'] // 1024} KiB)",
+            f"{direct['body_bytes'] // 1024} KiB",
             str(direct["concurrency"]),
             _f(direct["rps"], 0),
             _f(direct["p50_ms"]),
@@ -106,6 +105,7 @@ def show(console: Console, results: dict[str, Any]) -> None:
             _f(buzz["p50_ms"]),
             _f(buzz["p99_ms"]),
             f"{buzz['buzz_cpu_pct']:.0f}%",
+            f"{direct.get('load_core_busy_pct', 0):.0f}% / {buzz.get('load_core_busy_pct', 0):.0f}%",
             str(direct["errors"] + buzz["errors"]),
         )
     console.print(table)

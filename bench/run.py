@@ -51,6 +51,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 BODY_BYTES = {"small": 1024, "large": 200 * 1024}
 CONCURRENCY = {"small": (1, 16, 32, 64), "large": (1, 16, 64)}
 MEMORY_CONCURRENCY = 32
+MEMORY_MAX_SLICES = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,15 +59,14 @@ class Mode:
     name: str
     duration_s: int  # each throughput measurement
     warmup_s: int  # discarded run before each measurement
-    memory_warmup: int  # requests before the first RSS sample
-    memory_requests: int
-    memory_segments: int  # an RSS sample after each
+    memory_requests: int  # at least this many, in slices with an RSS sample after each
+    memory_slice_s: int
     ttfb_samples: int
     slow_samples: int  # streams with 100 ms between events, about 0.7 s each
 
 
-FULL = Mode("full", 10, 2, 5_000, 100_000, 10, 300, 10)
-QUICK = Mode("quick", 3, 1, 2_000, 20_000, 4, 100, 3)
+FULL = Mode("full", 10, 2, 100_000, 3, 300, 10)
+QUICK = Mode("quick", 3, 1, 20_000, 1, 100, 3)
 
 
 @dataclass
@@ -84,13 +84,9 @@ class Bench:
         port = self.buzz_port if target == "buzz" else self.fake_port
         return f"http://{LOCALHOST}:{port}/v1/messages"
 
-    def load(
-        self, target: str, body: str, concurrency: int, duration_s: int, max_requests: int = 0
-    ) -> LoadResult:
+    def load(self, target: str, body: str, concurrency: int, duration_s: int) -> LoadResult:
         key = self.key if target == "buzz" else None
-        result = self.gen.run(
-            self.url(target), self.body_files[body], key, concurrency, duration_s, max_requests
-        )
+        result = self.gen.run(self.url(target), self.body_files[body], key, concurrency, duration_s)
         if target == "buzz":
             self.buzz_responses += result.requests
         return result
@@ -148,14 +144,15 @@ def throughput(bench: Bench, mode: Mode, console: Console) -> list[dict[str, Any
 
 
 def memory(bench: Bench, mode: Mode, console: Console) -> dict[str, Any]:
-    # Bounded in time too: at an implausible 200 req/s a segment still ends.
-    segment = mode.memory_requests // mode.memory_segments
-    limit_s = max(30, segment // 200)
-    bench.load("buzz", "small", MEMORY_CONCURRENCY, limit_s, max_requests=mode.memory_warmup)
+    # Fixed-length slices rather than fixed counts: wrk cannot stop early on a count, it always
+    # runs its whole -d. The slice cap bounds the phase if buzz turned out very slow.
+    bench.load("buzz", "small", MEMORY_CONCURRENCY, mode.warmup_s)
     samples = [{"requests": 0, "rss_kib": rss_kib(bench.buzz_pid)}]
     sent, errors = 0, 0
-    for _ in range(mode.memory_segments):
-        result = bench.load("buzz", "small", MEMORY_CONCURRENCY, limit_s, max_requests=segment)
+    for _ in range(MEMORY_MAX_SLICES):
+        if sent >= mode.memory_requests:
+            break
+        result = bench.load("buzz", "small", MEMORY_CONCURRENCY, mode.memory_slice_s)
         sent += result.requests
         errors += result.errors
         samples.append({"requests": sent, "rss_kib": rss_kib(bench.buzz_pid)})
@@ -163,7 +160,6 @@ def memory(bench: Bench, mode: Mode, console: Console) -> dict[str, Any]:
     start, mid, end = samples[0], samples[len(samples) // 2], samples[-1]
     return {
         "concurrency": MEMORY_CONCURRENCY,
-        "warmup_requests": mode.memory_warmup,
         "requests": sent,
         "errors": errors,
         "samples": samples,
@@ -204,9 +200,7 @@ def first_byte(bench: Bench, mode: Mode) -> dict[str, Any]:
 
 def ledger_counts(database: Path) -> dict[str, int]:
     with contextlib.closing(sqlite3.connect(database)) as db:
-        return {
-            str(status): n for status, n in db.execute("SELECT status, count(*) FROM ledger GROUP BY status")
-        }
+        return {str(status): n for status, n in db.execute("SELECT status, count(*) FROM ledger GROUP BY status")}
 
 
 def _git_revision() -> str:
@@ -256,9 +250,7 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
 
         bench = Bench(gen, fake_port, buzz_port, key, buzz.pid, body_files, load_core)
         idle_rss = rss_kib(buzz.pid)
-        console.print(
-            f"memory: {mode.memory_requests:,} small requests through buzz at c={MEMORY_CONCURRENCY}"
-        )
+        console.print(f"memory: {mode.memory_requests:,} small requests through buzz at c={MEMORY_CONCURRENCY}")
         mem = memory(bench, mode, console)
         mem["idle_after_start_kib"] = idle_rss
         console.print(f"throughput: {mode.duration_s} s per measurement after {mode.warmup_s} s of warmup")
@@ -302,9 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="shorter runs (under two minutes)")
     parser.add_argument("--out", type=Path, default=None, help="JSON result file (default bench/results/...)")
     parser.add_argument("--loadgen", choices=("auto", "wrk", "aiohttp"), default="auto")
-    parser.add_argument(
-        "--fake-workers", type=int, default=2, help="fake upstream processes (all on the load core)"
-    )
+    parser.add_argument("--fake-workers", type=int, default=2, help="fake upstream processes (all on the load core)")
     parser.add_argument("--buzz-core", type=int, default=0)
     parser.add_argument("--load-core", type=int, default=1)
     parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
@@ -314,7 +304,8 @@ def main(argv: list[str] | None = None) -> int:
     default_name = f"bench-{'quick' if args.quick else 'full'}-{now:%Y%m%d-%H%M%S}.json"
     out: Path = args.out or BENCH_DIR / "results" / default_name
     signal.signal(signal.SIGTERM, _interrupt)
-    console = Console()
+    # Piped output (make bench | tee) would otherwise be cut to 80 columns.
+    console = Console(width=None if sys.stdout.isatty() else 150)
     began = time.monotonic()
     try:
         results = run(args, console)

@@ -75,9 +75,7 @@ def _exchange(sock: socket.socket, request: bytes, timeout_s: float) -> StreamTi
     status_line, *header_lines = bytes(head[:end]).decode("latin-1").split("\r\n")
     if status_line.split(" ", 2)[1:2] != ["200"]:
         raise RuntimeError(f"streaming request failed: {status_line}")
-    headers = {
-        name.strip().lower(): value.strip() for name, _, value in (h.partition(":") for h in header_lines)
-    }
+    headers = {name.strip().lower(): value.strip() for name, _, value in (h.partition(":") for h in header_lines)}
     if rest:
         first_body_ns = time.perf_counter_ns()
     else:
@@ -106,9 +104,7 @@ def _exchange(sock: socket.socket, request: bytes, timeout_s: float) -> StreamTi
     return StreamTiming(first_body_ns - sent, done - sent)
 
 
-def measure(
-    port: int, request: bytes, samples: int, warmup: int, timeout_s: float = 30.0
-) -> list[StreamTiming]:
+def measure(port: int, request: bytes, samples: int, warmup: int, timeout_s: float = 30.0) -> list[StreamTiming]:
     """`warmup` discarded exchanges, then `samples` measured ones, sequentially on one connection."""
     timings: list[StreamTiming] = []
     with socket.create_connection(("127.0.0.1", port), timeout=timeout_s) as sock:

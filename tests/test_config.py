@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from buzz.config import ConfigError, load
+from buzz.config import CREDENTIAL_ENV, SETTINGS, ConfigError, load
 
 FILE = """
 [server]
@@ -90,3 +90,13 @@ def test_bad_environment_values_are_fatal() -> None:
         load(None, env={"BUZZ_READ_TIMEOUT": "-1"})
     with pytest.raises(ConfigError, match="does not exist"):
         load(Path("/nonexistent/buzz.toml"), env={})
+
+
+def test_readme_documents_every_setting() -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    for setting in SETTINGS:
+        table, key = setting.file_key
+        assert f"`{table}.{key}`" in readme, setting.name
+        assert f"`{setting.env}`" in readme, setting.env
+    for variable in CREDENTIAL_ENV.values():
+        assert f"`{variable}`" in readme
