@@ -81,8 +81,8 @@ class Wrk:
         self._binary = binary
         self._core = core
         probe = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10, check=False)
-        first_line = (probe.stdout or probe.stderr).strip().splitlines()
-        self.version = first_line[0] if first_line else "wrk (unknown version)"
+        lines = (probe.stdout or probe.stderr).strip().splitlines()
+        self.version = lines[0].split(" Copyright")[0].strip() if lines else "wrk (unknown version)"
 
     @property
     def name(self) -> str:
@@ -149,7 +149,8 @@ class AiohttpLoad:
     """The fallback generator, run in this (pinned) process. Slower than wrk, so figures it
     produces understate buzz when the generator, not buzz, runs out of CPU."""
 
-    name = f"aiohttp {aiohttp.__version__} (in-process fallback; wrk not found)"
+    def __init__(self, reason: str) -> None:
+        self.name = f"aiohttp {aiohttp.__version__}, in-process ({reason})"
 
     def argv(self, url: str, concurrency: int, duration_s: int) -> list[str]:
         return ["<in-process aiohttp>", f"connections={concurrency}", f"duration={duration_s}s", url]
@@ -209,8 +210,10 @@ async def _aiohttp_load(
 def pick(preference: str, core: int | None) -> LoadGenerator:
     """`auto` takes wrk when it is on PATH; `wrk` insists on it; `aiohttp` forces the fallback."""
     binary = shutil.which("wrk")
-    if preference == "aiohttp" or (preference == "auto" and binary is None):
-        return AiohttpLoad()
+    if preference == "aiohttp":
+        return AiohttpLoad("chosen with --loadgen aiohttp")
+    if preference == "auto" and binary is None:
+        return AiohttpLoad("fallback: wrk not found")
     if binary is None:
         raise SystemExit("wrk is not installed (apt-get install -y wrk), or use --loadgen aiohttp")
     return Wrk(binary, core)

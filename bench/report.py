@@ -77,6 +77,10 @@ def _f(value: float, digits: int = 3) -> str:
     return f"{value:,.{digits}f}"
 
 
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}%"  # no figure when nothing was pinned
+
+
 def show(console: Console, results: dict[str, Any]) -> None:
     rows = results["throughput"]
     table = Table(title="Throughput and latency (POST /v1/messages, non-streaming)")
@@ -90,9 +94,10 @@ def show(console: Console, results: dict[str, Any]) -> None:
         "p50 ms",
         "p99 ms",
         "buzz CPU",
+        "load core busy direct / buzz",
+        "errors",
     ):
         table.add_column(column, justify="right")
-    table.add_column("errors", justify="right")
     for direct in (r for r in rows if r["target"] == "direct"):
         buzz = _row(rows, "buzz", direct["body"], direct["concurrency"])
         table.add_row(
@@ -105,7 +110,7 @@ def show(console: Console, results: dict[str, Any]) -> None:
             _f(buzz["p50_ms"]),
             _f(buzz["p99_ms"]),
             f"{buzz['buzz_cpu_pct']:.0f}%",
-            f"{direct.get('load_core_busy_pct', 0):.0f}% / {buzz.get('load_core_busy_pct', 0):.0f}%",
+            f"{_pct(direct.get('load_core_busy_pct'))} / {_pct(buzz.get('load_core_busy_pct'))}",
             str(direct["errors"] + buzz["errors"]),
         )
     console.print(table)

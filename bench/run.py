@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,6 +30,7 @@ from types import FrameType
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 
 import report
 import ttfb
@@ -62,7 +64,7 @@ class Mode:
     memory_requests: int  # at least this many, in slices with an RSS sample after each
     memory_slice_s: int
     ttfb_samples: int
-    slow_samples: int  # streams with 100 ms between events, about 0.7 s each
+    slow_samples: int  # streams with 100 ms between events, about 1 s each
 
 
 FULL = Mode("full", 10, 2, 100_000, 3, 300, 10)
@@ -90,6 +92,22 @@ class Bench:
         if target == "buzz":
             self.buzz_responses += result.requests
         return result
+
+
+def check_answers(bench: Bench) -> None:
+    """One request each way before measuring: a run of 401s or 404s would make fast, false figures."""
+    for target in ("direct", "buzz"):
+        headers = {"content-type": "application/json", "anthropic-version": "2023-06-01"}
+        if target == "buzz":
+            headers["x-api-key"] = bench.key
+        request = urllib.request.Request(  # noqa: S310 - a local http URL
+            bench.url(target), data=bench.body_files["small"].read_bytes(), headers=headers, method="POST"
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+            answer = json.loads(response.read())
+        if answer.get("type") != "message":
+            raise RuntimeError(f"{target} answered something other than a Message: {answer!r:.200}")
+        bench.buzz_responses += target == "buzz"
 
 
 def _pinning(buzz_core: int, load_core: int) -> tuple[int | None, int | None, str]:
@@ -222,7 +240,7 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     if load_core is not None:
         os.sched_setaffinity(0, {load_core})  # this script is the TTFB client and the fallback generator
     gen = pick(args.loadgen, load_core)
-    console.print(f"[bold]buzz benchmark[/] ({mode.name}); load generator: {gen.name}; {pinning}")
+    console.print(f"[bold]buzz benchmark[/] ({mode.name}); load generator: {escape(gen.name)}; {pinning}")
     with tempfile.TemporaryDirectory(prefix="buzz-bench-") as tmp, contextlib.ExitStack() as stack:
         work = Path(tmp)
         body_files = {}
@@ -249,6 +267,7 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
         wait_ready(buzz, f"http://{LOCALHOST}:{buzz_port}/healthz")
 
         bench = Bench(gen, fake_port, buzz_port, key, buzz.pid, body_files, load_core)
+        check_answers(bench)
         idle_rss = rss_kib(buzz.pid)
         console.print(f"memory: {mode.memory_requests:,} small requests through buzz at c={MEMORY_CONCURRENCY}")
         mem = memory(bench, mode, console)

@@ -278,3 +278,16 @@ def test_upstream_drop_mid_stream_cuts_the_client_too(tight: BuzzProcess, fake_s
     assert not received.endswith(b"0\r\n\r\n")
     [row] = tight.ledger(count=1)
     assert (row["status"], row["error_type"]) == (200, "upstream_reset")
+
+
+def test_huge_body_from_the_sdk_gets_a_clean_413(tight: BuzzProcess, fake_session: FakeAnthropic) -> None:
+    """A 40 MB prompt: the client reads buzz's 413, not a reset connection, and nothing is forwarded."""
+    key = tight.create_key()
+    client = anthropic.Anthropic(api_key=key, base_url=tight.url, max_retries=0)
+    with pytest.raises(anthropic.APIStatusError) as raised:
+        client.messages.create(
+            model="claude-sonnet-4-6", max_tokens=8, messages=[{"role": "user", "content": "x" * 40_000_000}]
+        )
+    assert raised.value.status_code == 413
+    assert raised.value.body["error"]["type"] == "gateway_request_too_large"  # type: ignore[index]
+    assert fake_session.requests == []

@@ -24,6 +24,7 @@ Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 # Only these are set by aiohttp itself; every other header is the client's own.
+_WATCH_AFTER = 0.02
 _SKIP_AUTO_HEADERS = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
 
 
@@ -45,14 +46,43 @@ def make_session(connect_timeout: float, read_timeout: float) -> aiohttp.ClientS
     )
 
 
-async def _watch_disconnect(receive: Receive, task: asyncio.Task[Any], state: dict[str, bool]) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            if not state["done"]:
-                state["gone"] = True
-                task.cancel()
-            return
+class _DisconnectWatch:
+    """Cancels the relay when the client goes away.
+
+    ASGI reports a disconnect only to a pending `receive()`, so something must wait on it while
+    the relay waits on the upstream. A task per request costs a measurable slice of a fast
+    request, so the watch starts only once a request has lasted `_WATCH_AFTER` seconds: quick
+    answers never pay for it, and a client that left earlier is seen at once when it starts.
+    """
+
+    __slots__ = ("_handle", "_receive", "_relay", "_task", "done", "gone")
+
+    def __init__(self, receive: Receive, relay: asyncio.Task[Any]) -> None:
+        self._receive = receive
+        self._relay = relay
+        self._task: asyncio.Task[None] | None = None
+        self.done = False
+        self.gone = False
+        self._handle = asyncio.get_running_loop().call_later(_WATCH_AFTER, self._start)
+
+    def _start(self) -> None:
+        if not self.done:
+            self._task = asyncio.ensure_future(self._watch())
+
+    async def _watch(self) -> None:
+        while True:
+            message = await self._receive()
+            if message["type"] == "http.disconnect":
+                if not self.done:
+                    self.gone = True
+                    self._relay.cancel()
+                return
+
+    def stop(self) -> None:
+        self.done = True
+        self._handle.cancel()
+        if self._task is not None:
+            self._task.cancel()
 
 
 async def forward(
@@ -68,20 +98,18 @@ async def forward(
 ) -> None:
     task = asyncio.current_task()
     assert task is not None
-    state = {"done": False, "gone": False}
-    watcher = asyncio.ensure_future(_watch_disconnect(receive, task, state))
+    watch = _DisconnectWatch(receive, task)
     try:
-        await _relay(session, x, route, method, client_headers, body, rules, send, state)
+        await _relay(session, x, route, method, client_headers, body, rules, send, watch)
     except asyncio.CancelledError:
-        if not state["gone"]:
+        if not watch.gone:
             raise
         task.uncancel()
         x.error_type = "client_disconnected"
         if not x.response_started:
             x.status = 499  # nginx's code for "client closed request": nobody got an answer
     finally:
-        state["done"] = True
-        watcher.cancel()
+        watch.stop()
 
 
 async def _relay(
@@ -93,7 +121,7 @@ async def _relay(
     body: bytes,
     rules: UsageRules,
     send: Send,
-    state: dict[str, bool],
+    watch: _DisconnectWatch,
 ) -> None:
     headers = upstream_request_headers(client_headers, route.credential)
     try:
@@ -138,7 +166,7 @@ async def _relay(
             x.error_type = "upstream_reset"
             raise ResponseAborted("upstream closed the connection mid-response") from exc
         complete = True
-        state["done"] = True
+        watch.done = True  # from here on, the server reports the finished response as a disconnect
         await send({"type": "http.response.body", "body": b"", "more_body": False})
     finally:
         x.meter = meter.result(complete)
