@@ -13,7 +13,7 @@ from typing import Any
 import msgspec
 
 from buzz.billing.ledger import LedgerWriter
-from buzz.billing.pricing import Override, PriceBook
+from buzz.billing.pricing import PriceBook
 from buzz.catalogue import Catalogue
 from buzz.config import Config
 from buzz.errors import GatewayError, Kind
@@ -31,18 +31,7 @@ log = logging.getLogger("buzz")
 
 
 def price_book(config: Config) -> PriceBook:
-    overrides = {
-        model: Override(
-            input=o.input,
-            output=o.output,
-            cache_write_5m=o.cache_write_5m,
-            cache_write_1h=o.cache_write_1h,
-            cache_read=o.cache_read,
-            discount=o.discount,
-        )
-        for model, o in config.price_overrides.items()
-    }
-    return PriceBook(discount=config.discount, overrides=overrides)
+    return PriceBook(discount=config.discount, overrides=config.price_overrides)
 
 
 @dataclass(slots=True)

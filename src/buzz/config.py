@@ -45,7 +45,12 @@ class ProviderConfig:
 
 @dataclass(frozen=True, slots=True)
 class PriceOverride:
-    """Buzz's own rates for one model (USD per million tokens), or a discount of its own."""
+    """Buzz's own rates for one model (USD per million tokens), or a discount of its own.
+
+    Absolute rates replace the discounted list rate field by field (flat across tiers); an
+    absolute `input` also sets the cache rates left unset, by the model's own list multipliers;
+    `discount` replaces the book's discount for the fields left unset.
+    """
 
     input: Decimal | None = None
     output: Decimal | None = None

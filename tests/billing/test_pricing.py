@@ -11,8 +11,9 @@ import pytest
 from genai_prices import Usage as GenaiUsage
 from genai_prices import calc_price
 
-from buzz.billing.pricing import Cost, Override, PriceBook, Rates
+from buzz.billing.pricing import Cost, PriceBook, Rates
 from buzz.billing.usage import Usage
+from buzz.config import PriceOverride as Override
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 MIXED = Usage(
@@ -270,6 +271,6 @@ def test_rejects_inexact_or_nonsense_configuration() -> None:
     with pytest.raises(ValueError):  # too many digits to stay exact
         PriceBook(discount=Decimal("0." + "3" * 40))
     with pytest.raises(ValueError):
-        Override(input=Decimal("-1"))
+        PriceBook(overrides={"claude-opus-4-8": Override(input=Decimal("-1"))})
     with pytest.raises(ValueError):
         Rates(Decimal("NaN"), Decimal(1), Decimal(1), Decimal(1), Decimal(1))

@@ -27,6 +27,9 @@ from genai_prices.data_snapshot import get_snapshot
 
 from buzz.billing.usage import Usage
 
+# An override is written by the operator in the config file; it is priced here.
+from buzz.config import PriceOverride as Override
+
 # buzz provider id -> genai-prices provider id (identical today; kept as a table so they may differ).
 GENAI_PROVIDERS: Mapping[str, str] = MappingProxyType(
     {"anthropic": "anthropic", "openai": "openai", "google": "google", "x-ai": "x-ai"}
@@ -147,25 +150,13 @@ class ModelPrice:
         return self.base
 
 
-@dataclass(frozen=True, slots=True)
-class Override:
-    """buzz's price for one model. Absolute rates replace the discounted list rate field by field
-    (flat across tiers); an absolute `input` also sets the cache rates left unset, by the model's
-    own list multipliers; `discount` replaces the book's discount for the fields left unset."""
-
-    input: Decimal | None = None
-    output: Decimal | None = None
-    cache_write_5m: Decimal | None = None
-    cache_write_1h: Decimal | None = None
-    cache_read: Decimal | None = None
-    discount: Decimal | None = None
-
-    def __post_init__(self) -> None:
-        for name in _FIELDS:
-            if (value := getattr(self, name)) is not None:
-                _check_rate(name, value)
-        if self.discount is not None:
-            _check_discount(self.discount)
+def _check_override(model: str, override: Override) -> None:
+    """Overrides come from the operator's file: refuse at start what could not be priced exactly."""
+    for name in _FIELDS:
+        if (value := getattr(override, name)) is not None:
+            _check_rate(f"{model}.{name}", value)
+    if override.discount is not None:
+        _check_discount(override.discount)
 
 
 _Prices = tuple[ModelPrice | None, ModelPrice | None]  # (list, buzz)
@@ -270,6 +261,8 @@ class PriceBook:
         _check_discount(discount)
         self._discount = discount
         # Overrides match the requested id or the model it is priced as, case-insensitively.
+        for model, override in overrides.items():
+            _check_override(model, override)
         self._overrides = {model.lower(): override for model, override in overrides.items()}
         families = DEFAULT_FAMILIES if family_defaults is None else family_defaults
         self._families = {family.lower(): model.lower() for family, model in families.items()}
