@@ -240,6 +240,7 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     if load_core is not None:
         os.sched_setaffinity(0, {load_core})  # this script is the TTFB client and the fallback generator
     gen = pick(args.loadgen, load_core)
+    revision = _git_revision()  # before buzz starts: the code it loads is the code measured
     console.print(f"[bold]buzz benchmark[/] ({mode.name}); load generator: {escape(gen.name)}; {pinning}")
     with tempfile.TemporaryDirectory(prefix="buzz-bench-") as tmp, contextlib.ExitStack() as stack:
         work = Path(tmp)
@@ -284,7 +285,7 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
         "started_at": args.started_at,
         "mode": asdict(mode),
         "machine": machine(),
-        "buzz_revision": _git_revision(),
+        "buzz_revision": revision,
         "load_generator": gen.name,
         "pinning": pinning,
         "fake_workers": args.fake_workers,

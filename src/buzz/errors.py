@@ -26,6 +26,7 @@ class Kind(Enum):
     UPSTREAM = (502, "gateway_upstream_error", True)
     TIMEOUT = (504, "gateway_timeout_error", True)
     UNAVAILABLE = (503, "gateway_unavailable_error", True)
+    INTERNAL = (500, "gateway_internal_error", True)  # a fault in buzz itself; should never be seen
 
     @property
     def status(self) -> int:

@@ -5,15 +5,20 @@ Admission control (limits and budgets) slots in between route and forward.
 
 from __future__ import annotations
 
+import logging
+import traceback
+
 import aiohttp
 
 from buzz.errors import GatewayError, Kind, anthropic_body, response_headers
 from buzz.proxy.auth import Authenticator, presented_key
 from buzz.proxy.exchange import Exchange
-from buzz.proxy.forward import Receive, Send, forward
+from buzz.proxy.forward import Receive, ResponseAborted, Send, forward
 from buzz.proxy.route import Router, read_head
 from buzz.proxy.settle import Settler
 from buzz.upstreams.anthropic import AnthropicUsage
+
+log = logging.getLogger("buzz.pipeline")
 
 
 class ClientGone(Exception):
@@ -60,6 +65,17 @@ class Pipeline:
         except ClientGone:
             x.status = 499
             x.error_type = "client_disconnected"
+        except ResponseAborted:
+            raise
+        except Exception as exc:
+            # A fault of buzz's own. Its message could quote request data, so only its type and
+            # where it happened are logged.
+            log.error("internal error %s at %s", type(exc).__name__, _where(exc))
+            x.status, x.error_type = Kind.INTERNAL.status, Kind.INTERNAL.type
+            if not x.response_started:
+                await send_error(send, GatewayError(Kind.INTERNAL, "internal gateway error"), x.request_id)
+            else:
+                raise ResponseAborted("internal error mid-response") from None
         finally:
             if not x.metered:
                 x.meter = None
@@ -83,6 +99,11 @@ class Pipeline:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _where(exc: BaseException) -> str:
+    frames = traceback.extract_tb(exc.__traceback__)
+    return f"{frames[-1].filename}:{frames[-1].lineno}" if frames else "?"
 
 
 def _path_and_query(scope: dict[str, object]) -> str:
