@@ -1,7 +1,7 @@
 """Closed-loop HTTP load: wrk when installed, else an aiohttp client with the same interface.
 
-Both keep `concurrency` keep-alive connections busy for a fixed time (or a fixed number of
-responses) and report requests, p50 and p99 latency, and errors.
+Both keep `concurrency` keep-alive connections busy for a fixed time and report requests,
+p50 and p99 latency, and errors.
 """
 
 from __future__ import annotations

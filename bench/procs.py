@@ -142,16 +142,24 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _CLK_TCK
 
 
-def core_times(core: int) -> tuple[int, int]:
-    """(busy, total) jiffies of one core from /proc/stat."""
-    prefix = f"cpu{core} "
+def cpu_jiffies() -> dict[int, tuple[int, int, int]]:
+    """Per core (busy, steal, total) jiffies from /proc/stat; busy includes steal."""
+    out = {}
     for line in Path("/proc/stat").read_text().splitlines():
-        if line.startswith(prefix):
-            values = [int(v) for v in line.split()[1:]]
-            idle = values[3] + values[4]  # idle + iowait
-            total = sum(values[:8])  # guest time is already counted in user
-            return total - idle, total
-    raise RuntimeError(f"no cpu{core} line in /proc/stat")
+        name, *fields = line.split()
+        if name.startswith("cpu") and name != "cpu":
+            values = [int(v) for v in fields[:8]]  # guest time is already counted in user
+            total = sum(values)
+            out[int(name[3:])] = (total - values[3] - values[4], values[7], total)  # minus idle, iowait
+    return out
+
+
+def core_usage(
+    before: dict[int, tuple[int, int, int]], after: dict[int, tuple[int, int, int]], core: int
+) -> tuple[float, float]:
+    """(busy %, steal %) of one core between two `cpu_jiffies()` snapshots."""
+    busy, steal, total = (a - b for a, b in zip(after[core], before[core], strict=True))
+    return round(100 * busy / max(1, total), 1), round(100 * steal / max(1, total), 1)
 
 
 def machine() -> dict[str, object]:

@@ -77,6 +77,23 @@ def _f(value: float, digits: int = 3) -> str:
     return f"{value:,.{digits}f}"
 
 
+def noise_warnings(rows: list[dict[str, Any]]) -> list[str]:
+    """Measurements that something besides the benchmark slowed down (steal, or another process
+    on buzz's core); their figures understate buzz."""
+    out = []
+    for r in rows:
+        if "buzz_core_busy_pct" not in r:
+            continue  # nothing pinned, nothing to compare
+        where = f"{r['target']} {r['body']} c={r['concurrency']}"
+        steal = max(r["buzz_core_steal_pct"], r["load_core_steal_pct"])
+        if steal > 2:
+            out.append(f"{where}: the hypervisor stole up to {steal}% of a core")
+        others = r["buzz_core_busy_pct"] - r["buzz_cpu_pct"]
+        if others > 5:
+            out.append(f"{where}: {others:.0f}% of buzz's core went to something else")
+    return out
+
+
 def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value:.0f}%"  # no figure when nothing was pinned
 
@@ -114,6 +131,8 @@ def show(console: Console, results: dict[str, Any]) -> None:
             str(direct["errors"] + buzz["errors"]),
         )
     console.print(table)
+    for warning in noise_warnings(rows):
+        console.print(f"[yellow]warning: {warning}[/]")
 
     latency = Table(title="Added latency at concurrency 1 (buzz p50 - direct p50)")
     for column in ("body", "direct p50 ms", "buzz p50 ms", "added p50 ms", "added p99 ms"):

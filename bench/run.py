@@ -39,7 +39,8 @@ from procs import (
     LOCALHOST,
     Service,
     buzz_env,
-    core_times,
+    core_usage,
+    cpu_jiffies,
     cpu_seconds,
     create_key,
     free_port,
@@ -79,6 +80,7 @@ class Bench:
     key: str
     buzz_pid: int
     body_files: dict[str, Path]
+    buzz_core: int | None
     load_core: int | None
     buzz_responses: int = 0  # counted by the clients, to compare with the ledger
 
@@ -127,10 +129,9 @@ def _ms(ns: int) -> float:
 
 def _load_row(bench: Bench, target: str, body: str, concurrency: int, mode: Mode) -> dict[str, Any]:
     bench.load(target, body, concurrency, mode.warmup_s)
-    cpu_before, wall_before = cpu_seconds(bench.buzz_pid), time.monotonic()
-    core_before = core_times(bench.load_core) if bench.load_core is not None else None
+    cpu_before, wall_before, cores_before = cpu_seconds(bench.buzz_pid), time.monotonic(), cpu_jiffies()
     result = bench.load(target, body, concurrency, mode.duration_s)
-    wall = time.monotonic() - wall_before
+    wall, cores_after = time.monotonic() - wall_before, cpu_jiffies()
     row: dict[str, Any] = {
         "target": target,
         "body": body,
@@ -140,9 +141,9 @@ def _load_row(bench: Bench, target: str, body: str, concurrency: int, mode: Mode
     row.update(asdict(result), rps=round(result.rps, 1))
     # Buzz near 100% of its core means buzz is the limit; the load core near 100% means the test rig is.
     row["buzz_cpu_pct"] = round(100 * (cpu_seconds(bench.buzz_pid) - cpu_before) / wall, 1)
-    if core_before is not None and bench.load_core is not None:
-        busy, total = core_times(bench.load_core)
-        row["load_core_busy_pct"] = round(100 * (busy - core_before[0]) / max(1, total - core_before[1]), 1)
+    if bench.buzz_core is not None and bench.load_core is not None:
+        row["buzz_core_busy_pct"], row["buzz_core_steal_pct"] = core_usage(cores_before, cores_after, bench.buzz_core)
+        row["load_core_busy_pct"], row["load_core_steal_pct"] = core_usage(cores_before, cores_after, bench.load_core)
     return row
 
 
@@ -241,6 +242,7 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
         os.sched_setaffinity(0, {load_core})  # this script is the TTFB client and the fallback generator
     gen = pick(args.loadgen, load_core)
     revision = _git_revision()  # before buzz starts: the code it loads is the code measured
+    host = machine()  # its load average says whether something else was running when we began
     console.print(f"[bold]buzz benchmark[/] ({mode.name}); load generator: {escape(gen.name)}; {pinning}")
     with tempfile.TemporaryDirectory(prefix="buzz-bench-") as tmp, contextlib.ExitStack() as stack:
         work = Path(tmp)
@@ -267,7 +269,7 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
         wait_ready(fake, f"http://{LOCALHOST}:{fake_port}/v1/models")
         wait_ready(buzz, f"http://{LOCALHOST}:{buzz_port}/healthz")
 
-        bench = Bench(gen, fake_port, buzz_port, key, buzz.pid, body_files, load_core)
+        bench = Bench(gen, fake_port, buzz_port, key, buzz.pid, body_files, buzz_core, load_core)
         check_answers(bench)
         idle_rss = rss_kib(buzz.pid)
         console.print(f"memory: {mode.memory_requests:,} small requests through buzz at c={MEMORY_CONCURRENCY}")
@@ -284,7 +286,8 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     return {
         "started_at": args.started_at,
         "mode": asdict(mode),
-        "machine": machine(),
+        "machine": host,
+        "loadavg_at_end": os.getloadavg(),
         "buzz_revision": revision,
         "load_generator": gen.name,
         "pinning": pinning,
@@ -335,6 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     results["elapsed_s"] = round(time.monotonic() - began, 1)
     results["added_latency"] = report.added_latency(results["throughput"])
     results["targets"] = report.targets(results)
+    results["noise_warnings"] = report.noise_warnings(results["throughput"])
     report.show(console, results)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
