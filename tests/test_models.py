@@ -36,13 +36,13 @@ def test_sdk_lists_every_model_across_pages(buzz: BuzzProcess, fake: FakeAnthrop
     client = anthropic.Anthropic(api_key=key, base_url=buzz.url, max_retries=0)
     listed = [model.id for model in client.models.list(limit=4)]  # the SDK follows after_id itself
     assert set(listed) >= BRIEF_IDS
-    assert listed == [entry.id for entry in Catalogue.default().list()]
+    assert listed == [entry.id for entry in Catalogue.default().list("anthropic")]
     assert len(listed) == len(set(listed)) > 8
     assert fake.requests == []  # answered by buzz, not forwarded
 
 
 def test_pagination_fields_forward_and_backward(buzz: BuzzProcess, key: str) -> None:
-    everything = [entry.id for entry in Catalogue.default().list()]
+    everything = [entry.id for entry in Catalogue.default().list("anthropic")]
     status, first = _get(f"{buzz.url}/v1/models?limit=3", key)
     assert status == 200
     assert [m["id"] for m in first["data"]] == everything[:3]  # type: ignore[index,union-attr]

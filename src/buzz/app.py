@@ -24,9 +24,9 @@ from buzz.proxy.forward import Receive, Send, make_session
 from buzz.proxy.pipeline import Pipeline, send_error
 from buzz.proxy.route import Router
 from buzz.proxy.settle import Settler
-from buzz.routes import Endpoint, match
+from buzz.routes import HEALTHZ, Surface, match
 from buzz.store.sqlite import SQLiteStore
-from buzz.upstreams import models_api
+from buzz.upstreams import models_api, openai_models
 
 log = logging.getLogger("buzz")
 
@@ -49,7 +49,7 @@ class _Running:
 class Gateway:
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.catalogue = Catalogue.default()
+        self.catalogue = Catalogue.default(models=config.routing_models, patterns=config.routing_patterns)
         self.prices = price_book(config)
         self.router = Router(config, self.catalogue)
         self._running: _Running | None = None
@@ -60,7 +60,10 @@ class Gateway:
         ledger.start()
         session = make_session(self.config.connect_timeout, self.config.read_timeout)
         auth = Authenticator(store)
-        pipeline = Pipeline(auth, self.router, Settler(self.prices, ledger), session, self.config.max_body_bytes)
+        settler = Settler(self.prices, ledger)
+        pipeline = Pipeline(
+            auth, self.router, settler, session, self.config.max_body_bytes, self.config.add_include_usage
+        )
         self._running = _Running(store, ledger, pipeline, auth, session.close)
         # Everything built so far lives as long as the process: keep it out of every future
         # collection, which then only looks at what requests allocate.
@@ -107,29 +110,42 @@ class Gateway:
         endpoint, params = match(scope["method"], scope["path"])
         if endpoint is None:
             error = GatewayError(Kind.NOT_FOUND, f"no route {scope['method']} {scope['path']} on this gateway")
-            await send_error(send, error, new_request_id())
-            return
-        if endpoint is Endpoint.MESSAGES or endpoint is Endpoint.COUNT_TOKENS:
-            await self.running.pipeline.handle(scope, receive, send, metered=endpoint is Endpoint.MESSAGES)
-        elif endpoint is Endpoint.HEALTHZ:
+            await send_error(send, error, new_request_id(), _surface_of(scope))
+        elif endpoint.proxied:
+            await self.running.pipeline.handle(scope, receive, send, endpoint, params)
+        elif endpoint is HEALTHZ:
             await send_json(send, 200, b'{"status":"ok"}')
         else:
             await self._models(scope, send, params)
 
     async def _models(self, scope: dict[str, Any], send: Send, params: dict[str, str]) -> None:
+        """Anthropic's shape for Anthropic clients (they send anthropic-version), OpenAI's otherwise."""
         headers = dict(reversed(scope["headers"]))
+        anthropic_shape = b"anthropic-version" in headers
+        surface = Surface.ANTHROPIC if anthropic_shape else Surface.OPENAI
         try:
             token, _ = presented_key(headers)
             await self.running.auth.authenticate(token)
             routable = [entry for entry in self.catalogue.list() if self.router.routable(entry.provider)]
+            shape = models_api if anthropic_shape else openai_models
             if "model_id" in params:
-                document: object = models_api.one(routable, self.catalogue, params["model_id"])
+                document: object = shape.one(routable, self.catalogue, params["model_id"])
             else:
-                document = models_api.listing(routable, self.catalogue, scope.get("query_string", b""))
+                document = shape.listing(routable, self.catalogue, scope.get("query_string", b""))
         except GatewayError as error:
-            await send_error(send, error, new_request_id())
+            await send_error(send, error, new_request_id(), surface)
             return
         await send_json(send, 200, msgspec.json.encode(document))
+
+
+def _surface_of(scope: dict[str, Any]) -> Surface:
+    """For an unknown route: answer in the envelope the client most likely reads."""
+    headers = dict(scope["headers"])
+    if b"anthropic-version" in headers or b"x-api-key" in headers or str(scope["path"]).startswith("/v1/messages"):
+        return Surface.ANTHROPIC
+    if str(scope["path"]).startswith("/v1beta/") or b"x-goog-api-key" in headers:
+        return Surface.GEMINI
+    return Surface.OPENAI
 
 
 async def send_json(send: Send, status: int, body: bytes) -> None:

@@ -1,16 +1,19 @@
 """The models buzz routes and lists on `GET /v1/models`.
 
-Routing is by pattern, not by list: every `claude-*` id goes to Anthropic verbatim, so a model
-released tomorrow works before buzz knows its name. The list exists for discovery (Claude Code
-reads it) and is built from the product brief's ids plus the current Claude models genai-prices
+Routing is by pattern, not by list: every `claude-*` id goes to Anthropic, `gpt-*`/`o1*`/`o3*`/
+`o4*`/`chatgpt-*`/`text-embedding-*` to OpenAI, `gemini-*` to Google and `grok-*` to xAI, all
+verbatim, so a model released tomorrow works before buzz knows its name. An operator adds ids and
+patterns of their own (they win over the built-in ones). The list exists for discovery (Claude
+Code reads it) and is built from the product brief's ids plus the current models genai-prices
 knows, with names and context windows taken from genai-prices.
 """
 
 from __future__ import annotations
 
 import builtins
+import fnmatch
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -48,6 +51,27 @@ _CLAUDE: tuple[tuple[str, tuple[str, ...], str | None], ...] = (
     ("claude-haiku-5-5", (), None),
 )
 _FAMILIES = ("opus", "sonnet", "haiku", "fable", "mythos")
+
+# Checked in order; an operator's own patterns come before these.
+BUILTIN_PATTERNS: tuple[tuple[str, str], ...] = (
+    ("claude-*", "anthropic"),
+    ("gpt-*", "openai"),
+    ("o1*", "openai"),
+    ("o3*", "openai"),
+    ("o4*", "openai"),
+    ("chatgpt-*", "openai"),
+    ("text-embedding-*", "openai"),
+    ("gemini-*", "google"),
+    ("grok-*", "xai"),
+)
+# genai-prices' provider ids for buzz's provider names.
+PRICE_PROVIDER = {"anthropic": "anthropic", "openai": "openai", "google": "google", "xai": "x-ai"}
+# Listed models are those a chat, responses or embeddings client can call; these words mark
+# image, audio and realtime models, fine-tune prefixes and legacy completions models.
+_UNLISTED = re.compile(
+    r"image|audio|tts|realtime|transcribe|live|robotics|vision|search|computer-use|ft:|:|banana|omni|"
+    r"oss|voice|^(ada|babbage|curie|davinci)|instruct|-$"
+)
 _SNAPSHOT = re.compile(r"-(\d{4})(\d{2})(\d{2})$")
 
 
@@ -96,10 +120,37 @@ def _claude_entries() -> list[ModelEntry]:
     return entries
 
 
+def _vendor_entries() -> list[ModelEntry]:
+    """OpenAI, Gemini and Grok models genai-prices knows, for listing. No release dates are in
+    the data, so they carry the documented fixed date and list by id."""
+    entries = []
+    snapshot = get_snapshot()
+    for provider, price_id in PRICE_PROVIDER.items():
+        if provider == "anthropic":
+            continue
+        data = next(p for p in snapshot.providers if p.id == price_id)
+        for info in data.models:
+            if _UNLISTED.search(info.id) or _builtin_provider(info.id) != provider:
+                continue
+            name = info.name or info.id
+            entries.append(ModelEntry(info.id, provider, name, "", UNDATED, info.context_window))
+    return entries
+
+
+def _builtin_provider(model: str) -> str | None:
+    lowered = model.lower()
+    return next((provider for pattern, provider in BUILTIN_PATTERNS if fnmatch.fnmatchcase(lowered, pattern)), None)
+
+
 class Catalogue:
     """An immutable set of model entries, looked up by id or alias and listed newest first."""
 
-    def __init__(self, entries: Iterable[ModelEntry]) -> None:
+    def __init__(
+        self,
+        entries: Iterable[ModelEntry],
+        patterns: Sequence[tuple[str, str]] = (),
+    ) -> None:
+        self._patterns = tuple((pattern.lower(), provider) for pattern, provider in patterns)
         by_id = {entry.id: entry for entry in entries}  # a later entry replaces an earlier one
         self._entries = tuple(sorted(by_id.values(), key=lambda e: (_parse_time(e.created_at), e.id), reverse=True))
         lookup: dict[str, ModelEntry] = {}
@@ -110,18 +161,27 @@ class Catalogue:
         self._lookup = lookup
 
     @classmethod
-    def default(cls, extra: Iterable[ModelEntry] = ()) -> Catalogue:
-        """The built-in Claude models, plus `extra` (which replace built-ins of the same id)."""
-        return cls([*_claude_entries(), *extra])
+    def default(
+        cls,
+        extra: Iterable[ModelEntry] = (),
+        models: Mapping[str, str] | None = None,
+        patterns: Mapping[str, str] | None = None,
+    ) -> Catalogue:
+        """The built-in models, plus `extra` entries (which replace built-ins of the same id), an
+        operator's own `models` (id -> provider) and `patterns` (glob -> provider)."""
+        own = [ModelEntry(model, provider, model, "", UNDATED) for model, provider in (models or {}).items()]
+        return cls([*_claude_entries(), *_vendor_entries(), *extra, *own], tuple((patterns or {}).items()))
 
     def provider_for(self, model: str) -> str | None:
-        """Where a request for `model` goes. Unknown claude-* ids go to Anthropic verbatim, so the
-        vendor, not buzz, decides whether they exist."""
+        """Where a request for `model` goes. Unknown ids that match a family pattern go to that
+        vendor verbatim, so the vendor, not buzz, decides whether they exist."""
         if (entry := self._lookup.get(model)) is not None:
             return entry.provider
-        if model.lower().startswith("claude-"):
-            return "anthropic"
-        return None
+        lowered = model.lower()
+        for pattern, provider in self._patterns:
+            if fnmatch.fnmatchcase(lowered, pattern):
+                return provider
+        return _builtin_provider(model)
 
     def get(self, model_id: str) -> ModelEntry | None:
         return self._lookup.get(model_id)

@@ -76,6 +76,9 @@ class Config:
         default_factory=lambda: {name: ProviderConfig(DEFAULT_BASE_URLS[name]) for name in PROVIDERS}
     )
     price_overrides: Mapping[str, PriceOverride] = field(default_factory=dict)
+    add_include_usage: bool = False
+    routing_models: Mapping[str, str] = field(default_factory=dict)
+    routing_patterns: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def database_path(self) -> Path:
@@ -118,6 +121,17 @@ def _discount(value: Any) -> Decimal:
     if not Decimal(0) <= number < Decimal(1):
         raise ValueError("must be at least 0 and below 1 (0.2 means 20% below list price)")
     return number
+
+
+def _bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in {"1", "true", "yes", "on"}:
+        return True
+    if text in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError("must be true or false")
 
 
 def _level(value: Any) -> str:
@@ -177,6 +191,13 @@ SETTINGS: tuple[Setting, ...] = (
         "Buzz's rate as a discount on the list price (0.2 = 20% below).",
     ),
     Setting(
+        "add_include_usage",
+        ("metering", "add_include_usage"),
+        "BUZZ_ADD_INCLUDE_USAGE",
+        _bool,
+        "Add stream_options.include_usage to streamed chat requests that lack it (the one body change buzz can make).",
+    ),
+    Setting(
         "ledger_flush_interval",
         ("ledger", "flush_interval"),
         "BUZZ_LEDGER_FLUSH_INTERVAL",
@@ -200,7 +221,7 @@ def load(
         path = Path(env["BUZZ_CONFIG"])
     document = _read_file(path) if path is not None else {}
     values: dict[str, Any] = {}
-    tables = {s.file_key[0] for s in SETTINGS} | {"providers", "pricing"}
+    tables = {s.file_key[0] for s in SETTINGS} | {"providers", "pricing", "routing"}
     for table in document:
         if table not in tables:
             raise ConfigError(f"unknown table [{table}] in {path}")
@@ -215,13 +236,14 @@ def load(
         known = {s.file_key[1] for s in SETTINGS if s.file_key[0] == table}
         if table == "pricing":
             known.add("models")
-        if table == "providers":
+        if table in ("providers", "routing"):
             continue
         for key in section:
             if key not in known:
                 raise ConfigError(f"unknown key {table}.{key} in {path}")
     values["providers"] = _providers(document.get("providers", {}), env, path)
     values["price_overrides"] = _overrides(document.get("pricing", {}).get("models", {}), path)
+    values["routing_models"], values["routing_patterns"] = _routing(document.get("routing", {}), path)
     for name, value in (flags or {}).items():
         if value is not None:
             values[name] = value
@@ -259,6 +281,23 @@ def _providers(section: Mapping[str, Any], env: Mapping[str, str], path: Path | 
         api_key = env.get(CREDENTIAL_ENV[name]) or table.get("api_key") or None
         result[name] = ProviderConfig(base_url=str(base_url).rstrip("/"), api_key=api_key)
     return result
+
+
+def _routing(section: Mapping[str, Any], path: Path | None) -> tuple[dict[str, str], dict[str, str]]:
+    """`[routing] models = {"my-ft" = "openai"}`, `patterns = {"llama-*" = "xai"}`."""
+    unknown = set(section) - {"models", "patterns"}
+    if unknown:
+        raise ConfigError(f"unknown key routing.{sorted(unknown)[0]} in {path}")
+    result: list[dict[str, str]] = []
+    for key in ("models", "patterns"):
+        table = section.get(key, {})
+        if not isinstance(table, dict):
+            raise ConfigError(f"routing.{key} in {path} must be a table of id -> provider")
+        for name, provider in table.items():
+            if provider not in PROVIDERS:
+                raise ConfigError(f"routing.{key}.{name} in {path}: unknown provider {provider!r}")
+        result.append({str(name): str(provider) for name, provider in table.items()})
+    return result[0], result[1]
 
 
 def _overrides(section: Mapping[str, Any], path: Path | None) -> dict[str, PriceOverride]:

@@ -57,12 +57,57 @@ class GatewayError(Exception):
         return f"{self.kind.type}: {self.message}"
 
 
+# Google's canonical status names (google.rpc.Code) for the statuses buzz produces.
+_GOOGLE_STATUS = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    402: "RESOURCE_EXHAUSTED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    413: "INVALID_ARGUMENT",
+    429: "RESOURCE_EXHAUSTED",
+    500: "INTERNAL",
+    502: "UNAVAILABLE",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+}
+
+
 def anthropic_body(error: GatewayError, request_id: str) -> bytes:
     return msgspec.json.encode(
         {
             "type": "error",
             "error": {"type": error.kind.type, "message": error.message},
             "request_id": request_id,
+        }
+    )
+
+
+def openai_body(error: GatewayError, request_id: str) -> bytes:
+    # OpenAI's envelope has no request id; the x-buzz-request-id header carries it.
+    return msgspec.json.encode(
+        {"error": {"message": error.message, "type": error.kind.type, "param": None, "code": None}}
+    )
+
+
+def gemini_body(error: GatewayError, request_id: str) -> bytes:
+    # Google's envelope has no free-form type: buzz's goes where Google puts machine-readable
+    # reasons, an ErrorInfo in `details`.
+    return msgspec.json.encode(
+        {
+            "error": {
+                "code": error.kind.status,
+                "message": error.message,
+                "status": _GOOGLE_STATUS.get(error.kind.status, "UNKNOWN"),
+                "details": [
+                    {
+                        "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                        "reason": error.kind.type,
+                        "domain": "buzz",
+                        "metadata": {"request_id": request_id},
+                    }
+                ],
+            }
         }
     )
 

@@ -30,9 +30,9 @@ from buzz.billing.usage import Usage
 # An override is written by the operator in the config file; it is priced here.
 from buzz.config import PriceOverride as Override
 
-# buzz provider id -> genai-prices provider id (identical today; kept as a table so they may differ).
+# buzz provider id -> genai-prices provider id.
 GENAI_PROVIDERS: Mapping[str, str] = MappingProxyType(
-    {"anthropic": "anthropic", "openai": "openai", "google": "google", "x-ai": "x-ai"}
+    {"anthropic": "anthropic", "openai": "openai", "google": "google", "xai": "x-ai", "x-ai": "x-ai"}
 )
 
 # What an unknown or newer Claude id is priced as: the newest current model of its family. The
@@ -51,9 +51,10 @@ DEFAULT_FAMILIES: Mapping[str, str] = MappingProxyType(
 _CACHE_FIELDS = ("cache_write_5m", "cache_write_1h", "cache_read")
 _FIELDS = ("input", "output", "cache_write_5m", "cache_write_1h", "cache_read")
 _GENAI_KEYS = ("input_mtok", "output_mtok", "cache_write_mtok", "cache_write_1h_mtok", "cache_read_mtok")
-# Used only when genai-prices lists no price for a cache line: Anthropic's published multipliers of
-# the base input rate (5m write 1.25x, 1h write 2x, read 0.1x). Models whose own prices differ
-# (Opus 5.5, Fable, Mythos, ...) list them, and their listed prices always win.
+# Used only when genai-prices lists no price for a Claude cache line: Anthropic's published multipliers
+# of the base input rate (5m write 1.25x, 1h write 2x, read 0.1x). Models whose own prices differ
+# (Opus 5.5, Fable, Mythos, ...) list them, and their listed prices always win. Other vendors' missing
+# cache lines cost what genai-prices charges for them: plain input (see `_rates`).
 _FALLBACK_MULTIPLIERS = {
     "cache_write_5m": Decimal("1.25"),
     "cache_write_1h": Decimal("2"),
@@ -69,6 +70,9 @@ _VERSION = r"(?P<ver>\d+(?:[-.]\d+)*)"
 _NEW_STYLE = re.compile(rf"claude-(?P<family>[a-z]+)-{_VERSION}")  # claude-opus-4-1
 _OLD_STYLE = re.compile(rf"claude-{_VERSION}-(?P<family>[a-z]+)")  # claude-3-5-sonnet
 _NO_FAMILY = re.compile(rf"claude-{_VERSION}")  # claude-2
+# A snapshot of an OpenAI, Gemini or Grok id: a date (-2025-04-14, -20250414, @20250414, Gemini's
+# -05-20 and -09-2025), a numbered version (-001, OpenAI's -0613, xAI's -1212) or -latest.
+_VENDOR_SNAPSHOT = re.compile(r"(?:[-@](?:\d{4}-\d{2}-\d{2}|\d{8}|\d{2}-\d{2}|\d{2}-\d{4}|\d{3,4})|-latest)$")
 
 
 def _exact_context() -> decimal.Context:
@@ -204,7 +208,7 @@ def _at(value: Any, threshold: int | None) -> Decimal | None:
     return price
 
 
-def _rates(values: Mapping[str, Decimal | None]) -> Rates:
+def _rates(values: Mapping[str, Decimal | None], claude: bool) -> Rates:
     base_input = values["input"]
     if base_input is None:
         raise ValueError("a price needs an input rate")
@@ -212,11 +216,40 @@ def _rates(values: Mapping[str, Decimal | None]) -> Rates:
     filled: dict[str, Decimal] = {"input": base_input, "output": values["output"] or Decimal(0)}
     for name in ("cache_write_5m", "cache_write_1h", "cache_read"):
         value = values[name]
-        filled[name] = base_input * _FALLBACK_MULTIPLIERS[name] if value is None else value
+        if value is not None:
+            filled[name] = value
+        elif claude:
+            filled[name] = base_input * _FALLBACK_MULTIPLIERS[name]
+        else:
+            # genai-prices' own rule: a 1h write falls back to the write price, anything else to
+            # input. OpenAI before GPT-5.6 charged cache writes as plain input, which this is.
+            filled[name] = filled["cache_write_5m"] if name == "cache_write_1h" else base_input
     return Rates(**filled)
 
 
-def _from_genai(model: str, priced_as: str, price: gp.ModelPrice) -> ModelPrice | None:
+def _equal_names(clause: object) -> set[str]:
+    """The ids a genai-prices match rule names outright (`equals`, possibly inside `or`)."""
+    if isinstance(clause, gp.ClauseEquals):
+        return {clause.equals.lower()}
+    if isinstance(clause, gp.ClauseOr):
+        return set().union(*(_equal_names(c) for c in clause.or_))
+    return set()
+
+
+def _names_model(ref: str, info: gp.ModelInfo) -> bool:
+    """Whether a (non-Claude) genai-prices match of `ref` is one to bill by.
+
+    genai-prices matches some families by prefix or substring (`starts_with: gemini-3.6-flash`), so
+    a new variant such as a `gemini-3.6-flash-lite` would silently take its sibling's price. A match
+    counts only if `ref`, or `ref` without a snapshot suffix (`_VENDOR_SNAPSHOT`), is the model's id
+    or an id its rule lists by equality (aliases such as `gpt-5.6` -> gpt-5.6-sol). Otherwise the
+    cost is unknown, and an operator who knows better adds an override.
+    """
+    names = _equal_names(info.match) | {info.id.lower()}
+    return ref in names or _VENDOR_SNAPSHOT.sub("", ref) in names
+
+
+def _from_genai(model: str, priced_as: str, price: gp.ModelPrice, claude: bool) -> ModelPrice | None:
     raw = {name: getattr(price, key, None) for name, key in zip(_FIELDS, _GENAI_KEYS, strict=True)}
     if _at(raw["input"], None) is None:
         return None  # nothing to anchor the price on; better unpriced than guessed
@@ -224,8 +257,8 @@ def _from_genai(model: str, priced_as: str, price: gp.ModelPrice) -> ModelPrice 
         {tier.start for value in raw.values() if isinstance(value, gp.TieredPrices) for tier in value.tiers}
     )
     with decimal.localcontext(_exact_context()):
-        base = _rates({name: _at(value, None) for name, value in raw.items()})
-        tiers = tuple((t, _rates({name: _at(value, t) for name, value in raw.items()})) for t in thresholds)
+        base = _rates({name: _at(value, None) for name, value in raw.items()}, claude)
+        tiers = tuple((t, _rates({name: _at(value, t) for name, value in raw.items()}, claude)) for t in thresholds)
     return ModelPrice(model, priced_as, base, tiers)
 
 
@@ -302,7 +335,7 @@ class PriceBook:
         if (hit := self._cache.get(key)) is not None:
             return hit
         list_price, cacheable = self._resolve_list(provider, model, when)
-        prices = (list_price, self._buzz(model, list_price))
+        prices = (list_price, self._buzz(provider, model, list_price))
         if cacheable:
             if len(self._cache) >= _CACHE_LIMIT:
                 self._cache.clear()  # crude, but bounded; the working set is a few dozen models
@@ -314,14 +347,16 @@ class PriceBook:
         if genai_provider is None:
             return None, True
         ref = model.lower()
+        claude = genai_provider.id == "anthropic"
         info = self._own_model(genai_provider, ref)
-        if info is None and ref.startswith("claude-"):
+        # Only Claude has a family default: other vendors' unknown ids stay unpriced (cost unknown).
+        if info is None and claude and ref.startswith("claude-"):
             family = next((w for w in re.split(r"[-.@]", ref) if w in self._families), None)
             if family is not None:
                 info = self._own_model(genai_provider, self._families[family])
         if info is None:
             return None, True
-        return _from_genai(model, info.id, info.get_prices(when)), not _time_dependent(info)
+        return _from_genai(model, info.id, info.get_prices(when), claude), not _time_dependent(info)
 
     def _own_model(self, provider: gp.Provider, ref: str) -> gp.ModelInfo | None:
         """The genai-prices model that prices `ref` as itself, or None.
@@ -330,19 +365,22 @@ class PriceBook:
         ($15) and a future claude-opus-4-9 could land on an older Opus. A match counts only if it is
         the same id, or the same family and version once snapshot suffixes (-YYYYMMDD, @YYYYMMDD,
         -YYYY-MM-DD, -latest) are set aside; otherwise the caller falls back to the family default.
+        Other vendors' ids are held to `_names_model`.
         """
         info = provider.find_model(ref, all_providers=self._snapshot.providers)
-        if info is None or not ref.startswith("claude-") or ref == info.id:
+        if info is None or ref == info.id:
             return info
+        if not ref.startswith("claude-"):
+            return info if _names_model(ref, info) else None
         key = _claude_key(ref)
         return info if key is not None and key == _claude_key(info.id) else None
 
-    def _buzz(self, model: str, list_price: ModelPrice | None) -> ModelPrice | None:
+    def _buzz(self, provider: str, model: str, list_price: ModelPrice | None) -> ModelPrice | None:
         override = self._overrides.get(model.lower())
         if override is None and list_price is not None:
             override = self._overrides.get(list_price.priced_as)
         if list_price is None:
-            return self._override_only(model, override)
+            return self._override_only(model, override, claude=provider == "anthropic")
         discount = self._discount if override is None or override.discount is None else override.discount
         absolute = {} if override is None else {n: v for n in _FIELDS if (v := getattr(override, n)) is not None}
         with decimal.localcontext(_exact_context()):
@@ -362,13 +400,13 @@ class PriceBook:
         return ModelPrice(model, list_price.priced_as, base, tiers)
 
     @staticmethod
-    def _override_only(model: str, override: Override | None) -> ModelPrice | None:
+    def _override_only(model: str, override: Override | None, claude: bool) -> ModelPrice | None:
         # An operator may price a model genai-prices does not know; input and output are the minimum.
         if override is None or override.input is None or override.output is None:
             return None
         values = {name: getattr(override, name) for name in _FIELDS}
         with decimal.localcontext(_exact_context()):
-            return ModelPrice(model, model, _rates(values))
+            return ModelPrice(model, model, _rates(values, claude))
 
     def _make_version(self) -> str:
         try:

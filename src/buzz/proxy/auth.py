@@ -13,6 +13,7 @@ import re
 import secrets
 import string
 from dataclasses import dataclass
+from urllib.parse import unquote_to_bytes
 
 from buzz.errors import GatewayError, Kind
 from buzz.store.base import KeyRecord, Store
@@ -47,8 +48,12 @@ def generate_key() -> NewKey:
     return NewKey(key_id, hash_secret(secret), f"buzz-{key_id}-{secret}")
 
 
-def presented_key(headers: dict[bytes, bytes]) -> tuple[str | None, bytes | None]:
-    """The key the client sent and the header it came in (`x-api-key` or `authorization`)."""
+QUERY_KEY = b"?key"  # where Gemini clients may put a key: the `key` query parameter
+
+
+def presented_key(headers: dict[bytes, bytes], query: bytes = b"") -> tuple[str | None, bytes | None]:
+    """The key the client sent and where: `x-api-key`, `authorization` (Bearer), Gemini's
+    `x-goog-api-key`, or `?key=` when `query` is given (only the Gemini surface passes it)."""
     value = headers.get(b"x-api-key")
     if value is not None:
         return value.decode("latin-1").strip(), b"x-api-key"
@@ -57,6 +62,12 @@ def presented_key(headers: dict[bytes, bytes]) -> tuple[str | None, bytes | None
         scheme, _, token = value.decode("latin-1").partition(" ")
         if scheme.lower() == "bearer":
             return token.strip(), b"authorization"
+    value = headers.get(b"x-goog-api-key")
+    if value is not None:
+        return value.decode("latin-1").strip(), b"x-goog-api-key"
+    for part in query.split(b"&") if query else ():
+        if part.startswith(b"key="):
+            return unquote_to_bytes(part[4:]).decode("latin-1"), QUERY_KEY
     return None, None
 
 

@@ -24,7 +24,7 @@ HOP_BY_HOP = frozenset(
 
 # The client's credential never travels on; `host` and `content-length` are set by the HTTP
 # client for the upstream connection and body.
-_REQUEST_DENY = HOP_BY_HOP | {b"host", b"content-length", b"x-api-key", b"authorization"}
+_REQUEST_DENY = HOP_BY_HOP | {b"host", b"content-length", b"x-api-key", b"authorization", b"x-goog-api-key"}
 
 
 def _connection_tokens(headers: Iterable[tuple[bytes, bytes]]) -> set[bytes]:
@@ -37,7 +37,7 @@ def _connection_tokens(headers: Iterable[tuple[bytes, bytes]]) -> set[bytes]:
 
 
 def upstream_request_headers(
-    client_headers: list[tuple[bytes, bytes]], credential: tuple[str, str]
+    client_headers: list[tuple[bytes, bytes]], credential: tuple[str, str] | None
 ) -> list[tuple[str, str]]:
     """The client's headers, minus the deny-list and `x-buzz-*`, plus the upstream credential.
 
@@ -50,7 +50,8 @@ def upstream_request_headers(
         for name, value in client_headers
         if name not in _REQUEST_DENY and name not in extra and not name.startswith(b"x-buzz-")
     ]
-    out.append(credential)
+    if credential is not None:  # None: the credential travels in the query string (Gemini's ?key=)
+        out.append(credential)
     return out
 
 

@@ -7,16 +7,18 @@ from __future__ import annotations
 
 import logging
 import traceback
+from typing import Any
 
 import aiohttp
 
-from buzz.errors import GatewayError, Kind, anthropic_body, response_headers
+from buzz.errors import GatewayError, Kind, anthropic_body, gemini_body, openai_body, response_headers
 from buzz.proxy.auth import Authenticator, presented_key
 from buzz.proxy.exchange import Exchange
 from buzz.proxy.forward import Receive, ResponseAborted, Send, forward
-from buzz.proxy.route import Router, read_head
+from buzz.proxy.route import Router, add_include_usage, read_head
 from buzz.proxy.settle import Settler
-from buzz.upstreams.anthropic import AnthropicUsage
+from buzz.routes import CHAT, Endpoint, Surface
+from buzz.upstreams.rules import usage_rules
 
 log = logging.getLogger("buzz.pipeline")
 
@@ -33,35 +35,44 @@ class Pipeline:
         settler: Settler,
         session: aiohttp.ClientSession,
         max_body_bytes: int,
+        add_include_usage: bool = False,
     ) -> None:
+        self._add_include_usage = add_include_usage
         self._auth = auth
         self._router = router
         self._settler = settler
         self._session = session
         self._max_body_bytes = max_body_bytes
 
-    async def handle(self, scope: dict[str, object], receive: Receive, send: Send, *, metered: bool) -> None:
-        raw_headers: list[tuple[bytes, bytes]] = scope["headers"]  # type: ignore[assignment]
+    async def handle(
+        self, scope: dict[str, Any], receive: Receive, send: Send, endpoint: Endpoint, params: dict[str, str]
+    ) -> None:
+        raw_headers: list[tuple[bytes, bytes]] = scope["headers"]
         headers = dict(reversed(raw_headers))  # first value wins
-        x = Exchange(surface="anthropic", headers=headers, metered=metered)
+        surface = endpoint.surface
+        query: bytes = scope.get("query_string", b"")
+        x = Exchange(surface=surface.value, headers=headers, metered=endpoint.billed)
         try:
-            token, credential_header = presented_key(headers)
+            token, key_location = presented_key(headers, query if surface is Surface.GEMINI else b"")
             x.principal = await self._auth.authenticate(token)
             body = await self._read_body(receive, headers)
             x.body_bytes = len(body)
-            head = read_head(body)
+            head = read_head(body, model_required=surface is not Surface.GEMINI)
+            model = params.get("model") or head.model or ""
             user = headers.get(b"x-buzz-user")
             x.user_id = user.decode("latin-1")[:256] if user else head.user_id
-            route = self._router.route(head.model, _path_and_query(scope), credential_header or b"x-api-key")
+            route = self._router.route(surface, model, _raw_path(scope), query, key_location)
             # Only a routable model id is kept: anything else is arbitrary client text.
-            x.model, x.provider = head.model, route.provider
-            rules = AnthropicUsage(len(body))
+            x.model, x.provider = model, route.provider
+            if self._add_include_usage and endpoint is CHAT and head.stream and not head.include_usage:
+                body = add_include_usage(body)
+            rules = usage_rules(endpoint, body, model, route.provider)
             await forward(self._session, x, route, str(scope["method"]), raw_headers, body, rules, receive, send)
         except GatewayError as error:
             x.status = error.kind.status
             x.error_type = error.kind.type
             if not x.response_started:
-                await send_error(send, error, x.request_id)
+                await send_error(send, error, x.request_id, surface)
         except ClientGone:
             x.status = 499
             x.error_type = "client_disconnected"
@@ -73,7 +84,8 @@ class Pipeline:
             log.error("internal error %s at %s", type(exc).__name__, _where(exc))
             x.status, x.error_type = Kind.INTERNAL.status, Kind.INTERNAL.type
             if not x.response_started:
-                await send_error(send, GatewayError(Kind.INTERNAL, "internal gateway error"), x.request_id)
+                internal = GatewayError(Kind.INTERNAL, "internal gateway error")
+                await send_error(send, internal, x.request_id, surface)
             else:
                 raise ResponseAborted("internal error mid-response") from None
         finally:
@@ -106,16 +118,17 @@ def _where(exc: BaseException) -> str:
     return f"{frames[-1].filename}:{frames[-1].lineno}" if frames else "?"
 
 
-def _path_and_query(scope: dict[str, object]) -> str:
-    # raw_path keeps the client's exact percent-encoding; the query string is kept byte for byte.
+def _raw_path(scope: dict[str, Any]) -> str:
+    # raw_path keeps the client's exact percent-encoding.
     raw_path = scope.get("raw_path")
-    path = raw_path.decode("latin-1") if isinstance(raw_path, bytes) else str(scope["path"])
-    query = scope.get("query_string", b"")
-    return f"{path}?{query.decode('latin-1')}" if isinstance(query, bytes) and query else path
+    return raw_path.decode("latin-1") if isinstance(raw_path, bytes) else str(scope["path"])
 
 
-async def send_error(send: Send, error: GatewayError, request_id: str) -> None:
-    body = anthropic_body(error, request_id)
+_RENDER = {Surface.ANTHROPIC: anthropic_body, Surface.OPENAI: openai_body, Surface.GEMINI: gemini_body}
+
+
+async def send_error(send: Send, error: GatewayError, request_id: str, surface: Surface = Surface.ANTHROPIC) -> None:
+    body = _RENDER[surface](error, request_id)
     await send(
         {
             "type": "http.response.start",

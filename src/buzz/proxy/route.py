@@ -7,19 +7,18 @@ bytes forwarded are the bytes received.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from urllib.parse import quote
 
 import msgspec
 
 from buzz.catalogue import Catalogue
 from buzz.config import Config
 from buzz.errors import GatewayError, Kind
+from buzz.proxy.auth import QUERY_KEY
+from buzz.routes import Surface
 
 _MAX_USER_ID = 256
 _MAX_MODEL_ID = 256
-
-
-class _Metadata(msgspec.Struct):
-    user_id: object = None
 
 
 class _Head(msgspec.Struct):
@@ -28,7 +27,9 @@ class _Head(msgspec.Struct):
 
     model: object = None
     stream: object = None
+    stream_options: object = None
     metadata: object = None
+    user: object = None  # OpenAI's attribution field
 
 
 _decode_head = msgspec.json.Decoder(_Head).decode
@@ -36,8 +37,9 @@ _decode_head = msgspec.json.Decoder(_Head).decode
 
 @dataclass(frozen=True, slots=True)
 class RequestHead:
-    model: str
+    model: str | None
     stream: bool
+    include_usage: bool  # stream_options.include_usage, OpenAI's switch for usage in a stream
     user_id: str | None
 
 
@@ -45,29 +47,59 @@ class RequestHead:
 class Route:
     provider: str
     url: str
-    credential: tuple[str, str]  # the header, with the upstream's key, that replaces the client's
+    # The header, with the upstream's key, that replaces the client's; None when the key went
+    # into the query string instead (Gemini's `?key=`).
+    credential: tuple[str, str] | None
 
 
-def read_head(body: bytes) -> RequestHead:
+def read_head(body: bytes, model_required: bool = True) -> RequestHead:
+    """Read a copy of the body; Gemini's model is in the path, so its body need not name one."""
     try:
         head = _decode_head(body)
     except msgspec.ValidationError as exc:
         raise GatewayError(Kind.INVALID_REQUEST, "request body must be a JSON object") from exc
     except msgspec.DecodeError as exc:
         raise GatewayError(Kind.INVALID_REQUEST, "request body is not valid JSON") from exc
-    if not isinstance(head.model, str) or not head.model:
+    model = head.model
+    if model_required and (not isinstance(model, str) or not model):
         raise GatewayError(Kind.INVALID_REQUEST, "model: field required (a model id string)")
-    if len(head.model) > _MAX_MODEL_ID:
+    if isinstance(model, str) and len(model) > _MAX_MODEL_ID:
         raise GatewayError(Kind.INVALID_REQUEST, f"model: longer than {_MAX_MODEL_ID} characters")
-    user_id = None
-    if isinstance(head.metadata, dict):
-        value = head.metadata.get("user_id")
-        if isinstance(value, str) and value:
-            user_id = value[:_MAX_USER_ID]
-    return RequestHead(model=head.model, stream=head.stream is True, user_id=user_id)
+    user = head.metadata.get("user_id") if isinstance(head.metadata, dict) else head.user
+    options = head.stream_options
+    return RequestHead(
+        model=model if isinstance(model, str) else None,
+        stream=head.stream is True,
+        include_usage=isinstance(options, dict) and options.get("include_usage") is True,
+        user_id=user[:_MAX_USER_ID] if isinstance(user, str) and user else None,
+    )
+
+
+def add_include_usage(body: bytes) -> bytes:
+    """The body with `stream_options.include_usage` set: the one change buzz makes to a request,
+    and only when the operator turned it on, so that streamed chat completions report usage."""
+    document = msgspec.json.decode(body)
+    options = document.get("stream_options")
+    document["stream_options"] = (
+        {**options, "include_usage": True} if isinstance(options, dict) else {"include_usage": True}
+    )
+    return msgspec.json.encode(document)
+
+
+def _replace_query_key(query: bytes, key: str) -> bytes:
+    """The query with the `key` parameter's value replaced, every other byte as it was."""
+    return b"&".join(
+        b"key=" + quote(key, safe="").encode() if part.startswith(b"key=") else part for part in query.split(b"&")
+    )
 
 
 class Router:
+    """The model -> the upstream URL and credential, for the surface the client speaks.
+
+    No surface translates: the Anthropic surface reaches Anthropic, the Gemini surface Google,
+    and the OpenAI surface each vendor's own OpenAI-compatible endpoint, byte for byte.
+    """
+
     def __init__(self, config: Config, catalogue: Catalogue) -> None:
         self._config = config
         self._catalogue = catalogue
@@ -75,18 +107,43 @@ class Router:
     def routable(self, provider: str) -> bool:
         return self._config.provider(provider).api_key is not None
 
-    def route(self, model: str, path_and_query: str, client_credential_header: bytes) -> Route:
+    def provider(self, surface: Surface, model: str) -> str:
         provider = self._catalogue.provider_for(model)
-        if provider is None or not self.routable(provider):
+        native = _NATIVE.get(surface)
+        if provider is None or not self.routable(provider) or (native is not None and provider != native):
+            where = "/v1/models" if surface is not Surface.GEMINI else "/v1/models (OpenAI shape)"
             raise GatewayError(
                 Kind.NOT_FOUND,
-                f"model {model!r} is not served by this gateway; GET /v1/models lists the models it routes",
+                f"model {model!r} is not served by this gateway on this API; GET {where} lists the models it routes",
             )
+        return provider
+
+    def route(self, surface: Surface, model: str, path: str, query: bytes, key_location: bytes | None) -> Route:
+        provider = self.provider(surface, model)
         upstream = self._config.provider(provider)
-        assert upstream.api_key is not None  # routable() checked it
-        # Put the upstream key where the client put its own (Bearer or x-api-key).
-        if client_credential_header == b"authorization":
-            credential = ("authorization", f"Bearer {upstream.api_key}")
+        api_key = upstream.api_key
+        assert api_key is not None  # provider() checked it
+        credential: tuple[str, str] | None
+        if surface is Surface.OPENAI:
+            # /v1/chat/completions -> <the vendor's OpenAI-compatible base>/chat/completions
+            url = upstream.base_url + _OPENAI_COMPAT_PREFIX[provider] + path.removeprefix("/v1")
+            credential = ("authorization", f"Bearer {api_key}")
         else:
-            credential = ("x-api-key", upstream.api_key)
-        return Route(provider=provider, url=upstream.base_url + path_and_query, credential=credential)
+            url = upstream.base_url + path
+            if key_location == QUERY_KEY:
+                query, credential = _replace_query_key(query, api_key), None
+            elif key_location == b"authorization":
+                credential = ("authorization", f"Bearer {api_key}")
+            elif surface is Surface.GEMINI:
+                credential = ("x-goog-api-key", api_key)
+            else:
+                credential = ("x-api-key", api_key)
+        if query:
+            url += "?" + query.decode("latin-1")
+        return Route(provider=provider, url=url, credential=credential)
+
+
+# Where each vendor serves the OpenAI wire format, under its configured base URL.
+_OPENAI_COMPAT_PREFIX = {"openai": "", "xai": "", "anthropic": "/v1", "google": "/v1beta/openai"}
+# Surfaces that speak one vendor's own format reach only that vendor.
+_NATIVE = {Surface.ANTHROPIC: "anthropic", Surface.GEMINI: "google"}

@@ -1,4 +1,4 @@
-"""What the fake Anthropic upstream answers: the `Reply` script type, error replies, defaults.
+"""What the fake Anthropic upstream answers: error replies and the default behaviour.
 
 The default behaviour (used when no reply is queued) and its `x-fake-scenario` list are
 documented in `buzz.testing.fake_anthropic`.
@@ -7,22 +7,45 @@ documented in `buzz.testing.fake_anthropic`.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
 from typing import Any
 
 from buzz.testing import anthropic_sse as sse
+from buzz.testing.replies import (
+    JSON_TYPE,
+    SLOW_EVENT_GAP,
+    SSE_TYPE,
+    Reply,
+    header_seconds,
+    json_delivery,
+    scenarios,
+    stream_delivery,
+    transport_fault,
+)
+
+__all__ = [
+    "CLOUDFLARE_413_HTML",
+    "DEFAULT_OUTPUT_TOKENS",
+    "DEFAULT_TEXT_PIECES",
+    "JSON_TYPE",
+    "MAX_MESSAGES_BODY",
+    "SLOW_EVENT_GAP",
+    "SSE_TYPE",
+    "Reply",
+    "cloudflare_413_reply",
+    "default_reply",
+    "error_reply",
+    "fake_usage",
+    "not_found_reply",
+    "ratelimit_headers",
+]
 
 # Anthropic's documented body limit for Messages; above it Cloudflare answers before Anthropic sees it.
 MAX_MESSAGES_BODY = 32 * 1024 * 1024
 
 DEFAULT_TEXT_PIECES = ("Hello", " from", " the", " fake", " upstream.")
 DEFAULT_OUTPUT_TOKENS = 5
-SLOW_EVENT_GAP = 0.1
-
-JSON_TYPE = "application/json"
-SSE_TYPE = "text/event-stream; charset=utf-8"
 
 # Nginx's stock page, which Cloudflare serves for oversized bodies. wire.md §9 lists the exact
 # 413 as unverified; HTML is chosen because Cloudflare, not Anthropic, produces it.
@@ -51,32 +74,8 @@ _ERROR_SCENARIOS: MappingProxyType[str, tuple[int, str, str]] = MappingProxyType
 )
 
 
-@dataclass(slots=True)
-class Reply:
-    """One scripted answer. `body` is sent with content-length; `chunks` are sent chunked, one
-    write each. Unless overridden in `headers`, every reply gets a fresh `request-id` and a
-    content-type (`application/json` for `body`, SSE for `chunks`)."""
-
-    status: int = 200
-    headers: list[tuple[str, str]] = field(default_factory=list)
-    body: bytes | None = None
-    chunks: list[bytes] | None = None
-    delays: list[float] | None = None
-    delay_before_headers: float = 0.0
-    gzip: bool = False
-    drop_after_chunks: int | None = None
-    reset_before_headers: bool = False
-    hang: bool = False
-    # Cloudflare-made responses lack Anthropic's request-id.
-    add_request_id: bool = True
-
-
 def _rfc3339(seconds_from_now: float) -> str:
     return (datetime.now(UTC) + timedelta(seconds=seconds_from_now)).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _seconds(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else str(value)
 
 
 def ratelimit_headers(retry_after: float) -> list[tuple[str, str]]:
@@ -126,7 +125,7 @@ def error_reply(
     if status == 429:
         out += ratelimit_headers(retry_after or 60.0)
         if retry_after is not None:
-            out.append(("retry-after", _seconds(retry_after)))
+            out.append(("retry-after", header_seconds(retry_after)))
     if should_retry is not None:
         out.append(("x-should-retry", "true" if should_retry else "false"))
     return Reply(status=status, headers=out + list(headers or ()), body=body)
@@ -234,35 +233,18 @@ def _messages_reply(body: bytes, kinds: frozenset[str]) -> Reply:
     except (ValueError, KeyError, TypeError):
         return error_reply(400, "invalid_request_error", "model: Field required")
     usage = fake_usage(body, cache_read="cache-read" in kinds)
-    slow = "slow" in kinds
     if request.get("stream") is True:
-        events = _stream_events(model, request, usage, kinds)
-        return Reply(
-            headers=[("cache-control", "no-cache")],
-            chunks=events,
-            delays=[0.0] + [SLOW_EVENT_GAP] * (len(events) - 1) if slow else None,
-            gzip="gzip" in kinds,
-            drop_after_chunks=len(events) // 2 if "drop" in kinds else None,
-        )
-    message = _message_body(model, request, usage, kinds)
-    if "drop" in kinds:
-        half = len(message) // 2
-        return Reply(
-            chunks=[message[:half], message[half:]],
-            headers=[("content-type", JSON_TYPE)],
-            drop_after_chunks=1,
-        )
-    return Reply(body=message, gzip="gzip" in kinds, delay_before_headers=SLOW_EVENT_GAP if slow else 0.0)
+        return stream_delivery(_stream_events(model, request, usage, kinds), kinds, [("cache-control", "no-cache")])
+    return json_delivery(_message_body(model, request, usage, kinds), kinds)
 
 
 def default_reply(method: str, path: str, body: bytes, scenario: str | None) -> Reply:
     """Route a request the way api.anthropic.com would; `scenario` is the x-fake-scenario value."""
-    kinds = frozenset(s.strip() for s in scenario.split(",")) if scenario else frozenset()
+    kinds = scenarios(scenario)
     if kinds:
-        if "hang" in kinds:
-            return Reply(hang=True)
-        if "reset" in kinds:
-            return Reply(reset_before_headers=True)
+        fault = transport_fault(kinds)
+        if fault is not None:
+            return fault
         if "error-413" in kinds:
             return cloudflare_413_reply()
         for kind in kinds:

@@ -1,0 +1,21 @@
+"""Which vendor rules read usage for which endpoint: the meter's only vendor-specific choice."""
+
+from __future__ import annotations
+
+from buzz.proxy.meter import UsageRules
+from buzz.routes import CHAT, EMBEDDINGS, GENERATE, RESPONSES, STREAM_GENERATE, Endpoint
+from buzz.upstreams.anthropic import AnthropicUsage
+from buzz.upstreams.google import GeminiUsage
+from buzz.upstreams.openai import ChatUsage, EmbeddingsUsage, ResponsesUsage
+
+
+def usage_rules(endpoint: Endpoint, body: bytes, model: str, provider: str) -> UsageRules:
+    if endpoint is CHAT:
+        return ChatUsage(body, model, provider)
+    if endpoint is RESPONSES:
+        return ResponsesUsage(body, model, provider)
+    if endpoint is EMBEDDINGS:
+        return EmbeddingsUsage(body, model, provider)
+    if endpoint is GENERATE or endpoint is STREAM_GENERATE:
+        return GeminiUsage(body, model, provider)
+    return AnthropicUsage(len(body))
