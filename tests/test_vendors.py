@@ -213,14 +213,31 @@ def test_responses_api_and_embeddings(gateway: BuzzProcess, fakes: Vendors, buzz
 
 def test_grok_reasoning_tokens_are_billed_as_output(gateway: BuzzProcess, fakes: Vendors, buzz_key: str) -> None:
     client = _openai(gateway, buzz_key)
-    completion = client.chat.completions.create(
-        model="grok-4.3-reasoning", messages=[{"role": "user", "content": "think"}]
+    raw = client.chat.completions.with_raw_response.create(
+        model="grok-4-fast-reasoning", messages=[{"role": "user", "content": "think"}]
     )
+    completion = raw.parse()
     assert completion.usage is not None
     details = completion.usage.completion_tokens_details
     assert details is not None and details.reasoning_tokens == 2 and completion.usage.completion_tokens == 5
-    row = _row(gateway, model="grok-4.3-reasoning")
-    assert row["output_tokens"] == 5 + 2  # xAI counts reasoning outside completion_tokens
+    [seen] = fakes.xai.requests
+    prompt = max(1, len(seen.body) // 4)
+    row = _row(gateway, raw.headers["x-request-id"])
+    assert (row["input_tokens"], row["output_tokens"]) == (prompt, 5 + 2)  # xAI counts reasoning apart
+    # grok-4-fast-reasoning: $0.20 input, $0.50 output per million tokens.
+    assert row["cost_nanos"] == prompt * 200 + 7 * 500
+
+
+def test_a_model_without_a_price_is_kept_and_flagged(gateway: BuzzProcess, fakes: Vendors, buzz_key: str) -> None:
+    raw = _openai(gateway, buzz_key).chat.completions.with_raw_response.create(
+        model="gpt-5.5-nightly", messages=[{"role": "user", "content": "new model"}]
+    )
+    row = _row(gateway, raw.headers["x-request-id"])
+    assert (row["provider"], row["usage_source"], row["output_tokens"]) == ("openai", "reported", 5)
+    assert row["cost_nanos"] is None and row["list_cost_nanos"] is None  # unknown, never a silent zero
+    usage = gateway.cli("usage", "--by", "model")
+    line = next(line for line in usage.stdout.splitlines() if "gpt-5.5-nightly" in line)
+    assert "unpriced" in line
 
 
 def test_models_list_in_openai_shape_has_every_vendor(gateway: BuzzProcess, fakes: Vendors, buzz_key: str) -> None:
@@ -383,3 +400,48 @@ def test_opt_in_include_usage_is_the_one_change(tmp_path: Path, vendors: Vendors
     finally:
         process.stop()
         vendors.clear()
+
+
+def test_no_body_content_is_kept_on_any_surface(tmp_path: Path, vendors: Vendors) -> None:
+    canary = "CANARY-multivendor-51c0"
+    env = {
+        **KEYS,
+        "BUZZ_OPENAI_BASE_URL": vendors.openai.url + "/v1",
+        "BUZZ_GOOGLE_BASE_URL": vendors.google.url,
+        "BUZZ_XAI_BASE_URL": vendors.xai.url + "/v1",
+        "BUZZ_LOG_LEVEL": "debug",
+    }
+    process = BuzzProcess(tmp_path / "data", vendors.anthropic.url, env=env).start()
+    vendors.clear()
+    try:
+        key = process.create_key()
+        client = _openai(process, key)
+        for model in ("gpt-5.5", "claude-sonnet-4-6", "gemini-2.5-pro", "grok-4.3"):
+            client.chat.completions.create(model=model, messages=[{"role": "user", "content": canary}])
+            list(
+                client.chat.completions.create(model=model, messages=[{"role": "user", "content": canary}], stream=True)
+            )
+        client.responses.create(model="gpt-5.5", input=canary)
+        client.embeddings.create(model="text-embedding-3-small", input=canary)
+        vendors.openai.enqueue(openai_error_reply(400, "invalid_request_error", f"bad {canary}"))
+        with pytest.raises(openai.BadRequestError):
+            client.chat.completions.create(model="gpt-5.5", messages=[{"role": "user", "content": canary}])
+        gemini = _gemini(process, key)
+        gemini.models.generate_content(model="gemini-2.5-pro", contents=canary)
+        list(gemini.models.generate_content_stream(model="gemini-2.5-pro", contents=canary))
+        vendors.google.enqueue(google_error_reply(400, "INVALID_ARGUMENT", f"bad {canary}"))
+        with pytest.raises(genai_errors.ClientError):
+            gemini.models.generate_content(model="gemini-2.5-pro", contents=canary)
+        for path in ("/v1/chat/completions", "/v1beta/models/gemini-2.5-pro:generateContent"):
+            raw_post(process.url, path, f"{{{canary}".encode(), {"authorization": f"Bearer {key}"})
+        raw_post(
+            process.url, "/v1/chat/completions", f'{{"model":"{canary}"}}'.encode(), {"authorization": f"Bearer {key}"}
+        )
+        assert len(process.ledger(count=17)) == 17
+    finally:
+        process.stop()
+        vendors.clear()
+    for path in (tmp_path / "data").rglob("*"):
+        if path.is_file():
+            assert canary.encode() not in path.read_bytes(), f"canary found in {path}"
+    assert canary.encode() not in process.output()

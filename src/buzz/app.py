@@ -6,6 +6,7 @@ path every microsecond is a request per second lost (DESIGN.md section 10).
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from buzz.proxy.route import Router
 from buzz.proxy.settle import Settler
 from buzz.routes import HEALTHZ, Surface, match
 from buzz.store.sqlite import SQLiteStore
-from buzz.upstreams import models_api, openai_models
+from buzz.upstreams import estimate, models_api, openai_models
 
 log = logging.getLogger("buzz")
 
@@ -64,6 +65,10 @@ class Gateway:
         pipeline = Pipeline(
             auth, self.router, settler, session, self.config.max_body_bytes, self.config.add_include_usage
         )
+        if self.router.routable("openai"):
+            # The tokenizer for estimates takes ~0.4 s to load: pay it now, off the event loop,
+            # not on the first stream that needs an estimate.
+            await asyncio.to_thread(estimate.warm_up)
         self._running = _Running(store, ledger, pipeline, auth, session.close)
         # Everything built so far lives as long as the process: keep it out of every future
         # collection, which then only looks at what requests allocate.
