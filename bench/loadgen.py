@@ -23,9 +23,19 @@ from procs import pin_prefix
 
 WRK_SCRIPT = Path(__file__).with_name("post.lua")
 MODEL = "claude-sonnet-4-5"
+CHAT_MODEL = "gpt-5.5"  # routed by buzz to the OpenAI upstream
 # Generous, so a slow large-body run shows up as latency rather than as wrk timeouts.
 _REQUEST_TIMEOUT_S = 10
 _PAD = b"The quick brown fox jumps over the lazy dog. "
+
+
+def _padded(head: bytes, tail: bytes, size: int) -> bytes:
+    room = size - len(head) - len(tail)
+    if room < 1:
+        raise ValueError(f"{size} bytes is too small for a request")
+    body = head + (_PAD * (room // len(_PAD) + 1))[:room] + tail
+    json.loads(body)  # padding is plain ASCII, but a broken body would make every figure wrong
+    return body
 
 
 def message_body(size: int, *, stream: bool = False) -> bytes:
@@ -34,13 +44,29 @@ def message_body(size: int, *, stream: bool = False) -> bytes:
         MODEL.encode(),
         b'"stream":true,' if stream else b"",
     )
-    tail = b'"}]}'
-    room = size - len(head) - len(tail)
-    if room < 1:
-        raise ValueError(f"{size} bytes is too small for a request")
-    body = head + (_PAD * (room // len(_PAD) + 1))[:room] + tail
-    json.loads(body)  # padding is plain ASCII, but a broken body would make every figure wrong
-    return body
+    return _padded(head, b'"}]}', size)
+
+
+def chat_body(size: int) -> bytes:
+    """A valid, non-streaming Chat Completions request of exactly `size` bytes, padded likewise."""
+    head = b'{"model":"%s","messages":[{"role":"user","content":"' % CHAT_MODEL.encode()
+    return _padded(head, b'"}]}', size)
+
+
+def request_headers(key: str | None, auth: str = "x-api-key") -> dict[str, str]:
+    """The headers post.lua sends: Anthropic style (`x-api-key`, `anthropic-version`) by default,
+    OpenAI style (`authorization: Bearer`) with `auth="bearer"`. No key: no auth header (direct)."""
+    if auth == "bearer":
+        headers = {"content-type": "application/json"}
+        if key:
+            headers["authorization"] = f"Bearer {key}"
+        return headers
+    if auth != "x-api-key":
+        raise ValueError(f"unknown auth style {auth!r}")
+    headers = {"content-type": "application/json", "anthropic-version": "2023-06-01"}
+    if key:
+        headers["x-api-key"] = key
+    return headers
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +99,10 @@ class LoadGenerator(Protocol):
         key: str | None,
         concurrency: int,
         duration_s: int,
-    ) -> LoadResult: ...
+        auth: str = "x-api-key",
+    ) -> LoadResult:
+        """`auth` says how the key is sent: `x-api-key` (Messages) or `bearer` (Chat Completions)."""
+        ...
 
 
 class Wrk:
@@ -110,9 +139,10 @@ class Wrk:
         key: str | None,
         concurrency: int,
         duration_s: int,
+        auth: str = "x-api-key",
     ) -> LoadResult:
         env = dict(os.environ)
-        env.update(BENCH_BODY_FILE=str(body_file), BENCH_API_KEY=key or "")
+        env.update(BENCH_BODY_FILE=str(body_file), BENCH_API_KEY=key or "", BENCH_AUTH=auth)
         proc = subprocess.run(
             self.argv(url, concurrency, duration_s),
             env=env,
@@ -162,10 +192,9 @@ class AiohttpLoad:
         key: str | None,
         concurrency: int,
         duration_s: int,
+        auth: str = "x-api-key",
     ) -> LoadResult:
-        headers = {"content-type": "application/json", "anthropic-version": "2023-06-01"}
-        if key:
-            headers["x-api-key"] = key
+        headers = request_headers(key, auth)
         return asyncio.run(_aiohttp_load(url, body_file.read_bytes(), headers, concurrency, duration_s))
 
 

@@ -105,13 +105,15 @@ def wait_ready(service: Service, url: str, timeout: float = 30.0) -> None:
     raise RuntimeError(f"{service.name} not ready after {timeout:.0f} s:\n{service.log_tail()}")
 
 
-def buzz_env(data_dir: Path, fake_port: int) -> dict[str, str]:
+def buzz_env(data_dir: Path, fake_port: int, fake_openai_port: int) -> dict[str, str]:
     # The default configuration and nothing else: a BUZZ_* left in the shell would change what is measured.
     env = {k: v for k, v in os.environ.items() if not k.startswith("BUZZ_")}
     env.update(
         BUZZ_DATA_DIR=str(data_dir),
         ANTHROPIC_API_KEY=UPSTREAM_KEY,
         BUZZ_ANTHROPIC_BASE_URL=f"http://{LOCALHOST}:{fake_port}",
+        OPENAI_API_KEY=UPSTREAM_KEY,
+        BUZZ_OPENAI_BASE_URL=f"http://{LOCALHOST}:{fake_openai_port}/v1",
     )
     return env
 

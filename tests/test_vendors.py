@@ -20,7 +20,10 @@ from buzz.testing.fake_anthropic import FakeAnthropic
 from buzz.testing.fake_google import FakeGoogle
 from buzz.testing.fake_openai import FakeOpenAI, FakeXAI
 from buzz.testing.google_replies import google_error_reply
+from buzz.testing.google_sse import generate_content_json, stream_generate_content_events, usage_metadata
 from buzz.testing.openai_replies import openai_error_reply
+from buzz.testing.openai_sse import chat_completion_json, chat_stream_chunks, chat_usage
+from buzz.testing.replies import Reply
 from support import BuzzProcess
 from test_fidelity import raw_post
 
@@ -445,3 +448,43 @@ def test_no_body_content_is_kept_on_any_surface(tmp_path: Path, vendors: Vendors
         if path.is_file():
             assert canary.encode() not in path.read_bytes(), f"canary found in {path}"
     assert canary.encode() not in process.output()
+
+
+@pytest.mark.parametrize("vendor", ["openai", "anthropic", "google", "xai"])
+def test_chat_answers_come_back_byte_for_byte(gateway: BuzzProcess, fakes: Vendors, buzz_key: str, vendor: str) -> None:
+    model = {"openai": "gpt-5.5", "anthropic": "claude-opus-4-8", "google": "gemini-2.5-flash", "xai": "grok-4.7"}[
+        vendor
+    ]
+    usage = chat_usage(40, 6, cached_tokens=10)
+    plain = chat_completion_json(model, "exact bytes", usage)
+    chunks = chat_stream_chunks(model, ["one", " two"], usage, obfuscation=True)
+    fake = getattr(fakes, vendor)
+    headers = [("x-request-id", f"req_{vendor}_plain"), ("openai-processing-ms", "12"), ("x-vendor-thing", "Keep Me")]
+    fake.enqueue(
+        Reply(body=plain, headers=headers), Reply(chunks=chunks, headers=[("x-request-id", f"req_{vendor}_s")])
+    )
+    auth = {"authorization": f"Bearer {buzz_key}"}
+    status, got_headers, data = raw_post(gateway.url, "/v1/chat/completions", f'{{"model":"{model}"}}'.encode(), auth)
+    assert (status, data) == (200, plain)
+    received = [(name.lower(), value) for name, value in got_headers]
+    for name, value in headers:
+        assert (name.lower(), value) in received
+    body = f'{{"model":"{model}","stream":true}}'.encode()
+    status, _, data = raw_post(gateway.url, "/v1/chat/completions", body, auth)
+    assert (status, data) == (200, b"".join(chunks))
+    for suffix in ("plain", "s"):
+        row = _row(gateway, f"req_{vendor}_{suffix}")
+        assert (row["input_tokens"], row["cache_read_tokens"], row["usage_source"]) == (30, 10, "reported")
+
+
+def test_gemini_answers_come_back_byte_for_byte(gateway: BuzzProcess, fakes: Vendors, buzz_key: str) -> None:
+    usage = usage_metadata(120, 9, thoughts_tokens=4, cached_tokens=20)
+    plain = generate_content_json("gemini-2.5-pro", "exact", usage)
+    events = stream_generate_content_events("gemini-2.5-pro", ["a", "b", "c"], usage)
+    fakes.google.enqueue(Reply(body=plain), Reply(chunks=events))
+    auth = {"x-goog-api-key": buzz_key}
+    path = "/v1beta/models/gemini-2.5-pro"
+    assert raw_post(gateway.url, f"{path}:generateContent", b"{}", auth)[::2] == (200, plain)
+    assert raw_post(gateway.url, f"{path}:streamGenerateContent?alt=sse", b"{}", auth)[::2] == (200, b"".join(events))
+    rows = gateway.ledger(count=2, where=lambda r: r["model"] == "gemini-2.5-pro" and r["input_tokens"] == 100)
+    assert [(r["cache_read_tokens"], r["output_tokens"]) for r in rows[-2:]] == [(20, 13), (20, 13)]
