@@ -1,11 +1,11 @@
-"""Benchmark buzz against the fake Anthropic upstream: direct (client -> fake) versus through buzz
-(client -> buzz -> fake), in one run.
+"""Benchmark buzz against the fake Anthropic and OpenAI upstreams: direct (client -> fake) versus
+through buzz (client -> buzz -> fake), in one run.
 
     python bench/run.py [--quick] [--out bench/results/NAME.json]
 
 Buzz runs with its default configuration, everything on: key check on every request, a meter
 on every response, a ledger row per request in SQLite. It is pinned to one core; the fake
-upstream, the load generator and this script share the other. Figures, targets and the exact
+upstreams, the load generator and this script share the other. Figures, targets and the exact
 commands go to the terminal and to a JSON file. docs/performance.md explains the method.
 """
 
@@ -34,7 +34,7 @@ from rich.markup import escape
 
 import report
 import ttfb
-from loadgen import LoadGenerator, LoadResult, message_body, percentile, pick
+from loadgen import LoadGenerator, LoadResult, chat_body, message_body, percentile, pick, request_headers
 from procs import (
     LOCALHOST,
     Service,
@@ -51,8 +51,24 @@ from procs import (
 )
 
 BENCH_DIR = Path(__file__).resolve().parent
-BODY_BYTES = {"small": 1024, "large": 200 * 1024}
-CONCURRENCY = {"small": (1, 16, 32, 64), "large": (1, 16, 64)}
+
+
+@dataclass(frozen=True, slots=True)
+class Workload:
+    api: str  # which fake upstream answers it: "messages" (Anthropic) or "chat" (OpenAI)
+    path: str
+    auth: str  # how the buzz key is sent: "x-api-key" or "bearer" (post.lua's BENCH_AUTH)
+    body_bytes: int
+
+
+# Keyed by the name the rows, the targets and the JSON file use ("body").
+WORKLOADS = {
+    "small": Workload("messages", "/v1/messages", "x-api-key", 1024),
+    "chat": Workload("chat", "/v1/chat/completions", "bearer", 1024),
+    "large": Workload("messages", "/v1/messages", "x-api-key", 200 * 1024),
+}
+# Measured in this order: the two ~1 KB workloads back to back.
+CONCURRENCY = {"small": (1, 16, 32, 64), "chat": (1, 32), "large": (1, 16, 64)}
 MEMORY_CONCURRENCY = 32
 MEMORY_MAX_SLICES = 100
 
@@ -75,7 +91,7 @@ QUICK = Mode("quick", 3, 1, 20_000, 1, 100, 3)
 @dataclass
 class Bench:
     gen: LoadGenerator
-    fake_port: int
+    fake_ports: dict[str, int]  # by Workload.api
     buzz_port: int
     key: str
     buzz_pid: int
@@ -84,32 +100,41 @@ class Bench:
     load_core: int | None
     buzz_responses: int = 0  # counted by the clients, to compare with the ledger
 
-    def url(self, target: str) -> str:
-        port = self.buzz_port if target == "buzz" else self.fake_port
-        return f"http://{LOCALHOST}:{port}/v1/messages"
+    def url(self, target: str, body: str = "small") -> str:
+        workload = WORKLOADS[body]
+        port = self.buzz_port if target == "buzz" else self.fake_ports[workload.api]
+        return f"http://{LOCALHOST}:{port}{workload.path}"
 
     def load(self, target: str, body: str, concurrency: int, duration_s: int) -> LoadResult:
         key = self.key if target == "buzz" else None
-        result = self.gen.run(self.url(target), self.body_files[body], key, concurrency, duration_s)
+        url, auth = self.url(target, body), WORKLOADS[body].auth
+        result = self.gen.run(url, self.body_files[body], key, concurrency, duration_s, auth)
         if target == "buzz":
             self.buzz_responses += result.requests
         return result
 
 
+# What each API answers to a non-streaming request: a run of 401s or 404s would make fast, false figures.
+_ANSWER = {"messages": ("type", "message"), "chat": ("object", "chat.completion")}
+
+
 def check_answers(bench: Bench) -> None:
-    """One request each way before measuring: a run of 401s or 404s would make fast, false figures."""
-    for target in ("direct", "buzz"):
-        headers = {"content-type": "application/json", "anthropic-version": "2023-06-01"}
-        if target == "buzz":
-            headers["x-api-key"] = bench.key
-        request = urllib.request.Request(  # noqa: S310 - a local http URL
-            bench.url(target), data=bench.body_files["small"].read_bytes(), headers=headers, method="POST"
-        )
-        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
-            answer = json.loads(response.read())
-        if answer.get("type") != "message":
-            raise RuntimeError(f"{target} answered something other than a Message: {answer!r:.200}")
-        bench.buzz_responses += target == "buzz"
+    """One request each way and each API before measuring."""
+    for body in ("small", "chat"):
+        workload = WORKLOADS[body]
+        for target in ("direct", "buzz"):
+            headers = request_headers(bench.key if target == "buzz" else None, workload.auth)
+            request = urllib.request.Request(  # noqa: S310 - a local http URL
+                bench.url(target, body), data=bench.body_files[body].read_bytes(), headers=headers, method="POST"
+            )
+            with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+                answer = json.loads(response.read())
+            field, expected = _ANSWER[workload.api]
+            if answer.get(field) != expected:
+                raise RuntimeError(
+                    f"{target} {workload.path} answered something other than a {expected}: {answer!r:.200}"
+                )
+            bench.buzz_responses += target == "buzz"
 
 
 def _pinning(buzz_core: int, load_core: int) -> tuple[int | None, int | None, str]:
@@ -132,10 +157,13 @@ def _load_row(bench: Bench, target: str, body: str, concurrency: int, mode: Mode
     cpu_before, wall_before, cores_before = cpu_seconds(bench.buzz_pid), time.monotonic(), cpu_jiffies()
     result = bench.load(target, body, concurrency, mode.duration_s)
     wall, cores_after = time.monotonic() - wall_before, cpu_jiffies()
+    workload = WORKLOADS[body]
     row: dict[str, Any] = {
         "target": target,
         "body": body,
-        "body_bytes": BODY_BYTES[body],
+        "api": workload.api,
+        "path": workload.path,
+        "body_bytes": workload.body_bytes,
         "concurrency": concurrency,
     }
     row.update(asdict(result), rps=round(result.rps, 1))
@@ -202,11 +230,11 @@ def _timing_stats(timings: list[ttfb.StreamTiming]) -> dict[str, Any]:
 
 
 def first_byte(bench: Bench, mode: Mode) -> dict[str, Any]:
-    body = message_body(BODY_BYTES["small"], stream=True)
+    body = message_body(WORKLOADS["small"].body_bytes, stream=True)
     out: dict[str, Any] = {"body_bytes": len(body)}
     for scenario, samples, warmup in ((None, mode.ttfb_samples, 20), ("slow", mode.slow_samples, 1)):
         section: dict[str, Any] = {}
-        for target, port in (("direct", bench.fake_port), ("buzz", bench.buzz_port)):
+        for target, port in (("direct", bench.fake_ports["messages"]), ("buzz", bench.buzz_port)):
             request = ttfb.build_request(port, body, bench.key if target == "buzz" else None, scenario)
             section[target] = _timing_stats(ttfb.measure(port, request, samples, warmup))
             if target == "buzz":
@@ -247,29 +275,37 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="buzz-bench-") as tmp, contextlib.ExitStack() as stack:
         work = Path(tmp)
         body_files = {}
-        for name, size in BODY_BYTES.items():
+        for name, workload in WORKLOADS.items():
             body_files[name] = work / f"{name}.json"
-            body_files[name].write_bytes(message_body(size))
-        fake_port, buzz_port = free_port(), free_port()
+            make_body = chat_body if workload.api == "chat" else message_body
+            body_files[name].write_bytes(make_body(workload.body_bytes))
+        fake_port, fake_openai_port, buzz_port = free_port(), free_port(), free_port()
         data_dir = work / "data"
         data_dir.mkdir()
-        env = buzz_env(data_dir, fake_port)
+        env = buzz_env(data_dir, fake_port, fake_openai_port)
         key = create_key(env)
 
         fake_argv = [*pin_prefix(load_core), sys.executable, "-m", "buzz.testing.fake_anthropic"]
         fake_argv += ["--port", str(fake_port), "--workers", str(args.fake_workers)]
-        fake = Service("fake upstream", fake_argv, env, work / "fake.log")
+        fake = Service("fake Anthropic upstream", fake_argv, env, work / "fake.log")
         stack.callback(fake.stop)
         fake.start()
+        fake_openai_argv = [*pin_prefix(load_core), sys.executable, "-m", "buzz.testing.fake_openai"]
+        fake_openai_argv += ["--port", str(fake_openai_port), "--workers", str(args.fake_workers)]
+        fake_openai = Service("fake OpenAI upstream", fake_openai_argv, env, work / "fake-openai.log")
+        stack.callback(fake_openai.stop)
+        fake_openai.start()
         buzz_argv = [*pin_prefix(buzz_core), sys.executable, "-m", "buzz", "serve"]
         buzz_argv += ["--host", LOCALHOST, "--port", str(buzz_port)]
         buzz = Service("buzz", buzz_argv, env, work / "buzz.log")
         stack.callback(buzz.stop)
         buzz.start()
         wait_ready(fake, f"http://{LOCALHOST}:{fake_port}/v1/models")
+        wait_ready(fake_openai, f"http://{LOCALHOST}:{fake_openai_port}/v1/models")
         wait_ready(buzz, f"http://{LOCALHOST}:{buzz_port}/healthz")
 
-        bench = Bench(gen, fake_port, buzz_port, key, buzz.pid, body_files, buzz_core, load_core)
+        fake_ports = {"messages": fake_port, "chat": fake_openai_port}
+        bench = Bench(gen, fake_ports, buzz_port, key, buzz.pid, body_files, buzz_core, load_core)
         check_answers(bench)
         idle_rss = rss_kib(buzz.pid)
         console.print(f"memory: {mode.memory_requests:,} small requests through buzz at c={MEMORY_CONCURRENCY}")
@@ -294,12 +330,16 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
         "fake_workers": args.fake_workers,
         "commands": {
             "env": "BUZZ_DATA_DIR=<temp dir> ANTHROPIC_API_KEY=bench-not-a-real-key "
-            "BUZZ_ANTHROPIC_BASE_URL=http://127.0.0.1:<fake port>",
+            "BUZZ_ANTHROPIC_BASE_URL=http://127.0.0.1:<fake port> OPENAI_API_KEY=bench-not-a-real-key "
+            "BUZZ_OPENAI_BASE_URL=http://127.0.0.1:<fake OpenAI port>/v1",
             "key": f"{shlex.quote(sys.executable)} -m buzz keys create --project bench",
             "fake": shlex.join(fake_argv),
+            "fake_openai": shlex.join(fake_openai_argv),
             "buzz": shlex.join(buzz_argv),
             "load": shlex.join(gen.argv(bench.url("buzz"), 32, mode.duration_s))
             + f"  # env BENCH_BODY_FILE=<body> BENCH_API_KEY={key_hidden}",
+            "load_chat": shlex.join(gen.argv(bench.url("buzz", "chat"), 32, mode.duration_s))
+            + f"  # env BENCH_BODY_FILE=<chat body> BENCH_API_KEY={key_hidden} BENCH_AUTH=bearer",
         },
         "throughput": rows,
         "memory": mem,

@@ -459,10 +459,9 @@ def test_chat_answers_come_back_byte_for_byte(gateway: BuzzProcess, fakes: Vendo
     plain = chat_completion_json(model, "exact bytes", usage)
     chunks = chat_stream_chunks(model, ["one", " two"], usage, obfuscation=True)
     fake = getattr(fakes, vendor)
-    headers = [("x-request-id", f"req_{vendor}_plain"), ("openai-processing-ms", "12"), ("x-vendor-thing", "Keep Me")]
-    fake.enqueue(
-        Reply(body=plain, headers=headers), Reply(chunks=chunks, headers=[("x-request-id", f"req_{vendor}_s")])
-    )
+    id_header = "request-id" if vendor == "anthropic" else "x-request-id"  # Anthropic's name, on every API
+    headers = [(id_header, f"req_{vendor}_plain"), ("openai-processing-ms", "12"), ("x-vendor-thing", "Keep Me")]
+    fake.enqueue(Reply(body=plain, headers=headers), Reply(chunks=chunks, headers=[(id_header, f"req_{vendor}_s")]))
     auth = {"authorization": f"Bearer {buzz_key}"}
     status, got_headers, data = raw_post(gateway.url, "/v1/chat/completions", f'{{"model":"{model}"}}'.encode(), auth)
     assert (status, data) == (200, plain)
