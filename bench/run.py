@@ -140,7 +140,7 @@ def check_answers(bench: Bench) -> None:
 def _pinning(buzz_core: int, load_core: int) -> tuple[int | None, int | None, str]:
     usable = os.sched_getaffinity(0)
     if buzz_core != load_core and {buzz_core, load_core} <= usable:
-        return buzz_core, load_core, f"buzz on core {buzz_core}; fake upstream and load on core {load_core}"
+        return buzz_core, load_core, f"buzz on core {buzz_core}; fake upstreams and load on core {load_core}"
     return (
         None,
         None,

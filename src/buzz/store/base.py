@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from buzz.billing.ledger import LedgerRow
+from buzz.limits.base import Limits
 
 GroupBy = Literal["model", "key", "user", "tag", "day", "project", "provider"]
 
@@ -19,10 +20,22 @@ class KeyRecord:
     secret_hash: bytes
     created_at: str
     revoked_at: str | None
+    limits: Limits = field(default_factory=Limits)
+    expires_at: str | None = None  # RFC 3339 UTC; the key is refused from then on
+    allowed_models: tuple[str, ...] | None = None  # ids or glob patterns; None = every model
 
     @property
     def active(self) -> bool:
         return self.revoked_at is None
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectRecord:
+    name: str
+    limits: Limits
+    prepaid: bool
+    balance_nanos: int
+    created_at: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +64,26 @@ class Store(Protocol):
 
     async def keys_version(self) -> int: ...
 
-    def create_key(self, key_id: str, project: str, name: str | None, secret_hash: bytes) -> KeyRecord: ...
+    async def find_project(self, name: str) -> ProjectRecord | None: ...
+
+    def create_key(
+        self,
+        key_id: str,
+        project: str,
+        name: str | None,
+        secret_hash: bytes,
+        limits: Limits = ...,
+        expires_at: str | None = None,
+        allowed_models: Sequence[str] | None = None,
+    ) -> KeyRecord: ...
+
+    def update_key(self, key_id: str, changes: dict[str, object]) -> KeyRecord | None: ...
+
+    def save_project(self, name: str, changes: dict[str, object], create: bool) -> ProjectRecord: ...
+
+    def list_projects(self) -> list[ProjectRecord]: ...
+
+    def add_balance(self, project: str, nanos: int) -> int: ...
 
     def list_keys(self, project: str | None = None) -> list[KeyRecord]: ...
 

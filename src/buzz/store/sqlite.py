@@ -8,11 +8,13 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
 from buzz.billing.ledger import LedgerRow
-from buzz.store.base import GroupBy, KeyRecord, UsageLine
+from buzz.limits.base import Limits
+from buzz.store.base import GroupBy, KeyRecord, ProjectRecord, UsageLine
 
 _LEDGER_COLUMNS = (
     "id, ts, key_id, project, user_id, tags, surface, provider, model, status, error_type, "
@@ -33,6 +35,41 @@ _GROUPS: dict[str, tuple[str, str]] = {
 }
 
 
+_LIMIT_COLUMNS = ("rpm", "itpm", "otpm", "concurrency", "daily_nanos", "monthly_nanos")
+_KEY_SELECT = (
+    "SELECT id, project, name, secret_hash, created_at, revoked_at, rpm, itpm, otpm, concurrency, "
+    "daily_nanos, monthly_nanos, expires_at, allowed_models FROM keys"
+)
+_PROJECT_SELECT = (
+    "SELECT name, rpm, itpm, otpm, concurrency, daily_nanos, monthly_nanos, prepaid, balance_nanos, created_at "
+    "FROM projects"
+)
+_NO_LIMITS = Limits()
+# Columns an update may set, each a fixed name: the SQL is built only from these.
+_KEY_CHANGES = frozenset({*_LIMIT_COLUMNS, "expires_at", "allowed_models", "name"})
+_PROJECT_CHANGES = frozenset({*_LIMIT_COLUMNS, "prepaid"})
+
+
+def _key(row: tuple[Any, ...]) -> KeyRecord:
+    models = row[13]
+    key_id, project, name, secret_hash, created_at, revoked_at = row[:6]
+    return KeyRecord(
+        id=key_id,
+        project=project,
+        name=name,
+        secret_hash=secret_hash,
+        created_at=created_at,
+        revoked_at=revoked_at,
+        limits=Limits(*row[6:12]),
+        expires_at=row[12],
+        allowed_models=tuple(msgspec.json.decode(models)) if isinstance(models, str) else None,
+    )
+
+
+def _project(row: tuple[Any, ...]) -> ProjectRecord:
+    return ProjectRecord(row[0], Limits(*row[1:7]), bool(row[7]), row[8], row[9])
+
+
 def iso(ts: float) -> str:
     """Sortable UTC text with milliseconds; SQLite's date functions read it as it is."""
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
@@ -44,6 +81,23 @@ def _connect(path: Path) -> sqlite3.Connection:
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA busy_timeout=30000")
     return conn
+
+
+def _limit_values(limits: Limits) -> tuple[int | None, ...]:
+    return tuple(getattr(limits, name) for name in _LIMIT_COLUMNS)
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE ... COMMIT on a connection in autocommit mode, rolled back on error."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def __enter__(self) -> None:
+        self._conn.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, kind: object, error: object, trace: object) -> None:
+        self._conn.execute("COMMIT" if error is None else "ROLLBACK")
 
 
 class SQLiteStore:
@@ -78,10 +132,12 @@ class SQLiteStore:
     # --- keys -----------------------------------------------------------------------------
 
     async def find_key(self, key_id: str) -> KeyRecord | None:
-        row = self._conn.execute(
-            "SELECT id, project, name, secret_hash, created_at, revoked_at FROM keys WHERE id = ?", (key_id,)
-        ).fetchone()
-        return KeyRecord(*row) if row else None
+        row = self._conn.execute(f"{_KEY_SELECT} WHERE id = ?", (key_id,)).fetchone()
+        return _key(row) if row else None
+
+    async def find_project(self, name: str) -> ProjectRecord | None:
+        row = self._conn.execute(f"{_PROJECT_SELECT} WHERE name = ?", (name,)).fetchone()
+        return _project(row) if row else None
 
     async def keys_version(self) -> int:
         # data_version moves only when another connection commits: one cheap read per request,
@@ -94,21 +150,88 @@ class SQLiteStore:
             ).fetchone()
         return self._keys_version
 
-    def create_key(self, key_id: str, project: str, name: str | None, secret_hash: bytes) -> KeyRecord:
+    def create_key(
+        self,
+        key_id: str,
+        project: str,
+        name: str | None,
+        secret_hash: bytes,
+        limits: Limits = _NO_LIMITS,
+        expires_at: str | None = None,
+        allowed_models: Sequence[str] | None = None,
+    ) -> KeyRecord:
         created = iso(datetime.now(UTC).timestamp())
-        self._conn.execute(
-            "INSERT INTO keys (id, project, name, secret_hash, created_at) VALUES (?, ?, ?, ?, ?)",
-            (key_id, project, name, secret_hash, created),
-        )
-        return KeyRecord(key_id, project, name, secret_hash, created, None)
+        models = None if allowed_models is None else msgspec.json.encode(list(allowed_models)).decode()
+        with self._transaction():
+            self._conn.execute("INSERT OR IGNORE INTO projects (name, created_at) VALUES (?, ?)", (project, created))
+            self._conn.execute(
+                "INSERT INTO keys (id, project, name, secret_hash, created_at, rpm, itpm, otpm, concurrency, "
+                "daily_nanos, monthly_nanos, expires_at, allowed_models) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (key_id, project, name, secret_hash, created, *_limit_values(limits), expires_at, models),
+            )
+        record = self._conn.execute(f"{_KEY_SELECT} WHERE id = ?", (key_id,)).fetchone()
+        return _key(record)
 
     def list_keys(self, project: str | None = None) -> list[KeyRecord]:
-        sql = "SELECT id, project, name, secret_hash, created_at, revoked_at FROM keys"
+        sql = _KEY_SELECT
         args: tuple[str, ...] = ()
         if project is not None:
             sql += " WHERE project = ?"
             args = (project,)
-        return [KeyRecord(*row) for row in self._conn.execute(sql + " ORDER BY created_at, id", args)]
+        return [_key(row) for row in self._conn.execute(sql + " ORDER BY created_at, id", args)]
+
+    def update_key(self, key_id: str, changes: dict[str, object]) -> KeyRecord | None:
+        changes = dict(changes)
+        if "allowed_models" in changes and changes["allowed_models"] is not None:
+            models: Any = changes["allowed_models"]
+            changes["allowed_models"] = msgspec.json.encode(list(models)).decode()
+        self._update("keys", "id", key_id, changes, _KEY_CHANGES)
+        row = self._conn.execute(f"{_KEY_SELECT} WHERE id = ?", (key_id,)).fetchone()
+        return _key(row) if row else None
+
+    def save_project(self, name: str, changes: dict[str, object], create: bool) -> ProjectRecord:
+        if create:
+            created = iso(datetime.now(UTC).timestamp())
+            try:
+                self._conn.execute("INSERT INTO projects (name, created_at) VALUES (?, ?)", (name, created))
+            except sqlite3.IntegrityError as exc:
+                raise ValueError(f"project {name!r} already exists") from exc
+        self._update("projects", "name", name, changes, _PROJECT_CHANGES)
+        row = self._conn.execute(f"{_PROJECT_SELECT} WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            raise ValueError(f"no project {name!r}")
+        return _project(row)
+
+    def list_projects(self) -> list[ProjectRecord]:
+        return [_project(row) for row in self._conn.execute(f"{_PROJECT_SELECT} ORDER BY name")]
+
+    def add_balance(self, project: str, nanos: int) -> int:
+        row = self._conn.execute(
+            "UPDATE projects SET balance_nanos = balance_nanos + ? WHERE name = ? RETURNING balance_nanos",
+            (nanos, project),
+        ).fetchone()
+        if row is None:
+            raise ValueError(f"no project {project!r}")
+        return int(row[0])
+
+    def _update(
+        self, table: str, id_column: str, ident: str, changes: dict[str, object], allowed: frozenset[str]
+    ) -> None:
+        unknown = set(changes) - allowed
+        if unknown:
+            raise ValueError(f"cannot change {sorted(unknown)[0]}")
+        if not changes:
+            return
+        names = sorted(changes)
+        assignments = ", ".join(f"{name} = ?" for name in names)  # names come from `allowed` only
+        self._conn.execute(
+            f"UPDATE {table} SET {assignments} WHERE {id_column} = ?",  # noqa: S608
+            (*(changes[name] for name in names), ident),
+        )
+
+    def _transaction(self) -> _Transaction:
+        return _Transaction(self._conn)
 
     def revoke_key(self, key_id: str) -> bool:
         cursor = self._conn.execute(

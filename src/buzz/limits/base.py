@@ -1,0 +1,184 @@
+"""Admission control: what a request may take, and the Protocol both limiter backends implement.
+
+A request is admitted by *reserving* its worst case against every scope it is charged to (its
+key and its project) in one atomic step, and *settled* afterwards with what it really used.
+Reserving the worst case before forwarding is what keeps budgets exact under concurrency: there
+is no window between "check" and "charge" for a hundred simultaneous requests to slip through.
+
+Which limit a rejection names, when several are short at once, is chosen so that its
+`retry_after` is honest: a limit that no waiting can satisfy wins (retry_after None), otherwise
+the one whose capacity returns last (so a retry at that moment passes every limit that can be
+predicted), and concurrency only when nothing else is short, since when a slot frees up depends
+on other requests.
+"""
+
+from __future__ import annotations
+
+import calendar
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Literal, Protocol
+
+LimitName = Literal["rpm", "itpm", "otpm", "concurrency", "daily", "monthly", "balance"]
+ScopeKind = Literal["key", "project"]
+
+# A full slot frees up when some other request ends, which nobody can predict; clients still
+# need a Retry-After, and a second is short enough not to waste a slot that frees up early.
+CONCURRENCY_RETRY_HINT = 1.0
+
+# Floating-point refill arithmetic may land a hair short of a whole token at the exact moment a
+# rejection advertised; a billionth of a token is far below anything that matters.
+TOKEN_EPSILON = 1e-9
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """One scope's limits; None means unlimited."""
+
+    rpm: int | None = None  # requests per minute
+    itpm: int | None = None  # input tokens per minute
+    otpm: int | None = None  # output tokens per minute
+    concurrency: int | None = None  # requests in flight
+    daily_nanos: int | None = None  # spend per UTC day, nano-dollars
+    monthly_nanos: int | None = None  # spend per UTC calendar month, nano-dollars
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """What a request is charged against: its key, and its project."""
+
+    kind: ScopeKind
+    id: str
+    limits: Limits = field(default_factory=Limits)
+    prepaid: bool = False  # projects only: every request draws down the project's balance
+
+
+@dataclass(frozen=True, slots=True)
+class Ask:
+    """The worst case a request may consume, reserved before it is forwarded."""
+
+    input_tokens: int
+    output_tokens: int  # max_tokens
+    cost_nanos: int  # worst-case cost
+
+    def __post_init__(self) -> None:
+        if min(self.input_tokens, self.output_tokens, self.cost_nanos) < 0:
+            raise ValueError("an ask cannot be negative")
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """Which limit turned a request away, and when to try again.
+
+    `retry_after` is in seconds (fractional: the HTTP layer rounds up). None means waiting will
+    not help: the ask exceeds the limit itself, or the prepaid balance is exhausted.
+    """
+
+    scope: Scope
+    limit: LimitName
+    retry_after: float | None
+
+
+class LimitExceeded(Exception):
+    def __init__(self, rejection: Rejection) -> None:
+        super().__init__(f"{rejection.scope.kind} {rejection.limit} limit exceeded")
+        self.rejection = rejection
+
+
+class LimiterUnavailable(Exception):
+    """The limiter's state cannot be reached: the gateway answers 503, never a guess."""
+
+
+@dataclass(slots=True)
+class Reservation:
+    """A handle on what `reserve` took, so `settle` can give back exactly that.
+
+    The scopes are kept as they were at reserve time: if an operator changes a limit while the
+    request is in flight, settlement still corrects the buckets it actually drew from.
+    """
+
+    id: str
+    scopes: tuple[Scope, ...]
+    ask: Ask
+    day: int  # UTC days since the epoch when the spend was counted
+    month: int  # UTC year * 12 + month - 1
+    checked: bool = True  # False: admitted without a limiter (fail-open), nothing to settle
+
+
+@dataclass(frozen=True, slots=True)
+class Remaining:
+    """One scope's headroom on one limit after a reservation, for `x-buzz-ratelimit-*` headers.
+
+    `reset` is seconds until the limit is whole again: a bucket full, a spend period over.
+    """
+
+    scope: Scope
+    limit: LimitName
+    capacity: int | None  # the configured limit; None for a balance, which has no ceiling
+    remaining: int
+    reset: float | None
+
+
+class BalanceStore(Protocol):
+    """Where the in-process limiter persists prepaid balances (SQLite in the embedded default).
+
+    Called synchronously on the event loop, so an implementation must be fast (a local write).
+    """
+
+    def get(self, project: str) -> int: ...
+
+    def add(self, project: str, delta: int) -> None: ...
+
+
+class Limiter(Protocol):
+    async def reserve(self, scopes: Sequence[Scope], ask: Ask) -> tuple[Reservation, list[Remaining]]:
+        """Take the ask from every limit of every scope, all or nothing; raise LimitExceeded if any is short."""
+        ...
+
+    async def settle(self, reservation: Reservation, input_tokens: int, output_tokens: int, cost_nanos: int) -> None:
+        """Free the concurrency slot and correct buckets, spend and balance to what was used.
+
+        Usage above the ask is charged in full, even below zero: the request already happened.
+        A second settle of the same reservation does nothing.
+        """
+        ...
+
+    async def add_balance(self, project: str, nanos: int) -> int: ...
+
+    async def balance(self, project: str) -> int: ...
+
+    async def spend(self, scope: Scope) -> tuple[int, int]:
+        """Spend of the current UTC day and month, nano-dollars."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+# UTC calendar arithmetic, shared by the in-process backend and the tests; the Redis scripts
+# do the same sums in Lua against Redis's clock.
+
+
+def utc_day(wall: float) -> int:
+    return int(wall // 86400)
+
+
+def utc_month(wall: float) -> int:
+    moment = datetime.fromtimestamp(wall, UTC)
+    return moment.year * 12 + moment.month - 1
+
+
+def seconds_to_next_day(wall: float) -> float:
+    return (utc_day(wall) + 1) * 86400 - wall
+
+
+def seconds_to_next_month(wall: float) -> float:
+    year, month0 = divmod(utc_month(wall) + 1, 12)
+    return calendar.timegm((year, month0 + 1, 1, 0, 0, 0)) - wall
+
+
+def ceil_micro(seconds: float) -> float:
+    """Round up to the microsecond, so a retry at the advertised moment is never early."""
+    micro = seconds * 1e6
+    whole = int(micro)
+    return (whole + (1 if micro > whole else 0)) / 1e6
