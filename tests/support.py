@@ -46,6 +46,7 @@ class BuzzProcess:
 
     def start(self) -> BuzzProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("wb")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "buzz", "serve", "--port", str(self.port)],

@@ -19,6 +19,10 @@ from buzz.billing.pricing import PriceBook
 from buzz.catalogue import Catalogue
 from buzz.config import Config
 from buzz.errors import GatewayError, Kind
+from buzz.limits.base import Limiter
+from buzz.limits.memory import MemoryLimiter
+from buzz.limits.redis import RedisLimiter
+from buzz.proxy.admit import Admission
 from buzz.proxy.auth import Authenticator, presented_key
 from buzz.proxy.exchange import new_request_id
 from buzz.proxy.forward import Receive, Send, make_session
@@ -30,6 +34,16 @@ from buzz.store.sqlite import SQLiteStore
 from buzz.upstreams import estimate, models_api, openai_models
 
 log = logging.getLogger("buzz")
+
+
+def make_limiter(config: Config, store: SQLiteStore) -> Limiter:
+    """Redis when several processes share limits; else in process, balances kept in SQLite."""
+    if config.redis_url:
+        return RedisLimiter(config.redis_url, fail_open=config.limits_fail_open)
+    limiter = MemoryLimiter(balances=store.balances())
+    for kind, scope_id, today, month in store.spend_now():
+        limiter.restore_spend(kind, scope_id, today, month)
+    return limiter
 
 
 def price_book(config: Config) -> PriceBook:
@@ -45,6 +59,7 @@ class _Running:
     pipeline: Pipeline
     auth: Authenticator
     close_session: Any
+    limiter: Limiter
 
 
 class Gateway:
@@ -60,16 +75,20 @@ class Gateway:
         ledger = LedgerWriter(store.write_ledger, self.config.ledger_flush_interval)
         ledger.start()
         session = make_session(self.config.connect_timeout, self.config.read_timeout)
-        auth = Authenticator(store)
+        limiter = make_limiter(self.config, store)
+        # An operator's top-up lands in SQLite from another process; the in-process limiter
+        # must then reread balances, not trust its copy.
+        auth = Authenticator(store, limiter.forget_balances if isinstance(limiter, MemoryLimiter) else None)
         settler = Settler(self.prices, ledger)
+        admission = Admission(limiter, self.prices)
         pipeline = Pipeline(
-            auth, self.router, settler, session, self.config.max_body_bytes, self.config.add_include_usage
+            auth, self.router, settler, session, self.config.max_body_bytes, admission, self.config.add_include_usage
         )
         if self.router.routable("openai"):
             # The tokenizer for estimates takes ~0.4 s to load: pay it now, off the event loop,
             # not on the first stream that needs an estimate.
             await asyncio.to_thread(estimate.warm_up)
-        self._running = _Running(store, ledger, pipeline, auth, session.close)
+        self._running = _Running(store, ledger, pipeline, auth, session.close, limiter)
         # Everything built so far lives as long as the process: keep it out of every future
         # collection, which then only looks at what requests allocate.
         gc.freeze()
@@ -79,6 +98,7 @@ class Gateway:
         if running is None:
             return
         await running.close_session()
+        await running.limiter.close()
         running.ledger.close()
         running.store.close()
         log.info("ledger flushed: %d rows written", running.ledger.written)

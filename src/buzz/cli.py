@@ -19,6 +19,18 @@ from rich.console import Console
 from rich.table import Table
 
 from buzz import config as config_module
+from buzz.cli_limits import (
+    add_balance,
+    as_limits,
+    describe,
+    limit_changes,
+    limit_options,
+    nanos_to_usd,
+    parse_expiry,
+    parse_models,
+    usd_text,
+    usd_to_nanos,
+)
 from buzz.config import Config, ConfigError
 from buzz.proxy.auth import generate_key
 from buzz.store.base import GroupBy
@@ -84,15 +96,130 @@ def keys() -> None:
 @keys.command("create")
 @click.option("--project", required=True, help="Project the key bills to.")
 @click.option("--name", default=None, help="A label for people.")
+@limit_options
+@click.option("--expires", default=None, help="When the key stops working (ISO date or time, UTC).")
+@click.option("--models", default=None, help="Allowed models: ids or patterns, comma-separated (claude-*,gpt-5.5).")
 @click.pass_context
-def keys_create(ctx: click.Context, project: str, name: str | None) -> None:
+def keys_create(
+    ctx: click.Context, /, project: str, name: str | None, expires: str | None, models: str | None, **limits: str | None
+) -> None:
     """Print a new key on stdout (shown once; only its hash is stored)."""
     store = _store(_config(ctx))
     new = generate_key()
-    store.create_key(new.key_id, project, name, new.secret_hash)
+    store.create_key(
+        new.key_id,
+        project,
+        name,
+        new.secret_hash,
+        as_limits(limit_changes(limits)),
+        parse_expiry(expires),
+        parse_models(models),
+    )
     store.close()
     click.echo(f"created key {new.key_id} for project {project!r}; it is shown once, store it now", err=True)
     click.echo(new.token)
+
+
+@keys.command("update")
+@click.argument("key_id")
+@click.option("--name", default=None, help="A label for people.")
+@limit_options
+@click.option("--expires", default=None, help="When the key stops working ('none': never).")
+@click.option("--models", default=None, help="Allowed models, comma-separated ('none': all).")
+@click.pass_context
+def keys_update(
+    ctx: click.Context, /, key_id: str, name: str | None, expires: str | None, models: str | None, **limits: str | None
+) -> None:
+    """Change a key's limits, expiry or models; the running gateway applies them on the next request."""
+    changes = limit_changes(limits)
+    if name is not None:
+        changes["name"] = name
+    if expires is not None:
+        changes["expires_at"] = parse_expiry(expires)
+    if models is not None:
+        changes["allowed_models"] = parse_models(models)
+    store = _store(_config(ctx))
+    record = store.update_key(key_id, changes)
+    store.close()
+    if record is None:
+        raise click.ClickException(f"no key {key_id!r}")
+    click.echo(f"key {key_id}: limits {describe(record.limits)}", err=True)
+
+
+@main.group()
+def projects() -> None:
+    """Create and change projects: their limits and whether they are prepaid."""
+
+
+@projects.command("create")
+@click.argument("name")
+@limit_options
+@click.option("--prepaid/--postpaid", default=False, help="Whether requests draw down a prepaid balance.")
+@click.pass_context
+def projects_create(ctx: click.Context, /, name: str, prepaid: bool, **limits: str | None) -> None:
+    """Create a project (keys create one on first use too)."""
+    _save_project(ctx, name, {**limit_changes(limits), "prepaid": int(prepaid)}, create=True)
+
+
+@projects.command("update")
+@click.argument("name")
+@limit_options
+@click.option("--prepaid/--postpaid", default=None, help="Whether requests draw down a prepaid balance.")
+@click.pass_context
+def projects_update(ctx: click.Context, /, name: str, prepaid: bool | None, **limits: str | None) -> None:
+    """Change a project's limits; the running gateway applies them on the next request."""
+    changes = limit_changes(limits)
+    if prepaid is not None:
+        changes["prepaid"] = int(prepaid)
+    _save_project(ctx, name, changes, create=False)
+
+
+def _save_project(ctx: click.Context, name: str, changes: dict[str, object], create: bool) -> None:
+    store = _store(_config(ctx))
+    try:
+        record = store.save_project(name, changes, create)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    finally:
+        store.close()
+    kind = "prepaid" if record.prepaid else "postpaid"
+    click.echo(f"project {name}: {kind}, limits {describe(record.limits)}", err=True)
+
+
+@projects.command("list")
+@click.pass_context
+def projects_list(ctx: click.Context) -> None:
+    """Projects, their limits and balances."""
+    store = _store(_config(ctx))
+    records = store.list_projects()
+    store.close()
+    table = Table("project", "limits", "prepaid", "balance")
+    for record in records:
+        table.add_row(
+            record.name, describe(record.limits), "yes" if record.prepaid else "no", nanos_to_usd(record.balance_nanos)
+        )
+    Console(width=160).print(table)
+
+
+@main.group()
+def balance() -> None:
+    """A prepaid project's balance."""
+
+
+@balance.command("add")
+@click.argument("project")
+@click.argument("usd")
+@click.pass_context
+def balance_add(ctx: click.Context, project: str, usd: str) -> None:
+    """Add USD to a project's balance (negative to correct); prints the new balance."""
+    config = _config(ctx)
+    store = _store(config)
+    try:
+        total = add_balance(config, store, project, usd_to_nanos(usd))
+    finally:
+        store.close()
+    click.echo(f"project {project}: balance {nanos_to_usd(total)}", err=True)
+    click.echo(usd_text(total))
 
 
 @keys.command("list")
@@ -103,11 +230,21 @@ def keys_list(ctx: click.Context, project: str | None) -> None:
     store = _store(_config(ctx))
     records = store.list_keys(project)
     store.close()
-    table = Table("id", "project", "name", "created", "status")
+    table = Table("id", "project", "name", "limits", "models", "expires", "created", "status")
     for record in records:
         status = "active" if record.active else f"revoked {record.revoked_at}"
-        table.add_row(record.id, record.project, record.name or "", record.created_at, status)
-    Console().print(table)
+        models = ",".join(record.allowed_models) if record.allowed_models is not None else "all"
+        table.add_row(
+            record.id,
+            record.project,
+            record.name or "",
+            describe(record.limits),
+            models,
+            record.expires_at or "never",
+            record.created_at,
+            status,
+        )
+    Console(width=200).print(table)
 
 
 @keys.command("revoke")

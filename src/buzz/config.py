@@ -77,6 +77,8 @@ class Config:
     )
     price_overrides: Mapping[str, PriceOverride] = field(default_factory=dict)
     add_include_usage: bool = False
+    redis_url: str | None = None
+    limits_fail_open: bool = False
     routing_models: Mapping[str, str] = field(default_factory=dict)
     routing_patterns: Mapping[str, str] = field(default_factory=dict)
 
@@ -196,6 +198,20 @@ SETTINGS: tuple[Setting, ...] = (
         "BUZZ_ADD_INCLUDE_USAGE",
         _bool,
         "Add stream_options.include_usage to streamed chat requests that lack it (the one body change buzz can make).",
+    ),
+    Setting(
+        "redis_url",
+        ("limits", "redis_url"),
+        "BUZZ_REDIS_URL",
+        str,
+        "Redis for limits, budgets and balances shared by several buzz processes (default: in-process).",
+    ),
+    Setting(
+        "limits_fail_open",
+        ("limits", "fail_open"),
+        "BUZZ_LIMITS_FAIL_OPEN",
+        _bool,
+        "Admit requests unchecked when Redis is unreachable, instead of answering 503.",
     ),
     Setting(
         "ledger_flush_interval",

@@ -53,6 +53,10 @@ class Scope:
     limits: Limits = field(default_factory=Limits)
     prepaid: bool = False  # projects only: every request draws down the project's balance
 
+    def __post_init__(self) -> None:
+        if self.prepaid and self.kind != "project":
+            raise ValueError("only a project has a prepaid balance")
+
 
 @dataclass(frozen=True, slots=True)
 class Ask:

@@ -12,11 +12,12 @@ import hmac
 import re
 import secrets
 import string
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import unquote_to_bytes
 
 from buzz.errors import GatewayError, Kind
-from buzz.store.base import KeyRecord, Store
+from buzz.store.base import KeyRecord, ProjectRecord, Store
 
 _ID_ALPHABET = string.ascii_lowercase + string.digits
 _SECRET_ALPHABET = string.ascii_letters + string.digits
@@ -29,6 +30,8 @@ _KEY_RE = re.compile(rf"buzz-([a-z0-9]{{{_ID_LENGTH}}})-([A-Za-z0-9]{{{_SECRET_L
 class Principal:
     key_id: str
     project: str
+    key: KeyRecord | None = None  # with its limits, expiry and model allow-list
+    project_record: ProjectRecord | None = None  # with the project's limits and prepaid flag
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,9 +81,11 @@ class Authenticator:
     came from the cache or the store.
     """
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, on_change: Callable[[], None] | None = None) -> None:
         self._store = store
+        self._on_change = on_change  # told when keys, limits or balances changed from outside
         self._cache: dict[str, KeyRecord] = {}
+        self._projects: dict[str, ProjectRecord | None] = {}
         self._version = -1
 
     async def authenticate(self, token: str | None) -> Principal:
@@ -93,7 +98,10 @@ class Authenticator:
         version = await self._store.keys_version()
         if version != self._version:
             self._cache.clear()
+            self._projects.clear()
             self._version = version
+            if self._on_change is not None:
+                self._on_change()
         record = self._cache.get(key_id)
         if record is None:
             record = await self._store.find_key(key_id)
@@ -103,4 +111,11 @@ class Authenticator:
             raise GatewayError(Kind.AUTHENTICATION, "invalid API key")
         if not record.active:
             raise GatewayError(Kind.AUTHENTICATION, "API key has been revoked")
-        return Principal(key_id=record.id, project=record.project)
+        if record.project not in self._projects:
+            self._projects[record.project] = await self._store.find_project(record.project)
+        return Principal(record.id, record.project, record, self._projects[record.project])
+
+    @property
+    def version(self) -> int:
+        """The keys-and-limits version last seen; it moves when an operator changes either."""
+        return self._version

@@ -49,6 +49,7 @@ class Exchange:
     upstream_request_id: str | None = None
     metered: bool = True
     meter: MeterResult | None = None
+    extra_headers: list[tuple[bytes, bytes]] = field(default_factory=list)  # x-buzz-ratelimit-*
 
     @property
     def tags(self) -> tuple[str, ...]:

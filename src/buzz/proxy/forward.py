@@ -149,7 +149,7 @@ async def _relay(
             {
                 "type": "http.response.start",
                 "status": response.status,
-                "headers": client_response_headers(response.raw_headers, x.request_id.encode()),
+                "headers": client_response_headers(response.raw_headers, x.request_id.encode(), x.extra_headers),
             }
         )
         x.response_started = True

@@ -56,7 +56,7 @@ def upstream_request_headers(
 
 
 def client_response_headers(
-    upstream_headers: Iterable[tuple[bytes, bytes]], request_id: bytes
+    upstream_headers: Iterable[tuple[bytes, bytes]], request_id: bytes, added: Iterable[tuple[bytes, bytes]] = ()
 ) -> list[tuple[bytes, bytes]]:
     """The upstream's headers as it sent them (name case kept), minus hop-by-hop ones."""
     upstream_headers = tuple(upstream_headers)
@@ -67,4 +67,5 @@ def client_response_headers(
         if (lower := name.lower()) not in HOP_BY_HOP and lower not in extra
     ]
     out.append((b"x-buzz-request-id", request_id))
+    out.extend(added)
     return out

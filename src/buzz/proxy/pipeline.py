@@ -5,6 +5,7 @@ Admission control (limits and budgets) slots in between route and forward.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import traceback
 from typing import Any
@@ -12,6 +13,7 @@ from typing import Any
 import aiohttp
 
 from buzz.errors import GatewayError, Kind, anthropic_body, gemini_body, openai_body, response_headers
+from buzz.proxy.admit import Admission, Admitted, check_access, ratelimit_headers, scopes_of
 from buzz.proxy.auth import Authenticator, presented_key
 from buzz.proxy.exchange import Exchange
 from buzz.proxy.forward import Receive, ResponseAborted, Send, forward
@@ -35,8 +37,10 @@ class Pipeline:
         settler: Settler,
         session: aiohttp.ClientSession,
         max_body_bytes: int,
+        admission: Admission,
         add_include_usage: bool = False,
     ) -> None:
+        self._admission = admission
         self._add_include_usage = add_include_usage
         self._auth = auth
         self._router = router
@@ -52,6 +56,7 @@ class Pipeline:
         surface = endpoint.surface
         query: bytes = scope.get("query_string", b"")
         x = Exchange(surface=surface.value, headers=headers, metered=endpoint.billed)
+        admitted: Admitted | None = None
         try:
             token, key_location = presented_key(headers, query if surface is Surface.GEMINI else b"")
             x.principal = await self._auth.authenticate(token)
@@ -64,6 +69,10 @@ class Pipeline:
             route = self._router.route(surface, model, _raw_path(scope), query, key_location)
             # Only a routable model id is kept: anything else is arbitrary client text.
             x.model, x.provider = model, route.provider
+            check_access(x.principal, model, x.ts)
+            if scopes := scopes_of(x.principal):
+                admitted = await self._admission.reserve(scopes, route.provider, model, body, head.max_output, x.ts)
+                x.extra_headers = ratelimit_headers(admitted.remaining)
             if self._add_include_usage and endpoint is CHAT and head.stream and not head.include_usage:
                 body = add_include_usage(body)
             rules = usage_rules(endpoint, body, model, route.provider)
@@ -91,7 +100,10 @@ class Pipeline:
         finally:
             if not x.metered:
                 x.meter = None
-            self._settler.settle(x)
+            row = self._settler.settle(x)
+            if admitted is not None:
+                # Shielded: a reservation must be settled even if shutdown cancels this request.
+                await asyncio.shield(self._admission.settle(admitted, row.usage, row.cost_nanos))
 
     async def _read_body(self, receive: Receive, headers: dict[bytes, bytes]) -> bytes:
         limit = self._max_body_bytes

@@ -30,6 +30,11 @@ class _Head(msgspec.Struct):
     stream_options: object = None
     metadata: object = None
     user: object = None  # OpenAI's attribution field
+    # The output ceiling, as each API names it (admission reserves it as the worst case).
+    max_tokens: object = None
+    max_completion_tokens: object = None
+    max_output_tokens: object = None
+    generationConfig: object = None
 
 
 _decode_head = msgspec.json.Decoder(_Head).decode
@@ -41,6 +46,7 @@ class RequestHead:
     stream: bool
     include_usage: bool  # stream_options.include_usage, OpenAI's switch for usage in a stream
     user_id: str | None
+    max_output: int | None  # max_tokens / max_completion_tokens / max_output_tokens / maxOutputTokens
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,11 +73,20 @@ def read_head(body: bytes, model_required: bool = True) -> RequestHead:
         raise GatewayError(Kind.INVALID_REQUEST, f"model: longer than {_MAX_MODEL_ID} characters")
     user = head.metadata.get("user_id") if isinstance(head.metadata, dict) else head.user
     options = head.stream_options
+    config = head.generationConfig
+    ceilings = (
+        head.max_tokens,
+        head.max_completion_tokens,
+        head.max_output_tokens,
+        config.get("maxOutputTokens") if isinstance(config, dict) else None,
+    )
+    max_output = next((c for c in ceilings if isinstance(c, int) and not isinstance(c, bool) and c >= 0), None)
     return RequestHead(
         model=model if isinstance(model, str) else None,
         stream=head.stream is True,
         include_usage=isinstance(options, dict) and options.get("include_usage") is True,
         user_id=user[:_MAX_USER_ID] if isinstance(user, str) and user else None,
+        max_output=max_output,
     )
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import msgspec
 
 from buzz.billing.ledger import LedgerRow
-from buzz.limits.base import Limits
+from buzz.limits.base import Limits, ScopeKind
 from buzz.store.base import GroupBy, KeyRecord, ProjectRecord, UsageLine
 
 _LEDGER_COLUMNS = (
@@ -100,6 +100,18 @@ class _Transaction:
         self._conn.execute("COMMIT" if error is None else "ROLLBACK")
 
 
+class _Balances:
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def get(self, project: str) -> int:
+        row = self._conn.execute("SELECT balance_nanos FROM projects WHERE name = ?", (project,)).fetchone()
+        return int(row[0]) if row else 0
+
+    def add(self, project: str, delta: int) -> None:
+        self._conn.execute("UPDATE projects SET balance_nanos = balance_nanos + ? WHERE name = ?", (delta, project))
+
+
 class SQLiteStore:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -136,6 +148,9 @@ class SQLiteStore:
         return _key(row) if row else None
 
     async def find_project(self, name: str) -> ProjectRecord | None:
+        return self.project(name)
+
+    def project(self, name: str) -> ProjectRecord | None:
         row = self._conn.execute(f"{_PROJECT_SELECT} WHERE name = ?", (name,)).fetchone()
         return _project(row) if row else None
 
@@ -207,13 +222,36 @@ class SQLiteStore:
         return [_project(row) for row in self._conn.execute(f"{_PROJECT_SELECT} ORDER BY name")]
 
     def add_balance(self, project: str, nanos: int) -> int:
-        row = self._conn.execute(
-            "UPDATE projects SET balance_nanos = balance_nanos + ? WHERE name = ? RETURNING balance_nanos",
-            (nanos, project),
-        ).fetchone()
+        """An operator's top-up: the running gateway rereads the balance on its next request."""
+        with self._transaction():
+            row = self._conn.execute(
+                "UPDATE projects SET balance_nanos = balance_nanos + ? WHERE name = ? RETURNING balance_nanos",
+                (nanos, project),
+            ).fetchone()
+            self._conn.execute("UPDATE counters SET value = value + 1 WHERE name = 'keys_version'")
         if row is None:
             raise ValueError(f"no project {project!r}")
         return int(row[0])
+
+    def balances(self) -> _Balances:
+        """Prepaid balances for the in-process limiter: read and changed on the event loop."""
+        return _Balances(self._conn)
+
+    def spend_now(self) -> list[tuple[ScopeKind, str, int, int]]:
+        """Each key's and project's spend this UTC day and month, from the ledger (to seed limits)."""
+        now = datetime.now(UTC)
+        day, month = now.strftime("%Y-%m-%d"), now.strftime("%Y-%m")
+        result: list[tuple[ScopeKind, str, int, int]] = []
+        for column, kind in (("key_id", "key"), ("project", "project")):
+            # `column` is one of two constants above, never caller text.
+            rows = self._conn.execute(
+                f"SELECT {column}, coalesce(sum(CASE WHEN substr(ts, 1, 10) = ? THEN cost_nanos END), 0), "  # noqa: S608
+                f"coalesce(sum(cost_nanos), 0) FROM ledger WHERE ts >= ? AND {column} IS NOT NULL GROUP BY {column}",
+                (day, month),
+            )
+            scope_kind: ScopeKind = "key" if kind == "key" else "project"
+            result.extend((scope_kind, str(scope), int(today), int(total)) for scope, today, total in rows)
+        return result
 
     def _update(
         self, table: str, id_column: str, ident: str, changes: dict[str, object], allowed: frozenset[str]

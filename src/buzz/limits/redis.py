@@ -1,0 +1,203 @@
+"""The scaled-out limiter: N buzz processes enforce one set of limits through one Redis.
+
+Each `reserve` is one Lua script that checks and consumes every limit of every scope in a
+single atomic step, on Redis's clock, and each `settle` is another; nothing is read into a
+local copy and decided on here. Buckets, concurrency and spend keys carry TTLs, so idle
+scopes cost nothing; balances have none: here they are the money.
+
+Both scripts are safe to retry after a lost reply (a marker key records that a reservation
+went through, and settling deletes it), which is why the client retries connection errors.
+
+Keys are `<prefix><kind>:<id>:<suffix>` and the scripts build some of them from Redis's clock,
+so this needs a single Redis (or a prefix with a hash tag on a cluster).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Sequence
+from importlib.resources import files
+from typing import Any, cast
+
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import EqualJitterBackoff
+from redis.commands.core import AsyncScript
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import OutOfMemoryError, ReadOnlyError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from buzz.limits.base import (
+    CONCURRENCY_RETRY_HINT,
+    Ask,
+    LimiterUnavailable,
+    LimitExceeded,
+    LimitName,
+    Rejection,
+    Remaining,
+    Reservation,
+    Scope,
+    utc_day,
+    utc_month,
+)
+
+# What "Redis cannot serve us right now" looks like; any other error is a fault in buzz.
+_UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, ReadOnlyError, OutOfMemoryError, OSError)
+
+
+def _script(name: str) -> str:
+    package = files("buzz.limits")
+    return package.joinpath("common.lua").read_text() + "\n" + package.joinpath(name).read_text()
+
+
+def _pack(*values: int | bool | None) -> str:
+    """A scope's limits as one script argument: "" for unlimited, 1/0 for a flag."""
+    return ",".join("" if v is None else str(int(v)) for v in values)
+
+
+class RedisLimiter:
+    def __init__(
+        self,
+        url: str,
+        prefix: str = "buzz:",
+        fail_open: bool = False,
+        *,
+        timeout: float = 1.0,
+        max_connections: int = 64,
+        pool_timeout: float = 5.0,
+        lease_seconds: float = 900.0,
+        settle_window: int = 86400,
+    ) -> None:
+        """`timeout` bounds each attempt at a Redis call (two are made): a Redis that hangs
+        fails a request within about two seconds, one that refuses at once. `pool_timeout`
+        bounds the wait for a free connection, which under a burst is queueing behind healthy
+        calls, not an outage. `lease_seconds` bounds how long a concurrency slot outlives a
+        process that died holding it; `settle_window` is how long a reservation can still be
+        settled."""
+        self._prefix = prefix
+        self._fail_open = fail_open
+        self._lease = lease_seconds
+        self._window = settle_window
+        # One quick retry, not redis-py's default ten: the request path is waiting.
+        pool = BlockingConnectionPool.from_url(
+            url,
+            max_connections=max_connections,
+            timeout=pool_timeout,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            retry=Retry(EqualJitterBackoff(cap=0.1, base=0.01), retries=1),
+            decode_responses=True,
+        )
+        self._redis: Redis = Redis.from_pool(pool)
+        self._reserve: AsyncScript = self._redis.register_script(_script("reserve.lua"))
+        self._settle: AsyncScript = self._redis.register_script(_script("settle.lua"))
+        self._spend: AsyncScript = self._redis.register_script(_script("spend.lua"))
+
+    def _base(self, kind: str, scope_id: str) -> str:
+        return f"{self._prefix}{kind}:{scope_id}:"
+
+    async def _run(self, script: AsyncScript, args: list[int | float | str]) -> Any:
+        try:
+            return await script(args=args)
+        except _UNAVAILABLE as error:
+            raise LimiterUnavailable(f"limiter store unreachable: {type(error).__name__}") from error
+
+    async def reserve(self, scopes: Sequence[Scope], ask: Ask) -> tuple[Reservation, list[Remaining]]:
+        rid = uuid.uuid4().hex
+        args: list[int | float | str] = [
+            f"{self._prefix}r:{rid}",
+            rid,
+            self._window,
+            self._lease,
+            ask.input_tokens,
+            ask.output_tokens,
+            ask.cost_nanos,
+            len(scopes),
+            CONCURRENCY_RETRY_HINT,
+        ]
+        for scope in scopes:
+            limits = scope.limits
+            args += [
+                self._base(scope.kind, scope.id),
+                _pack(
+                    limits.rpm,
+                    limits.itpm,
+                    limits.otpm,
+                    limits.concurrency,
+                    limits.daily_nanos,
+                    limits.monthly_nanos,
+                    scope.prepaid,
+                ),
+            ]
+        try:
+            reply = str(await self._run(self._reserve, args)).split(",")
+        except LimiterUnavailable:
+            if not self._fail_open:
+                raise
+            wall = time.time()
+            return Reservation(rid, tuple(scopes), ask, utc_day(wall), utc_month(wall), checked=False), []
+        status = reply[0]
+        if status == "no":
+            retry = float(reply[3]) if reply[3] != "" else None
+            raise LimitExceeded(Rejection(scopes[int(reply[1]) - 1], cast(LimitName, reply[2]), retry))
+        if status == "dup":
+            return Reservation(rid, tuple(scopes), ask, int(reply[1]), int(reply[2])), []
+        remaining = [
+            Remaining(
+                scopes[int(reply[at]) - 1],
+                cast(LimitName, reply[at + 1]),
+                None if reply[at + 2] == "" else int(reply[at + 2]),
+                int(reply[at + 3]),
+                None if reply[at + 4] == "" else float(reply[at + 4]),
+            )
+            for at in range(3, len(reply), 5)
+        ]
+        return Reservation(rid, tuple(scopes), ask, int(reply[1]), int(reply[2])), remaining
+
+    async def settle(self, reservation: Reservation, input_tokens: int, output_tokens: int, cost_nanos: int) -> None:
+        """Raises LimiterUnavailable if Redis is down: the worst case then stays charged (the safe
+        side), and the concurrency slot frees itself when its lease runs out."""
+        if min(input_tokens, output_tokens, cost_nanos) < 0:
+            raise ValueError("usage cannot be negative")
+        if not reservation.checked:
+            return
+        ask = reservation.ask
+        args: list[int | float | str] = [
+            f"{self._prefix}r:{reservation.id}",
+            reservation.id,
+            reservation.day,
+            reservation.month,
+            input_tokens - ask.input_tokens,
+            output_tokens - ask.output_tokens,
+            cost_nanos - ask.cost_nanos,
+            len(reservation.scopes),
+            self._window,
+        ]
+        for scope in reservation.scopes:
+            limits = scope.limits
+            args += [
+                self._base(scope.kind, scope.id),
+                _pack(limits.itpm, limits.otpm, limits.concurrency is not None, scope.prepaid),
+            ]
+        await self._run(self._settle, args)
+
+    async def add_balance(self, project: str, nanos: int) -> int:
+        try:
+            return int(await self._redis.incrby(self._base("project", project) + "bal", nanos))
+        except _UNAVAILABLE as error:
+            raise LimiterUnavailable(f"limiter store unreachable: {type(error).__name__}") from error
+
+    async def balance(self, project: str) -> int:
+        try:
+            value = await self._redis.get(self._base("project", project) + "bal")
+        except _UNAVAILABLE as error:
+            raise LimiterUnavailable(f"limiter store unreachable: {type(error).__name__}") from error
+        return int(value or 0)
+
+    async def spend(self, scope: Scope) -> tuple[int, int]:
+        today, this_month = cast(list[int], await self._run(self._spend, [self._base(scope.kind, scope.id)]))
+        return int(today), int(this_month)
+
+    async def close(self) -> None:
+        await self._redis.aclose()

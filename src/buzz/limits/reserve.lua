@@ -1,0 +1,136 @@
+-- reserve: check every limit of every scope, then consume them all, or nothing. One script is
+-- one atomic step in Redis, so there is no window between check and consume for concurrent
+-- requests (from any number of buzz processes) to slip through.
+--
+-- ARGV: marker, id, settle window (s), concurrency lease (s), input, output, cost, n,
+--       concurrency retry hint (s), then per scope: key prefix,
+--       "rpm,itpm,otpm,concurrency,daily,monthly,prepaid" ("" = unlimited; prepaid "1"/"0")
+-- Keys are built here from the scope prefixes because spend keys depend on Redis's clock.
+-- Returns "ok,day,month" followed by ",scope,limit,capacity,remaining,reset" per limit,
+--         "no,scope,limit,retry_after" or "dup,day,month" (all one comma-separated string).
+
+local marker, id = ARGV[1], ARGV[2]
+local window, lease = tonumber(ARGV[3]), tonumber(ARGV[4])
+local ask_in, ask_out, cost = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+local n = tonumber(ARGV[8])
+local HINT = tonumber(ARGV[9])
+
+-- A client retry after a lost reply must not reserve twice: the marker says it went through.
+local prior = redis.call('GET', marker)
+if prior then return 'dup,' .. prior end
+
+local sec, now = now_of()
+local day, month, to_day, to_month = periods(sec, now)
+
+local scopes = {}
+for i = 1, n do
+  local limits = split(ARGV[9 + 2 * i])
+  scopes[i] = {
+    base = ARGV[8 + 2 * i],
+    buckets = {{'rpm', tonumber(limits[1]), 1}, {'itpm', tonumber(limits[2]), ask_in},
+               {'otpm', tonumber(limits[3]), ask_out}},
+    conc = tonumber(limits[4]), daily = tonumber(limits[5]), monthly = tonumber(limits[6]),
+    prepaid = limits[7] == '1',
+    levels = {},
+  }
+end
+
+-- The binding limit: one no wait can satisfy, else the one that recovers last, else concurrency.
+local never, latest, busy
+local function short(i, name, retry)
+  if retry == nil then
+    if never == nil then never = {i, name, ''} end
+  elseif name == 'concurrency' then
+    if busy == nil then busy = {i, name, micro_up(retry)} end
+  elseif latest == nil or retry > latest[4] then
+    latest = {i, name, micro_up(retry), retry}
+  end
+end
+
+for i, s in ipairs(scopes) do
+  for _, b in ipairs(s.buckets) do
+    local name, capacity, need = b[1], b[2], b[3]
+    if capacity ~= nil then
+      if need > capacity then
+        short(i, name, nil)
+      else
+        local level = refill(s.base .. 'b', name, capacity, now)
+        s.levels[name] = level
+        if level + EPSILON < need then
+          if capacity == 0 then short(i, name, nil) else short(i, name, (need - level) * 60 / capacity) end
+        end
+      end
+    end
+  end
+  if s.conc ~= nil then
+    -- Leases that ran out belong to requests whose process died without settling.
+    redis.call('ZREMRANGEBYSCORE', s.base .. 'c', '-inf', now)
+    s.inflight = redis.call('ZCARD', s.base .. 'c')
+    if s.inflight >= s.conc then
+      if s.conc > 0 then short(i, 'concurrency', HINT) else short(i, 'concurrency', nil) end
+    end
+  end
+  if s.prepaid then
+    s.balance = tonumber(redis.call('GET', s.base .. 'bal') or '0')
+    if s.balance - cost < 0 then short(i, 'balance', nil) end
+  end
+  s.today = tonumber(redis.call('GET', s.base .. 'd:' .. day) or '0')
+  s.month = tonumber(redis.call('GET', s.base .. 'm:' .. month) or '0')
+  -- Monthly first: when both are spent, waiting for tomorrow would not help.
+  for _, c in ipairs({{'monthly', s.monthly, s.month, to_month}, {'daily', s.daily, s.today, to_day}}) do
+    local name, cap, spent, wait = c[1], c[2], c[3], c[4]
+    if cap ~= nil and spent + cost > cap then
+      if cost > cap then short(i, name, nil) else short(i, name, wait) end
+    end
+  end
+end
+
+local verdict = never or latest or busy
+if verdict then return table.concat({'no', int(verdict[1]), verdict[2], verdict[3]}, ',') end
+
+local out = {'ok', int(day), int(month)}
+local function left(i, name, capacity, remaining, reset)
+  out[#out + 1] = int(i)
+  out[#out + 1] = name
+  out[#out + 1] = capacity == '' and '' or int(capacity)
+  out[#out + 1] = int(remaining)
+  out[#out + 1] = reset
+end
+
+for i, s in ipairs(scopes) do
+  local full_in = -1
+  for _, b in ipairs(s.buckets) do
+    local name, capacity, need = b[1], b[2], b[3]
+    if capacity ~= nil then
+      local level = s.levels[name] - need
+      redis.call('HSET', s.base .. 'b', name, level, name .. ':t', now)
+      local reset = to_full(level, capacity)
+      full_in = math.max(full_in, reset)
+      left(i, name, capacity, math.floor(level), string.format('%.6f', reset))
+    end
+  end
+  if full_in >= 0 then keep(s.base .. 'b', full_in) end
+  if s.conc ~= nil then
+    redis.call('ZADD', s.base .. 'c', now + lease, id)
+    redis.call('EXPIRE', s.base .. 'c', math.ceil(lease) + 1)
+    left(i, 'concurrency', s.conc, s.conc - s.inflight - 1, '')
+  end
+  if cost > 0 then
+    -- Spend counters outlive their period by the settle window, so a late settle still finds them.
+    redis.call('INCRBY', s.base .. 'd:' .. day, cost)
+    redis.call('EXPIRE', s.base .. 'd:' .. day, math.ceil(to_day) + window)
+    redis.call('INCRBY', s.base .. 'm:' .. month, cost)
+    redis.call('EXPIRE', s.base .. 'm:' .. month, math.ceil(to_month) + window)
+  end
+  if s.daily ~= nil then left(i, 'daily', s.daily, s.daily - s.today - cost, string.format('%.6f', to_day)) end
+  if s.monthly ~= nil then
+    left(i, 'monthly', s.monthly, s.monthly - s.month - cost, string.format('%.6f', to_month))
+  end
+  if s.prepaid then
+    -- The balance has no TTL: in a scaled-out deployment this key is the money.
+    left(i, 'balance', '', redis.call('DECRBY', s.base .. 'bal', cost), '')
+  end
+end
+
+redis.call('SET', marker, int(day) .. ',' .. int(month), 'EX', window)
+return table.concat(out, ',')

@@ -1,0 +1,311 @@
+"""One contract, two backends: what every limiter must do, run against memory and real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+
+import pytest
+from limits_support import Backend
+
+from buzz.limits.base import (
+    CONCURRENCY_RETRY_HINT,
+    Ask,
+    Limiter,
+    LimitExceeded,
+    Limits,
+    Rejection,
+    Remaining,
+    Reservation,
+    Scope,
+    seconds_to_next_day,
+    seconds_to_next_month,
+)
+
+DOLLAR = 1_000_000_000  # nano-dollars
+FREE = Ask(0, 0, 0)
+
+
+def left(remaining: list[Remaining], scope: Scope, limit: str) -> Remaining:
+    (match,) = [r for r in remaining if r.scope.id == scope.id and r.scope.kind == scope.kind and r.limit == limit]
+    return match
+
+
+async def rejected(limiter: Limiter, scopes: list[Scope], ask: Ask) -> Rejection:
+    with pytest.raises(LimitExceeded) as caught:
+        await limiter.reserve(scopes, ask)
+    return caught.value.rejection
+
+
+async def admit_all(
+    limiter: Limiter, scopes: list[Scope], ask: Ask, count: int
+) -> tuple[list[Reservation], list[Rejection]]:
+    """`count` reserves at once; which were admitted and which turned away."""
+
+    async def one() -> Reservation | Rejection:
+        try:
+            reservation, _ = await limiter.reserve(scopes, ask)
+        except LimitExceeded as error:
+            return error.rejection
+        return reservation
+
+    outcomes = await asyncio.gather(*(one() for _ in range(count)))
+    return [o for o in outcomes if isinstance(o, Reservation)], [o for o in outcomes if isinstance(o, Rejection)]
+
+
+# Four budgets, each of which admits exactly 50 of the asks below: (scope, ask, limit named).
+COST = 3_000_000
+BUDGETS = {
+    "rpm": (Scope("key", "k", Limits(rpm=50)), Ask(10, 10, COST)),
+    "concurrency": (Scope("key", "k", Limits(concurrency=50)), Ask(10, 10, COST)),
+    "balance": (Scope("project", "p", prepaid=True), Ask(10, 10, COST)),
+    "daily": (Scope("key", "k", Limits(daily_nanos=50 * COST)), Ask(10, 10, COST)),
+}
+
+
+@pytest.mark.parametrize("budget", BUDGETS)
+def test_200_at_once_against_a_budget_of_50_admit_exactly_50(backend: Backend, budget: str) -> None:
+    scope, ask = BUDGETS[budget]
+
+    async def scenario(limiter: Limiter) -> None:
+        await limiter.add_balance("p", 50 * COST)
+        admitted, turned_away = await admit_all(limiter, [scope], ask, 200)
+        assert len(admitted) == 50
+        assert len(turned_away) == 150
+        assert {r.limit for r in turned_away} == {budget}
+        if budget == "balance":
+            assert await limiter.balance("p") == 0
+        if budget == "daily":
+            assert (await limiter.spend(scope))[0] == 50 * COST
+
+    backend.run(scenario)
+
+
+@pytest.mark.parametrize("budget", ["rpm", "balance"])
+def test_two_processes_sharing_redis_admit_exactly_50(redis_prefix: str, budget: str) -> None:
+    scope, ask = BUDGETS[budget]
+    backend = Backend("redis", redis_prefix)
+
+    async def scenario() -> None:
+        # Two clients with their own connection pools, as two buzz processes would have.
+        first, second = backend.make(), backend.make()
+        try:
+            await first.add_balance("p", 50 * COST)
+            assert await second.balance("p") == 50 * COST  # both pools connected before the race
+
+            async def one(limiter: Limiter) -> str:
+                try:
+                    await limiter.reserve([scope], ask)
+                except LimitExceeded:
+                    return "rejected"
+                return "first" if limiter is first else "second"
+
+            # Interleaved, so both processes' requests are on the wire at the same time.
+            outcomes = await asyncio.gather(*(one(first if i % 2 else second) for i in range(200)))
+            assert outcomes.count("first") + outcomes.count("second") == 50
+            assert outcomes.count("first") and outcomes.count("second")
+        finally:
+            await first.close()
+            await second.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_retry_at_retry_after_is_admitted_and_one_a_second_earlier_is_not(backend: Backend) -> None:
+    key = Scope("key", "k", Limits(rpm=40))  # one request back every 1.5 s
+
+    async def scenario(limiter: Limiter) -> None:
+        await admit_all(limiter, [key], FREE, 40)
+        rejection = await rejected(limiter, [key], FREE)
+        at = time.monotonic()
+        assert rejection.limit == "rpm"
+        assert rejection.retry_after is not None
+        assert 1.2 < rejection.retry_after <= 1.5
+        # The HTTP layer advertises ceil(retry_after) whole seconds; a second before that is too early.
+        await asyncio.sleep(at + math.ceil(rejection.retry_after) - 1 - time.monotonic())
+        assert (await rejected(limiter, [key], FREE)).limit == "rpm"
+        await asyncio.sleep(at + rejection.retry_after - time.monotonic())
+        await limiter.reserve([key], FREE)
+
+    backend.run(scenario)
+
+
+def test_an_ask_larger_than_a_limit_never_fits(backend: Backend) -> None:
+    async def scenario(limiter: Limiter) -> None:
+        cases: list[tuple[Limits, Ask, str]] = [
+            (Limits(itpm=100), Ask(101, 0, 0), "itpm"),
+            (Limits(otpm=100), Ask(0, 101, 0), "otpm"),
+            (Limits(rpm=0), FREE, "rpm"),
+            (Limits(concurrency=0), FREE, "concurrency"),
+            (Limits(daily_nanos=99), Ask(0, 0, 100), "daily"),
+            (Limits(monthly_nanos=99), Ask(0, 0, 100), "monthly"),
+        ]
+        for limits, ask, limit in cases:
+            rejection = await rejected(limiter, [Scope("key", f"k-{limit}", limits)], ask)
+            assert (rejection.limit, rejection.retry_after) == (limit, None)
+        assert (await rejected(limiter, [Scope("project", "empty", prepaid=True)], Ask(0, 0, 1))).limit == "balance"
+
+    backend.run(scenario)
+
+
+def test_the_limit_named_is_the_one_that_decides_when_to_retry(backend: Backend) -> None:
+    async def scenario(limiter: Limiter) -> None:
+        key = Scope("key", "k", Limits(rpm=60, itpm=600))
+        await limiter.reserve([key], Ask(600, 0, 0))
+        await admit_all(limiter, [key], FREE, 59)
+        # rpm is back in about a second, itpm (10 a second) needs 10 s for 100 tokens:
+        # only the later one tells a client when a retry can pass.
+        rejection = await rejected(limiter, [key], Ask(100, 0, 0))
+        assert rejection.limit == "itpm"
+        assert rejection.retry_after is not None
+        assert 9 < rejection.retry_after <= 10
+        # A full concurrency slot is named only when no rate can say when to come back.
+        single = Scope("key", "single", Limits(rpm=1, concurrency=1))
+        await limiter.reserve([single], FREE)
+        rejection = await rejected(limiter, [single], FREE)
+        assert rejection.limit == "rpm"
+        assert rejection.retry_after == pytest.approx(60, abs=0.1)
+        # Money that no waiting restores beats any rate limit.
+        project = Scope("project", "broke", prepaid=True)
+        rejection = await rejected(limiter, [key, project], Ask(100, 0, 1))
+        assert (rejection.scope, rejection.limit, rejection.retry_after) == (project, "balance", None)
+        # Spent for the month and the day: waiting for tomorrow is not enough.
+        capped = Scope("key", "capped", Limits(daily_nanos=100, monthly_nanos=100))
+        await limiter.reserve([capped], Ask(0, 0, 100))
+        rejection = await rejected(limiter, [capped], Ask(0, 0, 1))
+        assert rejection.limit == "monthly"
+        assert rejection.retry_after == pytest.approx(seconds_to_next_month(time.time()), abs=2)
+
+    backend.run(scenario)
+
+
+def test_concurrency_is_released_by_settle_and_only_once(backend: Backend) -> None:
+    key = Scope("key", "k", Limits(concurrency=2))
+
+    async def scenario(limiter: Limiter) -> None:
+        first, remaining = await limiter.reserve([key], FREE)
+        assert left(remaining, key, "concurrency").remaining == 1
+        await limiter.reserve([key], FREE)
+        rejection = await rejected(limiter, [key], FREE)
+        assert (rejection.limit, rejection.retry_after) == ("concurrency", CONCURRENCY_RETRY_HINT)
+        await limiter.settle(first, 0, 0, 0)
+        await limiter.settle(first, 0, 0, 0)  # a second settle must not free a second slot
+        _, remaining = await limiter.reserve([key], FREE)
+        assert left(remaining, key, "concurrency").remaining == 0
+        assert (await rejected(limiter, [key], FREE)).limit == "concurrency"
+
+    backend.run(scenario)
+
+
+def test_settle_returns_unused_tokens_and_money_and_charges_extra(backend: Backend) -> None:
+    # 600 a minute refills 10 a second: what a slow test run refills stays within a few tokens.
+    key = Scope("key", "k", Limits(itpm=600, otpm=600, daily_nanos=DOLLAR))
+    project = Scope("project", "p", prepaid=True)
+
+    async def scenario(limiter: Limiter) -> None:
+        await limiter.add_balance("p", DOLLAR)
+        reservation, remaining = await limiter.reserve([key, project], Ask(100, 200, 5000))
+        assert left(remaining, key, "itpm").remaining == 500
+        assert left(remaining, key, "otpm").remaining == 400
+        assert left(remaining, key, "otpm").reset == pytest.approx(20, abs=0.01)
+        assert left(remaining, key, "daily").remaining == DOLLAR - 5000
+        assert left(remaining, project, "balance").remaining == DOLLAR - 5000
+        assert left(remaining, project, "balance").capacity is None
+
+        await limiter.settle(reservation, 100, 50, 3000)
+        _, remaining = await limiter.reserve([key], FREE)
+        assert 550 <= left(remaining, key, "otpm").remaining <= 553
+        assert 500 <= left(remaining, key, "itpm").remaining <= 503
+        assert await limiter.balance("p") == DOLLAR - 3000
+        assert await limiter.spend(key) == (3000, 3000)
+        assert await limiter.spend(project) == (3000, 3000)
+
+        # More than reserved: the request happened, so all of it is charged, once.
+        reservation, _ = await limiter.reserve([key, project], Ask(10, 10, 1000))
+        await limiter.settle(reservation, 15, 600, 4000)
+        await limiter.settle(reservation, 15, 600, 4000)
+        assert await limiter.balance("p") == DOLLAR - 7000
+        assert await limiter.spend(key) == (7000, 7000)
+        # A request reserved as free and billed after is still counted.
+        reservation, _ = await limiter.reserve([project], FREE)
+        await limiter.settle(reservation, 0, 0, 500)
+        assert await limiter.spend(project) == (7500, 7500)
+        assert await limiter.balance("p") == DOLLAR - 7500
+
+        rejection = await rejected(limiter, [key], Ask(0, 1, 0))
+        assert rejection.limit == "otpm"
+        # 550 - 10 reserved - 590 extra: ~50 below zero, so one token is 5.1 s away.
+        assert rejection.retry_after is not None
+        assert 4.8 < rejection.retry_after <= 5.1
+
+    backend.run(scenario)
+
+
+def test_a_dollar_of_balance_ends_exactly_where_the_known_costs_say(backend: Backend) -> None:
+    project = Scope("project", "p", prepaid=True)
+    worst = 40_000_000  # four cents reserved per request
+    # One request in each wave of eight costs more than reserved, the rest less.
+    actual = [10_000_000, 25_000_000, 40_000_000, 47_000_000, 33_000_000, 1_000_000, 39_999_999, 0]
+    overshoot = max(a - worst for a in actual)
+
+    async def scenario(limiter: Limiter) -> None:
+        assert await limiter.add_balance("p", DOLLAR) == DOLLAR
+        charged, lowest, waves = 0, DOLLAR, 0
+        while True:
+            admitted, turned_away = await admit_all(limiter, [project], Ask(100, 100, worst), len(actual))
+            assert {r.limit for r in turned_away} <= {"balance"}
+            assert await limiter.balance("p") >= 0  # reserving never overdraws
+            for reservation, cost in zip(admitted, actual, strict=False):
+                await limiter.settle(reservation, 100, 100, cost)
+                charged += cost
+                lowest = min(lowest, await limiter.balance("p"))
+            waves += 1
+            if not admitted:
+                break
+        assert waves > 3
+        assert lowest >= -overshoot
+        assert await limiter.balance("p") == DOLLAR - charged
+        assert await limiter.spend(project) == (charged, charged)
+
+    backend.run(scenario)
+
+
+def test_a_rejection_by_one_scope_consumes_nothing_from_the_other(backend: Backend) -> None:
+    key = Scope("key", "k", Limits(rpm=1))
+    project = Scope("project", "p", Limits(rpm=10, itpm=1000, concurrency=5, daily_nanos=DOLLAR), prepaid=True)
+
+    async def scenario(limiter: Limiter) -> None:
+        await limiter.add_balance("p", 10_000)
+        await limiter.reserve([key, project], Ask(100, 0, 1000))
+        assert (await rejected(limiter, [key, project], Ask(100, 0, 1000))).scope == key
+        assert await limiter.balance("p") == 9000
+        assert await limiter.spend(project) == (1000, 1000)
+        _, remaining = await limiter.reserve([project], FREE)
+        assert left(remaining, project, "rpm").remaining == 8
+        assert left(remaining, project, "itpm").remaining == 900
+        assert left(remaining, project, "concurrency").remaining == 3
+
+        # And the other way round: the project's balance turns it away, the key keeps its request.
+        other = Scope("key", "other", Limits(rpm=1))
+        assert (await rejected(limiter, [other, project], Ask(0, 0, 10_000))).limit == "balance"
+        await limiter.reserve([other], FREE)
+
+    backend.run(scenario)
+
+
+def test_spend_caps_reopen_at_the_next_utc_day(backend: Backend) -> None:
+    key = Scope("key", "k", Limits(daily_nanos=1000, monthly_nanos=10_000))
+
+    async def scenario(limiter: Limiter) -> None:
+        reservation, remaining = await limiter.reserve([key], Ask(0, 0, 1000))
+        assert left(remaining, key, "daily").reset == pytest.approx(seconds_to_next_day(time.time()), abs=2)
+        assert left(remaining, key, "monthly").remaining == 9000
+        rejection = await rejected(limiter, [key], Ask(0, 0, 1))
+        assert rejection.limit == "daily"
+        assert rejection.retry_after == pytest.approx(seconds_to_next_day(time.time()), abs=2)
+        await limiter.settle(reservation, 0, 0, 400)  # settling to the actual frees the rest
+        await limiter.reserve([key], Ask(0, 0, 600))
+        assert await limiter.spend(key) == (1000, 1000)
+
+    backend.run(scenario)

@@ -1,0 +1,201 @@
+"""What only the Redis limiter has: an outage, leases, TTLs, retried scripts."""
+
+from __future__ import annotations
+
+import asyncio
+import calendar
+import socket
+import time
+import uuid
+from collections.abc import Iterator
+from importlib.resources import files
+
+import pytest
+import redis
+from limits_support import REDIS_URL
+
+from buzz.limits.base import (
+    Ask,
+    LimiterUnavailable,
+    LimitExceeded,
+    Limits,
+    Scope,
+    seconds_to_next_day,
+    seconds_to_next_month,
+    utc_day,
+    utc_month,
+)
+from buzz.limits.redis import RedisLimiter
+
+FREE = Ask(0, 0, 0)
+
+
+@pytest.fixture
+def closed_port() -> Iterator[int]:
+    # Bound but not listening: connections are refused at once, and nobody else can take the port.
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield sock.getsockname()[1]
+
+
+def test_an_unreachable_redis_is_unavailable_not_a_guess(closed_port: int) -> None:
+    async def scenario() -> None:
+        limiter = RedisLimiter(f"redis://127.0.0.1:{closed_port}/0", prefix="never:")
+        try:
+            with pytest.raises(LimiterUnavailable):
+                await limiter.reserve([Scope("key", "k", Limits(rpm=1))], FREE)
+            with pytest.raises(LimiterUnavailable):
+                await limiter.balance("p")
+            with pytest.raises(LimiterUnavailable):
+                await limiter.add_balance("p", 1)
+            with pytest.raises(LimiterUnavailable):
+                await limiter.spend(Scope("key", "k"))
+        finally:
+            await limiter.close()
+
+    asyncio.run(scenario())
+
+
+def test_fail_open_admits_unchecked_and_settles_nothing(closed_port: int) -> None:
+    async def scenario() -> None:
+        limiter = RedisLimiter(f"redis://127.0.0.1:{closed_port}/0", prefix="never:", fail_open=True)
+        try:
+            key = Scope("key", "k", Limits(rpm=0))  # would never be admitted if checked
+            reservation, remaining = await limiter.reserve([key], Ask(1, 1, 1))
+            assert not reservation.checked
+            assert remaining == []
+            await limiter.settle(reservation, 1, 1, 1)
+            with pytest.raises(LimiterUnavailable):  # money is never guessed, even fail-open
+                await limiter.balance("p")
+        finally:
+            await limiter.close()
+
+    asyncio.run(scenario())
+
+
+def test_idle_state_expires_and_balances_do_not(redis_prefix: str, redis_client: redis.Redis) -> None:
+    key = Scope("key", "k", Limits(rpm=60, itpm=600, otpm=600, concurrency=2, daily_nanos=10**9, monthly_nanos=10**10))
+    project = Scope("project", "p", Limits(rpm=60), prepaid=True)
+
+    async def scenario() -> None:
+        limiter = RedisLimiter(REDIS_URL, prefix=redis_prefix, lease_seconds=300)
+        try:
+            await limiter.add_balance("p", 10**6)
+            held, _ = await limiter.reserve([key, project], Ask(10, 10, 100))
+            done, _ = await limiter.reserve([key, project], Ask(10, 10, 100))
+            await limiter.settle(done, 10, 5, 50)
+        finally:
+            await limiter.close()
+        assert held.checked
+
+    asyncio.run(scenario())
+    ttls = {
+        name.decode().removeprefix(redis_prefix): redis_client.ttl(name)
+        for name in redis_client.scan_iter(match=redis_prefix + "*")
+    }
+    assert ttls.pop("project:p:bal") == -1
+    assert 0 < ttls.pop("key:k:b") <= 61  # a bucket lives until it would be full anyway
+    assert 0 < ttls.pop("project:p:b") <= 61
+    assert 0 < ttls.pop("key:k:c") <= 301  # concurrency: the longest lease
+    assert len([name for name in ttls if name.startswith("r:")]) == 1  # the open reservation only
+    assert all(ttl > 0 for ttl in ttls.values()), ttls
+
+
+def test_a_slot_held_by_a_dead_process_frees_itself_when_its_lease_ends(redis_prefix: str) -> None:
+    key = Scope("key", "k", Limits(concurrency=1))
+
+    async def scenario() -> None:
+        limiter = RedisLimiter(REDIS_URL, prefix=redis_prefix, lease_seconds=0.2)
+        try:
+            await limiter.reserve([key], FREE)  # never settled, as if its process died
+            with pytest.raises(LimitExceeded):
+                await limiter.reserve([key], FREE)
+            await asyncio.sleep(0.25)
+            await limiter.reserve([key], FREE)
+        finally:
+            await limiter.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_retried_reserve_is_taken_once(redis_prefix: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A retry after a lost reply sends the same reservation id again.
+    fixed = uuid.uuid4()
+    monkeypatch.setattr("buzz.limits.redis.uuid.uuid4", lambda: fixed)
+    project = Scope("project", "p", Limits(rpm=10), prepaid=True)
+
+    async def scenario() -> None:
+        limiter = RedisLimiter(REDIS_URL, prefix=redis_prefix)
+        try:
+            await limiter.add_balance("p", 1000)
+            first, _ = await limiter.reserve([project], Ask(1, 1, 300))
+            again, remaining = await limiter.reserve([project], Ask(1, 1, 300))
+            assert (again.id, again.day, again.month) == (first.id, first.day, first.month)
+            assert remaining == []
+            assert await limiter.balance("p") == 700
+            await limiter.settle(again, 1, 1, 100)
+            await limiter.settle(first, 1, 1, 100)
+            assert await limiter.balance("p") == 900
+        finally:
+            await limiter.close()
+
+    asyncio.run(scenario())
+
+
+def test_scripts_survive_a_redis_that_forgot_them(redis_prefix: str, redis_client: redis.Redis) -> None:
+    # A restarted Redis (or SCRIPT FLUSH) has no cached scripts; the limiter loads them again.
+    async def scenario() -> None:
+        limiter = RedisLimiter(REDIS_URL, prefix=redis_prefix)
+        try:
+            reservation, _ = await limiter.reserve([Scope("key", "k", Limits(rpm=5))], FREE)
+            redis_client.script_flush()
+            await limiter.settle(reservation, 0, 0, 0)
+            await limiter.reserve([Scope("key", "k", Limits(rpm=5))], FREE)
+        finally:
+            await limiter.close()
+
+    asyncio.run(scenario())
+
+
+def test_spend_days_follow_redis_time(redis_prefix: str, redis_client: redis.Redis) -> None:
+    key = Scope("key", "k")
+
+    async def scenario() -> None:
+        limiter = RedisLimiter(REDIS_URL, prefix=redis_prefix)
+        try:
+            reservation, _ = await limiter.reserve([key], Ask(0, 0, 123))
+            seconds, _ = redis_client.time()
+            assert reservation.day == seconds // 86400
+            month = time.gmtime(seconds)
+            assert reservation.month == month.tm_year * 12 + month.tm_mon - 1
+            assert await limiter.spend(key) == (123, 123)
+        finally:
+            await limiter.close()
+
+    asyncio.run(scenario())
+
+
+def test_the_lua_calendar_agrees_with_pythons(redis_client: redis.Redis) -> None:
+    # Redis's Lua has no date library; the scripts' own calendar must match the in-process one.
+    common = files("buzz.limits").joinpath("common.lua").read_text()
+    probe = common + (
+        "\nlocal out = {}\nfor _, t in ipairs(ARGV) do\n"
+        "  local day, month, to_day, to_month = periods(math.floor(tonumber(t)), tonumber(t))\n"
+        "  out[#out + 1] = {day, month, string.format('%.3f', to_day), string.format('%.3f', to_month)}\n"
+        "end\nreturn out\n"
+    )
+    # Both edges of every month, across leap years and the century rules.
+    moments = [
+        moment
+        for year in (1999, 2000, 2024, 2025, 2100)
+        for month in range(1, 13)
+        for moment in (
+            calendar.timegm((year, month, 1, 0, 0, 0)) + 0.25,
+            calendar.timegm((year, month, calendar.monthrange(year, month)[1], 23, 59, 59)) + 0.75,
+        )
+    ]
+    replies = redis_client.eval(probe, 0, *moments)
+    for moment, (day, month, to_day, to_month) in zip(moments, replies, strict=True):
+        assert (day, month) == (utc_day(moment), utc_month(moment)), moment
+        assert float(to_day) == pytest.approx(seconds_to_next_day(moment)), moment
+        assert float(to_month) == pytest.approx(seconds_to_next_month(moment)), moment

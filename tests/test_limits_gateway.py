@@ -1,0 +1,223 @@
+"""Limits, budgets and balances through the real gateway: exact under concurrency, on both backends."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from buzz.testing.fake_anthropic import FakeAnthropic, Reply, message_json
+from support import BuzzProcess, free_port
+from test_fidelity import raw_post
+
+REDIS = "redis://127.0.0.1:6379/0"
+BODY = b'{"model":"claude-haiku-4-5","max_tokens":100,"messages":[{"role":"user","content":"hi"}]}'
+
+
+def _process(tmp: Path, fake: FakeAnthropic, backend: str, **env: str) -> BuzzProcess:
+    extra = dict(env)
+    if backend == "redis":
+        extra["BUZZ_REDIS_URL"] = REDIS  # tests use fresh keys and projects, so they share Redis safely
+    process = BuzzProcess(tmp / "data", fake.url, env=extra)
+    return process
+
+
+@pytest.fixture(params=["memory", "redis"])
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def quiet(fake_session: FakeAnthropic) -> Iterator[FakeAnthropic]:
+    fake_session.clear()
+    fake_session.drain_replies()
+    yield fake_session
+    fake_session.clear()
+    fake_session.drain_replies()
+
+
+async def _burst(urls: list[str], key: str, count: int, body: bytes = BODY) -> list[int]:
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+
+        async def one(i: int) -> int:
+            async with session.post(
+                f"{urls[i % len(urls)]}/v1/messages",
+                data=body,
+                headers={"x-api-key": key, "x-fake-scenario": "slow"},
+            ) as response:
+                await response.read()
+                return response.status
+
+        return list(await asyncio.gather(*(one(i) for i in range(count))))
+
+
+def _cli(process: BuzzProcess, *args: str) -> str:
+    result = process.cli(*args)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def test_200_at_once_against_a_concurrency_of_50(tmp_path: Path, quiet: FakeAnthropic, backend: str) -> None:
+    process = _process(tmp_path, quiet, backend).start()
+    try:
+        key = _cli(process, "keys", "create", "--project", f"burst-{uuid.uuid4().hex[:6]}", "--concurrency", "50")
+        statuses = asyncio.run(_burst([process.url], key, 200))
+        assert statuses.count(200) == 50
+        assert statuses.count(429) == 150
+        # Every slot came back when its request settled: the next 50 are admitted again.
+        assert asyncio.run(_burst([process.url], key, 50)).count(200) == 50
+        rows = process.ledger(count=250)
+        assert sorted({r["status"] for r in rows}) == [200, 429]
+        assert {r["error_type"] for r in rows if r["status"] == 429} == {"gateway_rate_limit_error"}
+    finally:
+        process.stop()
+
+
+def test_two_processes_sharing_redis_enforce_one_limit(tmp_path: Path, quiet: FakeAnthropic) -> None:
+    url = f"{REDIS}"
+    first = BuzzProcess(tmp_path / "a" / "data", quiet.url, env={"BUZZ_REDIS_URL": url})
+    second = BuzzProcess(tmp_path / "b" / "data", quiet.url, env={"BUZZ_REDIS_URL": url})
+    # Both processes must know the same key: share one database file between them.
+    second.data_dir = first.data_dir
+    second.env["BUZZ_DATA_DIR"] = str(first.data_dir)
+    first.start()
+    second.start()
+    try:
+        key = _cli(first, "keys", "create", "--project", f"shared-{uuid.uuid4().hex[:6]}", "--concurrency", "50")
+        statuses = asyncio.run(_burst([first.url, second.url], key, 200))
+        assert statuses.count(200) == 50
+        assert statuses.count(429) == 150
+    finally:
+        first.stop()
+        second.stop()
+
+
+def test_retry_after_is_accurate(tmp_path: Path, quiet: FakeAnthropic, backend: str) -> None:
+    process = _process(tmp_path, quiet, backend).start()
+    try:
+        # 60 requests a minute: one a second once the first burst is spent.
+        key = _cli(process, "keys", "create", "--project", f"rate-{uuid.uuid4().hex[:6]}", "--rpm", "60")
+        auth = {"x-api-key": key}
+        for _ in range(60):
+            assert raw_post(process.url, "/v1/messages", BODY, auth)[0] == 200
+        status, headers, body = raw_post(process.url, "/v1/messages", BODY, auth)
+        assert status == 429
+        received = {name.lower(): value for name, value in headers}
+        document = json.loads(body)
+        assert document["error"]["type"] == "gateway_rate_limit_error"
+        assert "requests per minute" in document["error"]["message"]
+        retry_after = int(received["retry-after"])
+        assert 1 <= retry_after <= 2
+        time.sleep(max(0.0, retry_after - 1) + 0.0)
+        if retry_after > 1:  # a second early: still refused
+            assert raw_post(process.url, "/v1/messages", BODY, auth)[0] == 429
+        time.sleep(1.05)
+        assert raw_post(process.url, "/v1/messages", BODY, auth)[0] == 200
+    finally:
+        process.stop()
+
+
+def test_prepaid_balance_ends_exactly_where_the_costs_say(tmp_path: Path, quiet: FakeAnthropic, backend: str) -> None:
+    process = _process(tmp_path, quiet, backend).start()
+    project = f"prepaid-{uuid.uuid4().hex[:6]}"
+    try:
+        _cli(process, "projects", "create", project, "--prepaid")
+        assert _cli(process, "balance", "add", project, "1.00") == "1.00"
+        key = _cli(process, "keys", "create", "--project", project)
+        # Each answer costs 10,000 input + 1,000 output tokens of Haiku 4.5 ($1 / $5 per million):
+        # $0.015. Before forwarding, buzz reserves the worst case it can know: the body's ~4 bytes a
+        # token of input and max_tokens of output. A request is admitted while that fits the
+        # balance, and settled to its real cost afterwards.
+        usage = {"input_tokens": 10_000, "output_tokens": 1_000}
+        quiet.enqueue(*(Reply(body=message_json("claude-haiku-4-5", "x", usage)) for _ in range(80)))
+        body = b'{"model":"claude-haiku-4-5","max_tokens":1000,"messages":[]}'
+        statuses = [raw_post(process.url, "/v1/messages", body, {"x-api-key": key})[0] for _ in range(80)]
+        quiet.drain_replies()
+        worst, cost, balance, admitted = -(-len(body) // 4) * 1_000 + 1_000 * 5_000, 15_000_000, 1_000_000_000, 0
+        while balance >= worst:
+            balance, admitted = balance - cost, admitted + 1
+        assert (admitted, balance) == (67, -5_000_000)  # below zero by less than one request's difference
+        assert statuses == [200] * admitted + [402] * (80 - admitted)
+        status, headers, data = raw_post(process.url, "/v1/messages", body, {"x-api-key": key})
+        assert status == 402
+        assert {k.lower(): v for k, v in headers}["x-should-retry"] == "false"
+        document = json.loads(data)
+        assert document["error"]["type"] == "gateway_billing_error"
+        assert "prepaid balance" in document["error"]["message"]
+        assert _cli(process, "balance", "add", project, "0") == "-0.005"
+        # A top-up applies from the next request.
+        assert _cli(process, "balance", "add", project, "0.10") == "0.095"
+        quiet.enqueue(Reply(body=message_json("claude-haiku-4-5", "x", usage)))
+        assert raw_post(process.url, "/v1/messages", body, {"x-api-key": key})[0] == 200
+        rows = process.ledger(count=82)
+        assert sum(r["cost_nanos"] for r in rows if r["status"] == 200) == (admitted + 1) * cost
+        assert _cli(process, "balance", "add", project, "0") == "0.08"
+    finally:
+        process.stop()
+
+
+def test_allow_list_and_expiry_are_403(tmp_path: Path, quiet: FakeAnthropic) -> None:
+    process = _process(tmp_path, quiet, "memory").start()
+    try:
+        key = _cli(process, "keys", "create", "--project", "p", "--models", "claude-haiku-*")
+        assert raw_post(process.url, "/v1/messages", BODY, {"x-api-key": key})[0] == 200
+        opus = BODY.replace(b"claude-haiku-4-5", b"claude-opus-4-8")
+        status, _, data = raw_post(process.url, "/v1/messages", opus, {"x-api-key": key})
+        assert status == 403
+        assert json.loads(data)["error"]["type"] == "gateway_permission_error"
+        old = _cli(process, "keys", "create", "--project", "p", "--expires", "2020-01-01")
+        status, _, data = raw_post(process.url, "/v1/messages", BODY, {"x-api-key": old})
+        assert status == 403 and "expired" in json.loads(data)["error"]["message"]
+        # A change applies from the next request.
+        key_id = key.split("-")[1]
+        _cli(process, "keys", "update", key_id, "--models", "none")
+        assert raw_post(process.url, "/v1/messages", opus, {"x-api-key": key})[0] == 200
+    finally:
+        process.stop()
+
+
+def test_every_path_settles_its_reservation(tmp_path: Path, quiet: FakeAnthropic, backend: str) -> None:
+    process = _process(tmp_path, quiet, backend, BUZZ_READ_TIMEOUT="0.5").start()
+    try:
+        key = _cli(process, "keys", "create", "--project", f"settle-{uuid.uuid4().hex[:6]}", "--concurrency", "1")
+        auth = {"x-api-key": key}
+        quiet.enqueue(Reply(status=529, body=b'{"type":"error","error":{"type":"overloaded_error","message":"x"}}'))
+        assert raw_post(process.url, "/v1/messages", BODY, auth)[0] == 529
+        quiet.enqueue(Reply(reset_before_headers=True))
+        assert raw_post(process.url, "/v1/messages", BODY, auth)[0] == 502
+        quiet.enqueue(Reply(hang=True))
+        assert raw_post(process.url, "/v1/messages", BODY, auth)[0] == 504
+        # With one slot, each of these would have locked the key out had its slot not come back.
+        status, headers, _ = raw_post(process.url, "/v1/messages", BODY, auth)
+        assert status == 200
+        received = {k.lower(): v for k, v in headers}
+        assert received["x-buzz-ratelimit-key-concurrency-limit"] == "1"
+        assert process.ledger(count=4)
+    finally:
+        process.stop()
+
+
+def test_unreachable_redis_is_503_or_fail_open(tmp_path: Path, quiet: FakeAnthropic) -> None:
+    dead = f"redis://127.0.0.1:{free_port()}/0"
+    process = BuzzProcess(tmp_path / "data", quiet.url, env={"BUZZ_REDIS_URL": dead}).start()
+    try:
+        key = _cli(process, "keys", "create", "--project", "p", "--rpm", "10")
+        status, _, data = raw_post(process.url, "/v1/messages", BODY, {"x-api-key": key})
+        assert status == 503
+        assert json.loads(data)["error"]["type"] == "gateway_unavailable_error"
+    finally:
+        process.stop()
+    open_process = BuzzProcess(
+        tmp_path / "open" / "data", quiet.url, env={"BUZZ_REDIS_URL": dead, "BUZZ_LIMITS_FAIL_OPEN": "true"}
+    ).start()
+    try:
+        key = _cli(open_process, "keys", "create", "--project", "p", "--rpm", "10")
+        assert raw_post(open_process.url, "/v1/messages", BODY, {"x-api-key": key})[0] == 200
+    finally:
+        open_process.stop()
