@@ -14,6 +14,8 @@ from typing import Any
 
 import msgspec
 
+from buzz.admin.api import PREFIX as ADMIN_PREFIX
+from buzz.admin.api import AdminAPI
 from buzz.billing.ledger import LedgerWriter
 from buzz.billing.pricing import PriceBook
 from buzz.catalogue import Catalogue
@@ -60,6 +62,7 @@ class _Running:
     auth: Authenticator
     close_session: Any
     limiter: Limiter
+    admin: AdminAPI
 
 
 class Gateway:
@@ -88,7 +91,14 @@ class Gateway:
             # The tokenizer for estimates takes ~0.4 s to load: pay it now, off the event loop,
             # not on the first stream that needs an estimate.
             await asyncio.to_thread(estimate.warm_up)
-        self._running = _Running(store, ledger, pipeline, auth, session.close, limiter)
+        admin = AdminAPI(
+            self.config.admin_token,
+            store,
+            limiter,
+            shared_balances=bool(self.config.redis_url),
+            changed=auth.invalidate,
+        )
+        self._running = _Running(store, ledger, pipeline, auth, session.close, limiter, admin)
         # Everything built so far lives as long as the process: keep it out of every future
         # collection, which then only looks at what requests allocate.
         gc.freeze()
@@ -132,6 +142,9 @@ class Gateway:
                 return
 
     async def _http(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        if scope["path"].startswith(ADMIN_PREFIX):
+            await self.running.admin(scope, receive, send)
+            return
         endpoint, params = match(scope["method"], scope["path"])
         if endpoint is None:
             error = GatewayError(Kind.NOT_FOUND, f"no route {scope['method']} {scope['path']} on this gateway")

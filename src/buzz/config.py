@@ -78,6 +78,7 @@ class Config:
     price_overrides: Mapping[str, PriceOverride] = field(default_factory=dict)
     add_include_usage: bool = False
     redis_url: str | None = None
+    admin_token: str | None = None
     limits_fail_open: bool = False
     routing_models: Mapping[str, str] = field(default_factory=dict)
     routing_patterns: Mapping[str, str] = field(default_factory=dict)
@@ -212,6 +213,13 @@ SETTINGS: tuple[Setting, ...] = (
         "BUZZ_LIMITS_FAIL_OPEN",
         _bool,
         "Admit requests unchecked when Redis is unreachable, instead of answering 503.",
+    ),
+    Setting(
+        "admin_token",
+        ("admin", "token"),
+        "BUZZ_ADMIN_TOKEN",
+        str,
+        "Operator token for the admin API under /admin/api/ (Bearer); unset, the admin API is off.",
     ),
     Setting(
         "ledger_flush_interval",

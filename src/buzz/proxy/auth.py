@@ -115,6 +115,11 @@ class Authenticator:
             self._projects[record.project] = await self._store.find_project(record.project)
         return Principal(record.id, record.project, record, self._projects[record.project])
 
+    def invalidate(self) -> None:
+        """Forget every cached key and project: this process itself just changed one (its own
+        writes do not move SQLite's data_version, which only counts other connections)."""
+        self._version = -1
+
     @property
     def version(self) -> int:
         """The keys-and-limits version last seen; it moves when an operator changes either."""

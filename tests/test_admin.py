@@ -1,0 +1,72 @@
+"""The operator's admin API: keys, projects, limits and balances over HTTP, behind a token."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from buzz.testing.fake_anthropic import FakeAnthropic
+from support import BuzzProcess
+from test_fidelity import raw_post
+
+TOKEN = "operator-token-for-tests"
+BODY = b'{"model":"claude-haiku-4-5","max_tokens":10,"messages":[]}'
+
+
+def _call(url: str, method: str, path: str, body: object = None, token: str = TOKEN) -> tuple[int, dict[str, object]]:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url + path, data=data, method=method, headers={"authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def test_admin_api_manages_keys_projects_and_balances(tmp_path: Path, fake_session: FakeAnthropic) -> None:
+    process = BuzzProcess(tmp_path / "data", fake_session.url, env={"BUZZ_ADMIN_TOKEN": TOKEN}).start()
+    try:
+        url = process.url
+        status, project = _call(url, "POST", "/admin/api/projects", {"name": "acme", "prepaid": True, "rpm": 100})
+        assert status == 201 and project["prepaid"] is True and project["limits"]["rpm"] == 100  # type: ignore[index]
+        status, created = _call(url, "POST", "/admin/api/keys", {"project": "acme", "name": "ci", "rpm": 2})
+        assert status == 201
+        key, key_id = str(created["key"]), str(created["id"])
+        assert key.startswith(f"buzz-{key_id}-")
+        # Prepaid with no money: refused until the operator adds some.
+        assert raw_post(url, "/v1/messages", BODY, {"x-api-key": key})[0] == 402
+        status, topped = _call(url, "POST", "/admin/api/projects/acme/balance", {"usd": "0.50"})
+        assert (status, topped["balance_usd"]) == (200, "0.5")
+        assert raw_post(url, "/v1/messages", BODY, {"x-api-key": key})[0] == 200
+        assert raw_post(url, "/v1/messages", BODY, {"x-api-key": key})[0] == 200
+        assert raw_post(url, "/v1/messages", BODY, {"x-api-key": key})[0] == 429  # the key's rpm of 2
+        status, patched = _call(url, "PATCH", f"/admin/api/keys/{key_id}", {"rpm": None})
+        assert status == 200 and patched["limits"]["rpm"] is None  # type: ignore[index]
+        assert raw_post(url, "/v1/messages", BODY, {"x-api-key": key})[0] == 200  # from the next request
+        status, listing = _call(url, "GET", "/admin/api/keys")
+        assert status == 200 and [k["id"] for k in listing["data"]] == [key_id]  # type: ignore[union-attr,index]
+        assert key.split("-")[2] not in json.dumps(listing)  # no secret in listings
+        status, projects = _call(url, "GET", "/admin/api/projects")
+        balance = projects["data"][0]["balance_usd"]  # type: ignore[index]
+        assert status == 200 and 0 < float(balance) < 0.5
+        assert _call(url, "POST", f"/admin/api/keys/{key_id}/revoke")[0] == 200
+        assert raw_post(url, "/v1/messages", BODY, {"x-api-key": key})[0] == 401
+        # Wrong token, bad input, unknown route.
+        status, error = _call(url, "GET", "/admin/api/keys", token="wrong")
+        assert status == 401 and error["error"]["type"] == "gateway_authentication_error"  # type: ignore[index]
+        assert _call(url, "POST", "/admin/api/projects", {"name": "x", "rpm": "lots"})[0] == 400
+        assert _call(url, "POST", "/admin/api/projects/nope/balance", {"usd": "1"})[0] == 404
+        assert _call(url, "GET", "/admin/api/nothing")[0] == 404
+    finally:
+        process.stop()
+
+
+def test_admin_api_is_off_without_a_token(tmp_path: Path, fake_session: FakeAnthropic) -> None:
+    process = BuzzProcess(tmp_path / "data", fake_session.url).start()
+    try:
+        status, error = _call(process.url, "GET", "/admin/api/keys", token="")
+        assert status == 404 and "BUZZ_ADMIN_TOKEN" in error["error"]["message"]  # type: ignore[index]
+    finally:
+        process.stop()
