@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -12,8 +13,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from buzz.testing.fake_anthropic import FakeAnthropic, Reply, message_json
-from support import BuzzProcess, free_port
+from buzz.testing.fake_anthropic import FakeAnthropic, Reply, message_json, text_stream_events
+from support import BuzzProcess, free_port, wait_until
 from test_fidelity import raw_post
 
 REDIS = "redis://127.0.0.1:6379/0"
@@ -162,6 +163,27 @@ def test_prepaid_balance_ends_exactly_where_the_costs_say(tmp_path: Path, quiet:
         process.stop()
 
 
+def test_daily_spend_cap_is_402_and_names_the_limit(tmp_path: Path, quiet: FakeAnthropic, backend: str) -> None:
+    process = _process(tmp_path, quiet, backend).start()
+    try:
+        key = _cli(process, "keys", "create", "--project", f"cap-{uuid.uuid4().hex[:6]}", "--daily-usd", "0.02")
+        usage = {"input_tokens": 10_000, "output_tokens": 1_000}  # $0.015 of Haiku 4.5
+        quiet.enqueue(Reply(body=message_json("claude-haiku-4-5", "x", usage)))
+        body = b'{"model":"claude-haiku-4-5","max_tokens":1000,"messages":[]}'
+        assert raw_post(process.url, "/v1/messages", body, {"x-api-key": key})[0] == 200
+        # $0.015 spent + a worst case of ~$0.005 no longer fits under $0.02.
+        status, headers, data = raw_post(process.url, "/v1/messages", body, {"x-api-key": key})
+        quiet.drain_replies()
+        assert status == 402
+        error = json.loads(data)["error"]
+        assert error["type"] == "gateway_billing_error" and "daily spend" in error["message"]
+        received = {k.lower(): v for k, v in headers}
+        assert received["x-should-retry"] == "false"
+        assert 0 < int(received["retry-after"]) <= 86400  # when the UTC day turns
+    finally:
+        process.stop()
+
+
 def test_allow_list_and_expiry_are_403(tmp_path: Path, quiet: FakeAnthropic) -> None:
     process = _process(tmp_path, quiet, "memory").start()
     try:
@@ -193,12 +215,26 @@ def test_every_path_settles_its_reservation(tmp_path: Path, quiet: FakeAnthropic
         assert raw_post(process.url, "/v1/messages", BODY, auth)[0] == 502
         quiet.enqueue(Reply(hang=True))
         assert raw_post(process.url, "/v1/messages", BODY, auth)[0] == 504
+        # A client that leaves in the middle of a stream.
+        events = text_stream_events("claude-haiku-4-5", ["x"] * 30, {"input_tokens": 5, "output_tokens": 1}, {})
+        quiet.enqueue(Reply(chunks=events, delays=[0.0] * 3 + [0.2] * (len(events) - 3)))
+        host, port = process.url.removeprefix("http://").split(":")
+        stream_body = BODY.replace(b'"max_tokens":100', b'"max_tokens":100,"stream":true')
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            sock.sendall(
+                b"POST /v1/messages HTTP/1.1\r\nhost: x\r\nx-api-key: " + key.encode() + b"\r\n"
+                b"content-length: " + str(len(stream_body)).encode() + b"\r\n\r\n" + stream_body
+            )
+            assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+        assert wait_until(lambda: len(process.ledger()) >= 4, timeout=5)
         # With one slot, each of these would have locked the key out had its slot not come back.
         status, headers, _ = raw_post(process.url, "/v1/messages", BODY, auth)
         assert status == 200
         received = {k.lower(): v for k, v in headers}
         assert received["x-buzz-ratelimit-key-concurrency-limit"] == "1"
-        assert process.ledger(count=4)
+        rows = process.ledger(count=5)
+        assert [r["status"] for r in rows] == [529, 502, 504, 200, 200]
+        assert rows[3]["error_type"] == "client_disconnected"
     finally:
         process.stop()
 
