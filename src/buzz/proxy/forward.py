@@ -100,7 +100,8 @@ async def forward(
     assert task is not None
     watch = _DisconnectWatch(receive, task)
     try:
-        await _relay(session, x, route, method, client_headers, body, rules, send, watch)
+        response = await _open(session, route, method, client_headers, body)
+        await _relay(x, response, rules, send, watch)
     except asyncio.CancelledError:
         if not watch.gone:
             raise
@@ -112,17 +113,14 @@ async def forward(
         watch.stop()
 
 
-async def _relay(
+async def _open(
     session: aiohttp.ClientSession,
-    x: Exchange,
     route: Route,
     method: str,
     client_headers: list[tuple[bytes, bytes]],
     body: bytes,
-    rules: UsageRules,
-    send: Send,
-    watch: _DisconnectWatch,
-) -> None:
+) -> aiohttp.ClientResponse:
+    """The one upstream attempt, up to its status and headers; a failure here is buzz's to report."""
     headers = upstream_request_headers(client_headers, route.credential)
     try:
         # encoded=True: the path and query go out exactly as the client wrote them, not re-quoted.
@@ -134,7 +132,13 @@ async def _relay(
         raise GatewayError(
             Kind.UPSTREAM, f"upstream {route.provider} unreachable or closed the connection before answering"
         ) from exc
+    return response
 
+
+async def _relay(
+    x: Exchange, response: aiohttp.ClientResponse, rules: UsageRules, send: Send, watch: _DisconnectWatch
+) -> None:
+    """The upstream's status, headers and body to the client as they arrive; the meter reads after."""
     complete = False
     meter = Meter(
         rules,
