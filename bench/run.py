@@ -5,8 +5,11 @@ through buzz (client -> buzz -> fake), in one run.
 
 Buzz runs with its default configuration, everything on: key check on every request, a meter
 on every response, a ledger row per request in SQLite. It is pinned to one core; the fake
-upstreams, the load generator and this script share the other. Figures, targets and the exact
-commands go to the terminal and to a JSON file. docs/performance.md explains the method.
+upstreams, the load generator and this script share the other. The small body is also sent with
+limits on: a key with every limit set, in a prepaid project with its own limits, through the
+in-process limiter (same buzz) and then through the Redis one (a second buzz, alone on the same
+core, with BUZZ_REDIS_URL). Figures, targets and the exact commands go to the terminal and to a
+JSON file. docs/performance.md explains the method.
 """
 
 from __future__ import annotations
@@ -23,7 +26,9 @@ import sys
 import tempfile
 import time
 import urllib.request
-from dataclasses import asdict, dataclass
+import uuid
+from collections import Counter
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
@@ -32,6 +37,7 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
+import limits
 import report
 import ttfb
 from loadgen import LoadGenerator, LoadResult, chat_body, message_body, percentile, pick, request_headers
@@ -69,6 +75,11 @@ WORKLOADS = {
 }
 # Measured in this order: the two ~1 KB workloads back to back.
 CONCURRENCY = {"small": (1, 16, 32, 64), "chat": (1, 32), "large": (1, 16, 64)}
+# Small body with limits on: in-process right after direct and buzz at the same point, Redis
+# after the main buzz has stopped, each point again right after a direct one.
+LIMITS_CONCURRENCY = (1, 32)
+LIMITS_MEMORY, LIMITS_REDIS = "buzz-limits-memory", "buzz-limits-redis"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 MEMORY_CONCURRENCY = 32
 MEMORY_MAX_SLICES = 100
 
@@ -88,29 +99,45 @@ FULL = Mode("full", 10, 2, 100_000, 3, 300, 10)
 QUICK = Mode("quick", 3, 1, 20_000, 1, 100, 3)
 
 
+@dataclass(frozen=True, slots=True)
+class Gateway:
+    """One way through buzz: a buzz process and the key sent to it."""
+
+    port: int
+    pid: int
+    key: str
+
+
 @dataclass
 class Bench:
     gen: LoadGenerator
     fake_ports: dict[str, int]  # by Workload.api
-    buzz_port: int
-    key: str
-    buzz_pid: int
+    gateways: dict[str, Gateway]  # by target: "buzz", LIMITS_MEMORY, LIMITS_REDIS
     body_files: dict[str, Path]
     buzz_core: int | None
     load_core: int | None
-    buzz_responses: int = 0  # counted by the clients, to compare with the ledger
+    phase: str = "main"  # "main", then "redis" (the second buzz)
+    watch_pid: int | None = None  # redis-server, while the Redis limiter is measured
+    # Counted by the clients, by target, to compare with the ledgers; client_errors likewise.
+    responses: Counter[str] = field(default_factory=Counter)
+    client_errors: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def buzz_pid(self) -> int:
+        """The buzz process of the current phase (its CPU is measured on every row, direct too)."""
+        return self.gateways[LIMITS_REDIS if self.phase == "redis" else "buzz"].pid
 
     def url(self, target: str, body: str = "small") -> str:
         workload = WORKLOADS[body]
-        port = self.buzz_port if target == "buzz" else self.fake_ports[workload.api]
+        port = self.gateways[target].port if target in self.gateways else self.fake_ports[workload.api]
         return f"http://{LOCALHOST}:{port}{workload.path}"
 
     def load(self, target: str, body: str, concurrency: int, duration_s: int) -> LoadResult:
-        key = self.key if target == "buzz" else None
+        key = self.gateways[target].key if target in self.gateways else None
         url, auth = self.url(target, body), WORKLOADS[body].auth
         result = self.gen.run(url, self.body_files[body], key, concurrency, duration_s, auth)
-        if target == "buzz":
-            self.buzz_responses += result.requests
+        self.responses[target] += result.requests
+        self.client_errors[target] += result.errors
         return result
 
 
@@ -118,23 +145,32 @@ class Bench:
 _ANSWER = {"messages": ("type", "message"), "chat": ("object", "chat.completion")}
 
 
+def check_answer(bench: Bench, target: str, body: str) -> None:
+    """One request before measuring; a key with limits must come back with its headroom headers,
+    or the limiter was not in the path."""
+    workload = WORKLOADS[body]
+    gateway = bench.gateways.get(target)
+    headers = request_headers(gateway.key if gateway else None, workload.auth)
+    request = urllib.request.Request(  # noqa: S310 - a local http URL
+        bench.url(target, body), data=bench.body_files[body].read_bytes(), headers=headers, method="POST"
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+        answer = json.loads(response.read())
+        missing = [name for name in limits.LIMITED_HEADERS if response.headers.get(name) is None]
+    name, expected = _ANSWER[workload.api]
+    if answer.get(name) != expected:
+        raise RuntimeError(f"{target} {workload.path} answered something other than a {expected}: {answer!r:.200}")
+    if target in (LIMITS_MEMORY, LIMITS_REDIS) and missing:
+        raise RuntimeError(f"{target}: no {', '.join(missing)} header, so the limiter was not in the path")
+    bench.responses[target] += 1
+
+
 def check_answers(bench: Bench) -> None:
     """One request each way and each API before measuring."""
     for body in ("small", "chat"):
-        workload = WORKLOADS[body]
         for target in ("direct", "buzz"):
-            headers = request_headers(bench.key if target == "buzz" else None, workload.auth)
-            request = urllib.request.Request(  # noqa: S310 - a local http URL
-                bench.url(target, body), data=bench.body_files[body].read_bytes(), headers=headers, method="POST"
-            )
-            with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
-                answer = json.loads(response.read())
-            field, expected = _ANSWER[workload.api]
-            if answer.get(field) != expected:
-                raise RuntimeError(
-                    f"{target} {workload.path} answered something other than a {expected}: {answer!r:.200}"
-                )
-            bench.buzz_responses += target == "buzz"
+            check_answer(bench, target, body)
+    check_answer(bench, LIMITS_MEMORY, "small")
 
 
 def _pinning(buzz_core: int, load_core: int) -> tuple[int | None, int | None, str]:
@@ -154,12 +190,19 @@ def _ms(ns: int) -> float:
 
 def _load_row(bench: Bench, target: str, body: str, concurrency: int, mode: Mode) -> dict[str, Any]:
     bench.load(target, body, concurrency, mode.warmup_s)
-    cpu_before, wall_before, cores_before = cpu_seconds(bench.buzz_pid), time.monotonic(), cpu_jiffies()
-    result = bench.load(target, body, concurrency, mode.duration_s)
-    wall, cores_after = time.monotonic() - wall_before, cpu_jiffies()
+    watch = bench.watch_pid
+    with contextlib.ExitStack() as stack:
+        sampler = stack.enter_context(limits.CoreSampler(watch)) if watch is not None else None
+        watch_before = cpu_seconds(watch) if watch is not None else 0.0
+        cpu_before, wall_before, cores_before = cpu_seconds(bench.buzz_pid), time.monotonic(), cpu_jiffies()
+        result = bench.load(target, body, concurrency, mode.duration_s)
+        wall, cores_after = time.monotonic() - wall_before, cpu_jiffies()
+        watch_after = cpu_seconds(watch) if watch is not None else 0.0
     workload = WORKLOADS[body]
     row: dict[str, Any] = {
+        "phase": bench.phase,
         "target": target,
+        "limits": {LIMITS_MEMORY: "memory", LIMITS_REDIS: "redis"}.get(target),
         "body": body,
         "api": workload.api,
         "path": workload.path,
@@ -172,22 +215,39 @@ def _load_row(bench: Bench, target: str, body: str, concurrency: int, mode: Mode
     if bench.buzz_core is not None and bench.load_core is not None:
         row["buzz_core_busy_pct"], row["buzz_core_steal_pct"] = core_usage(cores_before, cores_after, bench.buzz_core)
         row["load_core_busy_pct"], row["load_core_steal_pct"] = core_usage(cores_before, cores_after, bench.load_core)
+    if sampler is not None:
+        # redis-server's CPU over the same window, and on which cores its threads were seen running.
+        row["redis_cpu_pct"] = round(100 * (watch_after - watch_before) / wall, 1)
+        row["redis_running_samples_by_core"] = {str(core): n for core, n in sorted(sampler.running.items())}
+        row["redis_samples"] = sampler.samples
     return row
 
 
-def throughput(bench: Bench, mode: Mode, console: Console) -> list[dict[str, Any]]:
+def throughput(
+    bench: Bench, mode: Mode, console: Console, plan: list[tuple[str, int, tuple[str, ...]]]
+) -> list[dict[str, Any]]:
     rows = []
+    for body, concurrency, targets in plan:
+        # Direct and buzz back to back, so a drift of the machine touches both alike.
+        for target in targets:
+            row = _load_row(bench, target, body, concurrency, mode)
+            redis_cpu = f"  redis-server {row['redis_cpu_pct']:.0f}%" if "redis_cpu_pct" in row else ""
+            console.print(
+                f"  {target:>18} {body} c={concurrency:<3} {row['rps']:>9,.0f} req/s"
+                f"  p50 {row['p50_ms']:.3f} ms  p99 {row['p99_ms']:.3f} ms  errors {row['errors']}"
+                f"  buzz CPU {row['buzz_cpu_pct']:.0f}%{redis_cpu}"
+            )
+            rows.append(row)
+    return rows
+
+
+def main_plan() -> list[tuple[str, int, tuple[str, ...]]]:
+    plan = []
     for body, levels in CONCURRENCY.items():
         for concurrency in levels:
-            # Direct and buzz back to back, so a drift of the machine touches both alike.
-            for target in ("direct", "buzz"):
-                row = _load_row(bench, target, body, concurrency, mode)
-                console.print(
-                    f"  {target:>6} {body} c={concurrency:<3} {row['rps']:>9,.0f} req/s"
-                    f"  p50 {row['p50_ms']:.3f} ms  p99 {row['p99_ms']:.3f} ms  errors {row['errors']}"
-                )
-                rows.append(row)
-    return rows
+            limited = body == "small" and concurrency in LIMITS_CONCURRENCY
+            plan.append((body, concurrency, ("direct", "buzz", *((LIMITS_MEMORY,) if limited else ()))))
+    return plan
 
 
 def memory(bench: Bench, mode: Mode, console: Console) -> dict[str, Any]:
@@ -234,11 +294,12 @@ def first_byte(bench: Bench, mode: Mode) -> dict[str, Any]:
     out: dict[str, Any] = {"body_bytes": len(body)}
     for scenario, samples, warmup in ((None, mode.ttfb_samples, 20), ("slow", mode.slow_samples, 1)):
         section: dict[str, Any] = {}
-        for target, port in (("direct", bench.fake_ports["messages"]), ("buzz", bench.buzz_port)):
-            request = ttfb.build_request(port, body, bench.key if target == "buzz" else None, scenario)
+        buzz = bench.gateways["buzz"]
+        for target, port in (("direct", bench.fake_ports["messages"]), ("buzz", buzz.port)):
+            request = ttfb.build_request(port, body, buzz.key if target == "buzz" else None, scenario)
             section[target] = _timing_stats(ttfb.measure(port, request, samples, warmup))
             if target == "buzz":
-                bench.buzz_responses += samples + warmup
+                bench.responses["buzz"] += samples + warmup
         for stat in ("ttfb_p50_ms", "ttfb_p99_ms"):
             section[f"added_{stat}"] = round(section["buzz"][stat] - section["direct"][stat], 4)
         out["slow" if scenario else "fast"] = section

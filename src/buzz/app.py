@@ -19,7 +19,7 @@ from buzz.admin.api import AdminAPI
 from buzz.billing.ledger import LedgerWriter
 from buzz.billing.pricing import PriceBook
 from buzz.catalogue import Catalogue
-from buzz.config import Config
+from buzz.config import PROVIDERS, Config
 from buzz.errors import GatewayError, Kind
 from buzz.limits.base import Limiter
 from buzz.limits.memory import MemoryLimiter
@@ -31,7 +31,8 @@ from buzz.proxy.forward import Receive, Send, make_session
 from buzz.proxy.pipeline import Pipeline, send_error
 from buzz.proxy.route import Router
 from buzz.proxy.settle import Settler
-from buzz.routes import HEALTHZ, Surface, match
+from buzz.public import catalog
+from buzz.routes import HEALTHZ, MODELS_PAGE, PRICING, Endpoint, Surface, match
 from buzz.store.sqlite import SQLiteStore
 from buzz.upstreams import estimate, models_api, openai_models
 
@@ -153,8 +154,23 @@ class Gateway:
             await self.running.pipeline.handle(scope, receive, send, endpoint, params)
         elif endpoint is HEALTHZ:
             await send_json(send, 200, b'{"status":"ok"}')
+        elif endpoint is MODELS_PAGE or endpoint is PRICING:
+            await self._public(scope, send, endpoint)
         else:
             await self._models(scope, send, params)
+
+    async def _public(self, scope: dict[str, Any], send: Send, endpoint: Endpoint) -> None:
+        """The public model list and prices: no key needed, the same figures buzz bills with."""
+        routable = [entry for entry in self.catalogue.list() if self.router.routable(entry.provider)]
+        routable.sort(key=lambda entry: PROVIDERS.index(entry.provider))  # by vendor, newest first within
+        pricing = catalog.pricing_document(routable, self.prices, self.config.discount)
+        accept = dict(scope["headers"]).get(b"accept", b"")
+        if endpoint is PRICING:
+            await _public_response(send, msgspec.json.encode(pricing), b"application/json")
+        elif b"application/json" in accept and b"text/html" not in accept:
+            await _public_response(send, msgspec.json.encode(catalog.models_document(routable)), b"application/json")
+        else:
+            await _public_response(send, catalog.models_page(routable, pricing), b"text/html; charset=utf-8")
 
     async def _models(self, scope: dict[str, Any], send: Send, params: dict[str, str]) -> None:
         """Anthropic's shape for Anthropic clients (they send anthropic-version), OpenAI's otherwise."""
@@ -174,6 +190,22 @@ class Gateway:
             await send_error(send, error, new_request_id(), surface)
             return
         await send_json(send, 200, msgspec.json.encode(document))
+
+
+async def _public_response(send: Send, body: bytes, content_type: bytes) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [
+                (b"content-type", content_type),
+                (b"content-length", str(len(body)).encode()),
+                (b"cache-control", b"public, max-age=300"),
+                (b"vary", b"accept"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
 def _surface_of(scope: dict[str, Any]) -> Surface:

@@ -33,6 +33,8 @@ STREAM_GENERATE = Endpoint("stream_generate", Surface.GEMINI)
 MODELS = Endpoint("models", Surface.OPENAI, proxied=False)
 MODEL = Endpoint("model", Surface.OPENAI, proxied=False)
 HEALTHZ = Endpoint("healthz", Surface.OPENAI, proxied=False)
+MODELS_PAGE = Endpoint("models_page", Surface.OPENAI, proxied=False)
+PRICING = Endpoint("pricing", Surface.OPENAI, proxied=False)
 
 _EXACT: dict[tuple[str, str], Endpoint] = {
     ("POST", "/v1/messages"): MESSAGES,
@@ -42,6 +44,8 @@ _EXACT: dict[tuple[str, str], Endpoint] = {
     ("POST", "/v1/embeddings"): EMBEDDINGS,
     ("GET", "/v1/models"): MODELS,
     ("GET", "/healthz"): HEALTHZ,
+    ("GET", "/models"): MODELS_PAGE,
+    ("GET", "/api/pricing"): PRICING,
 }
 
 _MODEL_PREFIX = "/v1/models/"
