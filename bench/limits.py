@@ -104,9 +104,9 @@ def verify(env: dict[str, str], database: Path, limited: LimitedKey, client_erro
     with contextlib.closing(sqlite3.connect(database)) as db:
         by_status = {
             str(status): n
-            for status, n in db.execute("SELECT status, count(*) FROM ledger WHERE key_id = ? GROUP BY status", (
-                limited.key_id,
-            ))
+            for status, n in db.execute(
+                "SELECT status, count(*) FROM ledger WHERE key_id = ? GROUP BY status", (limited.key_id,)
+            )
         }
         errors = {
             str(error): n
@@ -160,7 +160,7 @@ def redis_unreachable(url: str) -> str | None:
 def redis_server(url: str) -> dict[str, Any]:
     """redis-server's pid when it runs on this machine (so /proc has its CPU), its version and cores."""
     with contextlib.closing(redis_client(url)) as client:
-        info: dict[str, Any] = client.info("server")  # type: ignore[assignment]
+        info: dict[str, Any] = client.info("server")
     pid = int(info["process_id"])
     local = False
     with contextlib.suppress(OSError):
@@ -175,11 +175,11 @@ def forget_redis_state(url: str, limited: LimitedKey) -> int:
     """Delete this run's keys from the shared Redis (buzz's default prefix `buzz:`): the balance has
     no TTL and would stay there for good. Nothing else in Redis is touched."""
     deleted = 0
-    with contextlib.closing(redis_client(url)) as client:
+    with contextlib.suppress(redis.RedisError, OSError), contextlib.closing(redis_client(url)) as client:
         for pattern in (f"buzz:project:{limited.project}:*", f"buzz:key:{limited.key_id}:*"):
             names = list(client.scan_iter(match=pattern, count=1000))
             if names:
-                deleted += int(client.delete(*names))  # type: ignore[arg-type]
+                deleted += int(client.delete(*names))
     return deleted
 
 

@@ -7,21 +7,64 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-HEADLINE_RPS = 2_500  # ~1 KB bodies, concurrency 32, buzz on one core
+HEADLINE_RPS = 2_500  # ~1 KB bodies, concurrency 32, buzz on one core; also with limits on, in process
 HEADLINE_BODIES = ("small", "chat")  # /v1/messages and /v1/chat/completions, both ~1 KB
 ADDED_P50_MS = {"small": 0.5, "large": 1.0, "chat": 0.5}  # at concurrency 1
 _LABEL = {"small": "small", "large": "large", "chat": "chat-completions (~1 KB)"}
 ADDED_TTFB_MS = 1.0
+# The small body with limits on: target name in the rows -> limiter. Only the in-process one is
+# held to the targets; the Redis figures are reported without one.
+LIMITERS = {"buzz-limits-memory": "memory", "buzz-limits-redis": "redis"}
+_LIMITER_LABEL = {"memory": "in-process limiter", "redis": "Redis limiter"}
 # "Flat": what a leak of 50 bytes a request would add over 100,000 requests; allocator noise
 # is a few hundred KiB either way.
 MEMORY_GROWTH_KIB = 5 * 1024
 
 
-def _row(rows: list[dict[str, Any]], target: str, body: str, concurrency: int) -> dict[str, Any]:
+def _row(rows: list[dict[str, Any]], target: str, body: str, concurrency: int, phase: str = "main") -> dict[str, Any]:
     for row in rows:
-        if (row["target"], row["body"], row["concurrency"]) == (target, body, concurrency):
+        if (row.get("phase", "main"), row["target"], row["body"], row["concurrency"]) == (
+            phase,
+            target,
+            body,
+            concurrency,
+        ):
             return row
-    raise KeyError(f"no {target} {body} c={concurrency} measurement")
+    raise KeyError(f"no {target} {body} c={concurrency} measurement ({phase})")
+
+
+def limits_latency(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per limiter measured: added latency at c=1 against the direct run just before it, and the
+    req/s at every concurrency, next to buzz without limits where that was measured alongside."""
+    out: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        limiter = LIMITERS.get(row["target"])
+        if limiter is None:
+            continue
+        phase, concurrency = row["phase"], row["concurrency"]
+        direct = _row(rows, "direct", row["body"], concurrency, phase)
+        entry = out.setdefault(limiter, {"body": row["body"], "points": {}})
+        point: dict[str, Any] = {
+            "direct_rps": direct["rps"],
+            "direct_p50_ms": direct["p50_ms"],
+            "rps": row["rps"],
+            "p50_ms": row["p50_ms"],
+            "p99_ms": row["p99_ms"],
+            "errors": row["errors"],
+            "added_p50_ms": round(row["p50_ms"] - direct["p50_ms"], 4),
+            "added_p99_ms": round(row["p99_ms"] - direct["p99_ms"], 4),
+            "buzz_cpu_us_per_request": round(row["buzz_cpu_pct"] * 1e4 / row["rps"], 1) if row["rps"] else None,
+        }
+        try:
+            plain = _row(rows, "buzz", row["body"], concurrency, phase)
+        except KeyError:
+            plain = _row(rows, "buzz", row["body"], concurrency)  # measured in the main phase
+        point["no_limits_rps"], point["no_limits_p50_ms"] = plain["rps"], plain["p50_ms"]
+        point["no_limits_same_phase"] = plain["phase"] == phase if "phase" in plain else phase == "main"
+        if plain["rps"]:
+            point["no_limits_buzz_cpu_us_per_request"] = round(plain["buzz_cpu_pct"] * 1e4 / plain["rps"], 1)
+        entry["points"][str(concurrency)] = point
+    return out
 
 
 def added_latency(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
@@ -63,6 +106,39 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             }
             | {"met": value < limit}
         )
+    memory = results.get("limits_latency", {}).get("memory")
+    if memory is not None:
+        headline, single = memory["points"]["32"], memory["points"]["1"]
+        out.append(
+            {
+                "name": "small req/s through buzz, c=32, limits on (in-process limiter)",
+                "target": f">= {HEADLINE_RPS:,}",
+                "observed": f"{headline['rps']:,.0f}"
+                + (f" ({headline['errors']} errors)" if headline["errors"] else ""),
+                "met": headline["rps"] >= HEADLINE_RPS and headline["errors"] == 0,
+            }
+        )
+        limit = ADDED_P50_MS["small"]
+        out.append(
+            {
+                "name": "added p50 latency, small body, c=1, limits on (in-process limiter)",
+                "target": f"< {limit} ms",
+                "observed": f"{single['added_p50_ms']:.3f} ms",
+                "met": single["added_p50_ms"] < limit,
+            }
+        )
+    for limiter, check in results.get("limits", {}).items():
+        if "skipped" in check:
+            continue
+        out.append(
+            {
+                "name": f"limits on ({_LIMITER_LABEL[limiter]}): none rejected; balance drop = ledger cost",
+                "target": "0 rejected; equal",
+                "observed": f"{check['rejected']} rejected, {check['client_errors']} client errors; "
+                f"drop {check['balance_drop_nanos']:,} n$ vs ledger {check['ledger_cost_nanos']:,} n$",
+                "met": check["rejected"] == 0 and check["client_errors"] == 0 and check["balance_matches_ledger"],
+            }
+        )
     out.append(
         {"name": "added TTFB p50, stream", "target": f"< {ADDED_TTFB_MS} ms", "observed": f"{ttfb:.3f} ms"}
         | {"met": ttfb < ADDED_TTFB_MS}
@@ -95,7 +171,8 @@ def noise_warnings(rows: list[dict[str, Any]]) -> list[str]:
             out.append(f"{where}: the hypervisor stole up to {steal}% of a core")
         others = r["buzz_core_busy_pct"] - r["buzz_cpu_pct"]
         if others > 5:
-            out.append(f"{where}: {others:.0f}% of buzz's core went to something else")
+            redis = f" (redis-server used {r['redis_cpu_pct']:.0f}% of a core)" if "redis_cpu_pct" in r else ""
+            out.append(f"{where}: {others:.0f}% of buzz's core went to something else{redis}")
     return out
 
 
@@ -121,7 +198,7 @@ def show(console: Console, results: dict[str, Any]) -> None:
         "errors",
     ):
         table.add_column(column, justify="right")
-    for direct in (r for r in rows if r["target"] == "direct"):
+    for direct in (r for r in rows if r["target"] == "direct" and r.get("phase", "main") == "main"):
         buzz = _row(rows, "buzz", direct["body"], direct["concurrency"])
         table.add_row(
             direct.get("path", "/v1/messages"),
@@ -149,6 +226,7 @@ def show(console: Console, results: dict[str, Any]) -> None:
             _LABEL[body], _f(a["direct_p50_ms"]), _f(a["buzz_p50_ms"]), _f(a["added_p50_ms"]), _f(a["added_p99_ms"])
         )
     console.print(latency)
+    show_limits(console, results)
 
     first = Table(title="Streaming: time to first body byte, one request at a time")
     for column in (
@@ -196,3 +274,70 @@ def show(console: Console, results: dict[str, Any]) -> None:
     for t in results["targets"]:
         verdict.add_row(t["name"], t["target"], t["observed"], "[green]yes[/]" if t["met"] else "[red]NO[/]")
     console.print(verdict)
+
+
+def _redis_cores(row: dict[str, Any]) -> str:
+    by_core: dict[str, int] = row.get("redis_running_samples_by_core", {})
+    seen = sum(by_core.values())
+    if not seen:
+        return "-"
+    return " / ".join(f"core {core} {100 * n / seen:.0f}%" for core, n in sorted(by_core.items()))
+
+
+def show_limits(console: Console, results: dict[str, Any]) -> None:
+    rows = results["throughput"]
+    table = Table(title="Limits on: small /v1/messages body, a key and a prepaid project with every limit set")
+    for column in (
+        "limiter",
+        "conc",
+        "direct req/s",
+        "direct p50",
+        "no limits req/s",
+        "p50",
+        "limits req/s",
+        "p50 ms",
+        "p99 ms",
+        "added p50",
+        "buzz CPU",
+        "core 0 other",
+        "redis-server CPU",
+        "redis seen on",
+        "errors",
+    ):
+        table.add_column(column, justify="right")
+    for limiter, entry in results.get("limits_latency", {}).items():
+        for concurrency, p in entry["points"].items():
+            target = next(t for t, name in LIMITERS.items() if name == limiter)
+            row = _row(rows, target, entry["body"], int(concurrency), "redis" if limiter == "redis" else "main")
+            redis_cpu = f"{row['redis_cpu_pct']:.0f}%" if "redis_cpu_pct" in row else "-"
+            other = f"{row['buzz_core_busy_pct'] - row['buzz_cpu_pct']:.0f}%" if "buzz_core_busy_pct" in row else "-"
+            table.add_row(
+                _LIMITER_LABEL[limiter],
+                concurrency,
+                _f(p["direct_rps"], 0),
+                _f(p["direct_p50_ms"]),
+                _f(p["no_limits_rps"], 0) + ("" if p["no_limits_same_phase"] else "*"),
+                _f(p["no_limits_p50_ms"]),
+                _f(p["rps"], 0),
+                _f(p["p50_ms"]),
+                _f(p["p99_ms"]),
+                _f(p["added_p50_ms"]),
+                f"{row['buzz_cpu_pct']:.0f}%",
+                other,
+                redis_cpu,
+                _redis_cores(row),
+                str(p["errors"]),
+            )
+    console.print(table)
+    console.print("  * buzz without limits as measured in the main phase, not right before")
+    for limiter, check in results.get("limits", {}).items():
+        if "skipped" in check:
+            console.print(f"  {_LIMITER_LABEL[limiter]}: skipped ({check['skipped']})")
+            continue
+        console.print(
+            f"  {_LIMITER_LABEL[limiter]}: ledger {check['ledger_rows_by_status']} for "
+            f"{check['client_responses']:,} responses counted by the clients; balance "
+            f"{check['balance_start_nanos']:,} -> {check['balance_end_nanos']:,} n$, drop "
+            f"{check['balance_drop_nanos']:,} n$, ledger cost {check['ledger_cost_nanos']:,} n$ "
+            f"({'equal' if check['balance_matches_ledger'] else 'NOT equal'})"
+        )

@@ -28,6 +28,7 @@ import time
 import urllib.request
 import uuid
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -224,7 +225,7 @@ def _load_row(bench: Bench, target: str, body: str, concurrency: int, mode: Mode
 
 
 def throughput(
-    bench: Bench, mode: Mode, console: Console, plan: list[tuple[str, int, tuple[str, ...]]]
+    bench: Bench, mode: Mode, console: Console, plan: Sequence[tuple[str, int, tuple[str, ...]]]
 ) -> list[dict[str, Any]]:
     rows = []
     for body, concurrency, targets in plan:
@@ -324,6 +325,57 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt  # so a SIGTERM runs the same cleanup as Ctrl-C
 
 
+def _start_buzz(
+    name: str, core: int | None, port: int, env: dict[str, str], log: Path, stack: contextlib.ExitStack
+) -> tuple[Service, list[str]]:
+    argv = [*pin_prefix(core), sys.executable, "-m", "buzz", "serve", "--host", LOCALHOST, "--port", str(port)]
+    service = Service(name, argv, env, log)
+    stack.callback(service.stop)
+    service.start()
+    return service, argv
+
+
+def redis_phase(
+    bench: Bench,
+    mode: Mode,
+    console: Console,
+    redis_url: str,
+    env: dict[str, str],
+    work: Path,
+    stack: contextlib.ExitStack,
+) -> dict[str, Any]:
+    """A second buzz on the same core, alone (the first has stopped), sharing its limits through
+    Redis; the small body at each LIMITS_CONCURRENCY right after a direct run. Redis is not
+    restarted or pinned: it runs where it runs, and each row says how much CPU it took and where."""
+    data_dir = work / "data-redis"
+    data_dir.mkdir()
+    redis_env = env | {"BUZZ_DATA_DIR": str(data_dir), "BUZZ_REDIS_URL": redis_url}
+    # Redis outlives the run and may be shared: a project name of its own, and its keys removed after.
+    limited = limits.create_limited_key(redis_env, data_dir / "buzz.sqlite3", f"bench-limits-{uuid.uuid4().hex[:8]}")
+    stack.callback(limits.forget_redis_state, redis_url, limited)
+    server = limits.redis_server(redis_url)
+    port = free_port()
+    buzz, argv = _start_buzz("buzz (Redis limiter)", bench.buzz_core, port, redis_env, work / "buzz-redis.log", stack)
+    wait_ready(buzz, f"http://{LOCALHOST}:{port}/healthz")
+    bench.gateways[LIMITS_REDIS] = Gateway(port, buzz.pid, limited.key)
+    bench.phase, bench.watch_pid = "redis", server["pid"]
+    check_answer(bench, LIMITS_REDIS, "small")
+    where = f"pid {server['pid']}, cores {server['allowed_cores']}" if server["pid"] else "not on this machine"
+    console.print(f"limits through Redis {server['version']} ({where}): a second buzz on the same core")
+    plan = [("small", concurrency, ("direct", LIMITS_REDIS)) for concurrency in LIMITS_CONCURRENCY]
+    rows = throughput(bench, mode, console, plan)
+    buzz.stop()  # graceful: ledger flushed, every reservation settled
+    bench.phase, bench.watch_pid = "main", None
+    check = limits.verify(redis_env, data_dir / "buzz.sqlite3", limited, bench.client_errors[LIMITS_REDIS])
+    check["client_responses"] = bench.responses[LIMITS_REDIS]
+    return {
+        "rows": rows,
+        "check": check,
+        "server": server,
+        "buzz": shlex.join(argv) + "  # env as above, plus BUZZ_REDIS_URL=" + redis_url,
+    }
+
+
 def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     mode = QUICK if args.quick else FULL
     buzz_core, load_core, pinning = _pinning(args.buzz_core, args.load_core)
@@ -332,6 +384,11 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     gen = pick(args.loadgen, load_core)
     revision = _git_revision()  # before buzz starts: the code it loads is the code measured
     host = machine()  # its load average says whether something else was running when we began
+    redis_url: str | None = None if args.no_redis else args.redis_url
+    redis_skipped = "--no-redis" if args.no_redis else limits.redis_unreachable(args.redis_url)
+    if redis_skipped is not None:
+        redis_url = None
+        console.print(f"[yellow]no Redis limiter measurement: {escape(redis_skipped)}[/]")
     console.print(f"[bold]buzz benchmark[/] ({mode.name}); load generator: {escape(gen.name)}; {pinning}")
     with tempfile.TemporaryDirectory(prefix="buzz-bench-") as tmp, contextlib.ExitStack() as stack:
         work = Path(tmp)
@@ -343,8 +400,10 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
         fake_port, fake_openai_port, buzz_port = free_port(), free_port(), free_port()
         data_dir = work / "data"
         data_dir.mkdir()
+        database = data_dir / "buzz.sqlite3"
         env = buzz_env(data_dir, fake_port, fake_openai_port)
         key = create_key(env)
+        limited = limits.create_limited_key(env, database, "bench-limits")
 
         fake_argv = [*pin_prefix(load_core), sys.executable, "-m", "buzz.testing.fake_anthropic"]
         fake_argv += ["--port", str(fake_port), "--workers", str(args.fake_workers)]
@@ -356,30 +415,41 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
         fake_openai = Service("fake OpenAI upstream", fake_openai_argv, env, work / "fake-openai.log")
         stack.callback(fake_openai.stop)
         fake_openai.start()
-        buzz_argv = [*pin_prefix(buzz_core), sys.executable, "-m", "buzz", "serve"]
-        buzz_argv += ["--host", LOCALHOST, "--port", str(buzz_port)]
-        buzz = Service("buzz", buzz_argv, env, work / "buzz.log")
-        stack.callback(buzz.stop)
-        buzz.start()
+        buzz, buzz_argv = _start_buzz("buzz", buzz_core, buzz_port, env, work / "buzz.log", stack)
         wait_ready(fake, f"http://{LOCALHOST}:{fake_port}/v1/models")
         wait_ready(fake_openai, f"http://{LOCALHOST}:{fake_openai_port}/v1/models")
         wait_ready(buzz, f"http://{LOCALHOST}:{buzz_port}/healthz")
 
         fake_ports = {"messages": fake_port, "chat": fake_openai_port}
-        bench = Bench(gen, fake_ports, buzz_port, key, buzz.pid, body_files, buzz_core, load_core)
+        gateways = {"buzz": Gateway(buzz_port, buzz.pid, key), LIMITS_MEMORY: Gateway(buzz_port, buzz.pid, limited.key)}
+        bench = Bench(gen, fake_ports, gateways, body_files, buzz_core, load_core)
         check_answers(bench)
         idle_rss = rss_kib(buzz.pid)
         console.print(f"memory: {mode.memory_requests:,} small requests through buzz at c={MEMORY_CONCURRENCY}")
         mem = memory(bench, mode, console)
         mem["idle_after_start_kib"] = idle_rss
-        console.print(f"throughput: {mode.duration_s} s per measurement after {mode.warmup_s} s of warmup")
-        rows = throughput(bench, mode, console)
+        console.print(
+            f"throughput: {mode.duration_s} s per measurement after {mode.warmup_s} s of warmup"
+            f" ({LIMITS_MEMORY}: the small body with the in-process limiter)"
+        )
+        rows = throughput(bench, mode, console, main_plan())
         console.print(f"time to first byte: {mode.ttfb_samples} streams, then {mode.slow_samples} slow ones")
         first = first_byte(bench, mode)
         buzz.stop()  # graceful: the ledger writer flushes every row before the count below
-        ledger = ledger_counts(data_dir / "buzz.sqlite3")
+        ledger = ledger_counts(database)
+        limits_out: dict[str, Any] = {
+            "memory": limits.verify(env, database, limited, bench.client_errors[LIMITS_MEMORY])
+            | {"client_responses": bench.responses[LIMITS_MEMORY]}
+        }
+        if redis_url is not None:
+            redis = redis_phase(bench, mode, console, redis_url, env, work, stack)
+            rows += redis.pop("rows")
+            limits_out["redis"] = redis.pop("check") | redis
+        else:
+            limits_out["redis"] = {"skipped": redis_skipped}
 
     key_hidden = "<key from `buzz keys create`>"
+    main_responses = sum(n for target, n in bench.responses.items() if target != LIMITS_REDIS and target != "direct")
     return {
         "started_at": args.started_at,
         "mode": asdict(mode),
@@ -394,6 +464,7 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
             "BUZZ_ANTHROPIC_BASE_URL=http://127.0.0.1:<fake port> OPENAI_API_KEY=bench-not-a-real-key "
             "BUZZ_OPENAI_BASE_URL=http://127.0.0.1:<fake OpenAI port>/v1",
             "key": f"{shlex.quote(sys.executable)} -m buzz keys create --project bench",
+            "limits_key": list(limited.commands),
             "fake": shlex.join(fake_argv),
             "fake_openai": shlex.join(fake_openai_argv),
             "buzz": shlex.join(buzz_argv),
@@ -408,8 +479,9 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
         "ledger": {
             "rows_by_status": ledger,
             "rows": sum(ledger.values()),
-            "client_responses": bench.buzz_responses,
+            "client_responses": main_responses,
         },
+        "limits": limits_out,
     }
 
 
@@ -422,6 +494,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--buzz-core", type=int, default=0)
     parser.add_argument("--load-core", type=int, default=1)
     parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
+    parser.add_argument("--redis-url", default=DEFAULT_REDIS_URL, help="Redis for the Redis-limiter rows")
+    parser.add_argument("--no-redis", action="store_true", help="skip the Redis-limiter rows")
     args = parser.parse_args(argv)
     now = datetime.now(UTC)
     args.started_at = now.strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -438,6 +512,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     results["elapsed_s"] = round(time.monotonic() - began, 1)
     results["added_latency"] = report.added_latency(results["throughput"])
+    results["limits_latency"] = report.limits_latency(results["throughput"])
     results["targets"] = report.targets(results)
     results["noise_warnings"] = report.noise_warnings(results["throughput"])
     report.show(console, results)

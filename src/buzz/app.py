@@ -31,8 +31,8 @@ from buzz.proxy.forward import Receive, Send, make_session
 from buzz.proxy.pipeline import Pipeline, send_error
 from buzz.proxy.route import Router
 from buzz.proxy.settle import Settler
-from buzz.public import catalog
-from buzz.routes import HEALTHZ, MODELS_PAGE, PRICING, Endpoint, Surface, match
+from buzz.public import catalog, script
+from buzz.routes import CLAUDE_CODE_SCRIPT, HEALTHZ, MODELS_PAGE, PRICING, Endpoint, Surface, match
 from buzz.store.sqlite import SQLiteStore
 from buzz.upstreams import estimate, models_api, openai_models
 
@@ -156,6 +156,13 @@ class Gateway:
             await send_json(send, 200, b'{"status":"ok"}')
         elif endpoint is MODELS_PAGE or endpoint is PRICING:
             await self._public(scope, send, endpoint)
+        elif endpoint is CLAUDE_CODE_SCRIPT:
+            try:
+                body = script.claude_code_script(script.public_url(self.config.public_url, scope))
+            except GatewayError as error:
+                await send_error(send, error, new_request_id(), Surface.OPENAI)
+                return
+            await _public_response(send, body, b"text/x-shellscript; charset=utf-8")
         else:
             await self._models(scope, send, params)
 

@@ -79,6 +79,7 @@ class Config:
     add_include_usage: bool = False
     redis_url: str | None = None
     admin_token: str | None = None
+    public_url: str | None = None
     limits_fail_open: bool = False
     routing_models: Mapping[str, str] = field(default_factory=dict)
     routing_patterns: Mapping[str, str] = field(default_factory=dict)
@@ -213,6 +214,13 @@ SETTINGS: tuple[Setting, ...] = (
         "BUZZ_LIMITS_FAIL_OPEN",
         _bool,
         "Admit requests unchecked when Redis is unreachable, instead of answering 503.",
+    ),
+    Setting(
+        "public_url",
+        ("server", "public_url"),
+        "BUZZ_PUBLIC_URL",
+        lambda value: str(value).rstrip("/"),
+        "The gateway's address as clients reach it, written into /sh/claudecode.sh (default: the request's own).",
     ),
     Setting(
         "admin_token",
