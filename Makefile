@@ -4,6 +4,10 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
+NPM    ?= npm
+# The real Claude Code CLI for the end-to-end test, from npm into a project-local, ignored folder.
+CLAUDE_CODE_VERSION ?= 2.1.197
+NODE_TOOLS := .ci/node-tools
 
 .PHONY: install install-test serve test lint bench clean
 
@@ -22,7 +26,13 @@ $(VENV)/.installed-test: $(VENV)/.installed requirements-test.lock
 
 install: $(VENV)/.installed
 
-install-test: $(VENV)/.installed-test
+$(VENV)/.claude-code-$(CLAUDE_CODE_VERSION): $(BIN)/python
+	$(NPM) install --prefix $(NODE_TOOLS) --save-exact --no-audit --no-fund --loglevel=error \
+		@anthropic-ai/claude-code@$(CLAUDE_CODE_VERSION)
+	$(NODE_TOOLS)/node_modules/.bin/claude --version
+	touch $@
+
+install-test: $(VENV)/.installed-test $(VENV)/.claude-code-$(CLAUDE_CODE_VERSION)
 
 serve: install
 	$(BIN)/buzz serve
@@ -39,4 +49,4 @@ bench: install-test
 	$(BIN)/python bench/run.py
 
 clean:
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(NODE_TOOLS)

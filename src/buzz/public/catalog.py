@@ -106,6 +106,7 @@ def models_page(entries: Sequence[ModelEntry], pricing: dict[str, Any]) -> bytes
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>buzz: models and prices</title>
+<link rel="icon" href="data:,">
 <style>
 body {{ font-family: system-ui, sans-serif; margin: 2rem; color: #1d1d1f; }}
 table {{ border-collapse: collapse; width: 100%; }}
@@ -118,14 +119,16 @@ caption {{ text-align: left; color: #555; padding-bottom: .6rem; }}
 <h1>Models buzz routes</h1>
 <p>Every model below is reachable with one buzz key. Prices are buzz's rates in USD per million
 tokens; <a href="/api/pricing">/api/pricing</a> has them with the vendors' list prices, as JSON.</p>
+<div style="overflow-x:auto">
 <table id="models">
-<caption>{len(entries)} models &middot; prices {version}</caption>
+<caption>{len(entries)} models &middot; price data: {version}</caption>
 <thead><tr><th>Model</th><th>Vendor</th><th>Name</th><th>Aliases</th><th class=num>Context</th>
 <th class=num>Input</th><th class=num>Output</th><th class=num>Cache write 5m / 1h / read</th></tr></thead>
 <tbody>
 {chr(10).join(rows)}
 </tbody>
 </table>
+</div>
 </body>
 </html>
 """.encode()
