@@ -64,6 +64,8 @@ class BuzzProcess:
                         return self
             except OSError:
                 time.sleep(0.05)
+        self.process.kill()  # never leave a half-started gateway behind
+        self.process.wait()
         raise RuntimeError("buzz did not become healthy in time")
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int:

@@ -87,9 +87,9 @@ def test_two_processes_sharing_redis_enforce_one_limit(tmp_path: Path, quiet: Fa
     # Both processes must know the same key: share one database file between them.
     second.data_dir = first.data_dir
     second.env["BUZZ_DATA_DIR"] = str(first.data_dir)
-    first.start()
-    second.start()
     try:
+        first.start()
+        second.start()
         key = _cli(first, "keys", "create", "--project", f"shared-{uuid.uuid4().hex[:6]}", "--concurrency", "50")
         statuses = asyncio.run(_burst([first.url, second.url], key, 200))
         assert statuses.count(200) == 50
