@@ -122,6 +122,8 @@ class Bench:
     # Counted by the clients, by target, to compare with the ledgers; client_errors likewise.
     responses: Counter[str] = field(default_factory=Counter)
     client_errors: Counter[str] = field(default_factory=Counter)
+    # By target with limits: how many x-buzz-ratelimit-* headers a response carries, and their bytes.
+    ratelimit_headers: dict[str, dict[str, int]] = field(default_factory=dict)
 
     @property
     def buzz_pid(self) -> int:
@@ -158,11 +160,15 @@ def check_answer(bench: Bench, target: str, body: str) -> None:
     with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
         answer = json.loads(response.read())
         missing = [name for name in limits.LIMITED_HEADERS if response.headers.get(name) is None]
+        extra = [(k, v) for k, v in response.headers.items() if k.lower().startswith("x-buzz-ratelimit-")]
     name, expected = _ANSWER[workload.api]
     if answer.get(name) != expected:
         raise RuntimeError(f"{target} {workload.path} answered something other than a {expected}: {answer!r:.200}")
-    if target in (LIMITS_MEMORY, LIMITS_REDIS) and missing:
-        raise RuntimeError(f"{target}: no {', '.join(missing)} header, so the limiter was not in the path")
+    if target in (LIMITS_MEMORY, LIMITS_REDIS):
+        if missing:
+            raise RuntimeError(f"{target}: no {', '.join(missing)} header, so the limiter was not in the path")
+        size = sum(len(k) + len(v) + 4 for k, v in extra)  # "name: value\r\n"
+        bench.ratelimit_headers[target] = {"count": len(extra), "bytes": size}
     bench.responses[target] += 1
 
 
@@ -193,7 +199,9 @@ def _load_row(bench: Bench, target: str, body: str, concurrency: int, mode: Mode
     bench.load(target, body, concurrency, mode.warmup_s)
     watch = bench.watch_pid
     with contextlib.ExitStack() as stack:
-        sampler = stack.enter_context(limits.CoreSampler(watch)) if watch is not None else None
+        # The sampler only where redis-server is busy: it shares the load core with wrk and the fakes.
+        sampling = watch is not None and target == LIMITS_REDIS
+        sampler = stack.enter_context(limits.CoreSampler(watch)) if sampling and watch is not None else None
         watch_before = cpu_seconds(watch) if watch is not None else 0.0
         cpu_before, wall_before, cores_before = cpu_seconds(bench.buzz_pid), time.monotonic(), cpu_jiffies()
         result = bench.load(target, body, concurrency, mode.duration_s)
@@ -216,9 +224,10 @@ def _load_row(bench: Bench, target: str, body: str, concurrency: int, mode: Mode
     if bench.buzz_core is not None and bench.load_core is not None:
         row["buzz_core_busy_pct"], row["buzz_core_steal_pct"] = core_usage(cores_before, cores_after, bench.buzz_core)
         row["load_core_busy_pct"], row["load_core_steal_pct"] = core_usage(cores_before, cores_after, bench.load_core)
-    if sampler is not None:
+    if watch is not None:
         # redis-server's CPU over the same window, and on which cores its threads were seen running.
         row["redis_cpu_pct"] = round(100 * (watch_after - watch_before) / wall, 1)
+    if sampler is not None:
         row["redis_running_samples_by_core"] = {str(core): n for core, n in sorted(sampler.running.items())}
         row["redis_samples"] = sampler.samples
     return row
@@ -368,6 +377,7 @@ def redis_phase(
     bench.phase, bench.watch_pid = "main", None
     check = limits.verify(redis_env, data_dir / "buzz.sqlite3", limited, bench.client_errors[LIMITS_REDIS])
     check["client_responses"] = bench.responses[LIMITS_REDIS]
+    check["ratelimit_headers"] = bench.ratelimit_headers[LIMITS_REDIS]
     return {
         "rows": rows,
         "check": check,
@@ -439,7 +449,10 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
         ledger = ledger_counts(database)
         limits_out: dict[str, Any] = {
             "memory": limits.verify(env, database, limited, bench.client_errors[LIMITS_MEMORY])
-            | {"client_responses": bench.responses[LIMITS_MEMORY]}
+            | {
+                "client_responses": bench.responses[LIMITS_MEMORY],
+                "ratelimit_headers": bench.ratelimit_headers[LIMITS_MEMORY],
+            }
         }
         if redis_url is not None:
             redis = redis_phase(bench, mode, console, redis_url, env, work, stack)
