@@ -92,13 +92,7 @@ class Gateway:
             # The tokenizer for estimates takes ~0.4 s to load: pay it now, off the event loop,
             # not on the first stream that needs an estimate.
             await asyncio.to_thread(estimate.warm_up)
-        admin = AdminAPI(
-            self.config.admin_token,
-            store,
-            limiter,
-            shared_balances=bool(self.config.redis_url),
-            changed=auth.invalidate,
-        )
+        admin = AdminAPI(self.config.admin_token, store, limiter, changed=auth.invalidate)
         self._running = _Running(store, ledger, pipeline, auth, session.close, limiter, admin)
         # Everything built so far lives as long as the process: keep it out of every future
         # collection, which then only looks at what requests allocate.

@@ -97,13 +97,11 @@ class AdminAPI:
         token: str | None,
         store: SQLiteStore,
         limiter: Limiter,
-        shared_balances: bool,
         changed: Callable[[], None],
     ) -> None:
         self._token = token
         self._store = store
         self._limiter = limiter
-        self._shared_balances = shared_balances  # balances live in the limiter (Redis), not SQLite
         self._changed = changed  # the request path must reread keys and limits
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
@@ -188,7 +186,8 @@ class AdminAPI:
         raise GatewayError(Kind.NOT_FOUND, f"no admin route {method} {PREFIX}{path}")
 
     async def _balance(self, project: ProjectRecord) -> int:
-        return await self._limiter.balance(project.name) if self._shared_balances else project.balance_nanos
+        # The limiter's figure is the live one (SQLite's lags by up to one ledger batch).
+        return await self._limiter.balance(project.name)
 
 
 def _save(store: SQLiteStore, name: str, changes: dict[str, object], create: bool) -> ProjectRecord:

@@ -107,6 +107,11 @@ class LedgerWriter:
         self._thread.join(timeout)
 
     def _run(self) -> None:
+        self._loop()
+        # A last write even with no rows: it carries changes kept beside the rows (balances).
+        self._flush([])
+
+    def _loop(self) -> None:
         while (batch := self._queue.get()) is not None:
             # Merge whatever else is already waiting into one transaction.
             while True:

@@ -138,9 +138,13 @@ def _rejection_error(rejection: Rejection) -> GatewayError:
 
 
 def ratelimit_headers(remaining: list[Remaining]) -> list[tuple[bytes, bytes]]:
-    """`x-buzz-ratelimit-<scope>-<limit>-{limit,remaining,reset}`: the key's own headroom."""
+    """`x-buzz-ratelimit-key-<limit>-{limit,remaining,reset}`: the key's own headroom, and the
+    project's prepaid balance. The project's other limits are the operator's business, and every
+    header costs time on every response."""
     headers = []
     for item in remaining:
+        if item.scope.kind == "project" and item.limit != "balance":
+            continue
         prefix = f"x-buzz-ratelimit-{item.scope.kind}-{item.limit}"
         if item.capacity is not None:
             headers.append((f"{prefix}-limit".encode(), str(item.capacity).encode()))

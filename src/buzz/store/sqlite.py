@@ -101,15 +101,41 @@ class _Transaction:
 
 
 class _Balances:
+    """Prepaid balances as the in-process limiter sees them: the database's figure plus the
+    changes not yet written.
+
+    The limiter changes a balance twice a request (reserve, settle); writing each change on the
+    event loop cost more than the rest of the limiter together. Changes are kept here and written
+    by the ledger thread, in the same transaction as the ledger rows they belong to.
+    """
+
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
+        self._lock = threading.Lock()
+        self._pending: dict[str, int] = {}  # not yet taken by the writer
+        self._writing: dict[str, int] = {}  # taken by the writer, not yet committed
 
     def get(self, project: str) -> int:
         row = self._conn.execute("SELECT balance_nanos FROM projects WHERE name = ?", (project,)).fetchone()
-        return int(row[0]) if row else 0
+        with self._lock:
+            unwritten = self._pending.get(project, 0) + self._writing.get(project, 0)
+        return (int(row[0]) if row else 0) + unwritten
 
     def add(self, project: str, delta: int) -> None:
-        self._conn.execute("UPDATE projects SET balance_nanos = balance_nanos + ? WHERE name = ?", (delta, project))
+        with self._lock:
+            self._pending[project] = self._pending.get(project, 0) + delta
+
+    def take(self) -> dict[str, int]:
+        """For the writer: the changes to write now (they still count in `get` until committed)."""
+        with self._lock:
+            for project, delta in self._pending.items():
+                self._writing[project] = self._writing.get(project, 0) + delta
+            self._pending = {}
+            return dict(self._writing)
+
+    def committed(self) -> None:
+        with self._lock:
+            self._writing = {}
 
 
 class SQLiteStore:
@@ -122,6 +148,7 @@ class SQLiteStore:
         self._writer_lock = threading.Lock()
         self._data_version = -1
         self._keys_version = 0
+        self._balances = _Balances(self._conn)
 
     # --- schema ---------------------------------------------------------------------------
 
@@ -234,8 +261,8 @@ class SQLiteStore:
         return int(row[0])
 
     def balances(self) -> _Balances:
-        """Prepaid balances for the in-process limiter: read and changed on the event loop."""
-        return _Balances(self._conn)
+        """Prepaid balances for the in-process limiter: read on the event loop, written in batches."""
+        return self._balances
 
     def spend_now(self) -> list[tuple[ScopeKind, str, int, int]]:
         """Each key's and project's spend this UTC day and month, from the ledger (to seed limits)."""
@@ -312,13 +339,19 @@ class SQLiteStore:
                 )
                 for r in rows
             ]
+            changes = self._balances.take()
             self._writer.execute("BEGIN")
             try:
                 self._writer.executemany(_INSERT, params)
+                self._writer.executemany(
+                    "UPDATE projects SET balance_nanos = balance_nanos + ? WHERE name = ?",
+                    [(delta, project) for project, delta in changes.items() if delta],
+                )
             except BaseException:
                 self._writer.execute("ROLLBACK")
                 raise
             self._writer.execute("COMMIT")
+            self._balances.committed()
 
     def usage(self, since: float, by: GroupBy) -> list[UsageLine]:
         expression, join = _GROUPS[by]
