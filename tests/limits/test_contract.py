@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from typing import NamedTuple
 
 import pytest
 from limits_support import Backend
@@ -27,8 +28,18 @@ DOLLAR = 1_000_000_000  # nano-dollars
 FREE = Ask(0, 0, 0)
 
 
-def left(remaining: list[Remaining], scope: Scope, limit: str) -> Remaining:
-    (match,) = [r for r in remaining if r.scope.id == scope.id and r.scope.kind == scope.kind and r.limit == limit]
+class Left(NamedTuple):
+    """One entry of a reserve's headroom, with names to read it by."""
+
+    scope: Scope
+    limit: str
+    capacity: int | None
+    remaining: int
+    reset: float | None
+
+
+def left(remaining: list[Remaining], scope: Scope, limit: str) -> Left:
+    (match,) = [Left(*r) for r in remaining if (r[0].kind, r[0].id, r[1]) == (scope.kind, scope.id, limit)]
     return match
 
 

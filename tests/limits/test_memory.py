@@ -110,3 +110,35 @@ def test_balances_are_loaded_from_and_written_through_to_the_store() -> None:
         assert await MemoryLimiter(balances=store).balance("p") == 930
 
     asyncio.run(scenario())
+
+
+def test_changed_limits_apply_to_the_next_request() -> None:
+    clock = Clock(1000.0)
+
+    async def scenario() -> None:
+        limiter = MemoryLimiter(clock=clock)
+        for _ in range(4):
+            await limiter.reserve([Scope("key", "k", Limits(rpm=10))], FREE)
+        # Lowered below what is left (6): the bucket holds the new capacity, not more.
+        lowered = Scope("key", "k", Limits(rpm=3))
+        for _ in range(3):
+            await limiter.reserve([lowered], FREE)
+        with pytest.raises(LimitExceeded) as caught:
+            await limiter.reserve([lowered], FREE)
+        assert caught.value.rejection.retry_after == 20.0  # one request at 3 a minute
+        # Raised: what is left stays, and it refills at the new rate (one a second).
+        raised = Scope("key", "k", Limits(rpm=60, itpm=100))
+        with pytest.raises(LimitExceeded) as caught:
+            await limiter.reserve([raised], FREE)
+        assert caught.value.rejection.retry_after == 1.0
+        clock.now += 1.0
+        reservation, remaining = await limiter.reserve([raised], Ask(100, 0, 0))
+        # A limit that was not there before starts full: all 100 input tokens were there to take.
+        assert [(limit, left) for _, limit, _, left, _ in remaining] == [("rpm", 0), ("itpm", 0)]
+        # Settled after the limit was lowered again: the unused tokens come back, up to the new cap.
+        await limiter.settle(reservation, 0, 0, 0)
+        clock.now += 1.0
+        _, remaining = await limiter.reserve([Scope("key", "k", Limits(rpm=60, itpm=40))], FREE)
+        assert [(limit, left) for _, limit, _, left, _ in remaining] == [("rpm", 0), ("itpm", 40)]
+
+    asyncio.run(scenario())

@@ -329,6 +329,11 @@ class PriceBook:
             price_version=self._version,
         )
 
+    def buzz_nanos(self, provider: str, model: str, usage: Usage, when: datetime) -> int | None:
+        """Only the buzz price of `cost`: what admission reserves, on every limited request."""
+        buzz_price = self._prices(provider, model, when)[1]
+        return None if buzz_price is None else buzz_price.rates_for(usage.total_input_tokens).nanos_for(usage)
+
     def _prices(self, provider: str, model: str, when: datetime) -> _Prices:
         day = (when if when.tzinfo is None else when.astimezone(UTC)).date()  # naive means UTC
         key = (provider, model, day)

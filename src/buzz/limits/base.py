@@ -18,7 +18,7 @@ import calendar
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 LimitName = Literal["rpm", "itpm", "otpm", "concurrency", "daily", "monthly", "balance"]
 ScopeKind = Literal["key", "project"]
@@ -108,20 +108,15 @@ class Reservation:
     day: int  # UTC days since the epoch when the spend was counted
     month: int  # UTC year * 12 + month - 1
     checked: bool = True  # False: admitted without a limiter (fail-open), nothing to settle
+    handle: Any = None  # the backend's own reference to what it reserved, if it keeps one
 
 
-@dataclass(frozen=True, slots=True)
-class Remaining:
-    """One scope's headroom on one limit after a reservation, for `x-buzz-ratelimit-*` headers.
-
-    `reset` is seconds until the limit is whole again: a bucket full, a spend period over.
-    """
-
-    scope: Scope
-    limit: LimitName
-    capacity: int | None  # the configured limit; None for a balance, which has no ceiling
-    remaining: int
-    reset: float | None
+# One scope's headroom on one limit after a reservation, for `x-buzz-ratelimit-*` headers:
+# (scope, limit, capacity, remaining, reset). `capacity` is the configured limit (None for a
+# balance, which has no ceiling); `reset` is seconds until the limit is whole again (a bucket
+# full, a spend period over), or None. A bare tuple: a reserve makes one for every limit of
+# every scope on every request, and a NamedTuple costs ten times as much to make.
+Remaining = tuple[Scope, LimitName, int | None, int, float | None]
 
 
 class BalanceStore(Protocol):
@@ -136,6 +131,9 @@ class BalanceStore(Protocol):
 
 
 class Limiter(Protocol):
+    # True when the state lives in this process: reserve and settle then never wait.
+    in_process: bool
+
     async def reserve(self, scopes: Sequence[Scope], ask: Ask) -> tuple[Reservation, list[Remaining]]:
         """Take the ask from every limit of every scope, all or nothing; raise LimitExceeded if any is short."""
         ...
@@ -176,9 +174,14 @@ def seconds_to_next_day(wall: float) -> float:
     return (utc_day(wall) + 1) * 86400 - wall
 
 
-def seconds_to_next_month(wall: float) -> float:
+def next_month_start(wall: float) -> int:
+    """The first second of the UTC month after the one `wall` is in."""
     year, month0 = divmod(utc_month(wall) + 1, 12)
-    return calendar.timegm((year, month0 + 1, 1, 0, 0, 0)) - wall
+    return calendar.timegm((year, month0 + 1, 1, 0, 0, 0))
+
+
+def seconds_to_next_month(wall: float) -> float:
+    return next_month_start(wall) - wall
 
 
 def ceil_micro(seconds: float) -> float:

@@ -4,15 +4,18 @@ Atomicity comes from the event loop: `reserve` and `settle` never await, so no o
 runs between checking a limit and consuming it. Balances are written through to a
 `BalanceStore` on every change, so the embedded default keeps them across restarts; spend
 counters live only here, and `restore_spend` lets the caller seed them from the ledger at start.
+
+This runs twice on every request of a limited key, so it is written for the hot path: each
+scope's figures live in one `_State` found with one lookup, a token bucket is one float with
+no refill to compute, and the UTC day and month are worked out again only when the day ends.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
-import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 from buzz.limits.base import (
     CONCURRENCY_RETRY_HINT,
@@ -21,46 +24,89 @@ from buzz.limits.base import (
     BalanceStore,
     LimitExceeded,
     LimitName,
+    Limits,
     Rejection,
     Remaining,
     Reservation,
     Scope,
     ScopeKind,
     ceil_micro,
-    seconds_to_next_day,
-    seconds_to_next_month,
+    next_month_start,
     utc_day,
     utc_month,
 )
 
 ScopeId = tuple[ScopeKind, str]
+_BUCKETS: tuple[LimitName, LimitName, LimitName] = ("rpm", "itpm", "otpm")
 
 
-@dataclass(slots=True)
+class _Periods:
+    """The UTC day and month of the wall clock, recomputed only when the day changes."""
+
+    __slots__ = ("day", "day_end", "day_start", "month", "month_end")
+
+    def __init__(self) -> None:
+        self.day = self.month = 0
+        self.day_start = self.day_end = self.month_end = 0.0
+
+    def update(self, wall: float) -> None:
+        if self.day_start <= wall < self.day_end:
+            return
+        self.day = utc_day(wall)
+        self.day_start = self.day * 86400.0
+        self.day_end = self.day_start + 86400.0
+        self.month = utc_month(wall)
+        self.month_end = float(next_month_start(wall))
+
+
 class _Bucket:
-    level: float
-    at: float
+    """One token bucket, kept as the moment it will be full again (GCRA's "theoretical arrival
+    time"): one float instead of a level and a timestamp. Taking tokens moves it later, giving
+    them back moves it earlier, and no refill needs computing in between."""
 
-    def refill(self, capacity: int, now: float) -> float:
-        # Clamped to the current capacity, so lowering a limit takes effect at once.
-        self.level = min(float(capacity), self.level + (now - self.at) * capacity / 60)
-        self.at = now
-        return self.level
+    __slots__ = ("capacity", "epsilon", "full_at", "index", "name", "per")
+
+    def __init__(self, index: int, capacity: int, level: float, now: float) -> None:
+        self.index = index  # into (rpm, itpm, otpm) and into what an ask takes of each
+        self.name = _BUCKETS[index]
+        self.capacity = capacity
+        self.per = 60 / capacity if capacity else 0.0  # seconds per token: refills in a minute
+        self.epsilon = TOKEN_EPSILON * self.per  # a billionth of a token, in seconds
+        self.full_at = now + (capacity - level) * self.per
+
+    def level(self, now: float) -> float:
+        if not self.per:
+            return float(self.capacity)
+        return self.capacity - max(0.0, self.full_at - now) / self.per
 
 
-@dataclass(slots=True)
-class _Spend:
-    day: int
-    today: int
-    month: int
-    this_month: int
+class _State:
+    """One scope's live figures: its token buckets, requests in flight, spend so far."""
 
-    def roll(self, day: int, month: int) -> _Spend:
+    __slots__ = ("buckets", "day", "inflight", "limits", "month", "this_month", "today")
+
+    def __init__(self, day: int, month: int) -> None:
+        self.limits: Limits | None = None  # the limits `buckets` were made for
+        self.buckets: tuple[_Bucket, ...] = ()  # only the limits that are set
+        self.inflight = 0
+        self.day, self.today, self.month, self.this_month = day, 0, month, 0
+
+    def retune(self, limits: Limits, now: float) -> None:
+        """Adopt new limits: a bucket that has just been given a limit starts full, and a
+        lowered limit applies at once (a level above the new capacity is cut to it)."""
+        levels = {bucket.index: bucket.level(now) for bucket in self.buckets}
+        self.buckets = tuple(
+            _Bucket(i, cap, min(float(cap), levels.get(i, float(cap))), now)
+            for i, cap in enumerate((limits.rpm, limits.itpm, limits.otpm))
+            if cap is not None
+        )
+        self.limits = limits
+
+    def roll(self, day: int, month: int) -> None:
         if day != self.day:
             self.day, self.today = day, 0
         if month != self.month:
             self.month, self.this_month = month, 0
-        return self
 
 
 class _Verdict:
@@ -87,6 +133,8 @@ class _Verdict:
 
 
 class MemoryLimiter:
+    in_process = True
+
     def __init__(
         self,
         clock: Callable[[], float] = time.monotonic,
@@ -96,55 +144,60 @@ class MemoryLimiter:
         self._clock = clock  # buckets: must never jump
         self._wall = wall  # UTC day and month of spend caps
         self._store = balances
-        self._buckets: dict[tuple[ScopeKind, str, LimitName], _Bucket] = {}
-        self._inflight: dict[ScopeId, int] = {}
-        self._spend: dict[ScopeId, _Spend] = {}
+        self._states: dict[ScopeId, _State] = {}
         self._balances: dict[str, int] = {}
+        self._periods = _Periods()
+        self._ids = itertools.count(1)
         self._open: set[str] = set()
 
     async def reserve(self, scopes: Sequence[Scope], ask: Ask) -> tuple[Reservation, list[Remaining]]:
         now, wall = self._clock(), self._wall()
-        day, month = utc_day(wall), utc_month(wall)
-        verdict = _Verdict()
-        for scope in scopes:
-            self._check(scope, ask, now, wall, day, month, verdict)
-        rejection = verdict.rejection
-        if rejection is not None:
+        periods = self._periods
+        periods.update(wall)
+        needs = (1, ask.input_tokens, ask.output_tokens)
+        states = [self._state(scope, now) for scope in scopes]
+        verdict: _Verdict | None = None
+        for scope, state in zip(scopes, states):  # noqa: B905 - one state per scope, just made
+            verdict = self._check(scope, state, ask, needs, now, wall, verdict)
+        if verdict is not None and (rejection := verdict.rejection) is not None:
             raise LimitExceeded(rejection)
         remaining: list[Remaining] = []
-        for scope in scopes:
-            remaining.extend(self._consume(scope, ask, now, wall, day, month))
-        reservation = Reservation(uuid.uuid4().hex, tuple(scopes), ask, day, month)
+        for scope, state in zip(scopes, states):  # noqa: B905
+            self._consume(scope, state, ask, needs, now, wall, remaining)
+        reservation = Reservation(str(next(self._ids)), tuple(scopes), ask, periods.day, periods.month, handle=states)
         self._open.add(reservation.id)
         return reservation, remaining
 
     async def settle(self, reservation: Reservation, input_tokens: int, output_tokens: int, cost_nanos: int) -> None:
-        if min(input_tokens, output_tokens, cost_nanos) < 0:
+        if input_tokens < 0 or output_tokens < 0 or cost_nanos < 0:
             raise ValueError("usage cannot be negative")
         if not reservation.checked or reservation.id not in self._open:
             return
         self._open.discard(reservation.id)
         now, ask = self._clock(), reservation.ask
         extra_cost = cost_nanos - ask.cost_nanos
-        for scope in reservation.scopes:
-            limits, sid = scope.limits, (scope.kind, scope.id)
-            if limits.concurrency is not None:
-                self._inflight[sid] = max(0, self._inflight.get(sid, 0) - 1)
-            unused: list[tuple[LimitName, int | None, int]] = [
-                ("itpm", limits.itpm, ask.input_tokens - input_tokens),
-                ("otpm", limits.otpm, ask.output_tokens - output_tokens),
-            ]
-            for name, capacity, tokens in unused:
-                if capacity is not None and tokens:
-                    bucket = self._bucket(scope, name, capacity, now)
-                    bucket.level = min(float(capacity), bucket.refill(capacity, now) + tokens)
-            spend = self._spend.get(sid)
-            if spend is not None:
-                # A period that has rolled over since the reserve is gone; its figure no longer matters.
-                if spend.day == reservation.day:
-                    spend.today += extra_cost
-                if spend.month == reservation.month:
-                    spend.this_month += extra_cost
+        unused = (0, ask.input_tokens - input_tokens, ask.output_tokens - output_tokens)
+        states: list[_State] = reservation.handle
+        for scope, state in zip(reservation.scopes, states):  # noqa: B905 - made together in reserve
+            reserved = scope.limits
+            if reserved.concurrency is not None and state.inflight > 0:
+                state.inflight -= 1
+            if unused[1] or unused[2]:
+                # Correct the buckets the reservation drew from, as they are configured now.
+                drawn = None if reserved is state.limits else (reserved.rpm, reserved.itpm, reserved.otpm)
+                for bucket in state.buckets:
+                    tokens = unused[bucket.index]
+                    if not tokens or (drawn is not None and drawn[bucket.index] is None):
+                        continue
+                    if tokens > 0:  # given back: the bucket is full that much sooner
+                        bucket.full_at -= tokens * bucket.per
+                    else:  # used beyond the ask: charged like any other take
+                        bucket.full_at = max(bucket.full_at, now) - tokens * bucket.per
+            # A period that has rolled over since the reserve is gone; its figure no longer matters.
+            if state.day == reservation.day:
+                state.today += extra_cost
+            if state.month == reservation.month:
+                state.this_month += extra_cost
             if scope.prepaid and extra_cost:
                 self._add(scope.id, -extra_cost)
 
@@ -155,9 +208,12 @@ class MemoryLimiter:
         return self._balance(project)
 
     async def spend(self, scope: Scope) -> tuple[int, int]:
-        wall = self._wall()
-        spend = self._spend_of((scope.kind, scope.id), utc_day(wall), utc_month(wall))
-        return spend.today, spend.this_month
+        self._periods.update(self._wall())
+        state = self._states.get((scope.kind, scope.id))
+        if state is None:
+            return 0, 0
+        state.roll(self._periods.day, self._periods.month)
+        return state.today, state.this_month
 
     def forget_balances(self) -> None:
         """Reread balances from the store on next use: an operator changed one from outside."""
@@ -165,96 +221,110 @@ class MemoryLimiter:
 
     def restore_spend(self, kind: ScopeKind, scope_id: str, today: int, this_month: int) -> None:
         """Seed a scope's spend of the current day and month, e.g. from the ledger at start-up."""
-        wall = self._wall()
-        self._spend[(kind, scope_id)] = _Spend(utc_day(wall), today, utc_month(wall), this_month)
+        self._periods.update(self._wall())
+        periods = self._periods
+        state = self._states.setdefault((kind, scope_id), _State(periods.day, periods.month))
+        state.roll(periods.day, periods.month)
+        state.today, state.this_month = today, this_month
 
     async def close(self) -> None:
         return None
 
-    def _check(self, scope: Scope, ask: Ask, now: float, wall: float, day: int, month: int, verdict: _Verdict) -> None:
-        limits, sid = scope.limits, (scope.kind, scope.id)
-        for name, capacity, need in _buckets_of(scope, ask):
-            if need > capacity:
-                verdict.short(scope, name, None)
+    def _state(self, scope: Scope, now: float) -> _State:
+        """The scope's figures, rolled over to the current day and month, under its limits."""
+        periods = self._periods
+        state = self._states.get((scope.kind, scope.id))
+        if state is None:
+            state = self._states[(scope.kind, scope.id)] = _State(periods.day, periods.month)
+        elif state.day != periods.day or state.month != periods.month:
+            state.roll(periods.day, periods.month)
+        if scope.limits is not state.limits:
+            state.retune(scope.limits, now)
+        return state
+
+    def _check(
+        self,
+        scope: Scope,
+        state: _State,
+        ask: Ask,
+        needs: tuple[int, int, int],
+        now: float,
+        wall: float,
+        verdict: _Verdict | None,
+    ) -> _Verdict | None:
+        """Adds the scope's short limits to `verdict` (made on the first one); all fit: unchanged."""
+        limits = scope.limits
+        for bucket in state.buckets:
+            need = needs[bucket.index]
+            if need > bucket.capacity:
+                verdict = verdict or _Verdict()
+                verdict.short(scope, bucket.name, None)
                 continue
-            level = self._bucket(scope, name, capacity, now).refill(capacity, now)
-            if level + TOKEN_EPSILON < need:
-                # A zero limit never refills; anything else refills at capacity/60 per second.
-                wait = None if capacity == 0 else ceil_micro((need - level) * 60 / capacity)
-                verdict.short(scope, name, wait)
-        if limits.concurrency is not None and self._inflight.get(sid, 0) >= limits.concurrency:
+            # How long until the bucket holds `need`: it holds its capacity once full.
+            full_at = bucket.full_at
+            wait = (full_at if full_at > now else now) + need * bucket.per - now - 60.0
+            if wait > bucket.epsilon:
+                verdict = verdict or _Verdict()
+                verdict.short(scope, bucket.name, ceil_micro(wait))
+        if limits.concurrency is not None and state.inflight >= limits.concurrency:
+            verdict = verdict or _Verdict()
             verdict.short(scope, "concurrency", CONCURRENCY_RETRY_HINT if limits.concurrency > 0 else None)
-        if scope.prepaid and self._balance(scope.id) - ask.cost_nanos < 0:
+        cost = ask.cost_nanos
+        if scope.prepaid and self._balance(scope.id) - cost < 0:
+            verdict = verdict or _Verdict()
             verdict.short(scope, "balance", None)
-        for name, cap, spent, wait in _caps_of(scope, self._spend_of(sid, day, month), wall):
-            if spent + ask.cost_nanos > cap:
-                verdict.short(scope, name, None if ask.cost_nanos > cap else wait)
+        # Monthly first: when both are spent, waiting for tomorrow would not help.
+        periods = self._periods
+        if limits.monthly_nanos is not None and state.this_month + cost > limits.monthly_nanos:
+            verdict = verdict or _Verdict()
+            verdict.short(scope, "monthly", None if cost > limits.monthly_nanos else periods.month_end - wall)
+        if limits.daily_nanos is not None and state.today + cost > limits.daily_nanos:
+            verdict = verdict or _Verdict()
+            verdict.short(scope, "daily", None if cost > limits.daily_nanos else periods.day_end - wall)
+        return verdict
 
-    def _consume(self, scope: Scope, ask: Ask, now: float, wall: float, day: int, month: int) -> list[Remaining]:
-        limits, sid = scope.limits, (scope.kind, scope.id)
-        left: list[Remaining] = []
-        for name, capacity, need in _buckets_of(scope, ask):
-            bucket = self._bucket(scope, name, capacity, now)
-            bucket.level -= need
-            reset = (capacity - bucket.level) * 60 / capacity if capacity else 0.0
-            left.append(Remaining(scope, name, capacity, math.floor(bucket.level), reset))
+    def _consume(
+        self,
+        scope: Scope,
+        state: _State,
+        ask: Ask,
+        needs: tuple[int, int, int],
+        now: float,
+        wall: float,
+        left: list[Remaining],
+    ) -> None:
+        """Takes the ask (already checked to fit) and appends the scope's headroom to `left`."""
+        limits = scope.limits
+        for bucket in state.buckets:
+            full_at = bucket.full_at
+            full_at = bucket.full_at = (full_at if full_at > now else now) + needs[bucket.index] * bucket.per
+            reset = full_at - now
+            cap = bucket.capacity
+            left.append((scope, bucket.name, cap, math.floor(cap - reset / bucket.per) if cap else 0, reset))
         if limits.concurrency is not None:
-            inflight = self._inflight[sid] = self._inflight.get(sid, 0) + 1
-            left.append(Remaining(scope, "concurrency", limits.concurrency, limits.concurrency - inflight, None))
-        spend = self._spend_of(sid, day, month)
-        spend.today += ask.cost_nanos
-        spend.this_month += ask.cost_nanos
-        left.extend(
-            Remaining(scope, name, cap, cap - spent, reset) for name, cap, spent, reset in _caps_of(scope, spend, wall)
-        )
+            state.inflight += 1
+            left.append((scope, "concurrency", limits.concurrency, limits.concurrency - state.inflight, None))
+        cost = ask.cost_nanos
+        state.today += cost
+        state.this_month += cost
+        periods = self._periods
+        if limits.monthly_nanos is not None:
+            cap = limits.monthly_nanos
+            left.append((scope, "monthly", cap, cap - state.this_month, periods.month_end - wall))
+        if limits.daily_nanos is not None:
+            cap = limits.daily_nanos
+            left.append((scope, "daily", cap, cap - state.today, periods.day_end - wall))
         if scope.prepaid:
-            left.append(Remaining(scope, "balance", None, self._add(scope.id, -ask.cost_nanos), None))
-        return left
-
-    def _bucket(self, scope: Scope, name: LimitName, capacity: int, now: float) -> _Bucket:
-        key = (scope.kind, scope.id, name)
-        bucket = self._buckets.get(key)
-        if bucket is None:
-            bucket = self._buckets[key] = _Bucket(float(capacity), now)
-        return bucket
-
-    def _spend_of(self, sid: ScopeId, day: int, month: int) -> _Spend:
-        spend = self._spend.get(sid)
-        if spend is None:
-            spend = self._spend[sid] = _Spend(day, 0, month, 0)
-        return spend.roll(day, month)
+            left.append((scope, "balance", None, self._add(scope.id, -cost), None))
 
     def _balance(self, project: str) -> int:
-        if project not in self._balances:
-            self._balances[project] = self._store.get(project) if self._store is not None else 0
-        return self._balances[project]
+        balance = self._balances.get(project)
+        if balance is None:
+            balance = self._balances[project] = self._store.get(project) if self._store is not None else 0
+        return balance
 
     def _add(self, project: str, delta: int) -> int:
-        self._balances[project] = self._balance(project) + delta
+        balance = self._balances[project] = self._balance(project) + delta
         if self._store is not None:
             self._store.add(project, delta)
-        return self._balances[project]
-
-
-def _buckets_of(scope: Scope, ask: Ask) -> list[tuple[LimitName, int, int]]:
-    """(limit, capacity, what this ask takes) for each token bucket the scope has."""
-    limits = scope.limits
-    wanted: list[tuple[LimitName, int | None, int]] = [
-        ("rpm", limits.rpm, 1),
-        ("itpm", limits.itpm, ask.input_tokens),
-        ("otpm", limits.otpm, ask.output_tokens),
-    ]
-    return [(name, capacity, need) for name, capacity, need in wanted if capacity is not None]
-
-
-def _caps_of(scope: Scope, spend: _Spend, wall: float) -> list[tuple[LimitName, int, int, float]]:
-    """(limit, cap, spent so far, seconds to the next period) for each spend cap the scope has.
-
-    Monthly comes first: when both are spent, waiting for tomorrow would not help.
-    """
-    limits = scope.limits
-    caps: list[tuple[LimitName, int | None, int, float]] = [
-        ("monthly", limits.monthly_nanos, spend.this_month, seconds_to_next_month(wall)),
-        ("daily", limits.daily_nanos, spend.today, seconds_to_next_day(wall)),
-    ]
-    return [(name, cap, spent, reset) for name, cap, spent, reset in caps if cap is not None]
+        return balance

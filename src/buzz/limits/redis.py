@@ -57,6 +57,8 @@ def _pack(*values: int | bool | None) -> str:
 
 
 class RedisLimiter:
+    in_process = False
+
     def __init__(
         self,
         url: str,
@@ -143,8 +145,8 @@ class RedisLimiter:
             raise LimitExceeded(Rejection(scopes[int(reply[1]) - 1], cast(LimitName, reply[2]), retry))
         if status == "dup":
             return Reservation(rid, tuple(scopes), ask, int(reply[1]), int(reply[2])), []
-        remaining = [
-            Remaining(
+        remaining: list[Remaining] = [
+            (
                 scopes[int(reply[at]) - 1],
                 cast(LimitName, reply[at + 1]),
                 None if reply[at + 2] == "" else int(reply[at + 2]),

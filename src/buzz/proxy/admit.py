@@ -8,10 +8,13 @@ project with no limits skip the limiter entirely, so the default costs nothing.
 
 from __future__ import annotations
 
+import asyncio
 import fnmatch
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from types import MappingProxyType
 
 from buzz.billing.pricing import PriceBook
 from buzz.billing.usage import Usage
@@ -21,7 +24,6 @@ from buzz.limits.base import (
     Limiter,
     LimiterUnavailable,
     LimitExceeded,
-    Limits,
     Rejection,
     Remaining,
     Reservation,
@@ -30,7 +32,6 @@ from buzz.limits.base import (
 from buzz.proxy.auth import Principal
 from buzz.upstreams.estimate import approximate_tokens
 
-_NO_LIMITS = Limits()
 # Without a ceiling in the request, the output reserved: enough for most answers, and the
 # settlement charges the real figure either way.
 DEFAULT_OUTPUT_RESERVE = 4096
@@ -64,25 +65,13 @@ def check_access(principal: Principal, model: str, now: float) -> None:
         raise GatewayError(Kind.PERMISSION, f"API key is not allowed to use model {model!r}")
 
 
-def scopes_of(principal: Principal) -> list[Scope]:
-    """The scopes with something to enforce; empty when neither key nor project has limits."""
-    scopes = []
-    key_limits = principal.key.limits if principal.key is not None else _NO_LIMITS
-    if key_limits != _NO_LIMITS:
-        scopes.append(Scope("key", principal.key_id, key_limits))
-    project = principal.project_record
-    if project is not None and (project.limits != _NO_LIMITS or project.prepaid):
-        scopes.append(Scope("project", principal.project, project.limits, prepaid=project.prepaid))
-    return scopes
-
-
 class Admission:
     def __init__(self, limiter: Limiter, prices: PriceBook) -> None:
         self._limiter = limiter
         self._prices = prices
 
     async def reserve(
-        self, scopes: list[Scope], provider: str, model: str, body: bytes, max_output: int | None, now: float
+        self, scopes: Sequence[Scope], provider: str, model: str, body: bytes, max_output: int | None, now: float
     ) -> Admitted:
         input_tokens = approximate_tokens(len(body))
         output_tokens = DEFAULT_OUTPUT_RESERVE if max_output is None else max_output
@@ -99,9 +88,16 @@ class Admission:
 
     async def settle(self, admitted: Admitted, usage: Usage, cost_nanos: int | None) -> None:
         # An unpriced model was reserved at zero cost; charging nothing keeps the two consistent.
-        await self._limiter.settle(
+        settling = self._limiter.settle(
             admitted.reservation, usage.total_input_tokens, usage.output_tokens, max(0, cost_nanos or 0)
         )
+        if self._limiter.in_process:
+            # It never waits, so no cancellation can come between it and its end: a shield
+            # (a task of its own, on every request) would buy nothing.
+            await settling
+        else:
+            # Shielded: a reservation must be settled even if shutdown cancels this request.
+            await asyncio.shield(settling)
 
     def _worst_cost(self, provider: str, model: str, body: bytes, input_tokens: int, output: int, now: float) -> int:
         # A prompt marked for caching may be written to the cache, at up to 2x input for a 1h TTL.
@@ -114,8 +110,7 @@ class Admission:
                 usage.cache_write_5m_tokens = input_tokens
         else:
             usage = Usage(input_tokens=input_tokens, output_tokens=output)
-        cost = self._prices.cost(provider, model, usage, datetime.fromtimestamp(now, UTC))
-        return cost.buzz_nanos or 0
+        return self._prices.buzz_nanos(provider, model, usage, datetime.fromtimestamp(now, UTC)) or 0
 
 
 def _rejection_error(rejection: Rejection) -> GatewayError:
@@ -137,18 +132,35 @@ def _rejection_error(rejection: Rejection) -> GatewayError:
     return GatewayError(kind, message, headers)
 
 
+def _header_names() -> dict[tuple[str, str], tuple[bytes, bytes, bytes]]:
+    """Every header name, encoded once: (limit, remaining, reset) per scope kind and limit."""
+    names = {}
+    for kind in ("key", "project"):
+        for limit in _LIMIT_TEXT:
+            prefix = f"x-buzz-ratelimit-{kind}-{limit}"
+            names[kind, limit] = (
+                f"{prefix}-limit".encode(),
+                f"{prefix}-remaining".encode(),
+                f"{prefix}-reset".encode(),
+            )
+    return names
+
+
+_HEADER_NAMES = MappingProxyType(_header_names())
+
+
 def ratelimit_headers(remaining: list[Remaining]) -> list[tuple[bytes, bytes]]:
     """`x-buzz-ratelimit-key-<limit>-{limit,remaining,reset}`: the key's own headroom, and the
     project's prepaid balance. The project's other limits are the operator's business, and every
     header costs time on every response."""
     headers = []
-    for item in remaining:
-        if item.scope.kind == "project" and item.limit != "balance":
+    for scope, limit, capacity, left, reset in remaining:
+        if scope.kind == "project" and limit != "balance":
             continue
-        prefix = f"x-buzz-ratelimit-{item.scope.kind}-{item.limit}"
-        if item.capacity is not None:
-            headers.append((f"{prefix}-limit".encode(), str(item.capacity).encode()))
-        headers.append((f"{prefix}-remaining".encode(), str(item.remaining).encode()))
-        if item.reset is not None:
-            headers.append((f"{prefix}-reset".encode(), str(math.ceil(item.reset)).encode()))
+        limit_name, remaining_name, reset_name = _HEADER_NAMES[scope.kind, limit]
+        if capacity is not None:
+            headers.append((limit_name, b"%d" % capacity))
+        headers.append((remaining_name, b"%d" % left))
+        if reset is not None:
+            headers.append((reset_name, b"%d" % math.ceil(reset)))
     return headers

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from urllib.parse import unquote_to_bytes
 
 from buzz.errors import GatewayError, Kind
+from buzz.limits.base import Limits, Scope
 from buzz.store.base import KeyRecord, ProjectRecord, Store
 
 _ID_ALPHABET = string.ascii_lowercase + string.digits
@@ -24,6 +25,7 @@ _SECRET_ALPHABET = string.ascii_letters + string.digits
 _ID_LENGTH = 12
 _SECRET_LENGTH = 32
 _KEY_RE = re.compile(rf"buzz-([a-z0-9]{{{_ID_LENGTH}}})-([A-Za-z0-9]{{{_SECRET_LENGTH}}})")
+_NO_LIMITS = Limits()
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +34,18 @@ class Principal:
     project: str
     key: KeyRecord | None = None  # with its limits, expiry and model allow-list
     project_record: ProjectRecord | None = None  # with the project's limits and prepaid flag
+    # What its requests are charged against; empty when neither key nor project has limits.
+    scopes: tuple[Scope, ...] = ()
+
+
+def charged_scopes(key: KeyRecord, project: ProjectRecord | None) -> tuple[Scope, ...]:
+    """The key's own limits and its project's (with the prepaid balance), where there are any."""
+    scopes = []
+    if key.limits != _NO_LIMITS:
+        scopes.append(Scope("key", key.id, key.limits))
+    if project is not None and (project.limits != _NO_LIMITS or project.prepaid):
+        scopes.append(Scope("project", project.name, project.limits, prepaid=project.prepaid))
+    return tuple(scopes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,8 +98,7 @@ class Authenticator:
     def __init__(self, store: Store, on_change: Callable[[], None] | None = None) -> None:
         self._store = store
         self._on_change = on_change  # told when keys, limits or balances changed from outside
-        self._cache: dict[str, KeyRecord] = {}
-        self._projects: dict[str, ProjectRecord | None] = {}
+        self._cache: dict[str, Principal] = {}
         self._version = -1
 
     async def authenticate(self, token: str | None) -> Principal:
@@ -98,22 +111,28 @@ class Authenticator:
         version = await self._store.keys_version()
         if version != self._version:
             self._cache.clear()
-            self._projects.clear()
             self._version = version
             if self._on_change is not None:
                 self._on_change()
-        record = self._cache.get(key_id)
-        if record is None:
-            record = await self._store.find_key(key_id)
-            if record is not None:
-                self._cache[key_id] = record
+        principal = self._cache.get(key_id)
+        if principal is None:
+            principal = await self._load(key_id)
+        record = principal.key
         if record is None or not hmac.compare_digest(record.secret_hash, hash_secret(secret)):
             raise GatewayError(Kind.AUTHENTICATION, "invalid API key")
         if not record.active:
             raise GatewayError(Kind.AUTHENTICATION, "API key has been revoked")
-        if record.project not in self._projects:
-            self._projects[record.project] = await self._store.find_project(record.project)
-        return Principal(record.id, record.project, record, self._projects[record.project])
+        return principal
+
+    async def _load(self, key_id: str) -> Principal:
+        record = await self._store.find_key(key_id)
+        if record is None:
+            return Principal(key_id, "")  # not cached: a key created later must be found
+        project = await self._store.find_project(record.project)
+        principal = self._cache[key_id] = Principal(
+            record.id, record.project, record, project, charged_scopes(record, project)
+        )
+        return principal
 
     def invalidate(self) -> None:
         """Forget every cached key and project: this process itself just changed one (its own

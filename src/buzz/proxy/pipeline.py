@@ -5,7 +5,6 @@ Admission control (limits and budgets) slots in between route and forward.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import traceback
 from typing import Any
@@ -13,7 +12,7 @@ from typing import Any
 import aiohttp
 
 from buzz.errors import GatewayError, Kind, anthropic_body, gemini_body, openai_body, response_headers
-from buzz.proxy.admit import Admission, Admitted, check_access, ratelimit_headers, scopes_of
+from buzz.proxy.admit import Admission, Admitted, check_access, ratelimit_headers
 from buzz.proxy.auth import Authenticator, presented_key
 from buzz.proxy.exchange import Exchange
 from buzz.proxy.forward import Receive, ResponseAborted, Send, forward
@@ -70,7 +69,7 @@ class Pipeline:
             # Only a routable model id is kept: anything else is arbitrary client text.
             x.model, x.provider = model, route.provider
             check_access(x.principal, model, x.ts)
-            if scopes := scopes_of(x.principal):
+            if scopes := x.principal.scopes:
                 admitted = await self._admission.reserve(scopes, route.provider, model, body, head.max_output, x.ts)
                 x.extra_headers = ratelimit_headers(admitted.remaining)
             if self._add_include_usage and endpoint is CHAT and head.stream and not head.include_usage:
@@ -102,8 +101,7 @@ class Pipeline:
                 x.meter = None
             row = self._settler.settle(x)
             if admitted is not None:
-                # Shielded: a reservation must be settled even if shutdown cancels this request.
-                await asyncio.shield(self._admission.settle(admitted, row.usage, row.cost_nanos))
+                await self._admission.settle(admitted, row.usage, row.cost_nanos)
 
     async def _read_body(self, receive: Receive, headers: dict[bytes, bytes]) -> bytes:
         limit = self._max_body_bytes
