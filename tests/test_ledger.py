@@ -7,6 +7,7 @@ import signal
 import sqlite3
 from pathlib import Path
 
+from buzz.store.sqlite import _RowTimes, iso
 from buzz.testing.fake_anthropic import FakeAnthropic
 from support import BuzzProcess
 from test_fidelity import raw_post
@@ -107,3 +108,15 @@ def test_sigterm_loses_no_row(tmp_path: Path, fake_session: FakeAnthropic) -> No
     assert len(rows) == 60
     assert len({row["id"] for row in rows}) == 60
     assert b"ledger flushed: 60 rows written" in process.output()
+
+
+def test_row_timestamps_are_the_same_text_as_iso() -> None:
+    # The writer formats each second once; every millisecond, and the microsecond rounding at the
+    # edges of a second and of a millisecond, must come out as `iso` has it.
+    stamp = _RowTimes()
+    second = 1_764_633_599  # 2025-12-01T23:59:59Z: the next second is another day
+    moments = [second + m / 1000 for m in range(1000)]
+    moments += [second + 0.9999995, second + 0.9999994, second + 0.0004995, second + 0.5749993, second + 1.0]
+    moments += [3_228_779_777.5749993, 566_119_604.5909995]
+    assert [stamp(ts) for ts in moments] == [iso(ts) for ts in moments]
+    assert stamp(second + 0.9999996) == "2025-12-02T00:00:00.000Z"

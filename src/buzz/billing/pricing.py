@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from types import MappingProxyType
-from typing import Any
+from typing import Any, NamedTuple
 
 from genai_prices import types as gp
 from genai_prices.data_snapshot import get_snapshot
@@ -62,6 +62,7 @@ _FALLBACK_MULTIPLIERS = {
 }
 _NANOS_PER_TOKEN_EXP = 3  # $X per million tokens = X * 10**9 nanos / 10**6 tokens = X * 10**3 nanos/token
 _MAX_DIGITS = 30  # significant digits in a configured rate or discount
+_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 _CACHE_LIMIT = 4096  # model ids come from clients; bound what arbitrary ids can make us remember
 _EMPTY_OVERRIDES: Mapping[str, Override] = MappingProxyType({})
 
@@ -148,6 +149,8 @@ class ModelPrice:
     tiers: tuple[tuple[int, Rates], ...] = ()  # ascending thresholds
 
     def rates_for(self, total_input_tokens: int) -> Rates:
+        if not self.tiers:
+            return self.base
         for threshold, rates in reversed(self.tiers):
             if total_input_tokens > threshold:
                 return rates
@@ -166,8 +169,7 @@ def _check_override(model: str, override: Override) -> None:
 _Prices = tuple[ModelPrice | None, ModelPrice | None]  # (list, buzz)
 
 
-@dataclass(frozen=True, slots=True)
-class Cost:
+class Cost(NamedTuple):  # made for every request: a NamedTuple costs a third of a frozen dataclass
     """A request's cost in nano-dollars; None means the model could not be priced (never a silent 0)."""
 
     buzz_nanos: int | None
@@ -302,7 +304,7 @@ class PriceBook:
         # One snapshot for the book's lifetime, so prices cannot shift under a running process.
         self._snapshot = get_snapshot()
         self._providers = {p.id: p for p in self._snapshot.providers}
-        self._cache: dict[tuple[str, str, date], _Prices] = {}
+        self._cache: dict[tuple[str, str, int], _Prices] = {}  # (provider, model, UTC day)
         anthropic = self._providers["anthropic"]
         for family, model in self._families.items():
             if self._own_model(anthropic, model) is None:
@@ -320,26 +322,35 @@ class PriceBook:
     def buzz_price(self, provider: str, model: str, when: datetime) -> ModelPrice | None:
         return self._prices(provider, model, when)[1]
 
-    def cost(self, provider: str, model: str, usage: Usage, when: datetime) -> Cost:
+    def cost(self, provider: str, model: str, usage: Usage, when: datetime | float) -> Cost:
+        """`when` is a datetime (naive means UTC) or unix seconds."""
         list_price, buzz_price = self._prices(provider, model, when)
         total = usage.total_input_tokens
         return Cost(
-            buzz_nanos=None if buzz_price is None else buzz_price.rates_for(total).nanos_for(usage),
-            list_nanos=None if list_price is None else list_price.rates_for(total).nanos_for(usage),
-            price_version=self._version,
+            None if buzz_price is None else buzz_price.rates_for(total).nanos_for(usage),  # buzz_nanos
+            None if list_price is None else list_price.rates_for(total).nanos_for(usage),  # list_nanos
+            self._version,
         )
 
-    def buzz_nanos(self, provider: str, model: str, usage: Usage, when: datetime) -> int | None:
+    def buzz_nanos(self, provider: str, model: str, usage: Usage, when: datetime | float) -> int | None:
         """Only the buzz price of `cost`: what admission reserves, on every limited request."""
         buzz_price = self._prices(provider, model, when)[1]
         return None if buzz_price is None else buzz_price.rates_for(usage.total_input_tokens).nanos_for(usage)
 
-    def _prices(self, provider: str, model: str, when: datetime) -> _Prices:
-        day = (when if when.tzinfo is None else when.astimezone(UTC)).date()  # naive means UTC
+    def _prices(self, provider: str, model: str, when: datetime | float) -> _Prices:
+        # Cached per UTC day. The request path passes unix seconds: making a datetime for every
+        # request would cost more than the lookup itself.
+        if isinstance(when, datetime):
+            if when.tzinfo is not None and when.tzinfo is not UTC:  # naive means UTC
+                when = when.astimezone(UTC)
+            day = when.date().toordinal() - _EPOCH_ORDINAL
+        else:
+            day = int(when // 86400)
         key = (provider, model, day)
         if (hit := self._cache.get(key)) is not None:
             return hit
-        list_price, cacheable = self._resolve_list(provider, model, when)
+        moment = when if isinstance(when, datetime) else datetime.fromtimestamp(when, UTC)
+        list_price, cacheable = self._resolve_list(provider, model, moment)
         prices = (list_price, self._buzz(provider, model, list_price))
         if cacheable:
             if len(self._cache) >= _CACHE_LIMIT:

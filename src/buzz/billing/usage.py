@@ -29,4 +29,10 @@ class Usage:
         return self.input_tokens + self.cache_write_5m_tokens + self.cache_write_1h_tokens + self.cache_read_tokens
 
     def is_empty(self) -> bool:
-        return self.total_input_tokens == 0 and self.output_tokens == 0
+        return not (
+            self.input_tokens
+            or self.output_tokens
+            or self.cache_write_5m_tokens
+            or self.cache_write_1h_tokens
+            or self.cache_read_tokens
+        )

@@ -18,7 +18,7 @@ import calendar
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 
 LimitName = Literal["rpm", "itpm", "otpm", "concurrency", "daily", "monthly", "balance"]
 ScopeKind = Literal["key", "project"]
@@ -58,17 +58,15 @@ class Scope:
             raise ValueError("only a project has a prepaid balance")
 
 
-@dataclass(frozen=True, slots=True)
-class Ask:
-    """The worst case a request may consume, reserved before it is forwarded."""
+class Ask(NamedTuple):
+    """The worst case a request may consume, reserved before it is forwarded; never negative.
+
+    A NamedTuple, not a frozen dataclass: one is made on every limited request.
+    """
 
     input_tokens: int
     output_tokens: int  # max_tokens
     cost_nanos: int  # worst-case cost
-
-    def __post_init__(self) -> None:
-        if min(self.input_tokens, self.output_tokens, self.cost_nanos) < 0:
-            raise ValueError("an ask cannot be negative")
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,7 @@ import fnmatch
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from types import MappingProxyType
 
 from buzz.billing.pricing import PriceBook
@@ -110,7 +110,7 @@ class Admission:
                 usage.cache_write_5m_tokens = input_tokens
         else:
             usage = Usage(input_tokens=input_tokens, output_tokens=output)
-        return self._prices.buzz_nanos(provider, model, usage, datetime.fromtimestamp(now, UTC)) or 0
+        return self._prices.buzz_nanos(provider, model, usage, now) or 0
 
 
 def _rejection_error(rejection: Rejection) -> GatewayError:

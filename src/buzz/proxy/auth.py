@@ -108,7 +108,7 @@ class Authenticator:
         if match is None:
             raise GatewayError(Kind.AUTHENTICATION, "invalid API key: not a buzz key")
         key_id, secret = match.groups()
-        version = await self._store.keys_version()
+        version = self._store.keys_version()
         if version != self._version:
             self._cache.clear()
             self._version = version

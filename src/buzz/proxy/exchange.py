@@ -54,6 +54,3 @@ class Exchange:
     @property
     def tags(self) -> tuple[str, ...]:
         return parse_tags(self.headers.get(b"x-buzz-tags"))
-
-    def elapsed_ms(self, at: float | None = None) -> float:
-        return ((time.perf_counter() if at is None else at) - self.started) * 1000.0

@@ -27,13 +27,9 @@ HOP_BY_HOP = frozenset(
 _REQUEST_DENY = HOP_BY_HOP | {b"host", b"content-length", b"x-api-key", b"authorization", b"x-goog-api-key"}
 
 
-def _connection_tokens(headers: Iterable[tuple[bytes, bytes]]) -> set[bytes]:
+def _tokens(value: bytes) -> set[bytes]:
     """Header names a `Connection:` header declares hop-by-hop for this message."""
-    names: set[bytes] = set()
-    for name, value in headers:
-        if name.lower() == b"connection":
-            names.update(token.strip().lower() for token in value.split(b","))
-    return names
+    return {token.strip().lower() for token in value.split(b",")}
 
 
 def upstream_request_headers(
@@ -44,12 +40,16 @@ def upstream_request_headers(
     ASGI hands header names lowercased; HTTP names are case-insensitive, so that is the only
     change a header sees on its way up.
     """
-    extra = _connection_tokens(client_headers)
-    out = [
-        (name.decode("latin-1"), value.decode("latin-1"))
-        for name, value in client_headers
-        if name not in _REQUEST_DENY and name not in extra and not name.startswith(b"x-buzz-")
-    ]
+    out = []
+    named: set[bytes] = set()  # what `Connection:` headers name hop-by-hop
+    for name, value in client_headers:
+        if name in _REQUEST_DENY or name.startswith(b"x-buzz-"):
+            if name == b"connection":
+                named |= _tokens(value)
+            continue
+        out.append((name.decode("latin-1"), value.decode("latin-1")))
+    if named:
+        out = [(name, value) for name, value in out if name.encode("latin-1") not in named]
     if credential is not None:  # None: the credential travels in the query string (Gemini's ?key=)
         out.append(credential)
     return out
@@ -59,13 +59,17 @@ def client_response_headers(
     upstream_headers: Iterable[tuple[bytes, bytes]], request_id: bytes, added: Iterable[tuple[bytes, bytes]] = ()
 ) -> list[tuple[bytes, bytes]]:
     """The upstream's headers as it sent them (name case kept), minus hop-by-hop ones."""
-    upstream_headers = tuple(upstream_headers)
-    extra = _connection_tokens(upstream_headers)
-    out = [
-        (name, value)
-        for name, value in upstream_headers
-        if (lower := name.lower()) not in HOP_BY_HOP and lower not in extra
-    ]
+    out = []
+    named: set[bytes] = set()  # what `Connection:` headers name hop-by-hop
+    for name, value in upstream_headers:
+        lower = name.lower()
+        if lower in HOP_BY_HOP:
+            if lower == b"connection":
+                named |= _tokens(value)
+            continue
+        out.append((name, value))
+    if named:
+        out = [(name, value) for name, value in out if name.lower() not in named]
     out.append((b"x-buzz-request-id", request_id))
     out.extend(added)
     return out

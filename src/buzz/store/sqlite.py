@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sqlite3
 import threading
 from collections.abc import Sequence
@@ -73,6 +74,28 @@ def _project(row: tuple[Any, ...]) -> ProjectRecord:
 def iso(ts: float) -> str:
     """Sortable UTC text with milliseconds; SQLite's date functions read it as it is."""
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+class _RowTimes:
+    """`iso` for the ledger writer, which formats thousands of timestamps a second: the rows of a
+    batch mostly share their second, so each second's text is made once (strftime is slow)."""
+
+    __slots__ = ("_prefix", "_second")
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._prefix = ""
+
+    def __call__(self, ts: float) -> str:
+        # Rounded to the microsecond first, the way datetime.fromtimestamp does, then cut to milliseconds.
+        second = math.floor(ts)
+        micros = round((ts - second) * 1e6)
+        if micros == 1_000_000:
+            second, micros = second + 1, 0
+        if second != self._second:
+            self._second = second
+            self._prefix = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        return f"{self._prefix}.{micros // 1000:03d}Z"
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -149,6 +172,8 @@ class SQLiteStore:
         self._data_version = -1
         self._keys_version = 0
         self._balances = _Balances(self._conn)
+        self._row_times = _RowTimes()  # the writer thread's, under _writer_lock
+        self._version_cursor = self._conn.cursor()  # kept: a cursor per request costs more than the read
 
     # --- schema ---------------------------------------------------------------------------
 
@@ -181,10 +206,10 @@ class SQLiteStore:
         row = self._conn.execute(f"{_PROJECT_SELECT} WHERE name = ?", (name,)).fetchone()
         return _project(row) if row else None
 
-    async def keys_version(self) -> int:
+    def keys_version(self) -> int:
         # data_version moves only when another connection commits: one cheap read per request,
         # and the counter row is read only then.
-        (data_version,) = self._conn.execute("PRAGMA data_version").fetchone()
+        (data_version,) = self._version_cursor.execute("PRAGMA data_version").fetchone()
         if data_version != self._data_version:
             self._data_version = data_version
             (self._keys_version,) = self._conn.execute(
@@ -311,14 +336,15 @@ class SQLiteStore:
         with self._writer_lock:
             if self._writer is None:
                 self._writer = _connect(self._path)
+            stamp = self._row_times
             params = [
                 (
                     r.id,
-                    iso(r.ts),
+                    stamp(r.ts),
                     r.key_id,
                     r.project,
                     r.user_id,
-                    msgspec.json.encode(list(r.tags)).decode(),
+                    msgspec.json.encode(r.tags).decode() if r.tags else "[]",
                     r.surface,
                     r.provider,
                     r.model,
