@@ -45,7 +45,7 @@ PROJECT_LIMITS = {
 BALANCE_USD = "1000000"
 _NANOS_PER_USD = Decimal(1_000_000_000)
 # A response that went through the limiter carries its headroom; one without it was not limited.
-LIMITED_HEADERS = ("x-buzz-ratelimit-key-rpm-limit", "x-buzz-ratelimit-project-balance-remaining")
+LIMITED_HEADERS = ("x-buzz-ratelimit-key-rpm-remaining", "x-buzz-ratelimit-project-balance-remaining")
 # Statuses that are not a rejection: answered, or cut off by the client (wrk stopping mid-request).
 _NOT_REJECTED = {200, 499}
 

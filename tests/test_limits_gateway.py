@@ -231,7 +231,7 @@ def test_every_path_settles_its_reservation(tmp_path: Path, quiet: FakeAnthropic
         status, headers, _ = raw_post(process.url, "/v1/messages", BODY, auth)
         assert status == 200
         received = {k.lower(): v for k, v in headers}
-        assert received["x-buzz-ratelimit-key-concurrency-limit"] == "1"
+        assert received["x-buzz-ratelimit-key-concurrency-remaining"] == "0"
         rows = process.ledger(count=5)
         assert [r["status"] for r in rows] == [529, 502, 504, 200, 200]
         assert rows[3]["error_type"] == "client_disconnected"

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from buzz.billing.usage import Usage, UsageSource
+from buzz.billing.usage import UsageSource
 
 log = logging.getLogger("buzz.ledger")
 
@@ -42,16 +42,6 @@ class LedgerRow:
     price_version: str | None = None
     ttfb_ms: float | None = None
     upstream_request_id: str | None = None
-
-    @property
-    def usage(self) -> Usage:
-        return Usage(
-            self.input_tokens,
-            self.output_tokens,
-            self.cache_write_5m_tokens,
-            self.cache_write_1h_tokens,
-            self.cache_read_tokens,
-        )
 
 
 _ATTEMPTS = 5

@@ -107,6 +107,7 @@ class Reservation:
     month: int  # UTC year * 12 + month - 1
     checked: bool = True  # False: admitted without a limiter (fail-open), nothing to settle
     handle: Any = None  # the backend's own reference to what it reserved, if it keeps one
+    settled: bool = False  # set by a backend that tells a second settle by the reservation itself
 
 
 # One scope's headroom on one limit after a reservation, for `x-buzz-ratelimit-*` headers:

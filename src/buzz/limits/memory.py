@@ -148,7 +148,6 @@ class MemoryLimiter:
         self._balances: dict[str, int] = {}
         self._periods = _Periods()
         self._ids = itertools.count(1)
-        self._open: set[str] = set()
 
     async def reserve(self, scopes: Sequence[Scope], ask: Ask) -> tuple[Reservation, list[Remaining]]:
         now, wall = self._clock(), self._wall()
@@ -164,16 +163,15 @@ class MemoryLimiter:
         remaining: list[Remaining] = []
         for scope, state in zip(scopes, states):  # noqa: B905
             self._consume(scope, state, ask, needs, now, wall, remaining)
-        reservation = Reservation(str(next(self._ids)), tuple(scopes), ask, periods.day, periods.month, handle=states)
-        self._open.add(reservation.id)
+        reservation = Reservation(str(next(self._ids)), tuple(scopes), ask, periods.day, periods.month, True, states)
         return reservation, remaining
 
     async def settle(self, reservation: Reservation, input_tokens: int, output_tokens: int, cost_nanos: int) -> None:
         if input_tokens < 0 or output_tokens < 0 or cost_nanos < 0:
             raise ValueError("usage cannot be negative")
-        if not reservation.checked or reservation.id not in self._open:
+        if reservation.settled or not reservation.checked:
             return
-        self._open.discard(reservation.id)
+        reservation.settled = True
         now, ask = self._clock(), reservation.ask
         extra_cost = cost_nanos - ask.cost_nanos
         unused = (0, ask.input_tokens - input_tokens, ask.output_tokens - output_tokens)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from types import MappingProxyType
 
+from buzz.billing.ledger import LedgerRow
 from buzz.billing.pricing import PriceBook
 from buzz.billing.usage import Usage
 from buzz.errors import GatewayError, Kind
@@ -86,11 +87,12 @@ class Admission:
             raise GatewayError(Kind.UNAVAILABLE, "the limits store is unavailable; try again shortly") from exc
         return Admitted(reservation, remaining)
 
-    async def settle(self, admitted: Admitted, usage: Usage, cost_nanos: int | None) -> None:
+    async def settle(self, admitted: Admitted, row: LedgerRow) -> None:
+        """Correct the reservation to what the request's ledger row says it used."""
+        input_tokens = row.input_tokens + row.cache_write_5m_tokens + row.cache_write_1h_tokens + row.cache_read_tokens
         # An unpriced model was reserved at zero cost; charging nothing keeps the two consistent.
-        settling = self._limiter.settle(
-            admitted.reservation, usage.total_input_tokens, usage.output_tokens, max(0, cost_nanos or 0)
-        )
+        cost = row.cost_nanos if row.cost_nanos is not None and row.cost_nanos > 0 else 0
+        settling = self._limiter.settle(admitted.reservation, input_tokens, row.output_tokens, cost)
         if self._limiter.in_process:
             # It never waits, so no cancellation can come between it and its end: a shield
             # (a task of its own, on every request) would buy nothing.
@@ -101,15 +103,12 @@ class Admission:
 
     def _worst_cost(self, provider: str, model: str, body: bytes, input_tokens: int, output: int, now: float) -> int:
         # A prompt marked for caching may be written to the cache, at up to 2x input for a 1h TTL.
-        if b'"cache_control"' in body:
-            one_hour = b'"ttl":"1h"' in body or b'"ttl": "1h"' in body
-            usage = Usage(output_tokens=output)
-            if one_hour:
-                usage.cache_write_1h_tokens = input_tokens
-            else:
-                usage.cache_write_5m_tokens = input_tokens
+        if b'"cache_control"' not in body:
+            usage = Usage(input_tokens, output)
+        elif b'"ttl":"1h"' in body or b'"ttl": "1h"' in body:
+            usage = Usage(0, output, cache_write_1h_tokens=input_tokens)
         else:
-            usage = Usage(input_tokens=input_tokens, output_tokens=output)
+            usage = Usage(0, output, cache_write_5m_tokens=input_tokens)
         return self._prices.buzz_nanos(provider, model, usage, now) or 0
 
 
@@ -132,35 +131,38 @@ def _rejection_error(rejection: Rejection) -> GatewayError:
     return GatewayError(kind, message, headers)
 
 
-def _header_names() -> dict[tuple[str, str], tuple[bytes, bytes, bytes]]:
-    """Every header name, encoded once: (limit, remaining, reset) per scope kind and limit."""
-    names = {}
-    for kind in ("key", "project"):
-        for limit in _LIMIT_TEXT:
-            prefix = f"x-buzz-ratelimit-{kind}-{limit}"
-            names[kind, limit] = (
-                f"{prefix}-limit".encode(),
-                f"{prefix}-remaining".encode(),
-                f"{prefix}-reset".encode(),
-            )
+def _reported() -> dict[tuple[str, str], tuple[bytes, bytes | None]]:
+    """The headers each reported limit gets, names encoded once: (remaining, reset or None)."""
+    names: dict[tuple[str, str], tuple[bytes, bytes | None]] = {}
+    for limit in _LIMIT_TEXT:
+        if limit == "balance":
+            continue
+        prefix = f"x-buzz-ratelimit-key-{limit}"
+        refills = limit in ("rpm", "itpm", "otpm")
+        names["key", limit] = (f"{prefix}-remaining".encode(), f"{prefix}-reset".encode() if refills else None)
+    names["project", "balance"] = (b"x-buzz-ratelimit-project-balance-remaining", None)
     return names
 
 
-_HEADER_NAMES = MappingProxyType(_header_names())
+_REPORTED = MappingProxyType(_reported())
 
 
 def ratelimit_headers(remaining: list[Remaining]) -> list[tuple[bytes, bytes]]:
-    """`x-buzz-ratelimit-key-<limit>-{limit,remaining,reset}`: the key's own headroom, and the
-    project's prepaid balance. The project's other limits are the operator's business, and every
-    header costs time on every response."""
+    """What changes with every request: how much of each of the key's limits is left
+    (`x-buzz-ratelimit-key-<limit>-remaining`), when each rate limit is whole again
+    (`...-reset`, in seconds), and the project's prepaid balance.
+
+    What does not change from one request to the next is not repeated on every response: the
+    configured limits (the operator set them; a rejection names the one hit) and when a spend
+    period ends (the next UTC midnight, or the first of the month). The project's other limits
+    are the operator's business. Every header costs time on every response.
+    """
     headers = []
-    for scope, limit, capacity, left, reset in remaining:
-        if scope.kind == "project" and limit != "balance":
+    for scope, limit, _, left, reset in remaining:
+        names = _REPORTED.get((scope.kind, limit))
+        if names is None:
             continue
-        limit_name, remaining_name, reset_name = _HEADER_NAMES[scope.kind, limit]
-        if capacity is not None:
-            headers.append((limit_name, b"%d" % capacity))
-        headers.append((remaining_name, b"%d" % left))
-        if reset is not None:
-            headers.append((reset_name, b"%d" % math.ceil(reset)))
+        headers.append((names[0], b"%d" % left))
+        if names[1] is not None and reset is not None:
+            headers.append((names[1], b"%d" % math.ceil(reset)))
     return headers

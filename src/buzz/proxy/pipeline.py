@@ -101,7 +101,7 @@ class Pipeline:
                 x.meter = None
             row = self._settler.settle(x)
             if admitted is not None:
-                await self._admission.settle(admitted, row.usage, row.cost_nanos)
+                await self._admission.settle(admitted, row)
 
     async def _read_body(self, receive: Receive, headers: dict[bytes, bytes]) -> bytes:
         limit = self._max_body_bytes
