@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import secrets
+import os
 import time
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 
 from buzz.proxy.auth import Principal
 from buzz.proxy.meter import MeterResult
@@ -14,8 +14,8 @@ _MAX_TAG_LENGTH = 64
 
 
 def new_request_id() -> str:
-    # Time-ordered (milliseconds) then random, so ids sort by arrival in the ledger.
-    return f"req_{time.time_ns() // 1_000_000:012x}{secrets.token_hex(8)}"
+    # Time-ordered (milliseconds, 12 hex digits) then random, so ids sort by arrival in the ledger.
+    return "req_" + ((time.time_ns() // 1_000_000).to_bytes(6, "big") + os.urandom(8)).hex()
 
 
 def parse_tags(value: bytes | None) -> tuple[str, ...]:
@@ -30,26 +30,53 @@ def parse_tags(value: bytes | None) -> tuple[str, ...]:
     return tuple(tags[:_MAX_TAGS])
 
 
-@dataclass(slots=True)
 class Exchange:
-    surface: str
-    headers: dict[bytes, bytes]  # first value of each request header, for lookups
-    request_id: str = field(default_factory=new_request_id)
-    ts: float = field(default_factory=time.time)
-    started: float = field(default_factory=time.perf_counter)
-    body_bytes: int = 0
-    principal: Principal | None = None
-    provider: str | None = None
-    model: str | None = None
-    user_id: str | None = None
-    status: int = 0
-    error_type: str | None = None
-    response_started: bool = False
-    first_byte_at: float | None = None
-    upstream_request_id: str | None = None
-    metered: bool = True
-    meter: MeterResult | None = None
-    extra_headers: list[tuple[bytes, bytes]] = field(default_factory=list)  # x-buzz-ratelimit-*
+    """What each stage learns about one request; settle turns it into the ledger row.
+
+    A plain class with its own `__init__`: one is made per request, and a dataclass's generated
+    one, with default factories and keywords, costs several times as much.
+    """
+
+    __slots__ = (
+        "body_bytes",
+        "error_type",
+        "extra_headers",
+        "first_byte_at",
+        "headers",
+        "meter",
+        "metered",
+        "model",
+        "principal",
+        "provider",
+        "request_id",
+        "response_started",
+        "started",
+        "status",
+        "surface",
+        "ts",
+        "upstream_request_id",
+        "user_id",
+    )
+
+    def __init__(self, surface: str, headers: dict[bytes, bytes], metered: bool = True) -> None:
+        self.surface = surface
+        self.headers = headers  # first value of each request header, for lookups
+        self.metered = metered  # False: forwarded but never billed (count_tokens)
+        self.request_id = new_request_id()
+        self.ts = time.time()  # arrival, unix seconds
+        self.started = time.perf_counter()
+        self.body_bytes = 0
+        self.principal: Principal | None = None
+        self.provider: str | None = None
+        self.model: str | None = None
+        self.user_id: str | None = None
+        self.status = 0
+        self.error_type: str | None = None
+        self.response_started = False
+        self.first_byte_at: float | None = None
+        self.upstream_request_id: str | None = None
+        self.meter: MeterResult | None = None
+        self.extra_headers: Sequence[tuple[bytes, bytes]] = ()  # x-buzz-ratelimit-*
 
     @property
     def tags(self) -> tuple[str, ...]:

@@ -37,11 +37,17 @@ class UsageRules(Protocol):
     def result(self, complete: bool) -> MeterResult: ...
 
 
+def _identity(data: bytes) -> bytes:
+    return data
+
+
 def _decompressor(encoding: str) -> Callable[[bytes], bytes] | None:
     """A streaming decoder for the upstream's content-encoding (the client still gets the raw bytes)."""
+    if not encoding:
+        return _identity
     encoding = encoding.strip().lower()
     if encoding in ("", "identity"):
-        return lambda data: data
+        return _identity
     if encoding in ("gzip", "x-gzip"):
         return zlib.decompressobj(wbits=16 + zlib.MAX_WBITS).decompress
     if encoding == "deflate":
@@ -121,7 +127,7 @@ class Meter:
         if self._broken:
             return
         try:
-            data = self._decode(chunk)  # type: ignore[misc]
+            data = chunk if self._decode is _identity else self._decode(chunk)  # type: ignore[misc]
             if self._parser is not None:
                 self._parser.feed(data)
             else:
@@ -137,7 +143,8 @@ class Meter:
                     if complete:
                         self._parser.close()
                 elif complete:
-                    self._rules.on_body(b"".join(self._body))
+                    body = self._body
+                    self._rules.on_body(body[0] if len(body) == 1 else b"".join(body))
             except Exception as exc:
                 self._broken = True
                 log.warning("usage meter stopped: %s", type(exc).__name__)

@@ -54,7 +54,7 @@ class Pipeline:
         headers = dict(reversed(raw_headers))  # first value wins
         surface = endpoint.surface
         query: bytes = scope.get("query_string", b"")
-        x = Exchange(surface=surface.value, headers=headers, metered=endpoint.billed)
+        x = Exchange(surface.value, headers, endpoint.billed)
         admitted: Admitted | None = None
         try:
             token, key_location = presented_key(headers, query if surface is Surface.GEMINI else b"")

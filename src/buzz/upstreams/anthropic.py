@@ -152,9 +152,9 @@ class AnthropicUsage:
         # Writes without a TTL split are 5-minute writes (the API's default TTL); a later
         # cumulative total larger than the split also counts its difference as 5m (wire.md 1.5).
         return Usage(
-            input_tokens=raw.input_tokens or 0,
-            output_tokens=raw.output_tokens or 0,
-            cache_write_5m_tokens=writes - one_hour,
-            cache_write_1h_tokens=one_hour,
-            cache_read_tokens=raw.cache_read_input_tokens or 0,
+            raw.input_tokens or 0,  # input_tokens
+            raw.output_tokens or 0,  # output_tokens
+            writes - one_hour,  # cache_write_5m_tokens
+            one_hour,  # cache_write_1h_tokens
+            raw.cache_read_input_tokens or 0,  # cache_read_tokens
         )
