@@ -326,11 +326,11 @@ class PriceBook:
         """`when` is a datetime (naive means UTC) or unix seconds."""
         list_price, buzz_price = self._prices(provider, model, when)
         total = usage.total_input_tokens
-        return Cost(
-            None if buzz_price is None else buzz_price.rates_for(total).nanos_for(usage),  # buzz_nanos
-            None if list_price is None else list_price.rates_for(total).nanos_for(usage),  # list_nanos
-            self._version,
-        )
+        list_nanos = None if list_price is None else list_price.rates_for(total).nanos_for(usage)
+        if buzz_price is list_price:  # no discount and no override for this model
+            return Cost(list_nanos, list_nanos, self._version)
+        buzz_nanos = None if buzz_price is None else buzz_price.rates_for(total).nanos_for(usage)
+        return Cost(buzz_nanos, list_nanos, self._version)
 
     def buzz_nanos(self, provider: str, model: str, usage: Usage, when: datetime | float) -> int | None:
         """Only the buzz price of `cost`: what admission reserves, on every limited request."""
@@ -351,7 +351,10 @@ class PriceBook:
             return hit
         moment = when if isinstance(when, datetime) else datetime.fromtimestamp(when, UTC)
         list_price, cacheable = self._resolve_list(provider, model, moment)
-        prices = (list_price, self._buzz(provider, model, list_price))
+        buzz_price = self._buzz(provider, model, list_price)
+        if buzz_price is not None and buzz_price == list_price:
+            buzz_price = list_price  # the same object: `cost` then works the figure out once
+        prices = (list_price, buzz_price)
         if cacheable:
             if len(self._cache) >= _CACHE_LIMIT:
                 self._cache.clear()  # crude, but bounded; the working set is a few dozen models

@@ -131,20 +131,18 @@ def _rejection_error(rejection: Rejection) -> GatewayError:
     return GatewayError(kind, message, headers)
 
 
-def _reported() -> dict[tuple[str, str], tuple[bytes, bytes | None]]:
-    """The headers each reported limit gets, names encoded once: (remaining, reset or None)."""
-    names: dict[tuple[str, str], tuple[bytes, bytes | None]] = {}
+def _key_headers() -> dict[str, tuple[bytes, bytes | None]]:
+    """For each limit of a key, its header names, encoded once: (remaining, reset or None)."""
+    names: dict[str, tuple[bytes, bytes | None]] = {}
     for limit in _LIMIT_TEXT:
-        if limit == "balance":
-            continue
         prefix = f"x-buzz-ratelimit-key-{limit}"
         refills = limit in ("rpm", "itpm", "otpm")
-        names["key", limit] = (f"{prefix}-remaining".encode(), f"{prefix}-reset".encode() if refills else None)
-    names["project", "balance"] = (b"x-buzz-ratelimit-project-balance-remaining", None)
+        names[limit] = (f"{prefix}-remaining".encode(), f"{prefix}-reset".encode() if refills else None)
     return names
 
 
-_REPORTED = MappingProxyType(_reported())
+_KEY_HEADERS = MappingProxyType(_key_headers())
+_BALANCE_HEADER = b"x-buzz-ratelimit-project-balance-remaining"
 
 
 def ratelimit_headers(remaining: list[Remaining]) -> list[tuple[bytes, bytes]]:
@@ -159,10 +157,11 @@ def ratelimit_headers(remaining: list[Remaining]) -> list[tuple[bytes, bytes]]:
     """
     headers = []
     for scope, limit, _, left, reset in remaining:
-        names = _REPORTED.get((scope.kind, limit))
-        if names is None:
-            continue
-        headers.append((names[0], b"%d" % left))
-        if names[1] is not None and reset is not None:
-            headers.append((names[1], b"%d" % math.ceil(reset)))
+        if scope.kind == "key":
+            remaining_name, reset_name = _KEY_HEADERS[limit]
+            headers.append((remaining_name, b"%d" % left))
+            if reset_name is not None and reset is not None:
+                headers.append((reset_name, b"%d" % math.ceil(reset)))
+        elif limit == "balance":
+            headers.append((_BALANCE_HEADER, b"%d" % left))
     return headers
