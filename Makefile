@@ -9,7 +9,7 @@ NPM    ?= npm
 CLAUDE_CODE_VERSION ?= 2.1.197
 NODE_TOOLS := .ci/node-tools
 
-.PHONY: install install-test serve test lint bench clean
+.PHONY: install install-test serve test lint bench bench-instructions clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,10 @@ lint: install-test
 
 bench: install-test
 	$(BIN)/python bench/run.py
+
+# Instructions per request under valgrind's callgrind: a figure the machine's load does not move.
+bench-instructions: install-test
+	$(BIN)/python bench/instructions.py
 
 clean:
 	rm -rf $(VENV) $(NODE_TOOLS)

@@ -57,7 +57,8 @@ class _ChunkedEnd:
             self._pos = chunk_end
 
 
-def _exchange(sock: socket.socket, request: bytes, timeout_s: float) -> StreamTiming:
+def exchange(sock: socket.socket, request: bytes, timeout_s: float) -> StreamTiming:
+    """One request and its whole answer, which must be a 200, on a keep-alive socket."""
     sock.settimeout(timeout_s)
     sent = time.perf_counter_ns()
     sock.sendall(request)
@@ -74,7 +75,7 @@ def _exchange(sock: socket.socket, request: bytes, timeout_s: float) -> StreamTi
     rest = bytes(head[end + 4 :])
     status_line, *header_lines = bytes(head[:end]).decode("latin-1").split("\r\n")
     if status_line.split(" ", 2)[1:2] != ["200"]:
-        raise RuntimeError(f"streaming request failed: {status_line}")
+        raise RuntimeError(f"request failed: {status_line}")
     headers = {name.strip().lower(): value.strip() for name, _, value in (h.partition(":") for h in header_lines)}
     if rest:
         first_body_ns = time.perf_counter_ns()
@@ -111,7 +112,7 @@ def measure(port: int, request: bytes, samples: int, warmup: int, timeout_s: flo
         # Without NODELAY a small request can wait on Nagle's algorithm and inflate every sample.
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         for i in range(warmup + samples):
-            timing = _exchange(sock, request, timeout_s)
+            timing = exchange(sock, request, timeout_s)
             if i >= warmup:
                 timings.append(timing)
     return timings

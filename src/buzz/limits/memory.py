@@ -132,6 +132,13 @@ class _Verdict:
         return self.never or self.latest or self.busy
 
 
+def _short(verdict: _Verdict | None, scope: Scope, limit: LimitName, retry_after: float | None) -> _Verdict:
+    """Records a short limit, making the verdict on the first: a request that fits makes none."""
+    verdict = verdict or _Verdict()
+    verdict.short(scope, limit, retry_after)
+    return verdict
+
+
 class MemoryLimiter:
     in_process = True
 
@@ -255,30 +262,26 @@ class MemoryLimiter:
         for bucket in state.buckets:
             need = needs[bucket.index]
             if need > bucket.capacity:
-                verdict = verdict or _Verdict()
-                verdict.short(scope, bucket.name, None)
+                verdict = _short(verdict, scope, bucket.name, None)
                 continue
             # How long until the bucket holds `need`: it holds its capacity once full.
             full_at = bucket.full_at
             wait = (full_at if full_at > now else now) + need * bucket.per - now - 60.0
             if wait > bucket.epsilon:
-                verdict = verdict or _Verdict()
-                verdict.short(scope, bucket.name, ceil_micro(wait))
+                verdict = _short(verdict, scope, bucket.name, ceil_micro(wait))
         if limits.concurrency is not None and state.inflight >= limits.concurrency:
-            verdict = verdict or _Verdict()
-            verdict.short(scope, "concurrency", CONCURRENCY_RETRY_HINT if limits.concurrency > 0 else None)
+            verdict = _short(verdict, scope, "concurrency", CONCURRENCY_RETRY_HINT if limits.concurrency > 0 else None)
         cost = ask.cost_nanos
         if scope.prepaid and self._balance(scope.id) - cost < 0:
-            verdict = verdict or _Verdict()
-            verdict.short(scope, "balance", None)
+            verdict = _short(verdict, scope, "balance", None)
         # Monthly first: when both are spent, waiting for tomorrow would not help.
         periods = self._periods
         if limits.monthly_nanos is not None and state.this_month + cost > limits.monthly_nanos:
-            verdict = verdict or _Verdict()
-            verdict.short(scope, "monthly", None if cost > limits.monthly_nanos else periods.month_end - wall)
+            verdict = _short(
+                verdict, scope, "monthly", None if cost > limits.monthly_nanos else periods.month_end - wall
+            )
         if limits.daily_nanos is not None and state.today + cost > limits.daily_nanos:
-            verdict = verdict or _Verdict()
-            verdict.short(scope, "daily", None if cost > limits.daily_nanos else periods.day_end - wall)
+            verdict = _short(verdict, scope, "daily", None if cost > limits.daily_nanos else periods.day_end - wall)
         return verdict
 
     def _consume(
