@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,13 +45,14 @@ class Workload:
     path: str
     auth: str  # loadgen.request_headers' style
     api: str  # which fake answers: "messages" (Anthropic) or "chat" (OpenAI)
-    key: str  # which key buzz gets: "plain" or "limits"; "" for the floor
+    key: str  # which key buzz gets: "plain", "limits" or "redis" (limits through Redis); "" for the floor
 
 
 WORKLOADS = (
     Workload("passthrough floor, /v1/messages", "/v1/messages", "x-api-key", "messages", ""),
     Workload("/v1/messages", "/v1/messages", "x-api-key", "messages", "plain"),
     Workload("/v1/messages, limits on (in-process)", "/v1/messages", "x-api-key", "messages", "limits"),
+    Workload("/v1/messages, limits on (Redis)", "/v1/messages", "x-api-key", "messages", "redis"),
     Workload("/v1/chat/completions", "/v1/chat/completions", "bearer", "chat", "plain"),
 )
 
@@ -124,9 +126,10 @@ def _wait_listening(service: Service, port: int) -> None:
     raise RuntimeError(f"{service.name} not listening after {_START_TIMEOUT_S:.0f} s")
 
 
-def run(requests: int, buzz_core: int | None, load_core: int | None) -> dict[str, object]:
+def run(requests: int, buzz_core: int | None, load_core: int | None, redis_url: str | None) -> dict[str, object]:
     work = Path(tempfile.mkdtemp(prefix="buzz-instructions-"))
     fakes: dict[str, Service] = {}
+    redis_key: limits.LimitedKey | None = None
     try:
         ports = {"messages": free_port(), "chat": free_port()}
         modules = {"messages": "buzz.testing.fake_anthropic", "chat": "buzz.testing.fake_openai"}
@@ -136,11 +139,20 @@ def run(requests: int, buzz_core: int | None, load_core: int | None) -> dict[str
             fakes[api].start()
         for api, service in fakes.items():
             wait_ready(service, f"http://{LOCALHOST}:{ports[api]}/v1/models")
-        env = buzz_env(work / "data", ports["messages"], ports["chat"])
-        keys = {"plain": create_key(env)}
-        keys["limits"] = limits.create_limited_key(env, work / "data" / "buzz.sqlite3", "bench-limits").key
+        envs = {"plain": buzz_env(work / "data", ports["messages"], ports["chat"])}
+        envs["limits"] = envs[""] = envs["plain"]
+        keys = {"plain": create_key(envs["plain"])}
+        keys["limits"] = limits.create_limited_key(envs["limits"], work / "data" / "buzz.sqlite3", "bench-limits").key
+        if redis_url is not None:
+            envs["redis"] = {**buzz_env(work / "redis", ports["messages"], ports["chat"]), "BUZZ_REDIS_URL": redis_url}
+            project = f"bench-limits-{uuid.uuid4().hex[:8]}"  # its own keys in the shared Redis, deleted after
+            redis_key = limits.create_limited_key(envs["redis"], work / "redis" / "buzz.sqlite3", project)
+            keys["redis"] = redis_key.key
         results: dict[str, int] = {}
         for workload in WORKLOADS:
+            if workload.key not in envs:
+                print(f"{workload.name:45} skipped: Redis does not answer at {redis_url}", flush=True)
+                continue
             port = free_port()
             if workload.key:
                 argv = [sys.executable, "-m", "buzz", "serve", "--host", LOCALHOST, "--port", str(port)]
@@ -148,12 +160,14 @@ def run(requests: int, buzz_core: int | None, load_core: int | None) -> dict[str
                 upstream = f"http://{LOCALHOST}:{ports[workload.api]}"
                 argv = [sys.executable, str(BENCH_DIR / "passthrough.py"), "--port", str(port), "--upstream", upstream]
             request = _request(port, workload, keys.get(workload.key))
-            results[workload.name] = measure(argv, buzz_core, env, port, request, requests, work)
+            results[workload.name] = measure(argv, buzz_core, envs[workload.key], port, request, requests, work)
             print(f"{workload.name:45} {results[workload.name]:>10,} instructions a request", flush=True)
         return {"requests": requests, "warmup": _WARMUP, "instructions_per_request": results}
     finally:
         for service in fakes.values():
             service.stop()
+        if redis_key is not None and redis_url is not None:
+            limits.forget_redis_state(redis_url, redis_key)
         shutil.rmtree(work, ignore_errors=True)
 
 
@@ -163,11 +177,13 @@ def main() -> int:
     parser.add_argument("--out", type=Path, help="write the figures as JSON here")
     parser.add_argument("--buzz-core", type=int, default=0)
     parser.add_argument("--load-core", type=int, default=1)
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0", help="for the Redis limiter's figure")
     args = parser.parse_args()
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
         print("valgrind is not installed (apt-get install -y valgrind)", file=sys.stderr)
         return 2
-    results = run(args.requests, args.buzz_core, args.load_core)
+    redis_url = None if limits.redis_unreachable(args.redis_url) else args.redis_url
+    results = run(args.requests, args.buzz_core, args.load_core, redis_url)
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(results, indent=2) + "\n")
