@@ -124,6 +124,42 @@ def test_retry_after_is_accurate(tmp_path: Path, quiet: FakeAnthropic, backend: 
         process.stop()
 
 
+def test_every_response_carries_the_keys_headroom(tmp_path: Path, quiet: FakeAnthropic, backend: str) -> None:
+    process = _process(tmp_path, quiet, backend).start()
+    project = f"room-{uuid.uuid4().hex[:6]}"
+    try:
+        _cli(process, "projects", "create", project, "--prepaid", "--rpm", "1000")
+        _cli(process, "balance", "add", project, "1.00")
+        limits = ["--rpm", "60", "--itpm", "6000", "--otpm", "600", "--concurrency", "4"]
+        key = _cli(process, "keys", "create", "--project", project, *limits, "--daily-usd", "1", "--monthly-usd", "5")
+        plain = _cli(process, "keys", "create", "--project", f"open-{uuid.uuid4().hex[:6]}")
+        status, headers, _ = raw_post(process.url, "/v1/messages", BODY, {"x-api-key": key})
+        assert status == 200
+        received = {k.lower(): v for k, v in headers if k.lower().startswith("x-buzz-ratelimit-")}
+        # Reserved: 1 request, about 4 body bytes a token of input, max_tokens (100) of output, and
+        # their worst cost at Haiku 4.5's $1 / $5 per million tokens.
+        tokens = -(-len(BODY) // 4)
+        worst = tokens * 1_000 + 100 * 5_000
+        assert received == {
+            "x-buzz-ratelimit-key-rpm-remaining": "59",
+            "x-buzz-ratelimit-key-rpm-reset": "1",
+            "x-buzz-ratelimit-key-itpm-remaining": str(6000 - tokens),
+            "x-buzz-ratelimit-key-itpm-reset": "1",  # 23 tokens at 100 a second
+            "x-buzz-ratelimit-key-otpm-remaining": "500",
+            "x-buzz-ratelimit-key-otpm-reset": "10",  # 100 tokens at 10 a second
+            "x-buzz-ratelimit-key-concurrency-remaining": "3",
+            "x-buzz-ratelimit-key-monthly-remaining": str(5_000_000_000 - worst),
+            "x-buzz-ratelimit-key-daily-remaining": str(1_000_000_000 - worst),
+            "x-buzz-ratelimit-project-balance-remaining": str(1_000_000_000 - worst),
+        }
+        # Without limits on the key or its project, buzz adds none.
+        status, headers, _ = raw_post(process.url, "/v1/messages", BODY, {"x-api-key": plain})
+        assert status == 200
+        assert not [k for k, _ in headers if k.lower().startswith("x-buzz-ratelimit-")]
+    finally:
+        process.stop()
+
+
 def test_prepaid_balance_ends_exactly_where_the_costs_say(tmp_path: Path, quiet: FakeAnthropic, backend: str) -> None:
     process = _process(tmp_path, quiet, backend).start()
     project = f"prepaid-{uuid.uuid4().hex[:6]}"
