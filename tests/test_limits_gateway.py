@@ -115,6 +115,9 @@ def test_retry_after_is_accurate(tmp_path: Path, quiet: FakeAnthropic, backend: 
         assert "requests per minute" in document["error"]["message"]
         retry_after = int(received["retry-after"])
         assert 1 <= retry_after <= 2
+        # A rejection carries the key's headroom too: nothing left, and full again in a minute.
+        assert received["x-buzz-ratelimit-key-rpm-remaining"] == "0"
+        assert 59 <= int(received["x-buzz-ratelimit-key-rpm-reset"]) <= 60
         time.sleep(max(0.0, retry_after - 1) + 0.0)
         if retry_after > 1:  # a second early: still refused
             assert raw_post(process.url, "/v1/messages", BODY, auth)[0] == 429

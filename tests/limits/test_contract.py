@@ -320,3 +320,27 @@ def test_spend_caps_reopen_at_the_next_utc_day(backend: Backend) -> None:
         assert await limiter.spend(key) == (1000, 1000)
 
     backend.run(scenario)
+
+
+def test_a_rejection_reports_what_every_limit_has_left(backend: Backend) -> None:
+    key = Scope("key", "k", Limits(rpm=2, itpm=600, daily_nanos=DOLLAR))
+    project = Scope("project", "p", prepaid=True)
+
+    async def scenario(limiter: Limiter) -> None:
+        await limiter.add_balance("p", DOLLAR)
+        for _ in range(2):
+            await limiter.reserve([key, project], Ask(100, 0, 1000))
+        with pytest.raises(LimitExceeded) as caught:
+            await limiter.reserve([key, project], Ask(100, 0, 1000))
+        exceeded = caught.value
+        assert exceeded.rejection.limit == "rpm"
+        rpm = left(exceeded.remaining, key, "rpm")
+        assert rpm.remaining == 0
+        assert rpm.reset is not None and 59 < rpm.reset <= 60  # two requests at two a minute
+        # What the two admitted requests took, and nothing for the one turned away.
+        assert 400 <= left(exceeded.remaining, key, "itpm").remaining <= 403
+        assert left(exceeded.remaining, key, "daily").remaining == DOLLAR - 2000
+        assert left(exceeded.remaining, project, "balance").remaining == DOLLAR - 2000
+        assert await limiter.balance("p") == DOLLAR - 2000
+
+    backend.run(scenario)

@@ -82,10 +82,21 @@ class Rejection:
     retry_after: float | None
 
 
+# One scope's headroom on one limit after a reservation (or at a rejection), for the
+# `x-buzz-ratelimit-*` headers: (scope, limit, capacity, remaining, reset). `capacity` is the
+# configured limit (None for a balance, which has no ceiling); `reset` is seconds until the limit
+# is whole again (a bucket full, a spend period over), or None. A bare tuple: a reserve makes one for every limit of
+# every scope on every request, and a NamedTuple costs ten times as much to make.
+Remaining = tuple[Scope, LimitName, int | None, int, float | None]
+
+
 class LimitExceeded(Exception):
-    def __init__(self, rejection: Rejection) -> None:
+    """A reserve turned away: which limit, and what every limit had left (nothing was taken)."""
+
+    def __init__(self, rejection: Rejection, remaining: Sequence[Remaining] = ()) -> None:
         super().__init__(f"{rejection.scope.kind} {rejection.limit} limit exceeded")
         self.rejection = rejection
+        self.remaining = list(remaining)
 
 
 class LimiterUnavailable(Exception):
@@ -108,14 +119,6 @@ class Reservation:
     checked: bool = True  # False: admitted without a limiter (fail-open), nothing to settle
     handle: Any = None  # the backend's own reference to what it reserved, if it keeps one
     settled: bool = False  # set by a backend that tells a second settle by the reservation itself
-
-
-# One scope's headroom on one limit after a reservation, for `x-buzz-ratelimit-*` headers:
-# (scope, limit, capacity, remaining, reset). `capacity` is the configured limit (None for a
-# balance, which has no ceiling); `reset` is seconds until the limit is whole again (a bucket
-# full, a spend period over), or None. A bare tuple: a reserve makes one for every limit of
-# every scope on every request, and a NamedTuple costs ten times as much to make.
-Remaining = tuple[Scope, LimitName, int | None, int, float | None]
 
 
 class BalanceStore(Protocol):

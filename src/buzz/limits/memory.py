@@ -166,7 +166,10 @@ class MemoryLimiter:
         for scope, state in zip(scopes, states):  # noqa: B905 - one state per scope, just made
             verdict = self._check(scope, state, ask, needs, now, wall, verdict)
         if verdict is not None and (rejection := verdict.rejection) is not None:
-            raise LimitExceeded(rejection)
+            headroom: list[Remaining] = []
+            for scope, state in zip(scopes, states):  # noqa: B905
+                self._report(scope, state, now, wall, headroom)
+            raise LimitExceeded(rejection, headroom)
         remaining: list[Remaining] = []
         for scope, state in zip(scopes, states):  # noqa: B905
             self._consume(scope, state, ask, needs, now, wall, remaining)
@@ -295,19 +298,28 @@ class MemoryLimiter:
         left: list[Remaining],
     ) -> None:
         """Takes the ask (already checked to fit) and appends the scope's headroom to `left`."""
-        limits = scope.limits
         for bucket in state.buckets:
             full_at = bucket.full_at
-            full_at = bucket.full_at = (full_at if full_at > now else now) + needs[bucket.index] * bucket.per
-            reset = full_at - now
-            cap = bucket.capacity
-            left.append((scope, bucket.name, cap, math.floor(cap - reset / bucket.per) if cap else 0, reset))
-        if limits.concurrency is not None:
+            bucket.full_at = (full_at if full_at > now else now) + needs[bucket.index] * bucket.per
+        if scope.limits.concurrency is not None:
             state.inflight += 1
-            left.append((scope, "concurrency", limits.concurrency, limits.concurrency - state.inflight, None))
         cost = ask.cost_nanos
         state.today += cost
         state.this_month += cost
+        if scope.prepaid:
+            self._add(scope.id, -cost)
+        self._report(scope, state, now, wall, left)
+
+    def _report(self, scope: Scope, state: _State, now: float, wall: float, left: list[Remaining]) -> None:
+        """Appends the scope's headroom as it stands to `left`: after a take, or with a rejection."""
+        limits = scope.limits
+        for bucket in state.buckets:
+            full_at = bucket.full_at
+            reset = full_at - now if full_at > now else 0.0
+            cap = bucket.capacity
+            left.append((scope, bucket.name, cap, math.floor(cap - reset / bucket.per) if cap else 0, reset))
+        if limits.concurrency is not None:
+            left.append((scope, "concurrency", limits.concurrency, limits.concurrency - state.inflight, None))
         periods = self._periods
         if limits.monthly_nanos is not None:
             cap = limits.monthly_nanos
@@ -316,7 +328,7 @@ class MemoryLimiter:
             cap = limits.daily_nanos
             left.append((scope, "daily", cap, cap - state.today, periods.day_end - wall))
         if scope.prepaid:
-            left.append((scope, "balance", None, self._add(scope.id, -cost), None))
+            left.append((scope, "balance", None, self._balance(scope.id), None))
 
     def _balance(self, project: str) -> int:
         balance = self._balances.get(project)

@@ -56,6 +56,20 @@ def _pack(*values: int | bool | None) -> str:
     return ",".join("" if v is None else str(int(v)) for v in values)
 
 
+def _headroom(scopes: Sequence[Scope], reply: list[str], start: int) -> list[Remaining]:
+    """The reply's tail: "scope,limit,capacity,remaining,reset" for each limit of each scope."""
+    return [
+        (
+            scopes[int(reply[at]) - 1],
+            cast(LimitName, reply[at + 1]),
+            None if reply[at + 2] == "" else int(reply[at + 2]),
+            int(reply[at + 3]),
+            None if reply[at + 4] == "" else float(reply[at + 4]),
+        )
+        for at in range(start, len(reply), 5)
+    ]
+
+
 class RedisLimiter:
     in_process = False
 
@@ -142,20 +156,11 @@ class RedisLimiter:
         status = reply[0]
         if status == "no":
             retry = float(reply[3]) if reply[3] != "" else None
-            raise LimitExceeded(Rejection(scopes[int(reply[1]) - 1], cast(LimitName, reply[2]), retry))
+            rejection = Rejection(scopes[int(reply[1]) - 1], cast(LimitName, reply[2]), retry)
+            raise LimitExceeded(rejection, _headroom(scopes, reply, 4))
         if status == "dup":
             return Reservation(rid, tuple(scopes), ask, int(reply[1]), int(reply[2])), []
-        remaining: list[Remaining] = [
-            (
-                scopes[int(reply[at]) - 1],
-                cast(LimitName, reply[at + 1]),
-                None if reply[at + 2] == "" else int(reply[at + 2]),
-                int(reply[at + 3]),
-                None if reply[at + 4] == "" else float(reply[at + 4]),
-            )
-            for at in range(3, len(reply), 5)
-        ]
-        return Reservation(rid, tuple(scopes), ask, int(reply[1]), int(reply[2])), remaining
+        return Reservation(rid, tuple(scopes), ask, int(reply[1]), int(reply[2])), _headroom(scopes, reply, 3)
 
     async def settle(self, reservation: Reservation, input_tokens: int, output_tokens: int, cost_nanos: int) -> None:
         """Raises LimiterUnavailable if Redis is down: the worst case then stays charged (the safe

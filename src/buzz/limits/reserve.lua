@@ -6,8 +6,9 @@
 --       concurrency retry hint (s), then per scope: key prefix,
 --       "rpm,itpm,otpm,concurrency,daily,monthly,prepaid" ("" = unlimited; prepaid "1"/"0")
 -- Keys are built here from the scope prefixes because spend keys depend on Redis's clock.
--- Returns "ok,day,month" followed by ",scope,limit,capacity,remaining,reset" per limit,
---         "no,scope,limit,retry_after" or "dup,day,month" (all one comma-separated string).
+-- Returns "ok,day,month" or "no,scope,limit,retry_after", each followed by
+--         ",scope,limit,capacity,remaining,reset" per limit of every scope; or "dup,day,month"
+--         (all one comma-separated string).
 
 local marker, id = ARGV[1], ARGV[2]
 local window, lease = tonumber(ARGV[3]), tonumber(ARGV[4])
@@ -51,14 +52,12 @@ for i, s in ipairs(scopes) do
   for _, b in ipairs(s.buckets) do
     local name, capacity, need = b[1], b[2], b[3]
     if capacity ~= nil then
+      local level = refill(s.base .. 'b', name, capacity, now)
+      s.levels[name] = level
       if need > capacity then
         short(i, name, nil)
-      else
-        local level = refill(s.base .. 'b', name, capacity, now)
-        s.levels[name] = level
-        if level + EPSILON < need then
-          if capacity == 0 then short(i, name, nil) else short(i, name, (need - level) * 60 / capacity) end
-        end
+      elseif level + EPSILON < need then
+        if capacity == 0 then short(i, name, nil) else short(i, name, (need - level) * 60 / capacity) end
       end
     end
   end
@@ -85,35 +84,51 @@ for i, s in ipairs(scopes) do
   end
 end
 
-local verdict = never or latest or busy
-if verdict then return table.concat({'no', int(verdict[1]), verdict[2], verdict[3]}, ',') end
-
-local out = {'ok', int(day), int(month)}
-local function left(i, name, capacity, remaining, reset)
-  out[#out + 1] = int(i)
-  out[#out + 1] = name
-  out[#out + 1] = capacity == '' and '' or int(capacity)
-  out[#out + 1] = int(remaining)
-  out[#out + 1] = reset
+-- What every limit of every scope has left, as the reply's tail: after the take, or, with a
+-- rejection, as it stands (nothing was taken).
+local function report(out)
+  local function left(i, name, capacity, remaining, reset)
+    out[#out + 1] = int(i)
+    out[#out + 1] = name
+    out[#out + 1] = capacity == '' and '' or int(capacity)
+    out[#out + 1] = int(remaining)
+    out[#out + 1] = reset
+  end
+  for i, s in ipairs(scopes) do
+    for _, b in ipairs(s.buckets) do
+      local name, capacity = b[1], b[2]
+      if capacity ~= nil then
+        local level = s.levels[name]
+        left(i, name, capacity, math.floor(level), string.format('%.6f', to_full(level, capacity)))
+      end
+    end
+    if s.conc ~= nil then left(i, 'concurrency', s.conc, s.conc - s.inflight, '') end
+    if s.daily ~= nil then left(i, 'daily', s.daily, s.daily - s.today, string.format('%.6f', to_day)) end
+    if s.monthly ~= nil then left(i, 'monthly', s.monthly, s.monthly - s.month, string.format('%.6f', to_month)) end
+    if s.prepaid then left(i, 'balance', '', s.balance, '') end
+  end
+  return table.concat(out, ',')
 end
 
-for i, s in ipairs(scopes) do
+local verdict = never or latest or busy
+if verdict then return report({'no', int(verdict[1]), verdict[2], verdict[3]}) end
+
+for _, s in ipairs(scopes) do
   local full_in = -1
   for _, b in ipairs(s.buckets) do
     local name, capacity, need = b[1], b[2], b[3]
     if capacity ~= nil then
       local level = s.levels[name] - need
+      s.levels[name] = level
       redis.call('HSET', s.base .. 'b', name, level, name .. ':t', now)
-      local reset = to_full(level, capacity)
-      full_in = math.max(full_in, reset)
-      left(i, name, capacity, math.floor(level), string.format('%.6f', reset))
+      full_in = math.max(full_in, to_full(level, capacity))
     end
   end
   if full_in >= 0 then keep(s.base .. 'b', full_in) end
   if s.conc ~= nil then
     redis.call('ZADD', s.base .. 'c', now + lease, id)
     redis.call('EXPIRE', s.base .. 'c', math.ceil(lease) + 1)
-    left(i, 'concurrency', s.conc, s.conc - s.inflight - 1, '')
+    s.inflight = s.inflight + 1
   end
   if cost > 0 then
     -- Spend counters outlive their period by the settle window, so a late settle still finds them.
@@ -122,15 +137,12 @@ for i, s in ipairs(scopes) do
     redis.call('INCRBY', s.base .. 'm:' .. month, cost)
     redis.call('EXPIRE', s.base .. 'm:' .. month, math.ceil(to_month) + window)
   end
-  if s.daily ~= nil then left(i, 'daily', s.daily, s.daily - s.today - cost, string.format('%.6f', to_day)) end
-  if s.monthly ~= nil then
-    left(i, 'monthly', s.monthly, s.monthly - s.month - cost, string.format('%.6f', to_month))
-  end
+  s.today, s.month = s.today + cost, s.month + cost
   if s.prepaid then
     -- The balance has no TTL: in a scaled-out deployment this key is the money.
-    left(i, 'balance', '', redis.call('DECRBY', s.base .. 'bal', cost), '')
+    s.balance = redis.call('DECRBY', s.base .. 'bal', cost)
   end
 end
 
 redis.call('SET', marker, int(day) .. ',' .. int(month), 'EX', window)
-return table.concat(out, ',')
+return report({'ok', int(day), int(month)})

@@ -82,7 +82,9 @@ class Admission:
         try:
             reservation, remaining = await self._limiter.reserve(scopes, ask)
         except LimitExceeded as exceeded:
-            raise _rejection_error(exceeded.rejection) from None
+            error = _rejection_error(exceeded.rejection)
+            error.headers.extend(ratelimit_headers(exceeded.remaining))  # what is left, as on any answer
+            raise error from None
         except LimiterUnavailable as exc:
             raise GatewayError(Kind.UNAVAILABLE, "the limits store is unavailable; try again shortly") from exc
         return Admitted(reservation, remaining)
