@@ -80,6 +80,8 @@ class Pipeline:
             x.status = error.kind.status
             x.error_type = error.kind.type
             if not x.response_started:
+                # Admitted, then failed (upstream unreachable, timeout): the headroom still goes out.
+                error.headers.extend(x.extra_headers)
                 await send_error(send, error, x.request_id, surface)
         except ClientGone:
             x.status = 499
