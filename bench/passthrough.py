@@ -1,7 +1,7 @@
 """The floor under buzz: the same server and client with nothing of buzz's own in between.
 
-A plain ASGI app on uvicorn (uvloop, httptools) that forwards each request to one upstream with
-the same aiohttp session settings as buzz and relays the answer chunk by chunk. No key check,
+A plain ASGI app, served with buzz's own uvicorn settings, that forwards each request to one
+upstream through buzz's own aiohttp session and relays the answer chunk by chunk. No key check,
 no routing, no meter, no ledger. What buzz costs beyond this is buzz's own work.
 
     python bench/passthrough.py --port 9100 --upstream http://127.0.0.1:9001
@@ -16,6 +16,9 @@ from typing import Any
 import aiohttp
 import uvicorn
 from yarl import URL
+
+from buzz.proxy.forward import make_session
+from buzz.server import proxy_server_options
 
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -62,12 +65,7 @@ class Passthrough:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
-                self._session = aiohttp.ClientSession(
-                    connector=aiohttp.TCPConnector(limit=0),
-                    auto_decompress=False,
-                    skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
-                    cookie_jar=aiohttp.DummyCookieJar(),
-                )
+                self._session = make_session(connect_timeout=10.0, read_timeout=600.0)
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 if self._session is not None:
@@ -82,16 +80,7 @@ def main() -> None:
     parser.add_argument("--upstream", required=True, help="base URL, e.g. http://127.0.0.1:9001")
     args = parser.parse_args()
     uvicorn.run(
-        Passthrough(args.upstream),
-        host="127.0.0.1",
-        port=args.port,
-        loop="uvloop",
-        http="httptools",
-        lifespan="on",
-        access_log=False,
-        server_header=False,
-        date_header=False,
-        log_level="warning",
+        Passthrough(args.upstream), host="127.0.0.1", port=args.port, log_level="warning", **proxy_server_options()
     )
 
 

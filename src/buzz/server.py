@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import logging
+from typing import Literal, TypedDict
 
 import uvicorn
 
@@ -19,11 +20,19 @@ class _QuietAborts(logging.Filter):
         return not (record.exc_info and isinstance(record.exc_info[1], ResponseAborted))
 
 
-def uvicorn_config(config: Config) -> uvicorn.Config:
-    return uvicorn.Config(
-        create_app(config),
-        host=config.host,
-        port=config.port,
+class ServerOptions(TypedDict):
+    loop: Literal["uvloop"]
+    http: Literal["httptools"]
+    lifespan: Literal["on"]
+    access_log: bool
+    server_header: bool
+    date_header: bool
+    proxy_headers: bool
+
+
+def proxy_server_options() -> ServerOptions:
+    """How uvicorn serves a proxy, whatever the app (the benchmark's pass-through floor too)."""
+    return ServerOptions(
         loop="uvloop",
         http="httptools",
         lifespan="on",
@@ -33,9 +42,18 @@ def uvicorn_config(config: Config) -> uvicorn.Config:
         # Upstream responses carry their own Date and Server; buzz adds none of its own.
         server_header=False,
         date_header=False,
+        proxy_headers=False,
+    )
+
+
+def uvicorn_config(config: Config) -> uvicorn.Config:
+    return uvicorn.Config(
+        create_app(config),
+        host=config.host,
+        port=config.port,
         log_level=config.log_level,
         timeout_graceful_shutdown=int(config.shutdown_timeout),
-        proxy_headers=False,
+        **proxy_server_options(),
     )
 
 

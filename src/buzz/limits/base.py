@@ -85,8 +85,8 @@ class Rejection:
 # One scope's headroom on one limit after a reservation (or at a rejection), for the
 # `x-buzz-ratelimit-*` headers: (scope, limit, capacity, remaining, reset). `capacity` is the
 # configured limit (None for a balance, which has no ceiling); `reset` is seconds until the limit
-# is whole again (a bucket full, a spend period over), or None. A bare tuple: a reserve makes one for every limit of
-# every scope on every request, and a NamedTuple costs ten times as much to make.
+# is whole again (a bucket full, a spend period over), or None. A bare tuple: a reserve makes
+# one for every limit of every scope on every request, and a NamedTuple costs ten times as much.
 Remaining = tuple[Scope, LimitName, int | None, int, float | None]
 
 
