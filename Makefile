@@ -1,6 +1,6 @@
 # Two commands on a fresh machine:
 #   make serve   installs buzz in .venv and runs it on the embedded default (SQLite in ./buzz-data)
-#   make test    installs buzz with its test tools and runs the whole test suite
+#   make test    installs buzz with its test tools, then runs the lint and the whole test suite
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -37,12 +37,13 @@ install-test: $(VENV)/.installed-test $(VENV)/.claude-code-$(CLAUDE_CODE_VERSION
 serve: install
 	$(BIN)/buzz serve
 
-test: install-test
+# The lint runs first: a change that fails it cannot pass `make test`.
+test: lint
 	$(BIN)/python -m pytest
 
 lint: install-test
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src fakes tests bench
+	$(BIN)/ruff format --check src fakes tests bench
 	$(BIN)/mypy
 
 bench: install-test

@@ -132,7 +132,7 @@ def run(requests: int, buzz_core: int | None, load_core: int | None, redis_url: 
     redis_key: limits.LimitedKey | None = None
     try:
         ports = {"messages": free_port(), "chat": free_port()}
-        modules = {"messages": "buzz.testing.fake_anthropic", "chat": "buzz.testing.fake_openai"}
+        modules = {"messages": "fakes.fake_anthropic", "chat": "fakes.fake_openai"}
         for api, module in modules.items():
             argv = [*pin_prefix(load_core), sys.executable, "-m", module, "--port", str(ports[api]), "--workers", "1"]
             fakes[api] = Service(f"fake {api}", argv, dict(os.environ), work / f"fake-{api}.log")

@@ -20,6 +20,8 @@ LOCALHOST = "127.0.0.1"
 # Not a real credential: the fake upstream accepts anything, and buzz only needs one to route.
 UPSTREAM_KEY = "bench-not-a-real-key"
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
+# The repository root: `python -m fakes.…` finds the fake upstreams there (they are not installed).
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def free_port() -> int:
@@ -54,6 +56,7 @@ class Service:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            cwd=ROOT,
         )
 
     @property

@@ -415,12 +415,12 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
         key = create_key(env)
         limited = limits.create_limited_key(env, database, "bench-limits")
 
-        fake_argv = [*pin_prefix(load_core), sys.executable, "-m", "buzz.testing.fake_anthropic"]
+        fake_argv = [*pin_prefix(load_core), sys.executable, "-m", "fakes.fake_anthropic"]
         fake_argv += ["--port", str(fake_port), "--workers", str(args.fake_workers)]
         fake = Service("fake Anthropic upstream", fake_argv, env, work / "fake.log")
         stack.callback(fake.stop)
         fake.start()
-        fake_openai_argv = [*pin_prefix(load_core), sys.executable, "-m", "buzz.testing.fake_openai"]
+        fake_openai_argv = [*pin_prefix(load_core), sys.executable, "-m", "fakes.fake_openai"]
         fake_openai_argv += ["--port", str(fake_openai_port), "--workers", str(args.fake_workers)]
         fake_openai = Service("fake OpenAI upstream", fake_openai_argv, env, work / "fake-openai.log")
         stack.callback(fake_openai.stop)

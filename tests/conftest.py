@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from buzz.testing.fake_anthropic import FakeAnthropic
+from fakes.fake_anthropic import FakeAnthropic
 from support import BuzzProcess
 
 

@@ -7,7 +7,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from buzz.testing.fake_anthropic import FakeAnthropic
+from fakes.fake_anthropic import FakeAnthropic
 from support import BuzzProcess
 from test_fidelity import raw_post
 

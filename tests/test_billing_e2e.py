@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from buzz.testing.fake_anthropic import FakeAnthropic, Reply, message_json, text_stream_events
+from fakes.fake_anthropic import FakeAnthropic, Reply, message_json, text_stream_events
 from support import BuzzProcess
 from test_fidelity import raw_post
 

@@ -25,8 +25,8 @@ from typing import Any
 
 import pytest
 
-from buzz.testing.anthropic_replies import DEFAULT_TEXT_PIECES
-from buzz.testing.fake_anthropic import FakeAnthropic, RecordedRequest, fake_usage
+from fakes.anthropic_replies import DEFAULT_TEXT_PIECES
+from fakes.fake_anthropic import FakeAnthropic, RecordedRequest, fake_usage
 from support import UPSTREAM_KEY, BuzzProcess
 
 CLAUDE = Path(__file__).resolve().parents[1] / ".ci" / "node-tools" / "node_modules" / ".bin" / "claude"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from buzz.testing.fake_anthropic import FakeAnthropic, Reply, message_json
+from fakes.fake_anthropic import FakeAnthropic, Reply, message_json
 from support import BuzzProcess
 from test_fidelity import raw_post
 

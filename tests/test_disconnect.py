@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 import time
 
-from buzz.testing.fake_anthropic import FakeAnthropic, Reply, text_stream_events
+from fakes.fake_anthropic import FakeAnthropic, Reply, text_stream_events
 from support import BuzzProcess, wait_until
 
 BODY = b'{"model":"claude-sonnet-4-6","max_tokens":512,"stream":true,"messages":[]}'

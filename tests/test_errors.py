@@ -11,7 +11,7 @@ from pathlib import Path
 import anthropic
 import pytest
 
-from buzz.testing.fake_anthropic import FakeAnthropic, Reply, error_reply, midstream_error_events
+from fakes.fake_anthropic import FakeAnthropic, Reply, error_reply, midstream_error_events
 from support import BuzzProcess, free_port
 from test_fidelity import raw_post
 

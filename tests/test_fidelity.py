@@ -10,7 +10,7 @@ from pathlib import Path
 
 import anthropic
 
-from buzz.testing.fake_anthropic import FakeAnthropic, Reply, message_json, text_stream_events
+from fakes.fake_anthropic import FakeAnthropic, Reply, message_json, text_stream_events
 from support import UPSTREAM_KEY, BuzzProcess
 
 # Headers a client sends that must arrive upstream exactly as sent (names compared

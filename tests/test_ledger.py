@@ -8,7 +8,7 @@ import sqlite3
 from pathlib import Path
 
 from buzz.store.sqlite import _RowTimes, iso
-from buzz.testing.fake_anthropic import FakeAnthropic
+from fakes.fake_anthropic import FakeAnthropic
 from support import BuzzProcess
 from test_fidelity import raw_post
 

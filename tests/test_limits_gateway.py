@@ -13,7 +13,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from buzz.testing.fake_anthropic import FakeAnthropic, Reply, message_json, text_stream_events
+from fakes.fake_anthropic import FakeAnthropic, Reply, message_json, text_stream_events
 from support import BuzzProcess, free_port, wait_until
 from test_fidelity import raw_post
 

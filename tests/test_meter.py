@@ -9,8 +9,8 @@ import pytest
 
 from buzz.billing.usage import Usage
 from buzz.proxy.meter import Meter, SSEParser
-from buzz.testing.fake_anthropic import message_json, sse_event, text_stream_events
 from buzz.upstreams.anthropic import AnthropicUsage
+from fakes.fake_anthropic import message_json, sse_event, text_stream_events
 
 SSE = "text/event-stream; charset=utf-8"
 

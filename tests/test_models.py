@@ -10,7 +10,7 @@ import anthropic
 import pytest
 
 from buzz.catalogue import Catalogue
-from buzz.testing.fake_anthropic import FakeAnthropic
+from fakes.fake_anthropic import FakeAnthropic
 from support import BuzzProcess
 
 BRIEF_IDS = {

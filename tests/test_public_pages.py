@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import ConsoleMessage, Request, Response, sync_playwright
 
-from buzz.testing.fake_anthropic import FakeAnthropic, Reply, message_json, usage_dict
+from fakes.fake_anthropic import FakeAnthropic, Reply, message_json, usage_dict
 from support import BuzzProcess
 from test_fidelity import raw_post
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import anthropic
 import pytest
 
-from buzz.testing.fake_anthropic import (
+from fakes.fake_anthropic import (
     FakeAnthropic,
     Reply,
     error_reply,

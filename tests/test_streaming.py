@@ -9,7 +9,7 @@ import time
 import aiohttp
 import anthropic
 
-from buzz.testing.fake_anthropic import (
+from fakes.fake_anthropic import (
     FakeAnthropic,
     Reply,
     text_stream_events,

@@ -16,14 +16,14 @@ from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
 
-from buzz.testing.fake_anthropic import FakeAnthropic
-from buzz.testing.fake_google import FakeGoogle
-from buzz.testing.fake_openai import FakeOpenAI, FakeXAI
-from buzz.testing.google_replies import google_error_reply
-from buzz.testing.google_sse import generate_content_json, stream_generate_content_events, usage_metadata
-from buzz.testing.openai_replies import openai_error_reply
-from buzz.testing.openai_sse import chat_completion_json, chat_stream_chunks, chat_usage
-from buzz.testing.replies import Reply
+from fakes.fake_anthropic import FakeAnthropic
+from fakes.fake_google import FakeGoogle
+from fakes.fake_openai import FakeOpenAI, FakeXAI
+from fakes.google_replies import google_error_reply
+from fakes.google_sse import generate_content_json, stream_generate_content_events, usage_metadata
+from fakes.openai_replies import openai_error_reply
+from fakes.openai_sse import chat_completion_json, chat_stream_chunks, chat_usage
+from fakes.replies import Reply
 from support import BuzzProcess
 from test_fidelity import raw_post
 

@@ -16,19 +16,20 @@ import msgspec
 
 from buzz.admin.api import PREFIX as ADMIN_PREFIX
 from buzz.admin.api import AdminAPI
+from buzz.asgi import Receive, Scope, Send, header_map, send_response
 from buzz.billing.ledger import LedgerWriter
 from buzz.billing.pricing import PriceBook
 from buzz.catalogue import Catalogue
 from buzz.config import PROVIDERS, Config
-from buzz.errors import GatewayError, Kind
+from buzz.errors import GatewayError, Kind, send_error
 from buzz.limits.base import Limiter
 from buzz.limits.memory import MemoryLimiter
 from buzz.limits.redis import RedisLimiter
 from buzz.proxy.admit import Admission
 from buzz.proxy.auth import Authenticator, presented_key
 from buzz.proxy.exchange import new_request_id
-from buzz.proxy.forward import Receive, Send, make_session
-from buzz.proxy.pipeline import Pipeline, send_error
+from buzz.proxy.forward import make_session
+from buzz.proxy.pipeline import Pipeline
 from buzz.proxy.route import Router
 from buzz.proxy.settle import Settler
 from buzz.public import catalog, script
@@ -114,7 +115,7 @@ class Gateway:
             raise RuntimeError("gateway is not started")
         return self._running
 
-    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
             await self._http(scope, receive, send)
@@ -136,7 +137,7 @@ class Gateway:
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
-    async def _http(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["path"].startswith(ADMIN_PREFIX):
             await self.running.admin(scope, receive, send)
             return
@@ -147,7 +148,7 @@ class Gateway:
         elif endpoint.proxied:
             await self.running.pipeline.handle(scope, receive, send, endpoint, params)
         elif endpoint is HEALTHZ:
-            await send_json(send, 200, b'{"status":"ok"}')
+            await send_response(send, 200, b'{"status":"ok"}', b"application/json")
         elif endpoint is MODELS_PAGE or endpoint is PRICING:
             await self._public(scope, send, endpoint)
         elif endpoint is CLAUDE_CODE_SCRIPT:
@@ -160,12 +161,12 @@ class Gateway:
         else:
             await self._models(scope, send, params)
 
-    async def _public(self, scope: dict[str, Any], send: Send, endpoint: Endpoint) -> None:
+    async def _public(self, scope: Scope, send: Send, endpoint: Endpoint) -> None:
         """The public model list and prices: no key needed, the same figures buzz bills with."""
         routable = [entry for entry in self.catalogue.list() if self.router.routable(entry.provider)]
         routable.sort(key=lambda entry: PROVIDERS.index(entry.provider))  # by vendor, newest first within
         pricing = catalog.pricing_document(routable, self.prices, self.config.discount)
-        accept = dict(scope["headers"]).get(b"accept", b"")
+        accept = header_map(scope["headers"]).get(b"accept", b"")
         if endpoint is PRICING:
             await _public_response(send, msgspec.json.encode(pricing), b"application/json")
         elif b"application/json" in accept and b"text/html" not in accept:
@@ -173,9 +174,9 @@ class Gateway:
         else:
             await _public_response(send, catalog.models_page(routable, pricing), b"text/html; charset=utf-8")
 
-    async def _models(self, scope: dict[str, Any], send: Send, params: dict[str, str]) -> None:
+    async def _models(self, scope: Scope, send: Send, params: dict[str, str]) -> None:
         """Anthropic's shape for Anthropic clients (they send anthropic-version), OpenAI's otherwise."""
-        headers = dict(reversed(scope["headers"]))
+        headers = header_map(scope["headers"])
         anthropic_shape = b"anthropic-version" in headers
         surface = Surface.ANTHROPIC if anthropic_shape else Surface.OPENAI
         try:
@@ -190,44 +191,23 @@ class Gateway:
         except GatewayError as error:
             await send_error(send, error, new_request_id(), surface)
             return
-        await send_json(send, 200, msgspec.json.encode(document))
+        await send_response(send, 200, msgspec.json.encode(document), b"application/json")
 
 
 async def _public_response(send: Send, body: bytes, content_type: bytes) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 200,
-            "headers": [
-                (b"content-type", content_type),
-                (b"content-length", str(len(body)).encode()),
-                (b"cache-control", b"public, max-age=300"),
-                (b"vary", b"accept"),
-            ],
-        }
+    await send_response(
+        send, 200, body, content_type, [(b"cache-control", b"public, max-age=300"), (b"vary", b"accept")]
     )
-    await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
-def _surface_of(scope: dict[str, Any]) -> Surface:
+def _surface_of(scope: Scope) -> Surface:
     """For an unknown route: answer in the envelope the client most likely reads."""
-    headers = dict(scope["headers"])
+    headers = header_map(scope["headers"])
     if b"anthropic-version" in headers or b"x-api-key" in headers or str(scope["path"]).startswith("/v1/messages"):
         return Surface.ANTHROPIC
     if str(scope["path"]).startswith("/v1beta/") or b"x-goog-api-key" in headers:
         return Surface.GEMINI
     return Surface.OPENAI
-
-
-async def send_json(send: Send, status: int, body: bytes) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
-        }
-    )
-    await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
 def create_app(config: Config) -> Gateway:

@@ -12,6 +12,9 @@ from enum import Enum
 
 import msgspec
 
+from buzz.asgi import Send, send_response
+from buzz.routes import Surface
+
 
 class Kind(Enum):
     """(status, error.type, retryable) for each thing that can go wrong inside buzz."""
@@ -112,14 +115,20 @@ def gemini_body(error: GatewayError, request_id: str) -> bytes:
     )
 
 
-def response_headers(error: GatewayError, body: bytes, request_id: str) -> list[tuple[bytes, bytes]]:
+def _headers(error: GatewayError, request_id: str) -> list[tuple[bytes, bytes]]:
     # SDKs retry 408/409/429/5xx unless told otherwise: say explicitly which of ours are worth it.
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
+    return [
         (b"x-buzz-request-id", request_id.encode()),
         (b"x-buzz-error-source", b"gateway"),
         (b"x-should-retry", b"true" if error.kind.retryable else b"false"),
+        *error.headers,
     ]
-    headers.extend(error.headers)
-    return headers
+
+
+_RENDER = {Surface.ANTHROPIC: anthropic_body, Surface.OPENAI: openai_body, Surface.GEMINI: gemini_body}
+
+
+async def send_error(send: Send, error: GatewayError, request_id: str, surface: Surface) -> None:
+    """buzz's own error, in the envelope of the surface the client speaks."""
+    body = _RENDER[surface](error, request_id)
+    await send_response(send, error.kind.status, body, b"application/json", _headers(error, request_id))

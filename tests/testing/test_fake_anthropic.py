@@ -23,7 +23,7 @@ import pytest
 from anthropic.types import MessageParam
 
 import buzz
-from buzz.testing.fake_anthropic import (
+from fakes.fake_anthropic import (
     FakeAnthropic,
     Reply,
     cloudflare_413_reply,
@@ -384,7 +384,7 @@ def test_hang_times_out_and_stop_is_prompt() -> None:
 def test_standalone_cli_serves_and_stops() -> None:
     env = {**os.environ, "PYTHONPATH": str(Path(buzz.__file__).parents[1])}
     with subprocess.Popen(
-        [sys.executable, "-m", "buzz.testing.fake_anthropic", "--port", "0", "--workers", "2"],
+        [sys.executable, "-m", "fakes.fake_anthropic", "--port", "0", "--workers", "2"],
         stdout=subprocess.PIPE,
         env=env,
         text=True,

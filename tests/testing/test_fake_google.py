@@ -15,7 +15,7 @@ from google import genai
 from google.genai import errors, types
 from multidict import CIMultiDict
 
-from buzz.testing.fake_google import (
+from fakes.fake_google import (
     FakeGoogle,
     Reply,
     google_error_reply,

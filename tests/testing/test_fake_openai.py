@@ -18,8 +18,8 @@ import pytest
 from multidict import CIMultiDict
 from openai.types.chat import ChatCompletionMessageParam
 
-from buzz.testing.fake_anthropic import FakeAnthropic
-from buzz.testing.fake_openai import (
+from fakes.fake_anthropic import FakeAnthropic
+from fakes.fake_openai import (
     DONE,
     FakeOpenAI,
     FakeXAI,

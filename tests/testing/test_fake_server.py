@@ -16,12 +16,12 @@ import pytest
 from multidict import CIMultiDict
 
 import buzz
-from buzz.testing import fake_anthropic, fake_google, fake_openai, replies
-from buzz.testing.fake_anthropic import FakeAnthropic
-from buzz.testing.fake_google import FakeGoogle
-from buzz.testing.fake_openai import FakeOpenAI, FakeXAI
-from buzz.testing.fake_server import FakeUpstream
-from buzz.testing.replies import Reply
+from fakes import fake_anthropic, fake_google, fake_openai, replies
+from fakes.fake_anthropic import FakeAnthropic
+from fakes.fake_google import FakeGoogle
+from fakes.fake_openai import FakeOpenAI, FakeXAI
+from fakes.fake_server import FakeUpstream
+from fakes.replies import Reply
 
 
 def fetch(url: str, data: bytes = b"", headers: Mapping[str, str] | None = None) -> tuple[int, CIMultiDict[str], bytes]:
@@ -87,9 +87,9 @@ def test_disconnect_times_on_any_fake() -> None:
 @pytest.mark.parametrize(
     ("module", "extra", "path", "expect"),
     [
-        ("buzz.testing.fake_openai", [], "/v1/chat/completions", b'"object":"chat.completion"'),
-        ("buzz.testing.fake_openai", ["--xai"], "/v1/models", b'"owned_by":"xai"'),
-        ("buzz.testing.fake_google", [], "/v1/models/gemini-2.5-flash:generateContent", b'"usageMetadata"'),
+        ("fakes.fake_openai", [], "/v1/chat/completions", b'"object":"chat.completion"'),
+        ("fakes.fake_openai", ["--xai"], "/v1/models", b'"owned_by":"xai"'),
+        ("fakes.fake_google", [], "/v1/models/gemini-2.5-flash:generateContent", b'"usageMetadata"'),
     ],
 )
 def test_standalone_cli(module: str, extra: list[str], path: str, expect: bytes) -> None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import random
 
-from buzz.proxy.meter import Meter, MeterResult, UsageRules
+from buzz.proxy.meter import Meter
+from buzz.upstreams.base import MeterResult, UsageRules
 
 SSE = "text/event-stream; charset=utf-8"
 JSON = "application/json; charset=UTF-8"

@@ -15,10 +15,11 @@ from typing import Any
 
 import msgspec
 
-from buzz.errors import GatewayError, Kind, openai_body, response_headers
+from buzz.asgi import Receive, Scope, Send, header_map, send_response
+from buzz.errors import GatewayError, Kind, send_error
 from buzz.limits.base import Limiter, Limits
 from buzz.proxy.auth import generate_key
-from buzz.proxy.forward import Receive, Send
+from buzz.routes import Surface
 from buzz.store.base import KeyRecord, ProjectRecord
 from buzz.store.sqlite import SQLiteStore
 
@@ -104,28 +105,17 @@ class AdminAPI:
         self._limiter = limiter
         self._changed = changed  # the request path must reread keys and limits
 
-    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
-            self._authorize(dict(scope["headers"]))
+            self._authorize(header_map(scope["headers"]))
             body = await _read(receive)
             status, document = await self._route(scope["method"], scope["path"][len(PREFIX) :], body)
             if scope["method"] != "GET":
                 self._changed()
         except GatewayError as error:
-            payload = openai_body(error, "")
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": error.kind.status,
-                    "headers": response_headers(error, payload, "admin"),
-                }
-            )
-            await send({"type": "http.response.body", "body": payload})
+            await send_error(send, error, "admin", Surface.OPENAI)
             return
-        payload = msgspec.json.encode(document)
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": payload})
+        await send_response(send, status, msgspec.json.encode(document), b"application/json")
 
     def _authorize(self, headers: dict[bytes, bytes]) -> None:
         if not self._token:

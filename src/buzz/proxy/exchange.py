@@ -7,7 +7,7 @@ import time
 from collections.abc import Sequence
 
 from buzz.proxy.auth import Principal
-from buzz.proxy.meter import MeterResult
+from buzz.upstreams.base import MeterResult
 
 _MAX_TAGS = 16
 _MAX_TAG_LENGTH = 64

@@ -8,20 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 import aiohttp
 from yarl import URL
 
+from buzz.asgi import Receive, Send
 from buzz.errors import GatewayError, Kind
 from buzz.proxy.exchange import Exchange
 from buzz.proxy.headers import client_response_headers, upstream_request_headers
-from buzz.proxy.meter import Meter, UsageRules
+from buzz.proxy.meter import Meter
 from buzz.proxy.route import Route
-
-Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
-Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+from buzz.upstreams.base import UsageRules
 
 # Only these are set by aiohttp itself; every other header is the client's own.
 _WATCH_AFTER = 0.02

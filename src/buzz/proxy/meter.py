@@ -11,30 +11,10 @@ from __future__ import annotations
 import logging
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Protocol
 
-from buzz.billing.usage import Usage, UsageSource
+from buzz.upstreams.base import MeterResult, UsageRules
 
 log = logging.getLogger("buzz.meter")
-
-
-@dataclass(slots=True)
-class MeterResult:
-    usage: Usage | None
-    source: UsageSource
-    model: str | None = None  # the model the upstream says served the request
-    error_type: str | None = None  # an upstream error type seen in the body or the stream
-
-
-class UsageRules(Protocol):
-    """One vendor's rules for finding usage in what it sends."""
-
-    def on_event(self, event: bytes | None, data: bytes) -> None: ...
-
-    def on_body(self, body: bytes) -> None: ...
-
-    def result(self, complete: bool) -> MeterResult: ...
 
 
 def _identity(data: bytes) -> bytes:

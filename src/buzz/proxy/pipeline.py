@@ -7,15 +7,15 @@ from __future__ import annotations
 
 import logging
 import traceback
-from typing import Any
 
 import aiohttp
 
-from buzz.errors import GatewayError, Kind, anthropic_body, gemini_body, openai_body, response_headers
+from buzz.asgi import Receive, Scope, Send, header_map
+from buzz.errors import GatewayError, Kind, send_error
 from buzz.proxy.admit import Admission, Admitted, check_access, ratelimit_headers
 from buzz.proxy.auth import Authenticator, presented_key
 from buzz.proxy.exchange import Exchange
-from buzz.proxy.forward import Receive, ResponseAborted, Send, forward
+from buzz.proxy.forward import ResponseAborted, forward
 from buzz.proxy.route import Router, add_include_usage, read_head
 from buzz.proxy.settle import Settler
 from buzz.routes import CHAT, Endpoint, Surface
@@ -48,10 +48,10 @@ class Pipeline:
         self._max_body_bytes = max_body_bytes
 
     async def handle(
-        self, scope: dict[str, Any], receive: Receive, send: Send, endpoint: Endpoint, params: dict[str, str]
+        self, scope: Scope, receive: Receive, send: Send, endpoint: Endpoint, params: dict[str, str]
     ) -> None:
         raw_headers: list[tuple[bytes, bytes]] = scope["headers"]
-        headers = dict(reversed(raw_headers))  # first value wins
+        headers = header_map(raw_headers)
         surface = endpoint.surface
         query: bytes = scope.get("query_string", b"")
         x = Exchange(surface.value, headers, endpoint.billed)
@@ -130,22 +130,7 @@ def _where(exc: BaseException) -> str:
     return f"{frames[-1].filename}:{frames[-1].lineno}" if frames else "?"
 
 
-def _raw_path(scope: dict[str, Any]) -> str:
+def _raw_path(scope: Scope) -> str:
     # raw_path keeps the client's exact percent-encoding.
     raw_path = scope.get("raw_path")
     return raw_path.decode("latin-1") if isinstance(raw_path, bytes) else str(scope["path"])
-
-
-_RENDER = {Surface.ANTHROPIC: anthropic_body, Surface.OPENAI: openai_body, Surface.GEMINI: gemini_body}
-
-
-async def send_error(send: Send, error: GatewayError, request_id: str, surface: Surface = Surface.ANTHROPIC) -> None:
-    body = _RENDER[surface](error, request_id)
-    await send(
-        {
-            "type": "http.response.start",
-            "status": error.kind.status,
-            "headers": response_headers(error, body, request_id),
-        }
-    )
-    await send({"type": "http.response.body", "body": body, "more_body": False})

@@ -12,7 +12,7 @@ import re
 import msgspec
 
 from buzz.billing.usage import Usage
-from buzz.proxy.meter import MeterResult
+from buzz.upstreams.base import MeterResult
 
 PROVIDER = "anthropic"
 

@@ -15,8 +15,8 @@ from __future__ import annotations
 import msgspec
 
 from buzz.billing.usage import Usage
-from buzz.proxy.meter import MeterResult
 from buzz.upstreams import estimate
+from buzz.upstreams.base import MeterResult
 
 
 class _UsageMetadata(msgspec.Struct, rename="camel"):

@@ -23,8 +23,8 @@ from __future__ import annotations
 import msgspec
 
 from buzz.billing.usage import Usage
-from buzz.proxy.meter import MeterResult
 from buzz.upstreams import estimate
+from buzz.upstreams.base import MeterResult
 
 _DONE = b"[DONE]"
 _TERMINAL = frozenset({"response.completed", "response.incomplete", "response.failed"})

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from buzz.proxy.meter import UsageRules
 from buzz.routes import CHAT, EMBEDDINGS, GENERATE, RESPONSES, STREAM_GENERATE, Endpoint
 from buzz.upstreams.anthropic import AnthropicUsage
+from buzz.upstreams.base import UsageRules
 from buzz.upstreams.google import GeminiUsage
 from buzz.upstreams.openai import ChatUsage, EmbeddingsUsage, ResponsesUsage
 

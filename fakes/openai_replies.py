@@ -1,6 +1,6 @@
 """What the fake OpenAI-format upstream answers: error replies and the default behaviour.
 
-The default behaviour and its `x-fake-scenario` list are documented in `buzz.testing.fake_openai`.
+The default behaviour and its `x-fake-scenario` list are documented in `fakes.fake_openai`.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
 
-from buzz.testing import openai_sse as sse
-from buzz.testing.replies import (
+from fakes import openai_sse as sse
+from fakes.replies import (
     JSON_TYPE,
     Reply,
     dumps,

@@ -1,7 +1,7 @@
 """What the fake Anthropic upstream answers: error replies and the default behaviour.
 
 The default behaviour (used when no reply is queued) and its `x-fake-scenario` list are
-documented in `buzz.testing.fake_anthropic`.
+documented in `fakes.fake_anthropic`.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
 from typing import Any
 
-from buzz.testing import anthropic_sse as sse
-from buzz.testing.replies import (
+from fakes import anthropic_sse as sse
+from fakes.replies import (
     JSON_TYPE,
     SLOW_EVENT_GAP,
     SSE_TYPE,

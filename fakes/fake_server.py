@@ -31,8 +31,8 @@ from typing import Self
 from aiohttp import web
 from multidict import CIMultiDict
 
-from buzz.testing.fake_wire import RecordedRequest, TeeHandler, TeeServer, take_request
-from buzz.testing.replies import JSON_TYPE, SSE_TYPE, Reply
+from fakes.fake_wire import RecordedRequest, TeeHandler, TeeServer, take_request
+from fakes.replies import JSON_TYPE, SSE_TYPE, Reply
 
 __all__ = ["DefaultReply", "FakeUpstream", "RecordedRequest", "Reply", "play", "serve_main"]
 

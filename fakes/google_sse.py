@@ -15,7 +15,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from buzz.testing.replies import dumps, stable_token
+from fakes.replies import dumps, stable_token
 
 JsonObject = Mapping[str, Any]
 

@@ -1,8 +1,8 @@
 """Fake OpenAI-format upstreams (OpenAI, xAI, and the OpenAI layers of Anthropic and Gemini).
 
-`FakeOpenAI` and `FakeXAI` are `FakeUpstream`s (see `buzz.testing.fake_server`): real HTTP
+`FakeOpenAI` and `FakeXAI` are `FakeUpstream`s (see `fakes.fake_server`): real HTTP
 servers that record every request byte for byte and play queued `Reply`s first. Standalone:
-`python -m buzz.testing.fake_openai --port 9002 [--workers N] [--xai]`.
+`python -m fakes.fake_openai --port 9002 [--workers N] [--xai]`.
 
 With nothing queued they answer like api.openai.com (wire.md §2), under ANY path prefix, so one
 fake serves OpenAI and xAI (`/v1/...`), Anthropic's layer (`/v1/chat/completions`) and Gemini's
@@ -58,9 +58,9 @@ import argparse
 import functools
 from collections.abc import Mapping, Sequence
 
-from buzz.testing.fake_server import FakeUpstream, serve_main
-from buzz.testing.fake_wire import RecordedRequest
-from buzz.testing.openai_replies import (
+from fakes.fake_server import FakeUpstream, serve_main
+from fakes.fake_wire import RecordedRequest
+from fakes.openai_replies import (
     DEFAULT_TEXT_PIECES,
     default_reply,
     fake_chat_usage,
@@ -70,7 +70,7 @@ from buzz.testing.openai_replies import (
     openai_error_reply,
     ratelimit_headers,
 )
-from buzz.testing.openai_sse import (
+from fakes.openai_sse import (
     DEFAULT_MODELS,
     DONE,
     XAI_MODELS,
@@ -92,7 +92,7 @@ from buzz.testing.openai_sse import (
     sse_event,
     stream_error_event,
 )
-from buzz.testing.replies import Reply
+from fakes.replies import Reply
 
 __all__ = [
     "DEFAULT_MODELS",
@@ -207,7 +207,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     serve_main(
         functools.partial(fake_type, record=False),
         name="xai" if known.xai else "openai",
-        prog="python -m buzz.testing.fake_openai",
+        prog="python -m fakes.fake_openai",
         default_port=9004 if known.xai else 9002,
         argv=argv,
         parents=[pre],

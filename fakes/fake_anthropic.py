@@ -1,7 +1,7 @@
 """A fake Anthropic upstream: a real HTTP server that records every request byte for byte.
 
 Use it threaded in tests (`with FakeAnthropic() as fake: ... fake.url ...`) or standalone for
-benchmarks and manual trials: `python -m buzz.testing.fake_anthropic --port 9001 [--workers N]`.
+benchmarks and manual trials: `python -m fakes.fake_anthropic --port 9001 [--workers N]`.
 
 Scripted replies: `fake.enqueue(Reply(...))` answers the next request (FIFO) with exactly that
 status, headers, body or chunks, timing, gzip or connection fault. With nothing queued the fake
@@ -46,8 +46,8 @@ from __future__ import annotations
 import functools
 from collections.abc import Mapping, Sequence
 
-from buzz.testing import openai_replies
-from buzz.testing.anthropic_replies import (
+from fakes import openai_replies
+from fakes.anthropic_replies import (
     JSON_TYPE,
     SSE_TYPE,
     Reply,
@@ -57,7 +57,7 @@ from buzz.testing.anthropic_replies import (
     fake_usage,
     ratelimit_headers,
 )
-from buzz.testing.anthropic_sse import (
+from fakes.anthropic_sse import (
     PING_EVENT,
     count_tokens_json,
     delta_usage,
@@ -74,8 +74,8 @@ from buzz.testing.anthropic_sse import (
     tool_use_stream_events,
     usage_dict,
 )
-from buzz.testing.fake_server import FakeUpstream, play, serve_main
-from buzz.testing.fake_wire import RecordedRequest
+from fakes.fake_server import FakeUpstream, play, serve_main
+from fakes.fake_wire import RecordedRequest
 
 __all__ = [
     "JSON_TYPE",
@@ -138,7 +138,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     serve_main(
         functools.partial(FakeAnthropic, record=False),
         name="anthropic",
-        prog="python -m buzz.testing.fake_anthropic",
+        prog="python -m fakes.fake_anthropic",
         default_port=9001,
         argv=argv,
     )

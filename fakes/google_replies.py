@@ -1,6 +1,6 @@
 """What the fake Gemini upstream answers: error replies and the default behaviour.
 
-The default behaviour and its `x-fake-scenario` list are documented in `buzz.testing.fake_google`.
+The default behaviour and its `x-fake-scenario` list are documented in `fakes.fake_google`.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from types import MappingProxyType
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
-from buzz.testing import google_sse as sse
-from buzz.testing import openai_replies
-from buzz.testing.replies import (
+from fakes import google_sse as sse
+from fakes import openai_replies
+from fakes.replies import (
     Reply,
     dumps,
     json_delivery,

@@ -17,7 +17,7 @@ import struct
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from buzz.testing.replies import dumps, stable_token
+from fakes.replies import dumps, stable_token
 
 JsonObject = Mapping[str, Any]
 

@@ -1,9 +1,9 @@
 """A fake Google Gemini upstream (native API and its OpenAI-compatible layer).
 
-`FakeGoogle` is a `FakeUpstream` (see `buzz.testing.fake_server`): a real HTTP server that
+`FakeGoogle` is a `FakeUpstream` (see `fakes.fake_server`): a real HTTP server that
 records every request byte for byte, credentials included exactly as received (the
 `x-goog-api-key` header or the `?key=` query parameter), and plays queued `Reply`s first.
-Standalone: `python -m buzz.testing.fake_google --port 9003 [--workers N]`.
+Standalone: `python -m fakes.fake_google --port 9003 [--workers N]`.
 
 With nothing queued it answers like generativelanguage.googleapis.com (wire.md §4), under the
 API versions `v1` (google-genai 3.x's default), `v1beta` and `v1alpha`:
@@ -50,9 +50,9 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 
-from buzz.testing.fake_server import FakeUpstream, serve_main
-from buzz.testing.fake_wire import RecordedRequest
-from buzz.testing.google_replies import (
+from fakes.fake_server import FakeUpstream, serve_main
+from fakes.fake_wire import RecordedRequest
+from fakes.google_replies import (
     DEFAULT_TEXT_PIECES,
     GOOGLE_JSON_TYPE,
     GOOGLE_SSE_TYPE,
@@ -60,7 +60,7 @@ from buzz.testing.google_replies import (
     fake_usage_metadata,
     google_error_reply,
 )
-from buzz.testing.google_sse import (
+from fakes.google_sse import (
     DEFAULT_MODELS,
     count_tokens_json,
     error_body,
@@ -78,7 +78,7 @@ from buzz.testing.google_sse import (
     stream_objects,
     usage_metadata,
 )
-from buzz.testing.replies import Reply
+from fakes.replies import Reply
 
 __all__ = [
     "DEFAULT_MODELS",
@@ -121,7 +121,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     serve_main(
         functools.partial(FakeGoogle, record=False),
         name="google",
-        prog="python -m buzz.testing.fake_google",
+        prog="python -m fakes.fake_google",
         default_port=9003,
         argv=argv,
     )

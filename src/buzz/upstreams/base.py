@@ -1,0 +1,31 @@
+"""What every vendor's usage rules hand the meter: the Protocol they implement and its result.
+
+The meter (`buzz.proxy.meter`) turns relayed bytes into events and bodies; a vendor's rules
+(`buzz.upstreams.<vendor>`) know where usage is in them. The types both sides share live here,
+below both, so the vendor modules never import the request path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from buzz.billing.usage import Usage, UsageSource
+
+
+@dataclass(slots=True)
+class MeterResult:
+    usage: Usage | None
+    source: UsageSource
+    model: str | None = None  # the model the upstream says served the request
+    error_type: str | None = None  # an upstream error type seen in the body or the stream
+
+
+class UsageRules(Protocol):
+    """One vendor's rules for finding usage in what it sends."""
+
+    def on_event(self, event: bytes | None, data: bytes) -> None: ...
+
+    def on_body(self, body: bytes) -> None: ...
+
+    def result(self, complete: bool) -> MeterResult: ...
