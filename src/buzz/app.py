@@ -21,6 +21,7 @@ from buzz.billing.ledger import LedgerWriter
 from buzz.billing.pricing import PriceBook
 from buzz.catalogue import Catalogue
 from buzz.config import PROVIDERS, Config
+from buzz.counters import Counters
 from buzz.errors import GatewayError, Kind, send_error
 from buzz.limits.base import Limiter
 from buzz.limits.memory import MemoryLimiter
@@ -73,6 +74,7 @@ class Gateway:
         self.catalogue = Catalogue.default(models=config.routing_models, patterns=config.routing_patterns)
         self.prices = price_book(config)
         self.router = Router(config, self.catalogue)
+        self.counters = Counters()
         self._running: _Running | None = None
 
     async def startup(self) -> None:
@@ -93,7 +95,7 @@ class Gateway:
             # The tokenizer for estimates takes ~0.4 s to load: pay it now, off the event loop,
             # not on the first stream that needs an estimate.
             await asyncio.to_thread(estimate.warm_up)
-        admin = AdminAPI(self.config.admin_token, store, limiter, changed=auth.invalidate)
+        admin = AdminAPI(self.config.admin_token, store, limiter, self.counters, changed=auth.invalidate)
         self._running = _Running(store, ledger, pipeline, auth, session.close, limiter, admin)
         # Everything built so far lives as long as the process: keep it out of every future
         # collection, which then only looks at what requests allocate.

@@ -16,6 +16,7 @@ from typing import Any
 import msgspec
 
 from buzz.asgi import Receive, Scope, Send, header_map, send_response
+from buzz.counters import Counters
 from buzz.errors import GatewayError, Kind, send_error
 from buzz.limits.base import Limiter, Limits
 from buzz.proxy.auth import generate_key
@@ -98,9 +99,11 @@ class AdminAPI:
         token: str | None,
         store: SQLiteStore,
         limiter: Limiter,
+        counters: Counters,
         changed: Callable[[], None],
     ) -> None:
         self._token = token
+        self._counters = counters
         self._store = store
         self._limiter = limiter
         self._changed = changed  # the request path must reread keys and limits
@@ -146,6 +149,8 @@ class AdminAPI:
                 raise GatewayError(Kind.NOT_FOUND, f"no project {match[1]!r}")
             # Through the limiter: it holds the live balance (and writes it through to SQLite).
             return 200, _project_json(project, await self._limiter.add_balance(project.name, nanos))
+        if path == "/counters" and method == "GET":
+            return 200, self._counters.snapshot()
         if path == "/keys" and method == "GET":
             return 200, {"data": [_key_json(k) for k in store.list_keys()]}
         if path == "/keys" and method == "POST":
