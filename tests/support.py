@@ -68,6 +68,12 @@ class BuzzProcess:
         self.process.wait()
         raise RuntimeError("buzz did not become healthy in time")
 
+    def __enter__(self) -> BuzzProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
         if self.process is None:
             return 0

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 from fakes.fake_anthropic import FakeAnthropic, Reply, message_json
@@ -68,3 +71,58 @@ def test_unknown_config_key_is_fatal(tmp_path: Path, fake_session: FakeAnthropic
     result = process.cli("--config", str(config), "keys", "list")
     assert result.returncode != 0
     assert "unknown key server.prot" in result.stderr
+
+
+def _buzz(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`buzz` as a person runs it: from a directory of their own, with no BUZZ_* in the environment."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BUZZ_")}
+    return subprocess.run(
+        [sys.executable, "-m", "buzz", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=60
+    )
+
+
+def test_every_command_takes_data_dir_and_says_which_database(tmp_path: Path) -> None:
+    data = tmp_path / "gateway-data"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    created = _buzz(elsewhere, "keys", "create", "--project", "acme", "--data-dir", str(data))
+    assert created.returncode == 0, created.stderr
+    database = str((data / "buzz.sqlite3").resolve())
+    assert database in created.stderr  # where the key went, as an absolute path
+    key_id = created.stdout.split("-")[1]
+    # Every command takes --data-dir, after the command or before it.
+    assert key_id in _buzz(elsewhere, "keys", "list", "--data-dir", str(data)).stdout
+    assert key_id in _buzz(elsewhere, "--data-dir", str(data), "keys", "list").stdout
+    for args in (
+        ["projects", "list"],
+        ["usage", "--since", "1d"],
+        ["balance", "add", "acme", "0"],
+        ["keys", "update", key_id, "--rpm", "5"],
+        ["projects", "update", "acme", "--rpm", "9"],
+        ["keys", "revoke", key_id],
+    ):
+        result = _buzz(elsewhere, *args, "--data-dir", str(data))
+        assert result.returncode == 0, (args, result.stderr)
+    # Without it, a command that only reads says where it looked, and creates nothing there.
+    lost = _buzz(elsewhere, "keys", "list")
+    assert lost.returncode != 0
+    assert str((elsewhere / "buzz-data" / "buzz.sqlite3").resolve()) in lost.stderr and "--data-dir" in lost.stderr
+    assert not (elsewhere / "buzz-data").exists()
+
+
+def test_usage_shows_unpriced_cost_as_unknown_and_ends_with_totals(tmp_path: Path, fake_session: FakeAnthropic) -> None:
+    with BuzzProcess(tmp_path / "data", fake_session.url) as process:
+        key = process.create_key(project="acme")
+        for model in ("claude-haiku-4-5", "claude-nofamily"):  # the second has no price anywhere
+            fake_session.enqueue(Reply(body=message_json(model, "x", {"input_tokens": 1000, "output_tokens": 100})))
+            body = f'{{"model":"{model}","max_tokens":5,"messages":[]}}'.encode()
+            assert raw_post(process.url, "/v1/messages", body, {"x-api-key": key})[0] == 200
+        process.ledger(count=2)
+    table = process.cli("usage", "--by", "model").stdout
+    unpriced = next(line for line in table.splitlines() if "claude-nofamily" in line)
+    assert "1 unpriced" in unpriced and "—" in unpriced and "$0.000000" not in unpriced
+    haiku = next(line for line in table.splitlines() if "claude-haiku-4-5" in line)
+    assert "$0.001500" in haiku  # 1000 x $1/M + 100 x $5/M
+    total = next(line for line in table.splitlines() if "total" in line)
+    # Both requests and all their tokens; the cost is a lower bound, as one request has no price.
+    assert "2" in total and "2,000" in total and "≥ $0.001500" in total

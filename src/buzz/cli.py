@@ -1,15 +1,18 @@
-"""The `buzz` command: serve the gateway, manage keys, read usage.
+"""The `buzz` command: serve the gateway, manage keys and projects, read usage.
 
-Output meant for scripts goes to stdout alone (a new key, nothing else); what is meant for
-people goes to stderr.
+Output meant for scripts goes to stdout alone (a new key, a balance, nothing else); what is meant
+for people goes to stderr. Every command takes `--config` and `--data-dir`, and names the
+database it used, because a key made in one data directory is unknown to a gateway serving
+another.
 """
 
 from __future__ import annotations
 
-import logging
+import asyncio
 import re
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -19,69 +22,85 @@ from rich.console import Console
 from rich.table import Table
 
 from buzz import config as config_module
-from buzz.cli_limits import (
-    add_balance,
-    as_limits,
-    describe,
-    limit_changes,
-    limit_options,
-    nanos_to_usd,
-    parse_expiry,
-    parse_models,
-    usd_text,
-    usd_to_nanos,
-)
+from buzz.changes import BalanceChange, KeyChanges, NewKey, NewProject, ProjectChanges, rfc3339
+from buzz.cli_limits import UNSET, describe, given, limit_options, typed
 from buzz.config import Config, ConfigError
+from buzz.money import usd_cents, usd_exact, usd_fine
 from buzz.proxy.auth import generate_key
-from buzz.store.base import GroupBy
-from buzz.store.sqlite import SQLiteStore
+from buzz.store import open_store
+from buzz.store.base import GroupBy, Store, UsageLine
 
 _DURATION = re.compile(r"(\d+)([mhdw])")
 _UNIT_SECONDS = {"m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
+def _remember(ctx: click.Context, param: click.Parameter, value: object) -> object:
+    if value is not None and param.name is not None:
+        ctx.ensure_object(dict)[param.name] = value
+    return value
+
+
+def common_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """`--config` and `--data-dir`, accepted by the group and by every command under it."""
+    command = click.option(
+        "--data-dir",
+        "data_dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=None,
+        expose_value=False,
+        callback=_remember,
+        help="Directory of the database (default: $BUZZ_DATA_DIR, else ./buzz-data).",
+    )(command)
+    return click.option(
+        "--config",
+        "config_path",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=None,
+        expose_value=False,
+        callback=_remember,
+        help="TOML configuration file (default: $BUZZ_CONFIG, else none).",
+    )(command)
+
+
 def _config(ctx: click.Context, **flags: Any) -> Config:
+    options = ctx.ensure_object(dict)
     try:
-        return config_module.load(ctx.obj.get("config_path"), flags=flags)
+        return config_module.load(options.get("config_path"), flags={"data_dir": options.get("data_dir"), **flags})
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
 
 
-def _store(config: Config) -> SQLiteStore:
-    return SQLiteStore(config.database_path)
+def _open(ctx: click.Context, create: bool = False) -> tuple[Config, Store]:
+    """The configured store. Only commands that make something may create a database: the others
+    say where they looked, rather than making an empty one in the wrong directory."""
+    config = _config(ctx)
+    path = config.database_path.resolve()
+    if not path.exists():
+        if not create:
+            raise click.ClickException(
+                f"no buzz database at {path}: pass --data-dir (or set BUZZ_DATA_DIR) to the gateway's data directory"
+            )
+        click.echo(
+            f"note: no database at {path} yet, creating one; a gateway serving another data directory will not see it",
+            err=True,
+        )
+    return config, open_store(path)
 
 
 @click.group()
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="TOML configuration file (default: $BUZZ_CONFIG, else none).",
-)
+@common_options
 @click.version_option(package_name="buzz")
-@click.pass_context
-def main(ctx: click.Context, config_path: Path | None) -> None:
+def main() -> None:
     """buzz: a transparent LLM API gateway."""
-    ctx.ensure_object(dict)
-    ctx.obj["config_path"] = config_path
 
 
 @main.command()
 @click.option("--host", default=None, help="Address to listen on (default 127.0.0.1).")
 @click.option("--port", type=int, default=None, help="Port to listen on (default 8080).")
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="TOML configuration file.",
-)
+@common_options
 @click.pass_context
-def serve(ctx: click.Context, host: str | None, port: int | None, config_path: Path | None) -> None:
-    """Run the gateway (SQLite in BUZZ_DATA_DIR, migrations applied at start)."""
-    if config_path is not None:
-        ctx.obj["config_path"] = config_path
+def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
+    """Run the gateway (SQLite in the data directory, migrations applied at start)."""
     config = _config(ctx, host=host, port=port)
     from buzz.server import run  # the server stack is imported only when serving
 
@@ -90,60 +109,137 @@ def serve(ctx: click.Context, host: str | None, port: int | None, config_path: P
 
 @main.group()
 def keys() -> None:
-    """Create, list and revoke buzz keys."""
+    """Create, list, change and revoke buzz keys."""
+
+
+def _key_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    command = click.option(
+        "--models", default=None, help=f"Allowed models: ids or patterns, comma-separated ('{UNSET}': all)."
+    )(command)
+    command = click.option(
+        "--expires",
+        default=None,
+        help=f"When the key stops working: ISO date or time, UTC if no offset ('{UNSET}': never).",
+    )(command)
+    command = limit_options(command)
+    return click.option("--name", default=None, help="A label for people.")(command)
+
+
+def _key_values(
+    name: str | None, expires: str | None, models: str | None, limits: dict[str, str | None]
+) -> dict[str, Any]:
+    values: dict[str, Any] = given(limits)
+    if name is not None:
+        values["name"] = name
+    if expires is not None:
+        values["expires_at"] = None if expires.lower() == UNSET else _moment(expires)
+    if models is not None:
+        values["models"] = None if models.lower() == UNSET else [m.strip() for m in models.split(",") if m.strip()]
+    return values
+
+
+def _moment(text: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise click.BadParameter(
+            "an ISO date or time, e.g. 2027-01-31 or 2027-01-31T12:00:00Z", param_hint="--expires"
+        ) from exc
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 @keys.command("create")
 @click.option("--project", required=True, help="Project the key bills to.")
-@click.option("--name", default=None, help="A label for people.")
-@limit_options
-@click.option("--expires", default=None, help="When the key stops working (ISO date or time, UTC).")
-@click.option("--models", default=None, help="Allowed models: ids or patterns, comma-separated (claude-*,gpt-5.5).")
+@_key_options
+@common_options
 @click.pass_context
 def keys_create(
     ctx: click.Context, /, project: str, name: str | None, expires: str | None, models: str | None, **limits: str | None
 ) -> None:
     """Print a new key on stdout (shown once; only its hash is stored)."""
-    store = _store(_config(ctx))
+    key = typed({**_key_values(name, expires, models, limits), "project": project}, NewKey)
+    columns = key.columns()
+    expiry, allowed = columns.get("expires_unix"), columns.get("allowed_models")
+    config, store = _open(ctx, create=True)
     new = generate_key()
-    store.create_key(
-        new.key_id,
-        project,
-        name,
-        new.secret_hash,
-        as_limits(limit_changes(limits)),
-        parse_expiry(expires),
-        parse_models(models),
-    )
-    store.close()
-    click.echo(f"created key {new.key_id} for project {project!r}; it is shown once, store it now", err=True)
+    try:
+        store.create_key(
+            new.key_id,
+            key.project,
+            key.name or None,
+            new.secret_hash,
+            key.limits(),
+            expiry if isinstance(expiry, int) else None,
+            allowed if isinstance(allowed, list) else None,
+        )
+    finally:
+        store.close()
+    where = config.database_path.resolve()
+    click.echo(f"created key {new.key_id} for project {project!r} in {where}; it is shown once, store it now", err=True)
     click.echo(new.token)
 
 
 @keys.command("update")
 @click.argument("key_id")
-@click.option("--name", default=None, help="A label for people.")
-@limit_options
-@click.option("--expires", default=None, help="When the key stops working ('none': never).")
-@click.option("--models", default=None, help="Allowed models, comma-separated ('none': all).")
+@_key_options
+@common_options
 @click.pass_context
 def keys_update(
     ctx: click.Context, /, key_id: str, name: str | None, expires: str | None, models: str | None, **limits: str | None
 ) -> None:
-    """Change a key's limits, expiry or models; the running gateway applies them on the next request."""
-    changes = limit_changes(limits)
-    if name is not None:
-        changes["name"] = name
-    if expires is not None:
-        changes["expires_at"] = parse_expiry(expires)
-    if models is not None:
-        changes["allowed_models"] = parse_models(models)
-    store = _store(_config(ctx))
-    record = store.update_key(key_id, changes)
-    store.close()
+    """Change a key's limits, expiry or models; running gateways apply them on their next request."""
+    changes = typed(_key_values(name, expires, models, limits), KeyChanges)
+    _, store = _open(ctx)
+    try:
+        record = store.update_key(key_id, changes.columns())
+    finally:
+        store.close()
     if record is None:
         raise click.ClickException(f"no key {key_id!r}")
     click.echo(f"key {key_id}: limits {describe(record.limits)}", err=True)
+
+
+@keys.command("list")
+@click.option("--project", default=None, help="Only this project's keys.")
+@common_options
+@click.pass_context
+def keys_list(ctx: click.Context, project: str | None) -> None:
+    """List keys (ids, never secrets)."""
+    _, store = _open(ctx)
+    try:
+        records = store.list_keys(project)
+    finally:
+        store.close()
+    table = Table("id", "project", "name", "limits", "models", "expires", "created", "status")
+    for record in records:
+        status = "active" if record.active else f"revoked {record.revoked_at}"
+        table.add_row(
+            record.id,
+            record.project,
+            record.name or "",
+            describe(record.limits),
+            ",".join(record.allowed_models) if record.allowed_models is not None else "all",
+            rfc3339(record.expires_at) if record.expires_at is not None else "never",
+            record.created_at,
+            status,
+        )
+    Console(width=200).print(table)
+
+
+@keys.command("revoke")
+@click.argument("key_id")
+@common_options
+@click.pass_context
+def keys_revoke(ctx: click.Context, key_id: str) -> None:
+    """Revoke a key; running gateways refuse it from their next request."""
+    _, store = _open(ctx)
+    try:
+        revoked = store.revoke_key(key_id)
+    finally:
+        store.close()
+    if not revoked:
+        raise click.ClickException(f"no active key {key_id!r}")
+    click.echo(f"revoked key {key_id}", err=True)
 
 
 @main.group()
@@ -155,27 +251,30 @@ def projects() -> None:
 @click.argument("name")
 @limit_options
 @click.option("--prepaid/--postpaid", default=False, help="Whether requests draw down a prepaid balance.")
+@common_options
 @click.pass_context
 def projects_create(ctx: click.Context, /, name: str, prepaid: bool, **limits: str | None) -> None:
-    """Create a project (keys create one on first use too)."""
-    _save_project(ctx, name, {**limit_changes(limits), "prepaid": int(prepaid)}, create=True)
+    """Create a project (creating a key creates its project too)."""
+    project = typed({**given(limits), "name": name, "prepaid": prepaid}, NewProject)
+    _save_project(ctx, name, project.columns(), create=True)
 
 
 @projects.command("update")
 @click.argument("name")
 @limit_options
 @click.option("--prepaid/--postpaid", default=None, help="Whether requests draw down a prepaid balance.")
+@common_options
 @click.pass_context
 def projects_update(ctx: click.Context, /, name: str, prepaid: bool | None, **limits: str | None) -> None:
-    """Change a project's limits; the running gateway applies them on the next request."""
-    changes = limit_changes(limits)
+    """Change a project's limits; running gateways apply them on their next request."""
+    values: dict[str, Any] = given(limits)
     if prepaid is not None:
-        changes["prepaid"] = int(prepaid)
-    _save_project(ctx, name, changes, create=False)
+        values["prepaid"] = prepaid
+    _save_project(ctx, name, typed(values, ProjectChanges).columns(), create=False)
 
 
 def _save_project(ctx: click.Context, name: str, changes: dict[str, object], create: bool) -> None:
-    store = _store(_config(ctx))
+    _, store = _open(ctx, create=create)
     try:
         record = store.save_project(name, changes, create)
     except ValueError as exc:
@@ -187,16 +286,19 @@ def _save_project(ctx: click.Context, name: str, changes: dict[str, object], cre
 
 
 @projects.command("list")
+@common_options
 @click.pass_context
 def projects_list(ctx: click.Context) -> None:
     """Projects, their limits and balances."""
-    store = _store(_config(ctx))
-    records = store.list_projects()
-    store.close()
+    _, store = _open(ctx)
+    try:
+        records = store.list_projects()
+    finally:
+        store.close()
     table = Table("project", "limits", "prepaid", "balance")
     for record in records:
         table.add_row(
-            record.name, describe(record.limits), "yes" if record.prepaid else "no", nanos_to_usd(record.balance_nanos)
+            record.name, describe(record.limits), "yes" if record.prepaid else "no", usd_cents(record.balance_nanos)
         )
     Console(width=160).print(table)
 
@@ -209,55 +311,36 @@ def balance() -> None:
 @balance.command("add")
 @click.argument("project")
 @click.argument("usd")
+@common_options
 @click.pass_context
 def balance_add(ctx: click.Context, project: str, usd: str) -> None:
     """Add USD to a project's balance (negative to correct); prints the new balance."""
-    config = _config(ctx)
-    store = _store(config)
+    nanos = typed({"usd": usd}, BalanceChange).nanos
+    config, store = _open(ctx)
     try:
-        total = add_balance(config, store, project, usd_to_nanos(usd))
+        if store.project(project) is None:
+            raise click.ClickException(f"no project {project!r}")
+        total = _add_balance(config, store, project, nanos)
     finally:
         store.close()
-    click.echo(f"project {project}: balance {nanos_to_usd(total)}", err=True)
-    click.echo(usd_text(total))
+    click.echo(f"project {project}: balance {usd_cents(total)}", err=True)
+    click.echo(usd_exact(total))
 
 
-@keys.command("list")
-@click.option("--project", default=None, help="Only this project's keys.")
-@click.pass_context
-def keys_list(ctx: click.Context, project: str | None) -> None:
-    """List keys (ids, never secrets)."""
-    store = _store(_config(ctx))
-    records = store.list_keys(project)
-    store.close()
-    table = Table("id", "project", "name", "limits", "models", "expires", "created", "status")
-    for record in records:
-        status = "active" if record.active else f"revoked {record.revoked_at}"
-        models = ",".join(record.allowed_models) if record.allowed_models is not None else "all"
-        table.add_row(
-            record.id,
-            record.project,
-            record.name or "",
-            describe(record.limits),
-            models,
-            record.expires_at or "never",
-            record.created_at,
-            status,
-        )
-    Console(width=200).print(table)
+def _add_balance(config: Config, store: Store, project: str, nanos: int) -> int:
+    """Where the running gateways read balances: Redis when they share one, else the store."""
+    if not config.redis_url:
+        return store.add_balance(project, nanos)
+    from buzz.limits.redis import RedisLimiter
 
+    async def top_up(url: str) -> int:
+        limiter = RedisLimiter(url)
+        try:
+            return await limiter.add_balance(project, nanos)
+        finally:
+            await limiter.close()
 
-@keys.command("revoke")
-@click.argument("key_id")
-@click.pass_context
-def keys_revoke(ctx: click.Context, key_id: str) -> None:
-    """Revoke a key; a running gateway refuses it from its next request."""
-    store = _store(_config(ctx))
-    revoked = store.revoke_key(key_id)
-    store.close()
-    if not revoked:
-        raise click.ClickException(f"no active key {key_id!r}")
-    click.echo(f"revoked key {key_id}", err=True)
+    return asyncio.run(top_up(config.redis_url))
 
 
 def parse_since(text: str, now: float) -> float:
@@ -273,8 +356,12 @@ def parse_since(text: str, now: float) -> float:
     return moment.timestamp()
 
 
-def _usd(nanos: int) -> str:
-    return f"${nanos / 1e9:,.6f}"
+def _cost(nanos: int, unpriced: int) -> str:
+    """Known cost; with unpriced rows in the group it is only a lower bound, and with nothing
+    priced at all it is unknown, never $0."""
+    if unpriced and not nanos:
+        return usd_fine(None)
+    return ("≥ " if unpriced else "") + usd_fine(nanos)
 
 
 @main.command()
@@ -285,12 +372,16 @@ def _usd(nanos: int) -> str:
     default="model",
     show_default=True,
 )
+@common_options
 @click.pass_context
 def usage(ctx: click.Context, since: str, by: GroupBy) -> None:
     """Requests, tokens and cost from the ledger."""
-    store = _store(_config(ctx))
-    lines = store.usage(parse_since(since, time.time()), by)
-    store.close()
+    start = parse_since(since, time.time())
+    _, store = _open(ctx)
+    try:
+        lines = store.usage(start, by)
+    finally:
+        store.close()
     table = Table(
         by,
         "requests",
@@ -308,19 +399,38 @@ def usage(ctx: click.Context, since: str, by: GroupBy) -> None:
             notes.append(f"{line.unpriced} unpriced")
         if line.estimated:
             notes.append(f"{line.estimated} estimated")
-        table.add_row(
-            line.group + (f" ({', '.join(notes)})" if notes else ""),
-            f"{line.requests:,}",
-            f"{line.input_tokens:,}",
-            f"{line.output_tokens:,}",
-            f"{line.cache_write_tokens:,}",
-            f"{line.cache_read_tokens:,}",
-            _usd(line.cost_nanos),
-            _usd(line.list_cost_nanos),
-        )
+        table.add_row(line.group + (f" ({', '.join(notes)})" if notes else ""), *_figures(line))
+    if by != "tag":  # a request with two tags is in two tag rows: their sum would count it twice
+        total = UsageLine("total", *(sum(getattr(line, f) for line in lines) for f in _SUMMED))
+        table.add_section()
+        table.add_row("total", *_figures(total), style="bold")
     Console(width=160).print(table)
 
 
+_SUMMED = (
+    "requests",
+    "input_tokens",
+    "output_tokens",
+    "cache_write_tokens",
+    "cache_read_tokens",
+    "cost_nanos",
+    "list_cost_nanos",
+    "unpriced",
+    "estimated",
+)
+
+
+def _figures(line: UsageLine) -> list[str]:
+    return [
+        f"{line.requests:,}",
+        f"{line.input_tokens:,}",
+        f"{line.output_tokens:,}",
+        f"{line.cache_write_tokens:,}",
+        f"{line.cache_read_tokens:,}",
+        _cost(line.cost_nanos, line.unpriced),
+        _cost(line.list_cost_nanos, line.unpriced),
+    ]
+
+
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO)
     sys.exit(main())

@@ -7,6 +7,7 @@ so in `x-buzz-error-source: gateway`.
 
 from __future__ import annotations
 
+import traceback
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -132,3 +133,10 @@ async def send_error(send: Send, error: GatewayError, request_id: str, surface: 
     """buzz's own error, in the envelope of the surface the client speaks."""
     body = _RENDER[surface](error, request_id)
     await send_response(send, error.kind.status, body, b"application/json", _headers(error, request_id))
+
+
+def where(exc: BaseException) -> str:
+    """The file and line an exception was raised at: what buzz logs of its own faults, since an
+    exception's message could quote request data."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    return f"{frames[-1].filename}:{frames[-1].lineno}" if frames else "?"

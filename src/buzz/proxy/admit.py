@@ -13,12 +13,12 @@ import fnmatch
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from types import MappingProxyType
 
 from buzz.billing.ledger import LedgerRow
 from buzz.billing.pricing import PriceBook
 from buzz.billing.usage import Usage
+from buzz.changes import rfc3339
 from buzz.errors import GatewayError, Kind
 from buzz.limits.base import (
     Ask,
@@ -58,8 +58,8 @@ def check_access(principal: Principal, model: str, now: float) -> None:
     key = principal.key
     if key is None:
         return
-    if key.expires_at is not None and datetime.fromisoformat(key.expires_at).timestamp() <= now:
-        raise GatewayError(Kind.PERMISSION, f"API key expired at {key.expires_at}")
+    if key.expires_at is not None and key.expires_at <= now:
+        raise GatewayError(Kind.PERMISSION, f"API key expired at {rfc3339(key.expires_at)}")
     if key.allowed_models is not None and not any(
         fnmatch.fnmatchcase(model, pattern) for pattern in key.allowed_models
     ):

@@ -6,12 +6,11 @@ Admission control (limits and budgets) slots in between route and forward.
 from __future__ import annotations
 
 import logging
-import traceback
 
 import aiohttp
 
 from buzz.asgi import Receive, Scope, Send, header_map
-from buzz.errors import GatewayError, Kind, send_error
+from buzz.errors import GatewayError, Kind, send_error, where
 from buzz.proxy.admit import Admission, Admitted, check_access, ratelimit_headers
 from buzz.proxy.auth import Authenticator, presented_key
 from buzz.proxy.exchange import Exchange
@@ -91,7 +90,7 @@ class Pipeline:
         except Exception as exc:
             # A fault of buzz's own. Its message could quote request data, so only its type and
             # where it happened are logged.
-            log.error("internal error %s at %s", type(exc).__name__, _where(exc))
+            log.error("internal error %s at %s", type(exc).__name__, where(exc))
             x.status, x.error_type = Kind.INTERNAL.status, Kind.INTERNAL.type
             if not x.response_started:
                 internal = GatewayError(Kind.INTERNAL, "internal gateway error")
@@ -123,11 +122,6 @@ class Pipeline:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
-
-def _where(exc: BaseException) -> str:
-    frames = traceback.extract_tb(exc.__traceback__)
-    return f"{frames[-1].filename}:{frames[-1].lineno}" if frames else "?"
 
 
 def _raw_path(scope: Scope) -> str:

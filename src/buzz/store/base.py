@@ -21,7 +21,7 @@ class KeyRecord:
     created_at: str
     revoked_at: str | None
     limits: Limits = field(default_factory=Limits)
-    expires_at: str | None = None  # RFC 3339 UTC; the key is refused from then on
+    expires_at: int | None = None  # unix seconds; the key is refused from then on
     allowed_models: tuple[str, ...] | None = None  # ids or glob patterns; None = every model
 
     @property
@@ -70,6 +70,10 @@ class Store(Protocol):
 
     async def find_project(self, name: str) -> ProjectRecord | None: ...
 
+    def project(self, name: str) -> ProjectRecord | None:
+        """`find_project` for callers outside the event loop (the CLI)."""
+        ...
+
     def create_key(
         self,
         key_id: str,
@@ -77,11 +81,13 @@ class Store(Protocol):
         name: str | None,
         secret_hash: bytes,
         limits: Limits = ...,
-        expires_at: str | None = None,
+        expires_at: int | None = None,
         allowed_models: Sequence[str] | None = None,
     ) -> KeyRecord: ...
 
-    def update_key(self, key_id: str, changes: dict[str, object]) -> KeyRecord | None: ...
+    def update_key(self, key_id: str, changes: dict[str, object]) -> KeyRecord | None:
+        """`changes` are store columns, as `buzz.changes.KeyChanges.columns()` gives them."""
+        ...
 
     def save_project(self, name: str, changes: dict[str, object], create: bool) -> ProjectRecord: ...
 

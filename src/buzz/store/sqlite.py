@@ -39,7 +39,7 @@ _GROUPS: dict[str, tuple[str, str]] = {
 _LIMIT_COLUMNS = ("rpm", "itpm", "otpm", "concurrency", "daily_nanos", "monthly_nanos")
 _KEY_SELECT = (
     "SELECT id, project, name, secret_hash, created_at, revoked_at, rpm, itpm, otpm, concurrency, "
-    "daily_nanos, monthly_nanos, expires_at, allowed_models FROM keys"
+    "daily_nanos, monthly_nanos, expires_unix, allowed_models FROM keys"
 )
 _PROJECT_SELECT = (
     "SELECT name, rpm, itpm, otpm, concurrency, daily_nanos, monthly_nanos, prepaid, balance_nanos, created_at "
@@ -47,7 +47,7 @@ _PROJECT_SELECT = (
 )
 _NO_LIMITS = Limits()
 # Columns an update may set, each a fixed name: the SQL is built only from these.
-_KEY_CHANGES = frozenset({*_LIMIT_COLUMNS, "expires_at", "allowed_models", "name"})
+_KEY_CHANGES = frozenset({*_LIMIT_COLUMNS, "expires_unix", "allowed_models", "name"})
 _PROJECT_CHANGES = frozenset({*_LIMIT_COLUMNS, "prepaid"})
 
 
@@ -224,7 +224,7 @@ class SQLiteStore:
         name: str | None,
         secret_hash: bytes,
         limits: Limits = _NO_LIMITS,
-        expires_at: str | None = None,
+        expires_at: int | None = None,
         allowed_models: Sequence[str] | None = None,
     ) -> KeyRecord:
         created = iso(datetime.now(UTC).timestamp())
@@ -233,7 +233,7 @@ class SQLiteStore:
             self._conn.execute("INSERT OR IGNORE INTO projects (name, created_at) VALUES (?, ?)", (project, created))
             self._conn.execute(
                 "INSERT INTO keys (id, project, name, secret_hash, created_at, rpm, itpm, otpm, concurrency, "
-                "daily_nanos, monthly_nanos, expires_at, allowed_models) "
+                "daily_nanos, monthly_nanos, expires_unix, allowed_models) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (key_id, project, name, secret_hash, created, *_limit_values(limits), expires_at, models),
             )
