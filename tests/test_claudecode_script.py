@@ -186,3 +186,36 @@ def test_the_script_is_posix_sh(gateway: BuzzProcess, tmp_path: Path) -> None:
     if shutil.which("dash"):
         assert subprocess.run(["dash", "-n", str(script)]).returncode == 0
     assert os.access(shutil.which("sh") or "/bin/sh", os.X_OK)
+
+
+def _fetch(url: str, *headers: str) -> tuple[str, dict[str, str]]:
+    args = [part for header in headers for part in ("-H", header)]
+    result = subprocess.run(
+        ["curl", "-sS", "-D", "-", *args, f"{url}/sh/claudecode.sh"], capture_output=True, text=True
+    )
+    head, _, body = result.stdout.partition("\n\n")  # text mode turned each CRLF into LF
+    fields = dict(line.split(": ", 1) for line in head.splitlines()[1:])
+    return body, {name.lower(): value for name, value in fields.items()}
+
+
+def test_a_script_made_from_request_headers_is_never_cached_for_others(gateway: BuzzProcess) -> None:
+    """Without BUZZ_PUBLIC_URL the address comes from the request: a shared cache must not keep it,
+    and forwarded headers from a client that is not a trusted proxy are ignored."""
+    body, headers = _fetch(gateway.url, "host: evil.example", "x-forwarded-proto: https", "x-forwarded-host: x.example")
+    assert headers["cache-control"] == "private, no-store"
+    assert "BUZZ_URL='http://evil.example'" in body  # its own Host, for itself alone; the forwarded ones ignored
+
+
+def test_forwarded_headers_count_only_from_trusted_proxies(tmp_path: Path, fake_session: FakeAnthropic) -> None:
+    env = {"BUZZ_TRUSTED_PROXIES": "127.0.0.0/8"}
+    with BuzzProcess(tmp_path / "data", fake_session.url, env=env) as process:
+        body, headers = _fetch(process.url, "x-forwarded-proto: https", "x-forwarded-host: gw.example.com")
+    assert "BUZZ_URL='https://gw.example.com'" in body and headers["cache-control"] == "private, no-store"
+
+
+def test_with_a_public_url_only_that_address_is_used(tmp_path: Path, fake_session: FakeAnthropic) -> None:
+    env = {"BUZZ_PUBLIC_URL": "https://buzz.example.com"}
+    with BuzzProcess(tmp_path / "data", fake_session.url, env=env) as process:
+        body, headers = _fetch(process.url, "host: evil.example", "x-forwarded-proto: http")
+    assert "BUZZ_URL='https://buzz.example.com'" in body and "evil" not in body
+    assert headers["cache-control"] == "public, max-age=300"

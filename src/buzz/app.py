@@ -7,6 +7,7 @@ path every microsecond is a request per second lost (DESIGN.md section 10).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from buzz.catalogue import Catalogue
 from buzz.config import PROVIDERS, Config
 from buzz.counters import Counters
 from buzz.errors import GatewayError, Kind, send_error
+from buzz.forwarded import TrustedProxies, parse_networks
 from buzz.limits.base import Limiter
 from buzz.limits.memory import MemoryLimiter
 from buzz.limits.redis import RedisLimiter
@@ -39,6 +41,8 @@ from buzz.store.sqlite import SQLiteStore
 from buzz.upstreams import estimate, models_api, openai_models
 
 log = logging.getLogger("buzz")
+# How long a shutdown waits, after the server cancelled what was left, for those requests to settle.
+_SETTLE_GRACE = 5.0
 
 
 def make_limiter(config: Config, store: SQLiteStore) -> Limiter:
@@ -75,7 +79,11 @@ class Gateway:
         self.prices = price_book(config)
         self.router = Router(config, self.catalogue)
         self.counters = Counters()
+        self.proxies = TrustedProxies(parse_networks(config.trusted_proxies))
         self._running: _Running | None = None
+        # Requests in the pipeline, so a shutdown waits for those it cut to write their rows.
+        self._inflight = 0
+        self._drained: asyncio.Event | None = None
 
     async def startup(self) -> None:
         store = SQLiteStore(self.config.database_path)
@@ -89,7 +97,15 @@ class Gateway:
         settler = Settler(self.prices, ledger)
         admission = Admission(limiter, self.prices)
         pipeline = Pipeline(
-            auth, self.router, settler, session, self.config.max_body_bytes, admission, self.config.add_include_usage
+            auth,
+            self.router,
+            settler,
+            session,
+            self.config.max_body_bytes,
+            admission,
+            self.counters,
+            self.proxies,
+            self.config.add_include_usage,
         )
         if self.router.routable("openai"):
             # The tokenizer for estimates takes ~0.4 s to load: pay it now, off the event loop,
@@ -102,9 +118,17 @@ class Gateway:
         gc.freeze()
 
     async def shutdown(self) -> None:
+        if self._inflight:
+            # The server has cancelled what outlived its grace period; those requests are still
+            # settling. Their rows must reach the ledger before it closes.
+            self._drained = asyncio.Event()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._drained.wait(), _SETTLE_GRACE)
         running, self._running = self._running, None
         if running is None:
             return
+        if cut := self.counters.get("shutdown_cut"):
+            log.warning("shutdown cut %d request(s) still open after the grace period; each row says so", cut)
         await running.close_session()
         await running.limiter.close()
         running.ledger.close()
@@ -148,20 +172,36 @@ class Gateway:
             error = GatewayError(Kind.NOT_FOUND, f"no route {scope['method']} {scope['path']} on this gateway")
             await send_error(send, error, new_request_id(), _surface_of(scope))
         elif endpoint.proxied:
-            await self.running.pipeline.handle(scope, receive, send, endpoint, params)
+            self._inflight += 1
+            try:
+                await self.running.pipeline.handle(scope, receive, send, endpoint, params)
+            finally:
+                self._inflight -= 1
+                if not self._inflight and self._drained is not None:
+                    self._drained.set()
         elif endpoint is HEALTHZ:
             await send_response(send, 200, b'{"status":"ok"}', b"application/json")
         elif endpoint is MODELS_PAGE or endpoint is PRICING:
             await self._public(scope, send, endpoint)
         elif endpoint is CLAUDE_CODE_SCRIPT:
-            try:
-                body = script.claude_code_script(script.public_url(self.config.public_url, scope))
-            except GatewayError as error:
-                await send_error(send, error, new_request_id(), Surface.OPENAI)
-                return
-            await _public_response(send, body, b"text/x-shellscript; charset=utf-8")
+            await self._script(scope, send)
         else:
             await self._models(scope, send, params)
+
+    async def _script(self, scope: Scope, send: Send) -> None:
+        try:
+            body = script.claude_code_script(script.public_url(self.config.public_url, scope, self.proxies))
+        except GatewayError as error:
+            await send_error(send, error, new_request_id(), Surface.OPENAI)
+            return
+        if self.config.public_url:
+            await _public_response(send, body, b"text/x-shellscript; charset=utf-8")
+        else:
+            # The address in it came from this request's headers: a shared cache must never hand
+            # it to anyone else.
+            await send_response(
+                send, 200, body, b"text/x-shellscript; charset=utf-8", [(b"cache-control", b"private, no-store")]
+            )
 
     async def _public(self, scope: Scope, send: Send, endpoint: Endpoint) -> None:
         """The public model list and prices: no key needed, the same figures buzz bills with."""

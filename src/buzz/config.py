@@ -15,6 +15,8 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
+from buzz.forwarded import parse_networks
+
 PROVIDERS = ("anthropic", "openai", "google", "xai")
 
 DEFAULT_BASE_URLS = {
@@ -81,6 +83,7 @@ class Config:
     admin_token: str | None = None
     public_url: str | None = None
     limits_fail_open: bool = False
+    trusted_proxies: tuple[str, ...] = ()
     routing_models: Mapping[str, str] = field(default_factory=dict)
     routing_patterns: Mapping[str, str] = field(default_factory=dict)
 
@@ -136,6 +139,13 @@ def _bool(value: Any) -> bool:
     if text in {"0", "false", "no", "off", ""}:
         return False
     raise ValueError("must be true or false")
+
+
+def _networks(value: Any) -> tuple[str, ...]:
+    items = value if isinstance(value, list) else str(value).split(",")
+    entries = tuple(str(item).strip() for item in items if str(item).strip())
+    parse_networks(entries)  # refuse a bad entry at start, not on a request
+    return entries
 
 
 def _level(value: Any) -> str:
@@ -221,6 +231,13 @@ SETTINGS: tuple[Setting, ...] = (
         "BUZZ_PUBLIC_URL",
         lambda value: str(value).rstrip("/"),
         "The gateway's address as clients reach it, written into /sh/claudecode.sh (default: the request's own).",
+    ),
+    Setting(
+        "trusted_proxies",
+        ("server", "trusted_proxies"),
+        "BUZZ_TRUSTED_PROXIES",
+        _networks,
+        "Addresses or networks of reverse proxies whose X-Forwarded-For/-Proto/-Host buzz believes (comma-separated).",
     ),
     Setting(
         "admin_token",

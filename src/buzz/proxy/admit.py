@@ -89,12 +89,20 @@ class Admission:
             raise GatewayError(Kind.UNAVAILABLE, "the limits store is unavailable; try again shortly") from exc
         return Admitted(reservation, remaining)
 
-    async def settle(self, admitted: Admitted, row: LedgerRow) -> None:
-        """Correct the reservation to what the request's ledger row says it used."""
-        input_tokens = row.input_tokens + row.cache_write_5m_tokens + row.cache_write_1h_tokens + row.cache_read_tokens
-        # An unpriced model was reserved at zero cost; charging nothing keeps the two consistent.
-        cost = row.cost_nanos if row.cost_nanos is not None and row.cost_nanos > 0 else 0
-        settling = self._limiter.settle(admitted.reservation, input_tokens, row.output_tokens, cost)
+    async def settle(self, admitted: Admitted, row: LedgerRow | None) -> None:
+        """Correct the reservation to what the request's ledger row says it used. Without a row
+        (its making failed), the reserved worst case stays charged: the safe side."""
+        if row is None:
+            ask = admitted.reservation.ask
+            input_tokens, output_tokens, cost = ask.input_tokens, ask.output_tokens, ask.cost_nanos
+        else:
+            input_tokens = (
+                row.input_tokens + row.cache_write_5m_tokens + row.cache_write_1h_tokens + row.cache_read_tokens
+            )
+            output_tokens = row.output_tokens
+            # An unpriced model was reserved at zero cost; charging nothing keeps the two consistent.
+            cost = row.cost_nanos if row.cost_nanos is not None and row.cost_nanos > 0 else 0
+        settling = self._limiter.settle(admitted.reservation, input_tokens, output_tokens, cost)
         if self._limiter.in_process:
             # It never waits, so no cancellation can come between it and its end: a shield
             # (a task of its own, on every request) would buy nothing.

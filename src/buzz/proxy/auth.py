@@ -12,6 +12,7 @@ import hmac
 import re
 import secrets
 import string
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import unquote_to_bytes
@@ -134,6 +135,19 @@ class Authenticator:
         )
         return principal
 
+    def vouches(self, token: str | None) -> bool:
+        """Whether `token` is a live key this process already knows, checked without the store:
+        what a throttled address may still use."""
+        match = _KEY_RE.fullmatch(token) if token else None
+        principal = self._cache.get(match[1]) if match else None
+        record = principal.key if principal is not None else None
+        return (
+            match is not None
+            and record is not None
+            and record.active
+            and hmac.compare_digest(record.secret_hash, hash_secret(match[2]))
+        )
+
     def invalidate(self) -> None:
         """Forget every cached key and project: this process itself just changed one (its own
         writes do not move SQLite's data_version, which only counts other connections)."""
@@ -143,3 +157,48 @@ class Authenticator:
     def version(self) -> int:
         """The keys-and-limits version last seen; it moves when an operator changes either."""
         return self._version
+
+
+class FailureThrottle:
+    """Refused keys counted per client address, so one client cannot make buzz check keys for it
+    without end: past `limit` refusals in `window` seconds, that address is turned away with a
+    429 before any lookup, until its window ends.
+
+    Windows are fixed, which is coarse but needs one entry per address; the table is bounded, and
+    when full the address seen longest ago is forgotten first.
+    """
+
+    def __init__(
+        self, limit: int = 30, window: float = 60.0, clock: Callable[[], float] = time.monotonic, size: int = 65536
+    ) -> None:
+        self._limit = limit
+        self._window = window
+        self._clock = clock
+        self._size = size
+        self._failures: dict[str, tuple[float, int]] = {}  # address -> (window start, refusals in it)
+
+    @property
+    def active(self) -> bool:
+        return bool(self._failures)
+
+    def wait(self, address: str) -> float | None:
+        """Seconds until `address` may try again, or None if it may now."""
+        if not self._failures:  # the usual case: nothing to look up
+            return None
+        entry = self._failures.get(address)
+        if entry is None or entry[1] < self._limit:
+            return None
+        left = entry[0] + self._window - self._clock()
+        if left <= 0:
+            del self._failures[address]
+            return None
+        return left
+
+    def refused(self, address: str) -> None:
+        now = self._clock()
+        start, count = self._failures.pop(address, (now, 0))
+        if now - start >= self._window:
+            start, count = now, 0
+        if len(self._failures) >= self._size:
+            del self._failures[next(iter(self._failures))]
+        self._failures[address] = (start, count + 1)  # re-inserted: the table is ordered by last refusal

@@ -9,25 +9,10 @@ from collections.abc import Sequence
 from buzz.proxy.auth import Principal
 from buzz.upstreams.base import MeterResult
 
-_MAX_TAGS = 16
-_MAX_TAG_LENGTH = 64
-
 
 def new_request_id() -> str:
     # Time-ordered (milliseconds, 12 hex digits) then random, so ids sort by arrival in the ledger.
     return "req_" + ((time.time_ns() // 1_000_000).to_bytes(6, "big") + os.urandom(8)).hex()
-
-
-def parse_tags(value: bytes | None) -> tuple[str, ...]:
-    """`x-buzz-tags: feature=search,team=ml` -> ("feature=search", "team=ml"), bounded in size."""
-    if not value:
-        return ()
-    tags = []
-    for part in value.decode("latin-1").split(","):
-        tag = part.strip()[:_MAX_TAG_LENGTH]
-        if tag and tag not in tags:
-            tags.append(tag)
-    return tuple(tags[:_MAX_TAGS])
 
 
 class Exchange:
@@ -53,6 +38,7 @@ class Exchange:
         "started",
         "status",
         "surface",
+        "tags",
         "ts",
         "upstream_request_id",
         "user_id",
@@ -70,6 +56,7 @@ class Exchange:
         self.provider: str | None = None
         self.model: str | None = None
         self.user_id: str | None = None
+        self.tags: tuple[str, ...] = ()
         self.status = 0
         self.error_type: str | None = None
         self.response_started = False
@@ -77,7 +64,3 @@ class Exchange:
         self.upstream_request_id: str | None = None
         self.meter: MeterResult | None = None
         self.extra_headers: Sequence[tuple[bytes, bytes]] = ()  # x-buzz-ratelimit-*
-
-    @property
-    def tags(self) -> tuple[str, ...]:
-        return parse_tags(self.headers.get(b"x-buzz-tags"))

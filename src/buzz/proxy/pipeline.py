@@ -5,14 +5,20 @@ Admission control (limits and budgets) slots in between route and forward.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import math
 
 import aiohttp
 
 from buzz.asgi import Receive, Scope, Send, header_map
+from buzz.billing.ledger import LedgerRow
+from buzz.counters import Counters
 from buzz.errors import GatewayError, Kind, send_error, where
+from buzz.forwarded import TrustedProxies
+from buzz.proxy import attribution
 from buzz.proxy.admit import Admission, Admitted, check_access, ratelimit_headers
-from buzz.proxy.auth import Authenticator, presented_key
+from buzz.proxy.auth import Authenticator, FailureThrottle, Principal, presented_key
 from buzz.proxy.exchange import Exchange
 from buzz.proxy.forward import ResponseAborted, forward
 from buzz.proxy.route import Router, add_include_usage, read_head
@@ -36,9 +42,15 @@ class Pipeline:
         session: aiohttp.ClientSession,
         max_body_bytes: int,
         admission: Admission,
+        counters: Counters,
+        proxies: TrustedProxies,
         add_include_usage: bool = False,
+        throttle: FailureThrottle | None = None,
     ) -> None:
         self._admission = admission
+        self._counters = counters
+        self._proxies = proxies
+        self._throttle = throttle or FailureThrottle()
         self._add_include_usage = add_include_usage
         self._auth = auth
         self._router = router
@@ -57,13 +69,15 @@ class Pipeline:
         admitted: Admitted | None = None
         try:
             token, key_location = presented_key(headers, query if surface is Surface.GEMINI else b"")
-            x.principal = await self._auth.authenticate(token)
+            x.principal = await self._authenticate(scope, token)
             body = await self._read_body(receive, headers)
             x.body_bytes = len(body)
             head = read_head(body, model_required=surface is not Surface.GEMINI)
             model = params.get("model") or head.model or ""
-            user = headers.get(b"x-buzz-user")
-            x.user_id = user.decode("latin-1")[:256] if user else head.user_id
+            user, tags = headers.get(b"x-buzz-user"), headers.get(b"x-buzz-tags")
+            x.user_id = attribution.user(user) if user else head.user_id
+            if tags:
+                x.tags = attribution.tags(tags)
             route = self._router.route(surface, model, _raw_path(scope), query, key_location)
             # Only a routable model id is kept: anything else is arbitrary client text.
             x.model, x.provider = model, route.provider
@@ -87,6 +101,20 @@ class Pipeline:
             x.error_type = "client_disconnected"
         except ResponseAborted:
             raise
+        except asyncio.CancelledError:
+            # A client that leaves is seen by `forward`; what else cancels a request is a graceful
+            # shutdown that ran out of time. The row says so, and the server logs it once.
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            x.error_type = "shutdown_cut"
+            self._counters.add("shutdown_cut")
+            if x.response_started:
+                raise ResponseAborted("cut by shutdown") from None
+            x.status = Kind.UNAVAILABLE.status
+            await send_error(
+                send, GatewayError(Kind.UNAVAILABLE, "the gateway is shutting down"), x.request_id, surface
+            )
         except Exception as exc:
             # A fault of buzz's own. Its message could quote request data, so only its type and
             # where it happened are logged.
@@ -98,11 +126,45 @@ class Pipeline:
             else:
                 raise ResponseAborted("internal error mid-response") from None
         finally:
-            if not x.metered:
-                x.meter = None
+            # A request without a valid key leaves no row: anyone could fill the disk with them.
+            if x.principal is not None:
+                await self._settle(x, admitted)
+
+    async def _authenticate(self, scope: Scope, token: str | None) -> Principal:
+        throttle = self._throttle
+        if throttle.active and not self._auth.vouches(token):
+            wait = throttle.wait(self._proxies.client(scope))
+            if wait is not None:
+                self._counters.add("auth_throttled")
+                seconds = max(1, math.ceil(wait))
+                raise GatewayError(
+                    Kind.RATE_LIMIT,
+                    f"too many requests with invalid keys from this address; try again in {seconds} s",
+                    [(b"retry-after", b"%d" % seconds)],
+                )
+        try:
+            return await self._auth.authenticate(token)
+        except GatewayError as error:
+            if error.kind is Kind.AUTHENTICATION:
+                self._counters.add("auth_refused")
+                throttle.refused(self._proxies.client(scope))
+            raise
+
+    async def _settle(self, x: Exchange, admitted: Admitted | None) -> None:
+        """The ledger row and the reservation are each settled whatever became of the other, and
+        neither may raise into the server: a failure is counted and logged (type and place only)."""
+        row: LedgerRow | None = None
+        try:
             row = self._settler.settle(x)
-            if admitted is not None:
+        except Exception as exc:
+            self._counters.add("ledger_settle_failed")
+            log.error("ledger settle failed: %s at %s", type(exc).__name__, where(exc))
+        if admitted is not None:
+            try:
                 await self._admission.settle(admitted, row)
+            except Exception as exc:
+                self._counters.add("limiter_settle_failed")
+                log.error("limiter settle failed: %s at %s", type(exc).__name__, where(exc))
 
     async def _read_body(self, receive: Receive, headers: dict[bytes, bytes]) -> bytes:
         limit = self._max_body_bytes

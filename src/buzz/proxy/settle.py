@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import time
 
 from buzz.billing.ledger import LedgerRow, LedgerWriter
 from buzz.billing.pricing import PriceBook
 from buzz.billing.usage import Usage
+from buzz.errors import where
 from buzz.proxy.exchange import Exchange
+
+log = logging.getLogger("buzz.settle")
 
 
 class Settler:
@@ -16,7 +20,7 @@ class Settler:
         self._ledger = ledger
 
     def settle(self, x: Exchange) -> LedgerRow:
-        meter = x.meter
+        meter = x.meter if x.metered else None
         if meter is not None:
             usage = meter.usage if meter.usage is not None else Usage()
             source = meter.source
@@ -28,8 +32,12 @@ class Settler:
         version = None
         if x.provider is not None and x.model is not None and not usage.is_empty():
             # Bill the model that was asked for: that is the id the customer chose and sees.
-            cost = self._prices.cost(x.provider, x.model, usage, x.ts)
-            cost_nanos, list_nanos, version = cost
+            try:
+                cost_nanos, list_nanos, version = self._prices.cost(x.provider, x.model, usage, x.ts)
+            except Exception as exc:
+                # The row is still written, with the usage and an unknown cost: never a silent $0.
+                cost_nanos = list_nanos = None
+                log.error("pricing failed: %s at %s", type(exc).__name__, where(exc))
         principal = x.principal
         started = x.started
         # Positional, in LedgerRow's field order: keywords cost three times as much to pass, and

@@ -5,21 +5,22 @@ from __future__ import annotations
 import re
 from importlib import resources
 
+from buzz.asgi import Scope
 from buzz.errors import GatewayError, Kind
+from buzz.forwarded import TrustedProxies
 
 # The address is pasted into a shell script: only a plain scheme, host and port may go there,
 # never anything a crafted Host header could turn into shell syntax.
 _SAFE_URL = re.compile(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~/-]*)?")
 
 
-def public_url(configured: str | None, scope: dict[str, object]) -> str:
+def public_url(configured: str | None, scope: Scope, proxies: TrustedProxies) -> str:
+    """The configured address, else the one this request reached: its Host, with forwarded
+    headers believed only from trusted proxies."""
     if configured:
         url = configured
     else:
-        headers = dict(scope["headers"])  # type: ignore[call-overload]
-        host = headers.get(b"host", b"").decode("latin-1")
-        forwarded = headers.get(b"x-forwarded-proto", b"").decode("latin-1").split(",")[0].strip()
-        scheme = forwarded if forwarded in ("http", "https") else str(scope.get("scheme", "http"))
+        scheme, host = proxies.scheme_and_host(scope)
         url = f"{scheme}://{host}"
     url = url.rstrip("/")
     if not _SAFE_URL.fullmatch(url):

@@ -1,0 +1,44 @@
+"""A graceful shutdown that runs out of time cuts what is still open, and every row says so."""
+
+from __future__ import annotations
+
+import signal
+import socket
+from pathlib import Path
+
+from fakes.fake_anthropic import FakeAnthropic, Reply, text_stream_events
+from support import BuzzProcess, wait_until
+
+BODY = b'{"model":"claude-haiku-4-5","max_tokens":50,"stream":true,"messages":[]}'
+
+
+def test_streams_cut_by_the_shutdown_timeout_are_recorded_as_cut(tmp_path: Path, fake: FakeAnthropic) -> None:
+    events = text_stream_events(
+        "claude-haiku-4-5", ["one", "two"], {"input_tokens": 10, "output_tokens": 1}, {"output_tokens": 2}
+    )
+    # The first event at once, the rest only after an hour: the stream is open when shutdown comes.
+    fake.enqueue(Reply(chunks=events, delays=[0.0, 3600.0] + [0.0] * (len(events) - 2)))
+    process = BuzzProcess(tmp_path / "data", fake.url, env={"BUZZ_SHUTDOWN_TIMEOUT": "1"}).start()
+    key = process.create_key()
+    with socket.create_connection(("127.0.0.1", process.port), timeout=30) as sock:
+        sock.sendall(
+            b"POST /v1/messages HTTP/1.1\r\nhost: x\r\nx-api-key: " + key.encode()
+            + b"\r\ncontent-length: " + str(len(BODY)).encode() + b"\r\n\r\n" + BODY
+        )  # fmt: skip
+        received = b""
+        while b"message_start" not in received:
+            received += sock.recv(65536)
+        assert received.startswith(b"HTTP/1.1 200")
+        process.stop(signal.SIGTERM)
+        # The cut reaches the client as a connection that ends mid-stream, not as a finished body.
+        while chunk := sock.recv(65536):
+            received += chunk
+    assert not received.endswith(b"0\r\n\r\n")  # no chunked terminator: the client can tell
+    rows = process.ledger(count=1)
+    assert [(r["status"], r["error_type"]) for r in rows] == [(200, "shutdown_cut")]
+    output = process.output().decode()
+    assert "Traceback" not in output
+    assert [line for line in output.splitlines() if "shutdown cut" in line] == [
+        next(line for line in output.splitlines() if "shutdown cut 1 request(s)" in line)
+    ]
+    assert wait_until(lambda: process.process is not None and process.process.poll() is not None)
