@@ -140,9 +140,9 @@ def test_every_response_carries_the_keys_headroom(tmp_path: Path, quiet: FakeAnt
         assert status == 200
         received = {k.lower(): v for k, v in headers if k.lower().startswith("x-buzz-ratelimit-")}
         # Reserved: 1 request, about 4 body bytes a token of input, max_tokens (100) of output, and
-        # their worst cost at Haiku 4.5's $1 / $5 per million tokens.
+        # the worst cost at Haiku 4.5's $1 / $5 per million tokens: every body byte a token.
         tokens = -(-len(BODY) // 4)
-        worst = tokens * 1_000 + 100 * 5_000
+        worst = len(BODY) * 1_000 + 100 * 5_000
         assert received == {
             "x-buzz-ratelimit-key-rpm-remaining": "59",
             "x-buzz-ratelimit-key-rpm-reset": "1",
@@ -171,15 +171,16 @@ def test_prepaid_balance_ends_exactly_where_the_costs_say(tmp_path: Path, quiet:
         assert _cli(process, "balance", "add", project, "1.00") == "1.00"
         key = _cli(process, "keys", "create", "--project", project)
         # Each answer costs 10,000 input + 1,000 output tokens of Haiku 4.5 ($1 / $5 per million):
-        # $0.015. Before forwarding, buzz reserves the worst case it can know: the body's ~4 bytes a
-        # token of input and max_tokens of output. A request is admitted while that fits the
-        # balance, and settled to its real cost afterwards.
+        # $0.015. Before forwarding, buzz reserves the worst case it can know: a token of input for
+        # every body byte and max_tokens of output. A request is admitted while that fits the
+        # balance, and settled to its real cost afterwards. This fake reports more input than the
+        # body could hold, so the balance ends below zero by that excess, and no more.
         usage = {"input_tokens": 10_000, "output_tokens": 1_000}
         quiet.enqueue(*(Reply(body=message_json("claude-haiku-4-5", "x", usage)) for _ in range(80)))
         body = b'{"model":"claude-haiku-4-5","max_tokens":1000,"messages":[]}'
         statuses = [raw_post(process.url, "/v1/messages", body, {"x-api-key": key})[0] for _ in range(80)]
         quiet.drain_replies()
-        worst, cost, balance, admitted = -(-len(body) // 4) * 1_000 + 1_000 * 5_000, 15_000_000, 1_000_000_000, 0
+        worst, cost, balance, admitted = len(body) * 1_000 + 1_000 * 5_000, 15_000_000, 1_000_000_000, 0
         while balance >= worst:
             balance, admitted = balance - cost, admitted + 1
         assert (admitted, balance) == (67, -5_000_000)  # below zero by less than one request's difference

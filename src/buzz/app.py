@@ -95,7 +95,7 @@ class Gateway:
         # must then reread balances, not trust its copy.
         auth = Authenticator(store, limiter.forget_balances if isinstance(limiter, MemoryLimiter) else None)
         settler = Settler(self.prices, ledger)
-        admission = Admission(limiter, self.prices)
+        admission = Admission(limiter, self.prices, self._context_window, self.config.output_reserve)
         pipeline = Pipeline(
             auth,
             self.router,
@@ -134,6 +134,10 @@ class Gateway:
         running.ledger.close()
         running.store.close()
         log.info("ledger flushed: %d rows written", running.ledger.written)
+
+    def _context_window(self, model: str) -> int | None:
+        entry = self.catalogue.get(model)
+        return None if entry is None else entry.context_window
 
     @property
     def running(self) -> _Running:

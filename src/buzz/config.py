@@ -83,6 +83,7 @@ class Config:
     admin_token: str | None = None
     public_url: str | None = None
     limits_fail_open: bool = False
+    output_reserve: int | None = None
     trusted_proxies: tuple[str, ...] = ()
     routing_models: Mapping[str, str] = field(default_factory=dict)
     routing_patterns: Mapping[str, str] = field(default_factory=dict)
@@ -224,6 +225,14 @@ SETTINGS: tuple[Setting, ...] = (
         "BUZZ_LIMITS_FAIL_OPEN",
         _bool,
         "Admit requests unchecked when Redis is unreachable, instead of answering 503.",
+    ),
+    Setting(
+        "output_reserve",
+        ("limits", "output_reserve"),
+        "BUZZ_OUTPUT_RESERVE",
+        _positive_int,
+        "Output tokens a request without max_tokens counts as its worst case against spend caps and balances"
+        " (default: the model's context window).",
     ),
     Setting(
         "public_url",

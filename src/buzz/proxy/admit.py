@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 
@@ -31,11 +31,15 @@ from buzz.limits.base import (
     Scope,
 )
 from buzz.proxy.auth import Principal
+from buzz.proxy.route import RequestHead
 from buzz.upstreams.estimate import approximate_tokens
 
-# Without a ceiling in the request, the output reserved: enough for most answers, and the
-# settlement charges the real figure either way.
+# Without a ceiling in the request, the output a rate limit reserves: enough for most answers,
+# and the settlement charges the real figure either way.
 DEFAULT_OUTPUT_RESERVE = 4096
+# The worst-case output of a model whose context window nobody knows, for spend and balances.
+UNKNOWN_CONTEXT_WINDOW = 131_072
+_MONEY = ("daily", "monthly", "balance")
 _LIMIT_TEXT = {
     "rpm": "requests per minute",
     "itpm": "input tokens per minute",
@@ -67,22 +71,57 @@ def check_access(principal: Principal, model: str, now: float) -> None:
 
 
 class Admission:
-    def __init__(self, limiter: Limiter, prices: PriceBook) -> None:
+    """Reserves two different things. Rate limits (itpm, otpm) take an estimate: about 4 body
+    bytes a token of input, and the output ceiling (or `DEFAULT_OUTPUT_RESERVE`), so a long
+    prompt is not refused for tokens it will never use. Money (spend caps, prepaid balances)
+    takes a true worst case, so no number of concurrent requests can overspend it: every body
+    byte an input token (no tokenizer makes more tokens than bytes of text), and the ceiling
+    times the answers asked for (`n`, `candidateCount`), or, with no ceiling, `output_reserve`
+    tokens (by default the model's context window)."""
+
+    def __init__(
+        self,
+        limiter: Limiter,
+        prices: PriceBook,
+        context_window: Callable[[str], int | None] = lambda model: None,
+        output_reserve: int | None = None,
+    ) -> None:
         self._limiter = limiter
         self._prices = prices
+        self._context_window = context_window
+        self._output_reserve = output_reserve
 
     async def reserve(
-        self, scopes: Sequence[Scope], provider: str, model: str, body: bytes, max_output: int | None, now: float
+        self,
+        scopes: Sequence[Scope],
+        provider: str,
+        model: str,
+        body: bytes,
+        head: RequestHead,
+        now: float,
+        billed: bool = True,
     ) -> Admitted:
-        input_tokens = approximate_tokens(len(body))
-        output_tokens = DEFAULT_OUTPUT_RESERVE if max_output is None else max_output
-        ask = Ask(
-            input_tokens, output_tokens, self._worst_cost(provider, model, body, input_tokens, output_tokens, now)
-        )
+        """`billed` False (count_tokens): the request counts against rpm and concurrency only."""
+        choices = head.choices
+        unbounded = head.max_output is None
+        if head.max_output is None:
+            ceiling = self._output_reserve or self._context_window(model) or UNKNOWN_CONTEXT_WINDOW
+            rate_output = DEFAULT_OUTPUT_RESERVE * choices
+        else:
+            ceiling = rate_output = head.max_output
+            rate_output *= choices
+        worst_output = ceiling * choices
+        cost = self._worst_cost(provider, model, body, len(body), worst_output, now)
+        ask = Ask(approximate_tokens(len(body)), rate_output, cost) if billed else Ask(0, 0, 0)
         try:
             reservation, remaining = await self._limiter.reserve(scopes, ask)
         except LimitExceeded as exceeded:
             error = _rejection_error(exceeded.rejection)
+            if unbounded and exceeded.rejection.limit in _MONEY:
+                error.message += (
+                    f"; this request names no output ceiling, so its worst case counts {worst_output} output"
+                    " tokens: a max_tokens reserves less"
+                )
             error.headers.extend(ratelimit_headers(exceeded.remaining))  # what is left, as on any answer
             raise error from None
         except LimiterUnavailable as exc:

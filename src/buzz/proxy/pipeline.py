@@ -83,7 +83,9 @@ class Pipeline:
             x.model, x.provider = model, route.provider
             check_access(x.principal, model, x.ts)
             if scopes := x.principal.scopes:
-                admitted = await self._admission.reserve(scopes, route.provider, model, body, head.max_output, x.ts)
+                admitted = await self._admission.reserve(
+                    scopes, route.provider, model, body, head, x.ts, endpoint.billed
+                )
                 x.extra_headers = ratelimit_headers(admitted.remaining)
             if self._add_include_usage and endpoint is CHAT and head.stream and not head.include_usage:
                 body = add_include_usage(body)

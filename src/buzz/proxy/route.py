@@ -35,6 +35,7 @@ class _Head(msgspec.Struct):
     max_completion_tokens: object = None
     max_output_tokens: object = None
     generationConfig: object = None
+    n: object = None  # OpenAI chat: answers generated, each up to the ceiling
 
 
 _decode_head = msgspec.json.Decoder(_Head).decode
@@ -47,6 +48,7 @@ class RequestHead(NamedTuple):
     include_usage: bool  # stream_options.include_usage, OpenAI's switch for usage in a stream
     user_id: str | None
     max_output: int | None  # max_tokens / max_completion_tokens / max_output_tokens / maxOutputTokens
+    choices: int  # n / candidateCount: how many answers, each up to max_output
 
 
 class Route(NamedTuple):
@@ -83,12 +85,14 @@ def read_head(body: bytes, model_required: bool = True) -> RequestHead:
         if type(ceiling) is int and ceiling >= 0:  # `type`: True is an int, not a token count
             max_output = ceiling
             break
+    choices = head.n if type(head.n) is int else config.get("candidateCount") if isinstance(config, dict) else None
     return RequestHead(
         model if isinstance(model, str) else None,
         head.stream is True,
         isinstance(options, dict) and options.get("include_usage") is True,
         user[:_MAX_USER_ID] if isinstance(user, str) and user else None,
         max_output,
+        choices if type(choices) is int and choices > 1 else 1,
     )
 
 
