@@ -122,6 +122,9 @@ async def play(
             break
         if i < len(delays) and delays[i] > 0:
             await asyncio.sleep(delays[i])
+        gate = reply.gates[i] if reply.gates is not None and i < len(reply.gates) else None
+        if gate is not None:
+            await asyncio.get_running_loop().run_in_executor(None, gate.wait)
         await resp.write(chunk)
         if sent_at is not None:
             sent_at.append(time.perf_counter())

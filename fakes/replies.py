@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import string
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,6 +46,9 @@ class Reply:
     hang: bool = False
     # Replies made by something in front of the vendor (Cloudflare) lack its request id.
     add_request_id: bool = True
+    # Chunk i waits until gates[i] is set (None: no wait), so a test decides when each piece
+    # leaves and can check the previous one arrived first, with no clock involved.
+    gates: list[threading.Event | None] | None = None
 
 
 def dumps(obj: object) -> bytes:

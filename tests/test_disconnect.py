@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import socket
-import time
+import threading
 
 from fakes.fake_anthropic import FakeAnthropic, Reply, text_stream_events
 from support import BuzzProcess, wait_until
@@ -28,21 +28,21 @@ def test_client_disconnect_mid_stream_cancels_upstream_and_keeps_the_row(
     events = text_stream_events(
         "claude-sonnet-4-6", pieces, {"input_tokens": 1200, "output_tokens": 1}, {"output_tokens": 2500}
     )
-    # The upstream would take ~10 s to finish; the client leaves after the first events.
-    fake.enqueue(
-        Reply(chunks=events, delays=[0.0] * 4 + [0.2] * (len(events) - 4), headers=[("request-id", "req_gone")])
-    )
-    sock = _open_stream(buzz.url, key)
-    received = b""
-    while received.count(b"event: content_block_delta") < 2:
-        received += sock.recv(65536)
-    sock.close()
-    left_at = time.perf_counter()
-
-    assert wait_until(lambda: fake.disconnect_times(), timeout=5)
-    cancelled_after = fake.disconnect_times()[0] - left_at
-    assert cancelled_after < 0.5, cancelled_after  # promptly: not after the upstream's 10 s
-    assert len(fake.chunk_times()) < len(events)
+    # The upstream sends six events, then waits for a gate that is opened only at the end of the
+    # test: it can stop early only if buzz hangs up on it when the client leaves.
+    held = threading.Event()
+    gates: list[threading.Event | None] = [None] * 6 + [held] * (len(events) - 6)
+    fake.enqueue(Reply(chunks=events, gates=gates, headers=[("request-id", "req_gone")]))
+    try:
+        sock = _open_stream(buzz.url, key)
+        received = b""
+        while received.count(b"event: content_block_delta") < 2:
+            received += sock.recv(65536)
+        sock.close()
+        assert wait_until(lambda: fake.disconnect_times(), timeout=30)
+        assert len(fake.chunk_times()) == 6
+    finally:
+        held.set()
 
     [row] = buzz.ledger(count=1, where=lambda r: r["upstream_request_id"] == "req_gone")
     assert row["status"] == 200
@@ -58,9 +58,8 @@ def test_client_disconnect_before_the_upstream_answers(buzz: BuzzProcess, fake: 
     sock = _open_stream(buzz.url, key)
     assert wait_until(lambda: len(fake.requests) == 1, timeout=5)
     sock.close()
-    left_at = time.perf_counter()
-    assert wait_until(lambda: fake.disconnect_times(), timeout=5)
-    assert fake.disconnect_times()[0] - left_at < 0.5
+    # The upstream never answers: it sees a disconnect only if buzz cancels its request.
+    assert wait_until(lambda: fake.disconnect_times(), timeout=30)
     [row] = buzz.ledger(count=1, where=lambda r: r["status"] == 499)
     assert row["error_type"] == "client_disconnected"
     assert row["model"] == "claude-sonnet-4-6"
@@ -74,7 +73,6 @@ def test_client_that_stops_sending_its_body(buzz: BuzzProcess, fake: FakeAnthrop
             b"POST /v1/messages HTTP/1.1\r\nhost: x\r\nx-api-key: " + key.encode() + b"\r\n"
             b"content-length: 5000\r\n\r\n" + b'{"model":"claude-sonnet-4-6",'
         )
-        time.sleep(0.2)
     [row] = buzz.ledger(count=1, where=lambda r: r["status"] == 499 and r["model"] is None)
     assert row["error_type"] == "client_disconnected"
     assert fake.requests == []
