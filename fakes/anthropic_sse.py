@@ -298,13 +298,31 @@ def model_info(model_id: str, display_name: str | None = None) -> dict[str, Any]
     }
 
 
-def models_page_json(models: Sequence[tuple[str, str]] = DEFAULT_MODELS) -> bytes:
-    """One page of `GET /v1/models` holding every model (`has_more: false`)."""
-    data = [model_info(mid, name) for mid, name in models]
+def models_page_json(
+    models: Sequence[tuple[str, str]] = DEFAULT_MODELS,
+    limit: int | None = None,
+    after_id: str | None = None,
+    before_id: str | None = None,
+) -> bytes:
+    """One page of `GET /v1/models`, newest first as `models` are given, with Anthropic's cursor
+    paging: `limit` entries (all when None) after `after_id` or just before `before_id`."""
+    ids = [mid for mid, _ in models]
+    start, end = 0, len(models)
+    if after_id is not None:
+        start = ids.index(after_id) + 1 if after_id in ids else end
+    elif before_id is not None:
+        end = ids.index(before_id) if before_id in ids else 0
+    if limit is not None:
+        if before_id is not None and after_id is None:
+            start = max(start, end - limit)
+        else:
+            end = min(end, start + limit)
+    data = [model_info(mid, name) for mid, name in models[start:end]]
+    more = start > 0 if before_id is not None and after_id is None else end < len(models)
     return _dumps(
         {
             "data": data,
-            "has_more": False,
+            "has_more": more,
             "first_id": data[0]["id"] if data else None,
             "last_id": data[-1]["id"] if data else None,
         }

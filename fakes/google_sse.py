@@ -11,6 +11,7 @@ form one JSON array written in pieces: `[{…}`, `,\\r\\n{…}`, …, `]`.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -205,3 +206,27 @@ def models_list_json(models: Sequence[tuple[str, str]] = DEFAULT_MODELS) -> byte
 def count_tokens_json(total_tokens: int) -> bytes:
     details = [{"modality": "TEXT", "tokenCount": total_tokens}]
     return dumps({"totalTokens": total_tokens, "promptTokensDetails": details})
+
+
+def _values(content: object, dimensions: int) -> list[float]:
+    """A deterministic vector for a `Content`, exact in float32."""
+    seed = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).digest()
+    return [(seed[i % len(seed)] - 128) / 256 for i in range(dimensions)]
+
+
+def embed_content_json(content: object, dimensions: int = 8, prompt_tokens: int | None = None) -> bytes:
+    """`:embedContent`: one `embedding`; `usageMetadata` only when `prompt_tokens` is given."""
+    out: dict[str, Any] = {"embedding": {"values": _values(content, dimensions)}}
+    if prompt_tokens is not None:
+        out["usageMetadata"] = {"promptTokenCount": prompt_tokens, "totalTokenCount": prompt_tokens}
+    return dumps(out)
+
+
+def batch_embed_contents_json(
+    contents: Sequence[object], dimensions: int = 8, prompt_tokens: int | None = None
+) -> bytes:
+    """`:batchEmbedContents`: one embedding per request, in order; `usageMetadata` as above."""
+    out: dict[str, Any] = {"embeddings": [{"values": _values(content, dimensions)} for content in contents]}
+    if prompt_tokens is not None:
+        out["usageMetadata"] = {"promptTokenCount": prompt_tokens, "totalTokenCount": prompt_tokens}
+    return dumps(out)
