@@ -53,8 +53,8 @@ MAX_MESSAGES_BODY = 32 * 1024 * 1024
 DEFAULT_TEXT_PIECES = ("Hello", " from", " the", " fake", " upstream.")
 DEFAULT_OUTPUT_TOKENS = 5
 
-# Nginx's stock page, which Cloudflare serves for oversized bodies. wire.md §9 lists the exact
-# 413 as unverified; HTML is chosen because Cloudflare, not Anthropic, produces it.
+# Nginx's stock page, which Cloudflare serves for oversized bodies. The exact 413 is unverified;
+# HTML is chosen because Cloudflare, not Anthropic, produces it.
 CLOUDFLARE_413_HTML = (
     b"<html>\r\n<head><title>413 Request Entity Too Large</title></head>\r\n<body>\r\n"
     b"<center><h1>413 Request Entity Too Large</h1></center>\r\n"
@@ -115,7 +115,7 @@ def error_reply(
     error_code: str | None = None,
     request_id: str | None = None,
 ) -> Reply:
-    """An Anthropic error (wire.md §1.6) with the headers the real API sends alongside.
+    """An Anthropic error with the headers the real API sends alongside.
 
     A 429 gets `retry-after` (omit with `retry_after=None`) and exhausted `anthropic-ratelimit-*`
     headers. `x-should-retry` is only sent when `should_retry` is given, since whether Anthropic

@@ -5,7 +5,7 @@ benchmarks and manual trials: `python -m fakes.fake_anthropic --port 9001 [--wor
 
 Scripted replies: `fake.enqueue(Reply(...))` answers the next request (FIFO) with exactly that
 status, headers, body or chunks, timing, gzip or connection fault. With nothing queued the fake
-answers like api.anthropic.com (wire.md §1):
+answers like api.anthropic.com:
 
 - `POST /v1/messages` (any query string): JSON body required (400 otherwise; a body over 32 MB
   gets Cloudflare's HTML 413). `"stream": true` gives an SSE text stream, otherwise a JSON
@@ -19,7 +19,7 @@ answers like api.anthropic.com (wire.md §1):
   Anthropic's cursor paging: `limit` (1 to 1000, default 20; 400 outside), `after_id` or
   `before_id` (400 for both), `has_more`, `first_id`, `last_id`.
 - `GET /v1/models/{id}` (any `claude-*` id): Anthropic's model shape.
-- `POST /v1/chat/completions` (Anthropic's OpenAI-SDK-compatible layer, wire.md §3):
+- `POST /v1/chat/completions` (Anthropic's OpenAI-SDK-compatible layer):
   `FakeOpenAI`'s chat behaviour and scenarios (errors in OpenAI's envelope), except that usage
   has no `*_tokens_details`, which this layer always leaves empty.
 - Anything else: 404 with the `not_found_error` envelope.

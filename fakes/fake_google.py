@@ -5,7 +5,7 @@ records every request byte for byte, credentials included exactly as received (t
 `x-goog-api-key` header or the `?key=` query parameter), and plays queued `Reply`s first.
 Standalone: `python -m fakes.fake_google --port 9003 [--workers N]`.
 
-With nothing queued it answers like generativelanguage.googleapis.com (wire.md §4), under the
+With nothing queued it answers like generativelanguage.googleapis.com, under the
 API versions `v1` (google-genai 3.x's default), `v1beta` and `v1alpha`:
 
 - `POST /{ver}/models/{model}:generateContent`: a JSON body is required (400 `INVALID_ARGUMENT`

@@ -45,7 +45,7 @@ _MODEL_CALL = re.compile(r"^/(v1|v1beta|v1alpha)/models/([^/:]+):([A-Za-z]+)$")
 _MODEL_GET = re.compile(r"^/(v1|v1beta|v1alpha)/models/([^/:]+)$")
 _MODELS = re.compile(r"^/(v1|v1beta|v1alpha)/models$")
 
-# Only the 429 is verified (wire.md §4.1); the other statuses and texts are Google's usual pairs.
+# Only the 429 is verified; the other statuses and texts are Google's usual pairs.
 _ERROR_SCENARIOS: MappingProxyType[str, tuple[int, str, str]] = MappingProxyType(
     {
         "error-400": (400, "INVALID_ARGUMENT", "Request contains an invalid argument."),
@@ -68,7 +68,7 @@ def google_error_reply(
     retry_delay: float | None = None,
     headers: Sequence[tuple[str, str]] | None = None,
 ) -> Reply:
-    """A Google API error (wire.md §4.1), or its JSON-array form (`array=True`, §4.2).
+    """A Google API error, or its JSON-array form (`array=True`).
 
     `retry_delay` appends a `google.rpc.RetryInfo` detail. `headers` come last and override.
     """
@@ -188,7 +188,7 @@ def default_reply(method: str, path: str, query_string: str, headers: Mapping[st
         fault = transport_fault(kinds)
         if fault is not None:
             return fault
-        # Errors of the OpenAI layer and of the array stream come as `[{"error": …}]` (wire.md §4.2).
+        # Errors of the OpenAI layer and of the array stream come as `[{"error": …}]`.
         array = openai_layer or (path.endswith(":streamGenerateContent") and not _wants_sse(query_string))
         error = _scenario_error(kinds, array)
         if error is not None:

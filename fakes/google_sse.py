@@ -1,4 +1,4 @@
-"""Exact bytes of native Gemini API responses (wire.md §4.1), for fake upstreams.
+"""Exact bytes of native Gemini API responses, for fake upstreams.
 
 Pure functions: the same arguments give the same bytes (`responseId`s left to default are hashes
 of the arguments). JSON is compact UTF-8 unless `indent` asks for Google's pretty-printed style.
@@ -159,7 +159,7 @@ def stream_generate_content_array(
 
 
 def error_object(code: int, status: str, message: str, details: Sequence[JsonObject] | None = None) -> dict[str, Any]:
-    """Google's `{"error": {code, message, status[, details]}}` envelope (wire.md §4.1)."""
+    """Google's `{"error": {code, message, status[, details]}}` envelope."""
     error: dict[str, Any] = {"code": code, "message": message, "status": status}
     if details is not None:
         error["details"] = [dict(d) for d in details]
@@ -176,13 +176,13 @@ def error_body(
     indent: int | None = None,
 ) -> bytes:
     """The error envelope, or `[{"error": …}]` (`array=True`) as the OpenAI layer and the
-    JSON-array stream send it (wire.md §4.2)."""
+    JSON-array stream send it."""
     obj = error_object(code, status, message, details)
     return _json([obj] if array else obj, indent)
 
 
 def retry_info(delay_seconds: float) -> dict[str, Any]:
-    """The `google.rpc.RetryInfo` detail a 429 commonly carries (wire.md §4.1, unverified)."""
+    """The `google.rpc.RetryInfo` detail a 429 commonly carries (unverified)."""
     return {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": f"{delay_seconds:g}s"}
 
 
