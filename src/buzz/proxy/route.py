@@ -174,6 +174,20 @@ def clean_query(query: bytes, upstream_key: str | None = None) -> bytes:
     return b"&".join(kept)
 
 
+class _Target(NamedTuple):
+    """Where requests of one (surface, model, key place) go: the same for every such request."""
+
+    provider: str
+    base: str  # the URL the request's path is appended to
+    credential: tuple[str, str] | None
+    query_key: str | None  # the upstream key for Gemini's `?key=`, when the client's was there
+
+
+# Targets kept per router. Model ids are client text, so the cache is bounded; when full it starts
+# over, which costs one recomputation per id.
+_TARGETS = 4096
+
+
 class Router:
     """The model -> the upstream URL and credential, for the surface the client speaks.
 
@@ -184,6 +198,7 @@ class Router:
     def __init__(self, config: Config, catalogue: Catalogue) -> None:
         self._config = config
         self._catalogue = catalogue
+        self._targets: dict[tuple[Surface, str, bytes | None, bool], _Target] = {}
 
     def routable(self, provider: str) -> bool:
         return self._config.provider(provider).api_key is not None
@@ -222,6 +237,22 @@ class Router:
         to the surface's own vendor."""
         if "buzz-" in path and ANY_KEY.search(path.encode("latin-1")):
             raise GatewayError(Kind.INVALID_REQUEST, "the path carries a buzz key; send it only as the API key")
+        cached = (surface, model, key_location, by_model)
+        target = self._targets.get(cached)
+        if target is None:
+            target = self._target(surface, model, key_location, by_model)  # refusals raise, and are not kept
+            if len(self._targets) >= _TARGETS:
+                self._targets.clear()
+            self._targets[cached] = target
+        # /v1/chat/completions -> <the vendor's OpenAI-compatible base>/chat/completions
+        url = target.base + (path.removeprefix("/v1") if surface is Surface.OPENAI else path)
+        if query:
+            query = clean_query(query, target.query_key)
+            if query:
+                url += "?" + query.decode("latin-1")
+        return Route(target.provider, url, target.credential)
+
+    def _target(self, surface: Surface, model: str, key_location: bytes | None, by_model: bool) -> _Target:
         if by_model:
             name = self.provider(surface, model)
         else:
@@ -231,22 +262,11 @@ class Router:
         upstream = self._config.provider(name)
         api_key = upstream.api_key
         assert api_key is not None  # _configured() checked it
-        credential: tuple[str, str] | None
         if surface is Surface.OPENAI:
-            # /v1/chat/completions -> <the vendor's OpenAI-compatible base>/chat/completions
-            url = upstream.base_url + vendor.openai_prefix + path.removeprefix("/v1")
-            credential = ("authorization", f"Bearer {api_key}")
-            query = clean_query(query)
-        else:
-            url = upstream.base_url + path
-            if key_location == QUERY_KEY and vendor.native_query_key:
-                query, credential = clean_query(query, api_key), None
-            else:
-                client_place = key_location.decode("latin-1") if key_location is not None else ""
-                headers = vendor.native_key_headers
-                header = client_place if client_place in headers else headers[0]
-                credential = (header, f"Bearer {api_key}" if header == "authorization" else api_key)
-                query = clean_query(query)
-        if query:
-            url += "?" + query.decode("latin-1")
-        return Route(provider=name, url=url, credential=credential)
+            return _Target(name, upstream.base_url + vendor.openai_prefix, ("authorization", f"Bearer {api_key}"), None)
+        if key_location == QUERY_KEY and vendor.native_query_key:
+            return _Target(name, upstream.base_url, None, api_key)
+        client_place = key_location.decode("latin-1") if key_location is not None else ""
+        header = client_place if client_place in vendor.native_key_headers else vendor.native_key_headers[0]
+        credential = (header, f"Bearer {api_key}" if header == "authorization" else api_key)
+        return _Target(name, upstream.base_url, credential, None)
