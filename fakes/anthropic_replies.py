@@ -7,9 +7,11 @@ documented in `fakes.fake_anthropic`.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
 from typing import Any
+from urllib.parse import parse_qs
 
 from fakes import anthropic_sse as sse
 from fakes.replies import (
@@ -30,6 +32,7 @@ __all__ = [
     "DEFAULT_TEXT_PIECES",
     "JSON_TYPE",
     "MAX_MESSAGES_BODY",
+    "MAX_MODELS_LIMIT",
     "SLOW_EVENT_GAP",
     "SSE_TYPE",
     "Reply",
@@ -41,14 +44,17 @@ __all__ = [
     "ratelimit_headers",
 ]
 
+# The largest page `GET /v1/models` serves (`limit`, 20 by default).
+MAX_MODELS_LIMIT = 1000
+
 # Anthropic's documented body limit for Messages; above it Cloudflare answers before Anthropic sees it.
 MAX_MESSAGES_BODY = 32 * 1024 * 1024
 
 DEFAULT_TEXT_PIECES = ("Hello", " from", " the", " fake", " upstream.")
 DEFAULT_OUTPUT_TOKENS = 5
 
-# Nginx's stock page, which Cloudflare serves for oversized bodies. wire.md §9 lists the exact
-# 413 as unverified; HTML is chosen because Cloudflare, not Anthropic, produces it.
+# Nginx's stock page, which Cloudflare serves for oversized bodies. The exact 413 is unverified;
+# HTML is chosen because Cloudflare, not Anthropic, produces it.
 CLOUDFLARE_413_HTML = (
     b"<html>\r\n<head><title>413 Request Entity Too Large</title></head>\r\n<body>\r\n"
     b"<center><h1>413 Request Entity Too Large</h1></center>\r\n"
@@ -109,7 +115,7 @@ def error_reply(
     error_code: str | None = None,
     request_id: str | None = None,
 ) -> Reply:
-    """An Anthropic error (wire.md §1.6) with the headers the real API sends alongside.
+    """An Anthropic error with the headers the real API sends alongside.
 
     A 429 gets `retry-after` (omit with `retry_after=None`) and exhausted `anthropic-ratelimit-*`
     headers. `x-should-retry` is only sent when `should_retry` is given, since whether Anthropic
@@ -238,7 +244,29 @@ def _messages_reply(body: bytes, kinds: frozenset[str]) -> Reply:
     return json_delivery(_message_body(model, request, usage, kinds), kinds)
 
 
-def default_reply(method: str, path: str, body: bytes, scenario: str | None) -> Reply:
+def _models_reply(query_string: str, models: Sequence[tuple[str, str]]) -> Reply:
+    query = parse_qs(query_string)
+    try:
+        limit = int(query.get("limit", ["20"])[0])
+    except ValueError:
+        limit = 0
+    if not 1 <= limit <= MAX_MODELS_LIMIT:
+        return error_reply(400, "invalid_request_error", f"limit: Input should be between 1 and {MAX_MODELS_LIMIT}")
+    after_id = query.get("after_id", [None])[0]
+    before_id = query.get("before_id", [None])[0]
+    if after_id is not None and before_id is not None:
+        return error_reply(400, "invalid_request_error", "after_id and before_id cannot be used together")
+    return Reply(body=sse.models_page_json(models, limit, after_id, before_id))
+
+
+def default_reply(
+    method: str,
+    path: str,
+    body: bytes,
+    scenario: str | None,
+    query_string: str = "",
+    models: Sequence[tuple[str, str]] = sse.DEFAULT_MODELS,
+) -> Reply:
     """Route a request the way api.anthropic.com would; `scenario` is the x-fake-scenario value."""
     kinds = scenarios(scenario)
     if kinds:
@@ -257,11 +285,11 @@ def default_reply(method: str, path: str, body: bytes, scenario: str | None) -> 
             return Reply(body=sse.count_tokens_json(max(1, len(body) // 4)))
     elif method == "GET":
         if path == "/v1/models":
-            return Reply(body=sse.models_page_json())
+            return _models_reply(query_string, models)
         if path.startswith("/v1/models/"):
             model_id = path.removeprefix("/v1/models/")
             if model_id.startswith("claude-") and "/" not in model_id:
-                names = dict(sse.DEFAULT_MODELS)
+                names = dict(models)
                 info = sse.model_info(model_id, names.get(model_id))
                 return Reply(body=json.dumps(info, separators=(",", ":")).encode())
             return error_reply(404, "not_found_error", f"model: {model_id}")

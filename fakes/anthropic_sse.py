@@ -1,4 +1,4 @@
-"""Exact bytes of Anthropic Messages responses (wire.md §1.4-1.9), for fake upstreams.
+"""Exact bytes of Anthropic Messages responses, for fake upstreams.
 
 Pure functions: the same arguments give the same bytes, so a test can build a reply twice and
 compare (ids left to default are hashes of the arguments; padding widths are hashes of the event).
@@ -27,7 +27,7 @@ DEFAULT_MODELS: tuple[tuple[str, str], ...] = (
     ("claude-haiku-4-5", "Claude Haiku 4.5"),
 )
 
-# Not built with _dumps: the real ping has a space after the colon (wire.md §1.5).
+# Not built with _dumps: the real ping has a space after the colon.
 PING_EVENT = b'event: ping\ndata: {"type": "ping"}\n\n'
 
 _ID_ALPHABET = string.ascii_letters + string.digits
@@ -157,7 +157,7 @@ def text_stream_events(
     stop_reason: str = "end_turn",
     stop_details: JsonObject | None = None,
 ) -> list[bytes]:
-    """A text answer (wire.md §1.5 example A); `usage_final` is cumulative, as in `message_delta`."""
+    """A text answer; `usage_final` is cumulative, as in `message_delta`."""
     block = _text_block(0, text_pieces)
     mid = message_id or stable_id("msg_", model, tuple(text_pieces), stop_reason)
     events: list[JsonObject | bytes] = [
@@ -272,7 +272,7 @@ def message_json(
     stop_details: JsonObject | None = None,
     message_id: str | None = None,
 ) -> bytes:
-    """A non-streaming Message (wire.md §1.4); `content` replaces the single text block if given."""
+    """A non-streaming Message; `content` replaces the single text block if given."""
     blocks = [dict(b) for b in content] if content is not None else [{"type": "text", "text": text}]
     message = _message(model, message_id or stable_id("msg_", model, repr(blocks)), blocks, usage)
     message["stop_reason"] = stop_reason
@@ -281,7 +281,7 @@ def message_json(
 
 
 def error_body(type: str, message: str, request_id: str) -> bytes:
-    """Anthropic's error envelope for every non-2xx status (wire.md §1.6)."""
+    """Anthropic's error envelope for every non-2xx status."""
     return _dumps({"type": "error", "error": {"type": type, "message": message}, "request_id": request_id})
 
 
@@ -298,13 +298,31 @@ def model_info(model_id: str, display_name: str | None = None) -> dict[str, Any]
     }
 
 
-def models_page_json(models: Sequence[tuple[str, str]] = DEFAULT_MODELS) -> bytes:
-    """One page of `GET /v1/models` holding every model (`has_more: false`)."""
-    data = [model_info(mid, name) for mid, name in models]
+def models_page_json(
+    models: Sequence[tuple[str, str]] = DEFAULT_MODELS,
+    limit: int | None = None,
+    after_id: str | None = None,
+    before_id: str | None = None,
+) -> bytes:
+    """One page of `GET /v1/models`, newest first as `models` are given, with Anthropic's cursor
+    paging: `limit` entries (all when None) after `after_id` or just before `before_id`."""
+    ids = [mid for mid, _ in models]
+    start, end = 0, len(models)
+    if after_id is not None:
+        start = ids.index(after_id) + 1 if after_id in ids else end
+    elif before_id is not None:
+        end = ids.index(before_id) if before_id in ids else 0
+    if limit is not None:
+        if before_id is not None and after_id is None:
+            start = max(start, end - limit)
+        else:
+            end = min(end, start + limit)
+    data = [model_info(mid, name) for mid, name in models[start:end]]
+    more = start > 0 if before_id is not None and after_id is None else end < len(models)
     return _dumps(
         {
             "data": data,
-            "has_more": False,
+            "has_more": more,
             "first_id": data[0]["id"] if data else None,
             "last_id": data[-1]["id"] if data else None,
         }

@@ -5,7 +5,7 @@ benchmarks and manual trials: `python -m fakes.fake_anthropic --port 9001 [--wor
 
 Scripted replies: `fake.enqueue(Reply(...))` answers the next request (FIFO) with exactly that
 status, headers, body or chunks, timing, gzip or connection fault. With nothing queued the fake
-answers like api.anthropic.com (wire.md §1):
+answers like api.anthropic.com:
 
 - `POST /v1/messages` (any query string): JSON body required (400 otherwise; a body over 32 MB
   gets Cloudflare's HTML 413). `"stream": true` gives an SSE text stream, otherwise a JSON
@@ -15,8 +15,11 @@ answers like api.anthropic.com (wire.md §1):
   to how many of the `"cache_control"` occurrences are matched by a `"ttl":"1h"` (or
   `"ttl": "1h"`); `cache_read_input_tokens = 0`.
 - `POST /v1/messages/count_tokens`: `{"input_tokens": max(1, len(body) // 4)}`.
-- `GET /v1/models`, `GET /v1/models/{id}` (any `claude-*` id): Anthropic's model shapes.
-- `POST /v1/chat/completions` (Anthropic's OpenAI-SDK-compatible layer, wire.md §3):
+- `GET /v1/models`: the fake's `models` (`FakeAnthropic(models=...)`, newest first) in pages, with
+  Anthropic's cursor paging: `limit` (1 to 1000, default 20; 400 outside), `after_id` or
+  `before_id` (400 for both), `has_more`, `first_id`, `last_id`.
+- `GET /v1/models/{id}` (any `claude-*` id): Anthropic's model shape.
+- `POST /v1/chat/completions` (Anthropic's OpenAI-SDK-compatible layer):
   `FakeOpenAI`'s chat behaviour and scenarios (errors in OpenAI's envelope), except that usage
   has no `*_tokens_details`, which this layer always leaves empty.
 - Anything else: 404 with the `not_found_error` envelope.
@@ -58,6 +61,7 @@ from fakes.anthropic_replies import (
     ratelimit_headers,
 )
 from fakes.anthropic_sse import (
+    DEFAULT_MODELS,
     PING_EVENT,
     count_tokens_json,
     delta_usage,
@@ -78,6 +82,7 @@ from fakes.fake_server import FakeUpstream, play, serve_main
 from fakes.fake_wire import RecordedRequest
 
 __all__ = [
+    "DEFAULT_MODELS",
     "JSON_TYPE",
     "PING_EVENT",
     "SSE_TYPE",
@@ -108,13 +113,6 @@ __all__ = [
 ]
 
 
-def _route(method: str, path: str, query_string: str, headers: Mapping[str, str], body: bytes) -> Reply:
-    if path == "/v1/chat/completions":
-        return openai_replies.default_reply(method, path, query_string, headers, body, usage_details=False)
-    # api.anthropic.com routes on the path alone; the query (`?beta=true`) changes nothing.
-    return default_reply(method, path, body, headers.get("x-fake-scenario"))
-
-
 def _request_id() -> str:
     return new_id("req_")
 
@@ -122,9 +120,17 @@ def _request_id() -> str:
 class FakeAnthropic(FakeUpstream):
     """The fake Anthropic upstream, served from a daemon thread with its own event loop."""
 
-    def __init__(self, *, host: str = "127.0.0.1", port: int = 0, record: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        record: bool = True,
+        models: Sequence[tuple[str, str]] = DEFAULT_MODELS,
+    ) -> None:
+        self.models = tuple(models)  # (id, display name), newest first
         super().__init__(
-            _route,
+            self._route,
             "anthropic",
             host=host,
             port=port,
@@ -132,6 +138,12 @@ class FakeAnthropic(FakeUpstream):
             request_id_header="request-id",
             new_request_id=_request_id,
         )
+
+    def _route(self, method: str, path: str, query_string: str, headers: Mapping[str, str], body: bytes) -> Reply:
+        if path == "/v1/chat/completions":
+            return openai_replies.default_reply(method, path, query_string, headers, body, usage_details=False)
+        # api.anthropic.com routes on the path; the query matters only to the model list's paging.
+        return default_reply(method, path, body, headers.get("x-fake-scenario"), query_string, self.models)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

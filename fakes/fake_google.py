@@ -5,7 +5,7 @@ records every request byte for byte, credentials included exactly as received (t
 `x-goog-api-key` header or the `?key=` query parameter), and plays queued `Reply`s first.
 Standalone: `python -m fakes.fake_google --port 9003 [--workers N]`.
 
-With nothing queued it answers like generativelanguage.googleapis.com (wire.md §4), under the
+With nothing queued it answers like generativelanguage.googleapis.com, under the
 API versions `v1` (google-genai 3.x's default), `v1beta` and `v1alpha`:
 
 - `POST /{ver}/models/{model}:generateContent`: a JSON body is required (400 `INVALID_ARGUMENT`
@@ -21,9 +21,14 @@ API versions `v1` (google-genai 3.x's default), `v1beta` and `v1alpha`:
 - The same without `alt=sse`: the same objects as one JSON array written in pieces,
   `[{…}` `,\\r\\n{…}` … `]`, with content-type `application/json`.
 - `POST /{ver}/models/{model}:countTokens`: `{"totalTokens": max(1, len(body) // 4), …}`.
+- `POST /{ver}/models/{model}:embedContent`: `{"embedding": {"values": […]}}`, and
+  `:batchEmbedContents`: `{"embeddings": [{"values": […]}, …]}`, one per request, 8 values each
+  unless `outputDimensionality` says otherwise. No `usageMetadata` unless the `embed-usage`
+  scenario asks for it.
 - `GET /{ver}/models`, `GET /{ver}/models/{model}`: Gemini model shapes (404 for other ids).
 - Any path containing `/openai/` (`/v1beta/openai/chat/completions`, `…/embeddings`,
-  `…/models`): `FakeOpenAI`'s default behaviour and scenarios, with Gemini model ids.
+  `…/models`): `FakeOpenAI`'s default behaviour and scenarios, with Gemini model ids. Its
+  `GET …/openai/models` names them `models/<id>`, as Google's layer does.
 - Anything else: 404 `NOT_FOUND` in Google's envelope.
 
 No request-id header: Gemini sends none (its `responseId` is in the body).
@@ -35,6 +40,8 @@ The request header `x-fake-scenario` (comma-separated, combinable) changes the d
 - `midstream-error`: a 200 stream that stops after two chunks with `{"error": {"code": 500, …,
   "status": "INTERNAL"}}` as its last SSE event or array element (google-genai raises on it).
 - `lf`: `alt=sse` events separated by `\\n\\n` instead of CRLF.
+- `embed-usage`: embeddings answers carry `usageMetadata` with `promptTokenCount` (and
+  `totalTokenCount`) `= max(1, len(body) // 4)`.
 - `pretty`: JSON pretty-printed with a 2-space indent, as Google's REST frontend can send it
   (SSE events then span several `data:` lines).
 - `error-400` (INVALID_ARGUMENT), `error-403` (PERMISSION_DENIED), `error-404` (NOT_FOUND),

@@ -4,23 +4,23 @@
 servers that record every request byte for byte and play queued `Reply`s first. Standalone:
 `python -m fakes.fake_openai --port 9002 [--workers N] [--xai]`.
 
-With nothing queued they answer like api.openai.com (wire.md §2), under ANY path prefix, so one
+With nothing queued they answer like api.openai.com, under ANY path prefix, so one
 fake serves OpenAI and xAI (`/v1/...`), Anthropic's layer (`/v1/chat/completions`) and Gemini's
 (`/v1beta/openai/chat/completions`):
 
 - `POST …/chat/completions`: a JSON body with a string `model` is required (400 in OpenAI's
-  envelope otherwise); `model` is echoed. Non-streaming: a `chat.completion` (§2.3). With
+  envelope otherwise); `model` is echoed. Non-streaming: a `chat.completion`. With
   `"stream": true`: `data: {json}` chunks (no `event:` lines) ending in `data: [DONE]`; every
   chunk has `"usage": null`, and a final chunk with `"choices": []` carries usage only when the
-  request has `stream_options.include_usage: true` (§2.4). Chunks carry an `obfuscation` field
+  request has `stream_options.include_usage: true`. Chunks carry an `obfuscation` field
   unless `stream_options.include_obfuscation` is false, as OpenAI does.
 - Usage is deterministic: `prompt_tokens = max(1, len(body) // 4)`, `completion_tokens = 5`,
   `prompt_tokens_details.cached_tokens = prompt_tokens // 2` when the request has a top-level
   `prompt_cache_key` (else 0), `completion_tokens_details.reasoning_tokens = 2` when the model
   starts with `o` or contains `reason` (else 0). OpenAI counts reasoning inside
-  `completion_tokens`; with `reasoning_separate` (xAI, §5) it is on top: `completion_tokens`
+  `completion_tokens`; with `reasoning_separate` (xAI) it is on top: `completion_tokens`
   stays 5 and `total_tokens` adds the reasoning tokens.
-- `POST …/responses`: the Responses API (§2.8) with the same counts as `input_tokens`,
+- `POST …/responses`: the Responses API with the same counts as `input_tokens`,
   `input_tokens_details.cached_tokens`, `output_tokens`, `output_tokens_details.reasoning_tokens`.
   Streams send `event: TYPE` + `data:` lines: `response.created` (usage null), the output item
   and content part events, one `response.output_text.delta` per piece, `response.completed`
@@ -46,7 +46,7 @@ The request header `x-fake-scenario` (comma-separated, combinable) changes the d
   (chat, no `[DONE]`) or an `event: error` (Responses, no `response.completed`).
 - `reasoning-separate`: xAI's usage semantics (above) for this request.
 - `usage-in-final-chunk`: with `include_usage`, usage rides in the finish chunk instead of a
-  `"choices": []` chunk, as Gemini's OpenAI layer does for thinking models (§4.2).
+  `"choices": []` chunk, as Gemini's OpenAI layer does for thinking models.
 - `error-400` (context_length_exceeded), `error-401` (invalid_api_key), `error-404`
   (model_not_found), `error-429` (rate_limit_exceeded, with `retry-after: 1` and exhausted
   `x-ratelimit-*`), `error-500`, `error-503`: that error in OpenAI's envelope, on every path.
@@ -177,7 +177,7 @@ class FakeOpenAI(FakeUpstream):
 
 class FakeXAI(FakeOpenAI):
     """The fake xAI upstream: OpenAI's format, with reasoning tokens outside `completion_tokens`
-    (wire.md §5) and Grok models."""
+    and Grok models."""
 
     def __init__(
         self,

@@ -13,7 +13,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote
 
 from fakes import google_sse as sse
-from fakes import openai_replies
+from fakes import openai_replies, openai_sse
 from fakes.replies import (
     Reply,
     dumps,
@@ -45,7 +45,7 @@ _MODEL_CALL = re.compile(r"^/(v1|v1beta|v1alpha)/models/([^/:]+):([A-Za-z]+)$")
 _MODEL_GET = re.compile(r"^/(v1|v1beta|v1alpha)/models/([^/:]+)$")
 _MODELS = re.compile(r"^/(v1|v1beta|v1alpha)/models$")
 
-# Only the 429 is verified (wire.md §4.1); the other statuses and texts are Google's usual pairs.
+# Only the 429 is verified; the other statuses and texts are Google's usual pairs.
 _ERROR_SCENARIOS: MappingProxyType[str, tuple[int, str, str]] = MappingProxyType(
     {
         "error-400": (400, "INVALID_ARGUMENT", "Request contains an invalid argument."),
@@ -68,7 +68,7 @@ def google_error_reply(
     retry_delay: float | None = None,
     headers: Sequence[tuple[str, str]] | None = None,
 ) -> Reply:
-    """A Google API error (wire.md §4.1), or its JSON-array form (`array=True`, §4.2).
+    """A Google API error, or its JSON-array form (`array=True`).
 
     `retry_delay` appends a `google.rpc.RetryInfo` detail. `headers` come last and override.
     """
@@ -129,6 +129,33 @@ def _generate_reply(model: str, method: str, query_string: str, body: bytes, kin
     return stream_delivery(chunks, kinds, [("content-type", GOOGLE_SSE_TYPE)])
 
 
+def _embed_reply(rpc: str, body: bytes, kinds: frozenset[str]) -> Reply:
+    request = json_object(body)
+    if request is None:
+        return google_error_reply(400, "INVALID_ARGUMENT", "Invalid JSON payload received.")
+    usage = max(1, len(body) // 4) if "embed-usage" in kinds else None
+    if rpc == "embedContent":
+        dimensions = request.get("outputDimensionality") or 8
+        out = sse.embed_content_json(request.get("content"), dimensions, usage)
+    else:
+        items = request.get("requests")
+        if not isinstance(items, list) or not items:
+            return google_error_reply(400, "INVALID_ARGUMENT", "* BatchEmbedContentsRequest.requests: is required")
+        dimensions = next((i.get("outputDimensionality") for i in items if isinstance(i, dict)), None) or 8
+        contents = [item.get("content") if isinstance(item, dict) else None for item in items]
+        out = sse.batch_embed_contents_json(contents, dimensions, usage)
+    return json_delivery(out, kinds, [("content-type", GOOGLE_JSON_TYPE)])
+
+
+def _openai_layer_reply(method: str, path: str, query_string: str, headers: Mapping[str, str], body: bytes) -> Reply:
+    model_ids = [m for m, _ in sse.DEFAULT_MODELS]
+    if method == "GET" and path.endswith("/openai/models"):
+        # Google's OpenAI-compatible list names models `models/<id>`, as its native API does.
+        listed = [f"models/{m}" for m in model_ids]
+        return Reply(body=openai_sse.models_list_json(listed, "google"), headers=[("content-type", GOOGLE_JSON_TYPE)])
+    return openai_replies.default_reply(method, path, query_string, headers, body, models=model_ids, owned_by="google")
+
+
 def _native_reply(method: str, path: str, query_string: str, body: bytes, kinds: frozenset[str]) -> Reply | None:
     if method == "POST" and (call := _MODEL_CALL.match(path)):
         model, rpc = unquote(call[2]), call[3]
@@ -137,6 +164,8 @@ def _native_reply(method: str, path: str, query_string: str, body: bytes, kinds:
         if rpc == "countTokens":
             out = sse.count_tokens_json(max(1, len(body) // 4))
             return json_delivery(out, kinds, [("content-type", GOOGLE_JSON_TYPE)])
+        if rpc in ("embedContent", "batchEmbedContents"):
+            return _embed_reply(rpc, body, kinds)
     elif method == "GET":
         if _MODELS.match(path):
             return json_delivery(sse.models_list_json(), kinds, [("content-type", GOOGLE_JSON_TYPE)])
@@ -159,16 +188,13 @@ def default_reply(method: str, path: str, query_string: str, headers: Mapping[st
         fault = transport_fault(kinds)
         if fault is not None:
             return fault
-        # Errors of the OpenAI layer and of the array stream come as `[{"error": …}]` (wire.md §4.2).
+        # Errors of the OpenAI layer and of the array stream come as `[{"error": …}]`.
         array = openai_layer or (path.endswith(":streamGenerateContent") and not _wants_sse(query_string))
         error = _scenario_error(kinds, array)
         if error is not None:
             return error
     if openai_layer:
-        model_ids = [m for m, _ in sse.DEFAULT_MODELS]
-        return openai_replies.default_reply(
-            method, path, query_string, headers, body, models=model_ids, owned_by="google"
-        )
+        return _openai_layer_reply(method, path, query_string, headers, body)
     reply = _native_reply(method, path, query_string, body, kinds)
     if reply is not None:
         return reply

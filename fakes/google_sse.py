@@ -1,4 +1,4 @@
-"""Exact bytes of native Gemini API responses (wire.md §4.1), for fake upstreams.
+"""Exact bytes of native Gemini API responses, for fake upstreams.
 
 Pure functions: the same arguments give the same bytes (`responseId`s left to default are hashes
 of the arguments). JSON is compact UTF-8 unless `indent` asks for Google's pretty-printed style.
@@ -11,6 +11,7 @@ form one JSON array written in pieces: `[{…}`, `,\\r\\n{…}`, …, `]`.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -158,7 +159,7 @@ def stream_generate_content_array(
 
 
 def error_object(code: int, status: str, message: str, details: Sequence[JsonObject] | None = None) -> dict[str, Any]:
-    """Google's `{"error": {code, message, status[, details]}}` envelope (wire.md §4.1)."""
+    """Google's `{"error": {code, message, status[, details]}}` envelope."""
     error: dict[str, Any] = {"code": code, "message": message, "status": status}
     if details is not None:
         error["details"] = [dict(d) for d in details]
@@ -175,13 +176,13 @@ def error_body(
     indent: int | None = None,
 ) -> bytes:
     """The error envelope, or `[{"error": …}]` (`array=True`) as the OpenAI layer and the
-    JSON-array stream send it (wire.md §4.2)."""
+    JSON-array stream send it."""
     obj = error_object(code, status, message, details)
     return _json([obj] if array else obj, indent)
 
 
 def retry_info(delay_seconds: float) -> dict[str, Any]:
-    """The `google.rpc.RetryInfo` detail a 429 commonly carries (wire.md §4.1, unverified)."""
+    """The `google.rpc.RetryInfo` detail a 429 commonly carries (unverified)."""
     return {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": f"{delay_seconds:g}s"}
 
 
@@ -205,3 +206,27 @@ def models_list_json(models: Sequence[tuple[str, str]] = DEFAULT_MODELS) -> byte
 def count_tokens_json(total_tokens: int) -> bytes:
     details = [{"modality": "TEXT", "tokenCount": total_tokens}]
     return dumps({"totalTokens": total_tokens, "promptTokensDetails": details})
+
+
+def _values(content: object, dimensions: int) -> list[float]:
+    """A deterministic vector for a `Content`, exact in float32."""
+    seed = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).digest()
+    return [(seed[i % len(seed)] - 128) / 256 for i in range(dimensions)]
+
+
+def embed_content_json(content: object, dimensions: int = 8, prompt_tokens: int | None = None) -> bytes:
+    """`:embedContent`: one `embedding`; `usageMetadata` only when `prompt_tokens` is given."""
+    out: dict[str, Any] = {"embedding": {"values": _values(content, dimensions)}}
+    if prompt_tokens is not None:
+        out["usageMetadata"] = {"promptTokenCount": prompt_tokens, "totalTokenCount": prompt_tokens}
+    return dumps(out)
+
+
+def batch_embed_contents_json(
+    contents: Sequence[object], dimensions: int = 8, prompt_tokens: int | None = None
+) -> bytes:
+    """`:batchEmbedContents`: one embedding per request, in order; `usageMetadata` as above."""
+    out: dict[str, Any] = {"embeddings": [{"values": _values(content, dimensions)} for content in contents]}
+    if prompt_tokens is not None:
+        out["usageMetadata"] = {"promptTokenCount": prompt_tokens, "totalTokenCount": prompt_tokens}
+    return dumps(out)

@@ -42,7 +42,7 @@ EMBEDDING_DIMENSIONS = 8
 
 _SERVER_ERROR = "The server had an error while processing your request. Sorry about that!"
 
-# (status, type, message, code, param); wording follows wire.md §2.5, whose exact text is unverified.
+# (status, type, message, code, param); OpenAI's usual wording, whose exact text is unverified.
 _ERROR_SCENARIOS: MappingProxyType[str, tuple[int, str, str, str | None, str | None]] = MappingProxyType(
     {
         "error-400": (
@@ -82,7 +82,7 @@ def go_duration(seconds: float) -> str:
 
 
 def ratelimit_headers(*, exhausted: bool = False, reset: float = 1.0) -> list[tuple[str, str]]:
-    """The `x-ratelimit-*` headers OpenAI sends on every response (wire.md §2.7)."""
+    """The `x-ratelimit-*` headers OpenAI sends on every response."""
     remaining_requests, remaining_tokens = (0, 0) if exhausted else (4999, 159976)
     return [
         ("x-ratelimit-limit-requests", "5000"),
@@ -106,7 +106,7 @@ def openai_error_reply(
     should_retry: bool | None = None,
     request_id: str | None = None,
 ) -> Reply:
-    """An OpenAI error (wire.md §2.5) with the headers sent alongside.
+    """An OpenAI error with the headers sent alongside.
 
     A 429 gets `retry-after` (omit with `retry_after=None`; the SDK gives up on values over
     120 s) and exhausted `x-ratelimit-*` headers. `x-should-retry` is only sent when

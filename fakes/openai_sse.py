@@ -1,4 +1,4 @@
-"""Exact bytes of OpenAI-format responses (wire.md §2.3-2.8, §3, §4.2, §5), for fake upstreams.
+"""Exact bytes of OpenAI-format responses, for fake upstreams.
 
 Pure functions: the same arguments give the same bytes (ids left to default are hashes of the
 arguments, `created` is an argument), so a test can build a reply twice and compare. Stream
@@ -50,9 +50,9 @@ def chat_usage(
     reasoning_separate: bool = False,
     details: bool = True,
 ) -> dict[str, Any]:
-    """Chat `usage` (wire.md §2.3). OpenAI counts reasoning inside `completion_tokens`; xAI
-    (`reasoning_separate=True`, wire.md §5) reports it on top, so only the total includes it.
-    `details=False` leaves out the `*_details` objects, as Anthropic's OpenAI layer does (§3)."""
+    """Chat `usage`. OpenAI counts reasoning inside `completion_tokens`; xAI
+    (`reasoning_separate=True`) reports it on top, so only the total includes it.
+    `details=False` leaves out the `*_details` objects, as Anthropic's OpenAI layer does."""
     total = prompt_tokens + completion_tokens + (reasoning_tokens if reasoning_separate else 0)
     usage: dict[str, Any] = {
         "prompt_tokens": prompt_tokens,
@@ -78,7 +78,7 @@ def responses_usage(
     reasoning_tokens: int = 0,
     reasoning_separate: bool = False,
 ) -> dict[str, Any]:
-    """Responses API `usage` (wire.md §2.8); `reasoning_separate` as in `chat_usage`."""
+    """Responses API `usage`; `reasoning_separate` as in `chat_usage`."""
     total = input_tokens + output_tokens + (reasoning_tokens if reasoning_separate else 0)
     return {
         "input_tokens": input_tokens,
@@ -94,14 +94,14 @@ def error_object(message: str, type: str, param: str | None = None, code: str | 
 
 
 def error_body(message: str, type: str, param: str | None = None, code: str | None = None) -> bytes:
-    """OpenAI's error envelope (wire.md §2.5): no top-level `type`, everything inside `error`."""
+    """OpenAI's error envelope: no top-level `type`, everything inside `error`."""
     return dumps({"error": error_object(message, type, param, code)})
 
 
 def stream_error_event(
     message: str, type: str = "server_error", param: str | None = None, code: str | None = None
 ) -> bytes:
-    """The `data: {"error": …}` event a chat stream can end with (wire.md §2.4)."""
+    """The `data: {"error": …}` event a chat stream can end with."""
     return data_event({"error": error_object(message, type, param, code)})
 
 
@@ -114,7 +114,7 @@ def chat_completion_json(
     created: int = DEFAULT_CREATED,
     finish_reason: str = "stop",
 ) -> bytes:
-    """A non-streaming chat completion (wire.md §2.3)."""
+    """A non-streaming chat completion."""
     cid = completion_id or "chatcmpl-" + stable_token(model, text, finish_reason)
     return dumps(
         {
@@ -156,12 +156,12 @@ def chat_stream_chunks(
     obfuscation: bool = False,
     done: bool = True,
 ) -> list[bytes]:
-    """A streamed chat completion (wire.md §2.4): a role chunk, one chunk per text piece, a
+    """A streamed chat completion: a role chunk, one chunk per text piece, a
     finish chunk, then (if `usage` is given) a usage chunk with `"choices": []`, then `[DONE]`.
 
     `usage` is what `stream_options.include_usage` asks for; without it the stream has none.
     `null_usage` puts `"usage": null` in every chunk without usage. `usage_in_final_chunk` puts
-    usage in the finish chunk instead of its own, as Gemini's OpenAI layer does (wire.md §4.2).
+    usage in the finish chunk instead of its own, as Gemini's OpenAI layer does.
     `obfuscation` adds the random `obfuscation` padding field OpenAI sends by default.
     """
     cid = completion_id or "chatcmpl-" + stable_token(model, tuple(pieces), finish_reason)
@@ -269,7 +269,7 @@ def response_json(
     response_id: str | None = None,
     created_at: int = DEFAULT_CREATED,
 ) -> bytes:
-    """A completed non-streaming Responses API result (wire.md §2.8)."""
+    """A completed non-streaming Responses API result."""
     rid = response_id or "resp_" + stable_token(model, text)
     return dumps(response_object(model, text, usage, response_id=rid, created_at=created_at))
 
@@ -304,7 +304,7 @@ def responses_stream_events(
     response_id: str | None = None,
     created_at: int = DEFAULT_CREATED,
 ) -> list[bytes]:
-    """A streamed Responses API result (wire.md §2.8): `response.created` (usage null), the output
+    """A streamed Responses API result: `response.created` (usage null), the output
     item and content part events around one `response.output_text.delta` per piece, then
     `response.completed`, the only event carrying `response.usage`."""
     rid = response_id or "resp_" + stable_token(model, tuple(pieces))
@@ -342,7 +342,7 @@ def embeddings_json(
     *,
     encoding_format: str = "float",
 ) -> bytes:
-    """An embeddings list (wire.md-style OpenAI shape). `encoding_format="base64"` sends each
+    """An embeddings list (OpenAI shape). `encoding_format="base64"` sends each
     vector as base64 of little-endian float32, which the openai SDK asks for by default."""
     data = []
     for index, vector in enumerate(vectors):
@@ -359,5 +359,5 @@ def model_object(model_id: str, owned_by: str = "system", created: int = DEFAULT
 
 
 def models_list_json(model_ids: Sequence[str] = DEFAULT_MODELS, owned_by: str = "system") -> bytes:
-    """`GET /v1/models` (wire.md §2.6)."""
+    """`GET /v1/models`."""
     return dumps({"object": "list", "data": [model_object(m, owned_by) for m in model_ids]})

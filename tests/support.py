@@ -8,12 +8,17 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import uvicorn
+
+from buzz import config as buzz_config
+from buzz.app import Gateway
 from buzz.proxy.auth import generate_key
 from buzz.store.sqlite import SQLiteStore
 
@@ -136,3 +141,59 @@ def wait_until(predicate: Any, timeout: float = 5.0, interval: float = 0.01) -> 
             return True
         time.sleep(interval)
     return bool(predicate())
+
+
+class Clock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class InProcessGateway:
+    """buzz's real ASGI app on a real uvicorn server, in a thread of the test process, for what
+    a child process cannot be given: here, a clock the test controls."""
+
+    def __init__(self, data_dir: Path, env: Mapping[str, str], clock: Callable[[], float]) -> None:
+        self.data_dir = data_dir
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        settings = {"BUZZ_DATA_DIR": str(data_dir), "BUZZ_LEDGER_FLUSH_INTERVAL": "0.01", **env}
+        self.config = buzz_config.load(None, env=settings)
+        self.gateway = Gateway(self.config, clock=clock)
+        options = uvicorn.Config(
+            self.gateway, host="127.0.0.1", port=self.port, lifespan="on", log_level="warning", loop="asyncio"
+        )
+        self._server = uvicorn.Server(options)
+        self._thread = threading.Thread(target=self._server.run, name="buzz-in-process", daemon=True)
+
+    def __enter__(self) -> InProcessGateway:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._thread.start()
+        if not wait_until(lambda: self._server.started, timeout=20):
+            raise RuntimeError("the in-process gateway did not start in time")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=20)
+
+    def create_key(self, project: str = "test", allowed_models: Sequence[str] | None = None) -> str:
+        store = SQLiteStore(self.data_dir / "buzz.sqlite3")
+        new = generate_key()
+        store.create_key(new.key_id, project, None, new.secret_hash, allowed_models=allowed_models)
+        store.close()
+        return new.token
+
+    def ledger(
+        self, count: int | None = None, where: Callable[[dict[str, Any]], bool] | None = None
+    ) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + 10
+        while True:
+            rows = [row for row in read_ledger(self.data_dir / "buzz.sqlite3") if where is None or where(row)]
+            if count is None or len(rows) >= count or time.monotonic() > deadline:
+                return rows
+            time.sleep(0.02)

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import math
 from datetime import datetime
 
 import pytest
@@ -20,12 +19,6 @@ BRIEF_IDS = [
 @pytest.fixture(scope="module")
 def catalogue() -> Catalogue:
     return Catalogue.default()
-
-
-def synthetic(n: int) -> list[ModelEntry]:
-    """n entries, m0 oldest; listed newest first as m{n-1} .. m0."""
-    entries = [ModelEntry(f"m{i}", "anthropic", f"M {i}", "opus", f"2026-01-{i + 1:02d}T00:00:00Z") for i in range(n)]
-    return Catalogue(entries).list()
 
 
 def ids(entries: list[ModelEntry]) -> list[str]:
@@ -86,78 +79,6 @@ def test_any_claude_id_routes_to_anthropic_verbatim(catalogue: Catalogue, model:
 @pytest.mark.parametrize("model", ["mistral-large", "llama-3", "claude", "", "anthropic/claude-opus-4-8"])
 def test_other_ids_do_not_route(catalogue: Catalogue, model: str) -> None:
     assert catalogue.provider_for(model) is None
-
-
-def test_page_forwards_across_all_pages(catalogue: Catalogue) -> None:
-    entries = catalogue.list()  # every vendor's models: several pages
-    seen: list[ModelEntry] = []
-    page, more = Catalogue.page(entries, limit=5)
-    pages = 1
-    while True:
-        assert 0 < len(page) <= 5
-        seen += page
-        if not more:
-            break
-        page, more = Catalogue.page(entries, limit=5, after_id=page[-1].id)
-        pages += 1
-    assert seen == entries
-    assert pages == math.ceil(len(entries) / 5)
-
-
-def test_page_backwards_across_all_pages(catalogue: Catalogue) -> None:
-    entries = catalogue.list()
-    last, _ = Catalogue.page(entries, limit=1, after_id=entries[-2].id)
-    assert last == [entries[-1]]
-    collected: list[ModelEntry] = []
-    cursor = last[0].id
-    while True:
-        page, more = Catalogue.page(entries, limit=4, before_id=cursor)
-        assert 0 < len(page) <= 4
-        collected = page + collected
-        if not more:
-            break
-        cursor = page[0].id
-    assert collected == entries[:-1]
-
-
-def test_page_exact_windows() -> None:
-    entries = synthetic(7)
-    assert ids(entries) == ["m6", "m5", "m4", "m3", "m2", "m1", "m0"]
-    assert Catalogue.page(entries, limit=3) == (entries[0:3], True)
-    assert Catalogue.page(entries, limit=3, after_id="m6") == (entries[1:4], True)
-    assert Catalogue.page(entries, limit=3, after_id="m3") == (entries[4:7], False)
-    assert Catalogue.page(entries, limit=3, after_id="m0") == ([], False)
-    assert Catalogue.page(entries, limit=3, before_id="m0") == (entries[3:6], True)
-    assert Catalogue.page(entries, limit=3, before_id="m3") == (entries[0:3], False)
-    assert Catalogue.page(entries, limit=3, before_id="m4") == (entries[0:2], False)
-    assert Catalogue.page(entries, limit=3, before_id="m6") == ([], False)
-    assert Catalogue.page(entries, limit=7) == (entries, False)
-    assert Catalogue.page([], limit=3) == ([], False)
-
-
-def test_page_limit_bounds(catalogue: Catalogue) -> None:
-    entries = catalogue.list("anthropic")
-    assert Catalogue.page(entries) == (entries, False)  # default 20 covers the built-ins
-    assert Catalogue.page(entries, limit=1) == (entries[:1], True)
-    assert Catalogue.page(entries, limit=1000) == (entries, False)
-    for bad in (0, -1, 1001):
-        with pytest.raises(ValueError, match="limit"):
-            Catalogue.page(entries, limit=bad)
-
-
-def test_page_cursor_errors_and_unknown_cursors() -> None:
-    entries = synthetic(4)
-    with pytest.raises(ValueError, match="together"):
-        Catalogue.page(entries, after_id="m1", before_id="m2")
-    # An unknown cursor (e.g. a model removed between two requests) ends the walk with an empty page.
-    assert Catalogue.page(entries, after_id="gone") == ([], False)
-    assert Catalogue.page(entries, before_id="gone") == ([], False)
-
-
-def test_page_accepts_an_alias_as_cursor(catalogue: Catalogue) -> None:
-    entries = catalogue.list()
-    by_alias = Catalogue.page(entries, limit=2, after_id="claude-haiku-4-5")
-    assert by_alias == Catalogue.page(entries, limit=2, after_id="claude-haiku-4-5-20251001")
 
 
 def test_entry_requires_an_rfc3339_time() -> None:

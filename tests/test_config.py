@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from buzz.config import CREDENTIAL_ENV, SETTINGS, ConfigError, load
+from buzz import providers
+from buzz.config import SETTINGS, ConfigError, load
 
 FILE = """
 [server]
@@ -98,5 +99,6 @@ def test_readme_documents_every_setting() -> None:
         table, key = setting.file_key
         assert f"`{table}.{key}`" in readme, setting.name
         assert f"`{setting.env}`" in readme, setting.env
-    for variable in CREDENTIAL_ENV.values():
-        assert f"`{variable}`" in readme
+    for provider in providers.REGISTRY:
+        assert f"`{provider.credential_env}`" in readme
+        assert f"`{provider.base_url_env}`" in readme

@@ -29,6 +29,23 @@ def test_request_headers_lose_hop_by_hop_ones_and_the_client_key() -> None:
     assert upstream_request_headers([(b"authorization", b"Bearer k"), (b"accept", b"*/*")], None) == [("accept", "*/*")]
 
 
+def test_request_headers_lose_every_credential_and_any_buzz_key() -> None:
+    key = b"buzz-abcdefghijkl-" + b"A" * 32
+    client = [
+        (b"x-goog-api-key", b"g"),
+        (b"api-key", b"azure"),
+        (b"cookie", b"a=1"),
+        (b"proxy-authorization", b"Basic x"),
+        (b"authorization", b"Bearer " + key),
+        (b"x-forwarded-key", b"copy of " + key),
+        (b"user-agent", b"buzz-cli/1.0"),
+    ]
+    assert upstream_request_headers(client, ("x-goog-api-key", "vendor")) == [
+        ("user-agent", "buzz-cli/1.0"),
+        ("x-goog-api-key", "vendor"),
+    ]
+
+
 def test_response_headers_keep_their_case_and_lose_hop_by_hop_ones() -> None:
     upstream = [
         (b"Content-Type", b"application/json"),

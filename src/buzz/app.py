@@ -10,6 +10,8 @@ import asyncio
 import contextlib
 import gc
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,7 +30,7 @@ from buzz.forwarded import TrustedProxies, parse_networks
 from buzz.limits.base import Limiter
 from buzz.limits.memory import MemoryLimiter
 from buzz.limits.redis import RedisLimiter
-from buzz.proxy.admit import Admission
+from buzz.proxy.admit import Admission, check_access, model_allowed
 from buzz.proxy.auth import Authenticator, presented_key
 from buzz.proxy.exchange import new_request_id
 from buzz.proxy.forward import make_session
@@ -38,7 +40,8 @@ from buzz.proxy.settle import Settler
 from buzz.public import catalog, script
 from buzz.routes import CLAUDE_CODE_SCRIPT, HEALTHZ, MODELS_PAGE, PRICING, Endpoint, Surface, match
 from buzz.store.sqlite import SQLiteStore
-from buzz.upstreams import estimate, models_api, openai_models
+from buzz.upstreams import estimate, openai_models
+from buzz.upstreams.model_lists import ModelLists
 
 log = logging.getLogger("buzz")
 # How long a shutdown waits, after the server cancelled what was left, for those requests to settle.
@@ -70,11 +73,13 @@ class _Running:
     close_session: Any
     limiter: Limiter
     admin: AdminAPI
+    models: ModelLists
 
 
 class Gateway:
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config
+        self._clock = clock  # for the model lists' cache
         self.catalogue = Catalogue.default(models=config.routing_models, patterns=config.routing_patterns)
         self.prices = price_book(config)
         self.router = Router(config, self.catalogue)
@@ -112,7 +117,8 @@ class Gateway:
             # not on the first stream that needs an estimate.
             await asyncio.to_thread(estimate.warm_up)
         admin = AdminAPI(self.config.admin_token, store, limiter, self.counters, changed=auth.invalidate)
-        self._running = _Running(store, ledger, pipeline, auth, session.close, limiter, admin)
+        models = ModelLists(self.config, self.catalogue, session, self._clock)
+        self._running = _Running(store, ledger, pipeline, auth, session.close, limiter, admin, models)
         # Everything built so far lives as long as the process: keep it out of every future
         # collection, which then only looks at what requests allocate.
         gc.freeze()
@@ -129,6 +135,7 @@ class Gateway:
             return
         if cut := self.counters.get("shutdown_cut"):
             log.warning("shutdown cut %d request(s) still open after the grace period; each row says so", cut)
+        await running.models.close()
         await running.close_session()
         await running.limiter.close()
         running.ledger.close()
@@ -171,7 +178,7 @@ class Gateway:
         if scope["path"].startswith(ADMIN_PREFIX):
             await self.running.admin(scope, receive, send)
             return
-        endpoint, params = match(scope["method"], scope["path"])
+        endpoint, params = match(scope["method"], scope["path"], scope["headers"], scope.get("query_string", b""))
         if endpoint is None:
             error = GatewayError(Kind.NOT_FOUND, f"no route {scope['method']} {scope['path']} on this gateway")
             await send_error(send, error, new_request_id(), _surface_of(scope))
@@ -221,23 +228,27 @@ class Gateway:
             await _public_response(send, catalog.models_page(routable, pricing), b"text/html; charset=utf-8")
 
     async def _models(self, scope: Scope, send: Send, params: dict[str, str]) -> None:
-        """Anthropic's shape for Anthropic clients (they send anthropic-version), OpenAI's otherwise."""
-        headers = header_map(scope["headers"])
-        anthropic_shape = b"anthropic-version" in headers
-        surface = Surface.ANTHROPIC if anthropic_shape else Surface.OPENAI
+        """The OpenAI surface's model list: every configured vendor's own, as far as the key may use it.
+
+        Anthropic and Gemini clients never get here: their `GET /v1/models` goes to their vendor.
+        """
         try:
-            token, _ = presented_key(headers)
-            await self.running.auth.authenticate(token)
-            routable = [entry for entry in self.catalogue.list() if self.router.routable(entry.provider)]
-            shape = models_api if anthropic_shape else openai_models
+            token, _ = presented_key(header_map(scope["headers"]))
+            principal = await self.running.auth.authenticate(token)
+            check_access(principal, None, time.time())
+            union = await self.running.models.union()
+            usable = [model for model in union.models if model_allowed(principal.key, model.id)]
             if "model_id" in params:
-                document: object = shape.one(routable, self.catalogue, params["model_id"])
+                document = openai_models.one(usable, params["model_id"])
             else:
-                document = shape.listing(routable, self.catalogue, scope.get("query_string", b""))
+                document = openai_models.listing(usable)
         except GatewayError as error:
-            await send_error(send, error, new_request_id(), surface)
+            await send_error(send, error, new_request_id(), Surface.OPENAI)
             return
-        await send_response(send, 200, msgspec.json.encode(document), b"application/json")
+        fallback = [(openai_models.FALLBACK_HEADER, ",".join(union.from_catalogue).encode())]
+        await send_response(
+            send, 200, msgspec.json.encode(document), b"application/json", fallback if union.from_catalogue else ()
+        )
 
 
 async def _public_response(send: Send, body: bytes, content_type: bytes) -> None:

@@ -1,11 +1,12 @@
-"""The models buzz routes and lists on `GET /v1/models`.
+"""The models buzz knows: how an id is routed, and what is listed when a vendor's own list is not.
 
-Routing is by pattern, not by list: every `claude-*` id goes to Anthropic, `gpt-*`/`o1*`/`o3*`/
-`o4*`/`chatgpt-*`/`text-embedding-*` to OpenAI, `gemini-*` to Google and `grok-*` to xAI, all
+Routing is by pattern, not by list: each vendor's patterns (`buzz.providers`: `claude-*` to
+Anthropic, `gpt-*`, `o3*`, `ft:*`... to OpenAI, `gemini-*` to Google, `grok-*` to xAI) send ids
 verbatim, so a model released tomorrow works before buzz knows its name. An operator adds ids and
-patterns of their own (they win over the built-in ones). The list exists for discovery (Claude
-Code reads it) and is built from the product brief's ids plus the current models genai-prices
-knows, with names and context windows taken from genai-prices.
+patterns of their own (they win over the built-in ones). The entries are the current Claude models
+plus the current models genai-prices knows, with names and context windows taken from
+genai-prices. They fill the public model page, and stand in for a vendor on the OpenAI surface's
+`GET /v1/models` when that vendor's own list cannot be fetched.
 """
 
 from __future__ import annotations
@@ -19,9 +20,7 @@ from datetime import datetime
 
 from genai_prices.data_snapshot import get_snapshot
 
-# Anthropic's own /v1/models bounds (wire.md 1.9).
-MIN_LIMIT = 1
-MAX_LIMIT = 1000
+from buzz import providers
 
 # For ids with no release date of their own (no -YYYYMMDD suffix, no announcement we could find):
 # the day genai-prices 0.2.3's Anthropic data was last verified, by which all of them were listed.
@@ -53,19 +52,9 @@ _CLAUDE: tuple[tuple[str, tuple[str, ...], str | None], ...] = (
 _FAMILIES = ("opus", "sonnet", "haiku", "fable", "mythos")
 
 # Checked in order; an operator's own patterns come before these.
-BUILTIN_PATTERNS: tuple[tuple[str, str], ...] = (
-    ("claude-*", "anthropic"),
-    ("gpt-*", "openai"),
-    ("o1*", "openai"),
-    ("o3*", "openai"),
-    ("o4*", "openai"),
-    ("chatgpt-*", "openai"),
-    ("text-embedding-*", "openai"),
-    ("gemini-*", "google"),
-    ("grok-*", "xai"),
+BUILTIN_PATTERNS: tuple[tuple[str, str], ...] = tuple(
+    (pattern, provider.name) for provider in providers.REGISTRY for pattern in provider.patterns
 )
-# genai-prices' provider ids for buzz's provider names.
-PRICE_PROVIDER = {"anthropic": "anthropic", "openai": "openai", "google": "google", "xai": "x-ai"}
 # Listed models are those a chat, responses or embeddings client can call; these words mark
 # image, audio and realtime models, fine-tune prefixes and legacy completions models.
 _UNLISTED = re.compile(
@@ -125,10 +114,11 @@ def _vendor_entries() -> list[ModelEntry]:
     the data, so they carry the documented fixed date and list by id."""
     entries = []
     snapshot = get_snapshot()
-    for provider, price_id in PRICE_PROVIDER.items():
+    for vendor in providers.REGISTRY:
+        provider = vendor.name
         if provider == "anthropic":
             continue
-        data = next(p for p in snapshot.providers if p.id == price_id)
+        data = next(p for p in snapshot.providers if p.id == vendor.price_id)
         for info in data.models:
             if _UNLISTED.search(info.id) or _builtin_provider(info.id) != provider:
                 continue
@@ -188,34 +178,3 @@ class Catalogue:
 
     def list(self, provider: str | None = None) -> builtins.list[ModelEntry]:
         return [e for e in self._entries if provider is None or e.provider == provider]
-
-    @staticmethod
-    def page(
-        entries: Sequence[ModelEntry],
-        limit: int = 20,
-        after_id: str | None = None,
-        before_id: str | None = None,
-    ) -> tuple[builtins.list[ModelEntry], bool]:
-        """One page of `entries` with Anthropic's cursor semantics, and whether more lie beyond it
-        in the direction of travel: `after_id` gives the `limit` entries after that id, `before_id`
-        the `limit` entries just before it.
-
-        ValueError for a limit outside 1..1000 or for both cursors at once (the caller's 400).
-        A cursor naming no entry (say, a model removed between two pages) gives an empty last page
-        rather than an error, so a client walking the list ends cleanly instead of failing midway.
-        """
-        if not MIN_LIMIT <= limit <= MAX_LIMIT:
-            raise ValueError(f"limit must be between {MIN_LIMIT} and {MAX_LIMIT}, got {limit}")
-        if after_id is not None and before_id is not None:
-            raise ValueError("after_id and before_id cannot be used together")
-        cursor = after_id if after_id is not None else before_id
-        if cursor is None:
-            return list(entries[:limit]), len(entries) > limit
-        index = next((i for i, e in enumerate(entries) if cursor == e.id or cursor in e.aliases), None)
-        if index is None:
-            return [], False
-        if after_id is not None:
-            start = index + 1
-            return list(entries[start : start + limit]), start + limit < len(entries)
-        start = max(0, index - limit)
-        return list(entries[start:index]), start > 0

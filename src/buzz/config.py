@@ -15,24 +15,11 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
+from buzz import providers
 from buzz.forwarded import parse_networks
 
-PROVIDERS = ("anthropic", "openai", "google", "xai")
-
-DEFAULT_BASE_URLS = {
-    "anthropic": "https://api.anthropic.com",
-    "openai": "https://api.openai.com/v1",
-    "google": "https://generativelanguage.googleapis.com",
-    "xai": "https://api.x.ai/v1",
-}
-
-# The conventional variable each vendor's own SDK reads, so an operator's shell already has them.
-CREDENTIAL_ENV = {
-    "anthropic": "ANTHROPIC_API_KEY",
-    "openai": "OPENAI_API_KEY",
-    "google": "GEMINI_API_KEY",
-    "xai": "XAI_API_KEY",
-}
+# Every vendor buzz knows; what it knows of each is in `buzz.providers`.
+PROVIDERS = providers.NAMES
 
 
 class ConfigError(ValueError):
@@ -75,7 +62,7 @@ class Config:
     ledger_flush_interval: float = 0.05
     log_level: str = "info"
     providers: Mapping[str, ProviderConfig] = field(
-        default_factory=lambda: {name: ProviderConfig(DEFAULT_BASE_URLS[name]) for name in PROVIDERS}
+        default_factory=lambda: {p.name: ProviderConfig(p.default_base_url) for p in providers.REGISTRY}
     )
     price_overrides: Mapping[str, PriceOverride] = field(default_factory=dict)
     add_include_usage: bool = False
@@ -330,13 +317,14 @@ def _providers(section: Mapping[str, Any], env: Mapping[str, str], path: Path | 
     for name in section:
         if name not in PROVIDERS:
             raise ConfigError(f"unknown provider [providers.{name}] in {path}; known: {', '.join(PROVIDERS)}")
-    for name in PROVIDERS:
+    for provider in providers.REGISTRY:
+        name = provider.name
         table = section.get(name, {})
         for key in table:
             if key not in _PROVIDER_KEYS:
                 raise ConfigError(f"unknown key providers.{name}.{key} in {path}")
-        base_url = env.get(f"BUZZ_{name.upper()}_BASE_URL") or table.get("base_url") or DEFAULT_BASE_URLS[name]
-        api_key = env.get(CREDENTIAL_ENV[name]) or table.get("api_key") or None
+        base_url = env.get(provider.base_url_env) or table.get("base_url") or provider.default_base_url
+        api_key = env.get(provider.credential_env) or table.get("api_key") or None
         result[name] = ProviderConfig(base_url=str(base_url).rstrip("/"), api_key=api_key)
     return result
 

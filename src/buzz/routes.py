@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
 
@@ -20,16 +21,26 @@ class Endpoint:
     name: str
     surface: Surface
     proxied: bool = True
-    billed: bool = True  # count_tokens is forwarded but costs nothing
+    billed: bool = True  # count_tokens and model lists are forwarded but cost nothing
+    # False: the request names no model to route by (a model list, one model's details). It goes
+    # to its surface's own vendor, and its body is not read.
+    by_model: bool = True
 
 
 MESSAGES = Endpoint("messages", Surface.ANTHROPIC)
 COUNT_TOKENS = Endpoint("count_tokens", Surface.ANTHROPIC, billed=False)
+ANTHROPIC_MODELS = Endpoint("models", Surface.ANTHROPIC, billed=False, by_model=False)
+ANTHROPIC_MODEL = Endpoint("model", Surface.ANTHROPIC, billed=False, by_model=False)
 CHAT = Endpoint("chat", Surface.OPENAI)
 RESPONSES = Endpoint("responses", Surface.OPENAI)
 EMBEDDINGS = Endpoint("embeddings", Surface.OPENAI)
 GENERATE = Endpoint("generate", Surface.GEMINI)
 STREAM_GENERATE = Endpoint("stream_generate", Surface.GEMINI)
+GEMINI_COUNT_TOKENS = Endpoint("gemini_count_tokens", Surface.GEMINI, billed=False)
+EMBED_CONTENT = Endpoint("embed_content", Surface.GEMINI)
+BATCH_EMBED_CONTENTS = Endpoint("batch_embed_contents", Surface.GEMINI)
+GEMINI_MODELS = Endpoint("gemini_models", Surface.GEMINI, billed=False, by_model=False)
+GEMINI_MODEL = Endpoint("gemini_model", Surface.GEMINI, billed=False, by_model=False)
 MODELS = Endpoint("models", Surface.OPENAI, proxied=False)
 MODEL = Endpoint("model", Surface.OPENAI, proxied=False)
 HEALTHZ = Endpoint("healthz", Surface.OPENAI, proxied=False)
@@ -43,27 +54,72 @@ _EXACT: dict[tuple[str, str], Endpoint] = {
     ("POST", "/v1/chat/completions"): CHAT,
     ("POST", "/v1/responses"): RESPONSES,
     ("POST", "/v1/embeddings"): EMBEDDINGS,
-    ("GET", "/v1/models"): MODELS,
+    ("GET", "/v1beta/models"): GEMINI_MODELS,
     ("GET", "/healthz"): HEALTHZ,
     ("GET", "/models"): MODELS_PAGE,
     ("GET", "/api/pricing"): PRICING,
     ("GET", "/sh/claudecode.sh"): CLAUDE_CODE_SCRIPT,
 }
 
-_MODEL_PREFIX = "/v1/models/"
 # Gemini puts the model in the path: /v1beta/models/gemini-2.5-pro:streamGenerateContent
-_GEMINI = re.compile(r"/(?:v1beta|v1)/models/([^/:]+):(generateContent|streamGenerateContent)")
+_GEMINI_METHODS = {
+    "generateContent": GENERATE,
+    "streamGenerateContent": STREAM_GENERATE,
+    "countTokens": GEMINI_COUNT_TOKENS,
+    "embedContent": EMBED_CONTENT,
+    "batchEmbedContents": BATCH_EMBED_CONTENTS,
+}
+_GEMINI_CALL = re.compile(r"/(?:v1beta|v1)/models/([^/:]+):([A-Za-z]+)")
+_MODELS = "/v1/models"
+_MODEL_PREFIX = "/v1/models/"
+_GEMINI_MODEL_PREFIX = "/v1beta/models/"
+# Which API a `GET /v1/models[/{id}]` speaks, by surface: the path is shared by three.
+_LISTS = {
+    Surface.OPENAI: (MODELS, MODEL),
+    Surface.ANTHROPIC: (ANTHROPIC_MODELS, ANTHROPIC_MODEL),
+    Surface.GEMINI: (GEMINI_MODELS, GEMINI_MODEL),
+}
 
 
-def match(method: str, path: str) -> tuple[Endpoint | None, dict[str, str]]:
+def match(
+    method: str, path: str, headers: Sequence[tuple[bytes, bytes]] = (), query: bytes = b""
+) -> tuple[Endpoint | None, dict[str, str]]:
+    """The endpoint for a request, and what its path names. `headers` (ASGI's, names lowercase)
+    and `query` are read only for `GET /v1/models[/{id}]`, which three APIs share."""
     endpoint = _EXACT.get((method, path))
     if endpoint is not None:
         return endpoint, {}
-    if method == "POST" and (gemini := _GEMINI.fullmatch(path)):
-        action = STREAM_GENERATE if gemini.group(2) == "streamGenerateContent" else GENERATE
-        return action, {"model": gemini.group(1)}
-    if method == "GET" and path.startswith(_MODEL_PREFIX):
-        model_id = path[len(_MODEL_PREFIX) :]
-        if model_id and "/" not in model_id:
-            return MODEL, {"model_id": model_id}
+    if method == "POST" and (call := _GEMINI_CALL.fullmatch(path)):
+        endpoint = _GEMINI_METHODS.get(call.group(2))
+        return (endpoint, {"model": call.group(1)}) if endpoint is not None else (None, {})
+    if method == "GET":
+        if path == _MODELS:
+            return _LISTS[models_surface(headers, query)][0], {}
+        for prefix in (_MODEL_PREFIX, _GEMINI_MODEL_PREFIX):
+            if path.startswith(prefix):
+                model_id = path[len(prefix) :]
+                if not model_id or "/" in model_id:
+                    return None, {}
+                surface = models_surface(headers, query) if prefix == _MODEL_PREFIX else Surface.GEMINI
+                return _LISTS[surface][1], {"model_id": model_id}
     return None, {}
+
+
+def models_surface(headers: Sequence[tuple[bytes, bytes]], query: bytes) -> Surface:
+    """The API of a `GET /v1/models[/{id}]`, by where the key is and what the client announces.
+
+    Gemini's key is in `x-goog-api-key` or `?key=` (google-genai 3.x uses `/v1/`); Anthropic's
+    clients send `anthropic-version`, or the key in `x-api-key`; anything else is the OpenAI SDK.
+    """
+    names = {name for name, _ in headers}
+    if b"x-goog-api-key" in names:
+        return Surface.GEMINI
+    if has_query_key(query) and b"x-api-key" not in names and b"authorization" not in names:
+        return Surface.GEMINI
+    if b"anthropic-version" in names or b"x-api-key" in names:
+        return Surface.ANTHROPIC
+    return Surface.OPENAI
+
+
+def has_query_key(query: bytes) -> bool:
+    return bool(query) and any(part.startswith(b"key=") for part in query.split(b"&"))

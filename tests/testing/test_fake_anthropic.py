@@ -314,6 +314,28 @@ def test_default_routes(client: anthropic.Anthropic) -> None:
         client.post("/v1/messages", body={"no": "model"}, cast_to=object)
 
 
+def test_model_list_pages_with_anthropics_cursors() -> None:
+    models = [(f"claude-m{i}", f"M {i}") for i in range(5)]
+    with FakeAnthropic(models=models) as fake:
+
+        def page(query: str) -> tuple[int, Any]:
+            status, _, body = raw(f"{fake.url}/v1/models?{query}", "GET")
+            return status, json.loads(body)
+
+        _, first = page("limit=2")
+        assert [m["id"] for m in first["data"]] == ["claude-m0", "claude-m1"]
+        assert (first["has_more"], first["first_id"], first["last_id"]) == (True, "claude-m0", "claude-m1")
+        _, last = page("limit=2&after_id=claude-m3")
+        assert ([m["id"] for m in last["data"]], last["has_more"]) == (["claude-m4"], False)
+        _, before = page("limit=2&before_id=claude-m3")
+        assert ([m["id"] for m in before["data"]], before["has_more"]) == (["claude-m1", "claude-m2"], True)
+        _, everything = page("")
+        assert len(everything["data"]) == 5 and everything["has_more"] is False  # 20 by default
+        for query in ("limit=0", "limit=1001", "limit=x", "after_id=a&before_id=b"):
+            status, error = page(query)
+            assert (status, error["error"]["type"]) == (400, "invalid_request_error"), query
+
+
 def test_chunk_timing(fake: FakeAnthropic) -> None:
     fake.enqueue(Reply(chunks=[b"one", b"two", b"three"], delays=[0, 0.1, 0.1]))
 

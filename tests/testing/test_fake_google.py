@@ -268,7 +268,7 @@ def test_openai_layer(fake: FakeGoogle, compat: openai.OpenAI) -> None:
     )
     last = list(stream)[-1]
     assert last.choices[0].finish_reason == "stop" and last.usage is not None
-    assert next(m.id for m in compat.models.list()) == MODEL
+    assert next(m.id for m in compat.models.list()) == f"models/{MODEL}"  # Google's layer names them so
     assert compat.embeddings.create(model="gemini-embedding-001", input="x").data
 
 

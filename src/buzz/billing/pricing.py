@@ -25,14 +25,15 @@ from typing import Any, NamedTuple
 from genai_prices import types as gp
 from genai_prices.data_snapshot import get_snapshot
 
+from buzz import providers
 from buzz.billing.usage import Usage
 
 # An override is written by the operator in the config file; it is priced here.
 from buzz.config import PriceOverride as Override
 
-# buzz provider id -> genai-prices provider id.
+# buzz provider id -> genai-prices provider id; genai-prices' own ids are accepted too.
 GENAI_PROVIDERS: Mapping[str, str] = MappingProxyType(
-    {"anthropic": "anthropic", "openai": "openai", "google": "google", "xai": "x-ai", "x-ai": "x-ai"}
+    {**{p.price_id: p.price_id for p in providers.REGISTRY}, **{p.name: p.price_id for p in providers.REGISTRY}}
 )
 
 # What an unknown or newer Claude id is priced as: the newest current model of its family. The

@@ -32,6 +32,7 @@ from buzz.limits.base import (
 )
 from buzz.proxy.auth import Principal
 from buzz.proxy.route import RequestHead
+from buzz.store.base import KeyRecord
 from buzz.upstreams.estimate import approximate_tokens
 
 # Without a ceiling in the request, the output a rate limit reserves: enough for most answers,
@@ -57,16 +58,22 @@ class Admitted:
     remaining: list[Remaining]
 
 
-def check_access(principal: Principal, model: str, now: float) -> None:
-    """403s that need no limiter: an expired key, a model outside the key's allow-list."""
+def model_allowed(key: KeyRecord | None, model: str) -> bool:
+    """Whether the key's model allow-list (glob patterns), if it has one, admits `model`."""
+    if key is None or key.allowed_models is None:
+        return True
+    return any(fnmatch.fnmatchcase(model, pattern) for pattern in key.allowed_models)
+
+
+def check_access(principal: Principal, model: str | None, now: float) -> None:
+    """403s that need no limiter: an expired key, a model outside the key's allow-list (None:
+    the request names no model, such as a model list)."""
     key = principal.key
     if key is None:
         return
     if key.expires_at is not None and key.expires_at <= now:
         raise GatewayError(Kind.PERMISSION, f"API key expired at {rfc3339(key.expires_at)}")
-    if key.allowed_models is not None and not any(
-        fnmatch.fnmatchcase(model, pattern) for pattern in key.allowed_models
-    ):
+    if model is not None and not model_allowed(key, model):
         raise GatewayError(Kind.PERMISSION, f"API key is not allowed to use model {model!r}")
 
 

@@ -26,6 +26,8 @@ _SECRET_ALPHABET = string.ascii_letters + string.digits
 _ID_LENGTH = 12
 _SECRET_LENGTH = 32
 _KEY_RE = re.compile(rf"buzz-([a-z0-9]{{{_ID_LENGTH}}})-([A-Za-z0-9]{{{_SECRET_LENGTH}}})")
+# Any buzz key, wherever it appears: buzz never forwards one (headers, query, path).
+ANY_KEY = re.compile(_KEY_RE.pattern.encode())
 _NO_LIMITS = Limits()
 
 

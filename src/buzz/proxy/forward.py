@@ -16,7 +16,7 @@ from yarl import URL
 from buzz.asgi import Receive, Send
 from buzz.errors import GatewayError, Kind
 from buzz.proxy.exchange import Exchange
-from buzz.proxy.headers import client_response_headers, upstream_request_headers
+from buzz.proxy.headers import client_response_headers, upstream_request_headers, upstream_request_id
 from buzz.proxy.meter import Meter
 from buzz.proxy.route import Route
 from buzz.upstreams.base import UsageRules
@@ -123,7 +123,8 @@ async def _open(
     try:
         # encoded=True: the path and query go out exactly as the client wrote them, not re-quoted.
         url = URL(route.url, encoded=True)
-        response = await session.request(method, url, headers=headers, data=body, allow_redirects=False)
+        # No body, no data: a GET goes up without a `content-length` the client never sent.
+        response = await session.request(method, url, headers=headers, data=body or None, allow_redirects=False)
     except (aiohttp.ServerTimeoutError, TimeoutError) as exc:
         raise GatewayError(Kind.TIMEOUT, f"upstream {route.provider} did not answer in time") from exc
     except aiohttp.ClientError as exc:
@@ -146,7 +147,7 @@ async def _relay(
     )
     try:
         x.status = response.status
-        x.upstream_request_id = response.headers.get("request-id") or response.headers.get("x-request-id")
+        x.upstream_request_id = upstream_request_id(response.headers)
         await send(
             {
                 "type": "http.response.start",

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+
+from buzz.identifiers import identifier_or_none
+from buzz.proxy.auth import ANY_KEY
 
 # Hop-by-hop headers (RFC 9110 section 7.6.1) describe one connection, not the message.
 # `expect` is handled by the server that received it; forwarding it would make the upstream
@@ -22,9 +25,12 @@ HOP_BY_HOP = frozenset(
     }
 )
 
-# The client's credential never travels on; `host` and `content-length` are set by the HTTP
-# client for the upstream connection and body.
-_REQUEST_DENY = HOP_BY_HOP | {b"host", b"content-length", b"x-api-key", b"authorization", b"x-goog-api-key"}
+# No credential of the client's travels on, whatever vendor it was meant for: buzz adds only its
+# own. `host` and `content-length` are set by the HTTP client for the upstream connection and body.
+CREDENTIAL_HEADERS = frozenset(
+    {b"x-api-key", b"authorization", b"x-goog-api-key", b"api-key", b"proxy-authorization", b"cookie"}
+)
+_REQUEST_DENY = HOP_BY_HOP | CREDENTIAL_HEADERS | {b"host", b"content-length"}
 
 
 def _tokens(value: bytes) -> set[bytes]:
@@ -35,7 +41,8 @@ def _tokens(value: bytes) -> set[bytes]:
 def upstream_request_headers(
     client_headers: list[tuple[bytes, bytes]], credential: tuple[str, str] | None
 ) -> list[tuple[str, str]]:
-    """The client's headers, minus the deny-list and `x-buzz-*`, plus the upstream credential.
+    """The client's headers, minus the deny-list, `x-buzz-*` and any header carrying a buzz key,
+    plus the upstream credential.
 
     ASGI hands header names lowercased; HTTP names are case-insensitive, so that is the only
     change a header sees on its way up.
@@ -46,6 +53,8 @@ def upstream_request_headers(
         if name in _REQUEST_DENY or name.startswith(b"x-buzz-"):
             if name == b"connection":
                 named |= _tokens(value)
+            continue
+        if b"buzz-" in value and ANY_KEY.search(value):
             continue
         out.append((name.decode("latin-1"), value.decode("latin-1")))
     if named:
@@ -73,3 +82,9 @@ def client_response_headers(
     out.append((b"x-buzz-request-id", request_id))
     out.extend(added)
     return out
+
+
+def upstream_request_id(headers: Mapping[str, str]) -> str | None:
+    """The upstream's id for the request (`request-id`, or `x-request-id`), kept for the ledger
+    only when it looks like an identifier: it is the vendor's text, and not every hop is trusted."""
+    return identifier_or_none(headers.get("request-id") or headers.get("x-request-id"))

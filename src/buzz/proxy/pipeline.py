@@ -16,12 +16,13 @@ from buzz.billing.ledger import LedgerRow
 from buzz.counters import Counters
 from buzz.errors import GatewayError, Kind, send_error, where
 from buzz.forwarded import TrustedProxies
+from buzz.identifiers import identifier_or_none
 from buzz.proxy import attribution
 from buzz.proxy.admit import Admission, Admitted, check_access, ratelimit_headers
 from buzz.proxy.auth import Authenticator, FailureThrottle, Principal, presented_key
 from buzz.proxy.exchange import Exchange
 from buzz.proxy.forward import ResponseAborted, forward
-from buzz.proxy.route import Router, add_include_usage, read_head
+from buzz.proxy.route import NO_HEAD, Router, add_include_usage, read_head
 from buzz.proxy.settle import Settler
 from buzz.routes import CHAT, Endpoint, Surface
 from buzz.upstreams.rules import usage_rules
@@ -72,16 +73,19 @@ class Pipeline:
             x.principal = await self._authenticate(scope, token)
             body = await self._read_body(receive, headers)
             x.body_bytes = len(body)
-            head = read_head(body, model_required=surface is not Surface.GEMINI)
-            model = params.get("model") or head.model or ""
+            if endpoint.by_model:
+                head = read_head(body, model_required=surface is not Surface.GEMINI)
+                model = params.get("model") or head.model or ""
+            else:  # a model list, or one model's details: the surface's own vendor answers
+                head, model = NO_HEAD, params.get("model_id", "")
             user, tags = headers.get(b"x-buzz-user"), headers.get(b"x-buzz-tags")
             x.user_id = attribution.user(user) if user else head.user_id
             if tags:
                 x.tags = attribution.tags(tags)
-            route = self._router.route(surface, model, _raw_path(scope), query, key_location)
+            route = self._router.route(surface, model, _raw_path(scope), query, key_location, endpoint.by_model)
             # Only a routable model id is kept: anything else is arbitrary client text.
-            x.model, x.provider = model, route.provider
-            check_access(x.principal, model, x.ts)
+            x.model, x.provider = model if endpoint.by_model else identifier_or_none(model or None), route.provider
+            check_access(x.principal, model or None, x.ts)
             if scopes := x.principal.scopes:
                 admitted = await self._admission.reserve(
                     scopes, route.provider, model, body, head, x.ts, endpoint.billed

@@ -12,11 +12,16 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+from buzz import providers
 from buzz.billing.pricing import ModelPrice, PriceBook, Rates
 from buzz.catalogue import ModelEntry
 
-_VENDOR = {"anthropic": "Anthropic", "openai": "OpenAI", "google": "Google", "xai": "xAI"}
 _RATE_FIELDS = ("input", "output", "cache_write_5m", "cache_write_1h", "cache_read")
+
+
+def _vendor(provider: str) -> str:
+    known = providers.BY_NAME.get(provider)
+    return known.display_name if known is not None else provider
 
 
 def _rates(rates: Rates) -> dict[str, str]:
@@ -89,7 +94,7 @@ def models_page(entries: Sequence[ModelEntry], pricing: dict[str, Any]) -> bytes
         buzz = price["buzz"] if price else None
         cells = [
             f"<td><code>{html.escape(entry.id)}</code></td>",
-            f"<td>{html.escape(_VENDOR.get(entry.provider, entry.provider))}</td>",
+            f"<td>{html.escape(_vendor(entry.provider))}</td>",
             f"<td>{html.escape(entry.display_name)}</td>",
             f"<td>{html.escape(', '.join(entry.aliases))}</td>",
             f"<td class=num>{entry.context_window:,}</td>" if entry.context_window else "<td></td>",

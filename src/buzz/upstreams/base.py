@@ -29,3 +29,16 @@ class UsageRules(Protocol):
     def on_body(self, body: bytes) -> None: ...
 
     def result(self, complete: bool) -> MeterResult: ...
+
+
+class NoUsage:
+    """The rules of an answer that is never billed (count_tokens, model lists): reads nothing."""
+
+    def on_event(self, event: bytes | None, data: bytes) -> None:
+        return
+
+    def on_body(self, body: bytes) -> None:
+        return
+
+    def result(self, complete: bool) -> MeterResult:
+        return MeterResult(None, "none")

@@ -2,7 +2,7 @@
 
 An estimate is needed when a stream is cut before its usage arrives, or when an OpenAI chat
 stream ends without usage because the client did not ask for `stream_options.include_usage`
-(buzz does not add it: that would change the request, wire.md 2.4).
+(buzz does not add it unless the operator asks: that would change the request).
 
 Counting: OpenAI models are counted with their real BPE encoding (o200k_base for gpt-4o,
 gpt-4.1, gpt-5*, o1/o3/o4 and gpt-oss; cl100k_base for gpt-4, gpt-3.5 and the text-embedding
@@ -146,12 +146,12 @@ def prompt_tokens(body: bytes, provider: str, model: str) -> int:
     """An estimate of a request's input tokens from its JSON body (any vendor's request shape)."""
     try:
         doc = msgspec.json.decode(body)
-    except msgspec.DecodeError:
-        return approximate_tokens(len(body))  # not JSON: every byte might be prompt
-    if not isinstance(doc, dict):
-        return approximate_tokens(len(body))
-    texts: list[str] = []
-    messages = sum(_collect(value, texts) for key, value in doc.items() if key in _PROMPT_KEYS)
+        if not isinstance(doc, dict):
+            return approximate_tokens(len(body))
+        texts: list[str] = []
+        messages = sum(_collect(value, texts) for key, value in doc.items() if key in _PROMPT_KEYS)
+    except (msgspec.DecodeError, RecursionError):
+        return approximate_tokens(len(body))  # not JSON, or nested past reading: every byte might be prompt
     framing = messages * _TOKENS_PER_MESSAGE + (_REPLY_PRIMING_TOKENS if messages else 0)
     return count_tokens("\n".join(texts), provider, model) + framing
 

@@ -1,6 +1,6 @@
 """Wire facts of Gemini's native API that buzz needs: where usage is, and nothing else.
 
-Usage (wire.md 4.1): `usageMetadata` of a `generateContent` body, or of every chunk of a
+Usage: `usageMetadata` of a `generateContent` body, or of every chunk of a
 `streamGenerateContent` stream, where the values are running totals: the last one seen replaces
 the rest. A stream is SSE with `?alt=sse` (CRLF-separated `data:` lines, no `[DONE]`), and
 without it one JSON array `[{...},{...}]` that the meter hands over whole, as a body.
@@ -8,6 +8,9 @@ without it one JSON array `[{...},{...}]` that the meter hands over whole, as a 
 `promptTokenCount` includes `cachedContentTokenCount`, and `thoughtsTokenCount` is separate from
 `candidatesTokenCount`; tool results fed back (`toolUsePromptTokenCount`) are input. This is the
 mapping genai-prices' `google` extractor uses.
+
+Embeddings (`:embedContent`, `:batchEmbedContents`) are input only. Their answer may carry a
+`usageMetadata.promptTokenCount`; without one, the input is estimated from the request's text.
 """
 
 from __future__ import annotations
@@ -139,3 +142,73 @@ class GeminiUsage:
             output_tokens=_count(raw.candidates_token_count) + _count(raw.thoughts_token_count),
             cache_read_tokens=cached,
         )
+
+
+class _EmbedAnswer(msgspec.Struct, rename="camel"):
+    usage_metadata: _UsageMetadata | None = None
+    error: _Error | None = None
+
+
+class _TextPart(msgspec.Struct):
+    text: str | None = None
+
+
+class _TextContent(msgspec.Struct):
+    parts: list[_TextPart] | None = None
+
+
+class _EmbedItem(msgspec.Struct):
+    content: _TextContent | None = None
+
+
+class _EmbedRequest(msgspec.Struct):
+    """`:embedContent` has one `content`; `:batchEmbedContents` a list of `requests`, each with one."""
+
+    content: _TextContent | None = None
+    requests: list[_EmbedItem] | None = None
+
+
+_decode_embed_answer = msgspec.json.Decoder(_EmbedAnswer).decode
+_decode_embed_request = msgspec.json.Decoder(_EmbedRequest).decode
+
+
+class GeminiEmbedUsage:
+    """`UsageRules` for `:embedContent` and `:batchEmbedContents`: input tokens only."""
+
+    def __init__(self, request_body: bytes, model: str, provider: str = "google") -> None:
+        self._request = request_body
+        self._model = model
+        self._provider = provider
+        self._input: int | None = None
+        self._error_type: str | None = None
+
+    def on_event(self, event: bytes | None, data: bytes) -> None:
+        return  # embeddings do not stream
+
+    def on_body(self, body: bytes) -> None:
+        try:
+            answer = _decode_embed_answer(body)
+        except (msgspec.DecodeError, RecursionError):
+            return
+        usage = answer.usage_metadata
+        if usage is not None and usage.prompt_token_count is not None:
+            self._input = _count(usage.prompt_token_count)
+        if answer.error is not None:
+            self._error_type = estimate.error_type(answer.error.status)
+
+    def result(self, complete: bool) -> MeterResult:
+        if self._input is not None:
+            return MeterResult(Usage(input_tokens=self._input), "reported", None, self._error_type)
+        if self._error_type is not None:
+            return MeterResult(None, "none", None, self._error_type)
+        return MeterResult(Usage(input_tokens=self._estimate()), "estimated")
+
+    def _estimate(self) -> int:
+        try:
+            request = _decode_embed_request(self._request)
+        except (msgspec.DecodeError, RecursionError):
+            return estimate.approximate_tokens(len(self._request))
+        contents = [request.content] if request.content is not None else []
+        contents += [item.content for item in request.requests or () if item.content is not None]
+        texts = [part.text for content in contents for part in content.parts or () if part.text]
+        return sum(estimate.count_tokens(text, self._provider, self._model) for text in texts)

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
-from buzz.routes import CHAT, EMBEDDINGS, GENERATE, RESPONSES, STREAM_GENERATE, Endpoint
+from buzz.routes import (
+    BATCH_EMBED_CONTENTS,
+    CHAT,
+    EMBED_CONTENT,
+    EMBEDDINGS,
+    GENERATE,
+    RESPONSES,
+    STREAM_GENERATE,
+    Endpoint,
+)
 from buzz.upstreams.anthropic import AnthropicUsage
-from buzz.upstreams.base import UsageRules
-from buzz.upstreams.google import GeminiUsage
+from buzz.upstreams.base import NoUsage, UsageRules
+from buzz.upstreams.google import GeminiEmbedUsage, GeminiUsage
 from buzz.upstreams.openai import ChatUsage, EmbeddingsUsage, ResponsesUsage
 
 
@@ -18,4 +27,8 @@ def usage_rules(endpoint: Endpoint, body: bytes, model: str, provider: str) -> U
         return EmbeddingsUsage(body, model, provider)
     if endpoint is GENERATE or endpoint is STREAM_GENERATE:
         return GeminiUsage(body, model, provider)
+    if endpoint is EMBED_CONTENT or endpoint is BATCH_EMBED_CONTENTS:
+        return GeminiEmbedUsage(body, model, provider)
+    if not endpoint.billed:
+        return NoUsage()  # its row carries no usage: nothing in the answer needs reading
     return AnthropicUsage(len(body))
