@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -64,3 +65,23 @@ def test_the_throttle_counts_per_address_and_forgets_after_its_window() -> None:
     throttle.refused("c")
     throttle.refused("c")
     assert throttle.wait("c") == 60.0 and set(throttle._failures) == {"a", "c"}
+
+
+def test_api_key_says_what_a_key_is_without_asking_any_vendor(tmp_path: Path, fake: FakeAnthropic) -> None:
+    with BuzzProcess(tmp_path / "data", fake.url, env={"ANTHROPIC_API_KEY": ""}) as process:
+        key = process.cli("keys", "create", "--project", "acme", "--models", "claude-*").stdout.strip()
+        request = urllib.request.Request(process.url + "/api/key", headers={"x-api-key": key})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert response.headers["cache-control"] == "private, no-store"
+            document = json.loads(response.read())
+        assert document == {"id": key.split("-")[1], "project": "acme", "expires_at": None, "models": ["claude-*"]}
+        bearer = urllib.request.Request(process.url + "/api/key", headers={"authorization": f"Bearer {key}"})
+        with urllib.request.urlopen(bearer, timeout=10) as response:
+            assert json.loads(response.read())["id"] == key.split("-")[1]
+        wrong = urllib.request.Request(process.url + "/api/key", headers={"x-api-key": key[:-1] + "x"})
+        try:
+            urllib.request.urlopen(wrong, timeout=10)
+            raise AssertionError("a wrong key was accepted")
+        except urllib.error.HTTPError as error:
+            assert error.code == 401
+    assert fake.requests == [] and process.ledger() == []

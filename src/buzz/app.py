@@ -23,6 +23,7 @@ from buzz.asgi import Receive, Scope, Send, header_map, send_response
 from buzz.billing.ledger import LedgerWriter
 from buzz.billing.pricing import PriceBook
 from buzz.catalogue import Catalogue
+from buzz.changes import rfc3339
 from buzz.config import PROVIDERS, Config
 from buzz.counters import Counters
 from buzz.errors import GatewayError, Kind, send_error
@@ -38,7 +39,7 @@ from buzz.proxy.pipeline import Pipeline
 from buzz.proxy.route import Router
 from buzz.proxy.settle import Settler
 from buzz.public import catalog, script
-from buzz.routes import CLAUDE_CODE_SCRIPT, HEALTHZ, MODELS_PAGE, PRICING, Endpoint, Surface, match
+from buzz.routes import CLAUDE_CODE_SCRIPT, HEALTHZ, KEY_INFO, MODELS_PAGE, PRICING, Endpoint, Surface, match
 from buzz.store.sqlite import SQLiteStore
 from buzz.upstreams import estimate, openai_models
 from buzz.upstreams.model_lists import ModelLists
@@ -46,6 +47,7 @@ from buzz.upstreams.model_lists import ModelLists
 log = logging.getLogger("buzz")
 # How long a shutdown waits, after the server cancelled what was left, for those requests to settle.
 _SETTLE_GRACE = 5.0
+_NO_STORE = ((b"cache-control", b"private, no-store"),)
 
 
 def make_limiter(config: Config, store: SQLiteStore) -> Limiter:
@@ -196,8 +198,28 @@ class Gateway:
             await self._public(scope, send, endpoint)
         elif endpoint is CLAUDE_CODE_SCRIPT:
             await self._script(scope, send)
+        elif endpoint is KEY_INFO:
+            await self._key_info(scope, send)
         else:
             await self._models(scope, send, params)
+
+    async def _key_info(self, scope: Scope, send: Send) -> None:
+        """What the presented key is, checked by buzz alone: a client (the install script among
+        them) can tell a good key from a bad one without any vendor being reachable."""
+        token, _ = presented_key(header_map(scope["headers"]))
+        try:
+            principal = await self.running.pipeline.authenticate(scope, token)
+        except GatewayError as error:
+            await send_error(send, error, new_request_id(), Surface.OPENAI)
+            return
+        key = principal.key
+        document = {
+            "id": principal.key_id,
+            "project": principal.project,
+            "expires_at": None if key is None or key.expires_at is None else rfc3339(key.expires_at),
+            "models": None if key is None or key.allowed_models is None else list(key.allowed_models),
+        }
+        await send_response(send, 200, msgspec.json.encode(document), b"application/json", _NO_STORE)
 
     async def _script(self, scope: Scope, send: Send) -> None:
         try:
@@ -210,9 +232,7 @@ class Gateway:
         else:
             # The address in it came from this request's headers: a shared cache must never hand
             # it to anyone else.
-            await send_response(
-                send, 200, body, b"text/x-shellscript; charset=utf-8", [(b"cache-control", b"private, no-store")]
-            )
+            await send_response(send, 200, body, b"text/x-shellscript; charset=utf-8", _NO_STORE)
 
     async def _public(self, scope: Scope, send: Send, endpoint: Endpoint) -> None:
         """The public model list and prices: no key needed, the same figures buzz bills with."""

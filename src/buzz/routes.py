@@ -47,6 +47,7 @@ HEALTHZ = Endpoint("healthz", Surface.OPENAI, proxied=False)
 MODELS_PAGE = Endpoint("models_page", Surface.OPENAI, proxied=False)
 PRICING = Endpoint("pricing", Surface.OPENAI, proxied=False)
 CLAUDE_CODE_SCRIPT = Endpoint("claudecode_sh", Surface.OPENAI, proxied=False)
+KEY_INFO = Endpoint("key", Surface.OPENAI, proxied=False)
 
 _EXACT: dict[tuple[str, str], Endpoint] = {
     ("POST", "/v1/messages"): MESSAGES,
@@ -58,6 +59,7 @@ _EXACT: dict[tuple[str, str], Endpoint] = {
     ("GET", "/healthz"): HEALTHZ,
     ("GET", "/models"): MODELS_PAGE,
     ("GET", "/api/pricing"): PRICING,
+    ("GET", "/api/key"): KEY_INFO,
     ("GET", "/sh/claudecode.sh"): CLAUDE_CODE_SCRIPT,
 }
 

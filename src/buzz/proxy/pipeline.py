@@ -70,7 +70,7 @@ class Pipeline:
         admitted: Admitted | None = None
         try:
             token, key_location = presented_key(headers, query if surface is Surface.GEMINI else b"")
-            x.principal = await self._authenticate(scope, token)
+            x.principal = await self.authenticate(scope, token)
             body = await self._read_body(receive, headers)
             x.body_bytes = len(body)
             if endpoint.by_model:
@@ -136,7 +136,8 @@ class Pipeline:
             if x.principal is not None:
                 await self._settle(x, admitted)
 
-    async def _authenticate(self, scope: Scope, token: str | None) -> Principal:
+    async def authenticate(self, scope: Scope, token: str | None) -> Principal:
+        """The key's principal; refusals are counted and throttled per client address."""
         throttle = self._throttle
         if throttle.active and not self._auth.vouches(token):
             wait = throttle.wait(self._proxies.client(scope))

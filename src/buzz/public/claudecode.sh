@@ -131,10 +131,9 @@ esac
 say "checking the key against $BUZZ_URL"
 status=""
 if command -v curl >/dev/null 2>&1; then
-  status=$(curl -sS -o /dev/null -w '%{http_code}' -H "x-api-key: $key" -H 'anthropic-version: 2023-06-01' \
-    "$BUZZ_URL/v1/models?limit=1" || true)
+  status=$(curl -sS -o /dev/null -w '%{http_code}' -H "x-api-key: $key" "$BUZZ_URL/api/key" || true)
 elif command -v wget >/dev/null 2>&1; then
-  if wget -q -O /dev/null --header="x-api-key: $key" --header='anthropic-version: 2023-06-01' "$BUZZ_URL/v1/models?limit=1"; then
+  if wget -q -O /dev/null --header="x-api-key: $key" "$BUZZ_URL/api/key"; then
     status=200
   else
     status=refused
