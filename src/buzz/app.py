@@ -89,7 +89,14 @@ class Gateway:
         settler = Settler(self.prices, ledger)
         admission = Admission(limiter, self.prices)
         pipeline = Pipeline(
-            auth, self.router, settler, session, self.config.max_body_bytes, admission, self.config.add_include_usage
+            auth,
+            self.router,
+            settler,
+            session,
+            self.config.max_body_bytes,
+            admission,
+            self.config.add_include_usage,
+            self.config.meter_max_bytes,
         )
         if self.router.routable("openai"):
             # The tokenizer for estimates takes ~0.4 s to load: pay it now, off the event loop,

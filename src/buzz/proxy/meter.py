@@ -1,135 +1,268 @@
 """The meter: a tap that reads usage from a copy of the response, after each chunk was relayed.
 
-It never changes or delays what the client gets. It keeps at most the current, unfinished
-event of a stream (or, for a plain JSON body, the body itself, in memory, until it is read);
-nothing it sees is written anywhere. What a vendor's usage looks like lives in
-`buzz.upstreams.<vendor>`; this module only turns bytes into events and bodies.
+It never changes or delays what the client gets, and it reads in bounded memory and bounded
+time whatever the upstream sends. It keeps at most `max_bytes` of an answer: the unfinished
+line and event of a stream, or a plain JSON body until it is read. Past that it stops keeping:
+an event too large is skipped (later events are still read, since usage usually comes last), a
+body too large is not read at all, and compressed input is decoded in bounded steps
+(`buzz.proxy.inflate`). The vendor's rules then bill by estimate, counting what went unread
+as output, and the result carries a `usage_note` saying why. Nothing the meter sees is written
+anywhere. What a vendor's usage looks like lives in `buzz.upstreams.<vendor>`; this module only
+turns bytes into events and bodies.
 """
 
 from __future__ import annotations
 
 import logging
-import zlib
+import re
 from collections.abc import Callable
 
-from buzz.upstreams.base import MeterResult, UsageRules
+from buzz.config import METER_MAX_BYTES
+from buzz.proxy.inflate import Inflater, TooCompressed, codec
+from buzz.upstreams.base import MeterResult, UsageNote, UsageRules
 
 log = logging.getLogger("buzz.meter")
 
-
-def _identity(data: bytes) -> bytes:
-    return data
-
-
-def _decompressor(encoding: str) -> Callable[[bytes], bytes] | None:
-    """A streaming decoder for the upstream's content-encoding (the client still gets the raw bytes)."""
-    if not encoding:
-        return _identity
-    encoding = encoding.strip().lower()
-    if encoding in ("", "identity"):
-        return _identity
-    if encoding in ("gzip", "x-gzip"):
-        return zlib.decompressobj(wbits=16 + zlib.MAX_WBITS).decompress
-    if encoding == "deflate":
-        return zlib.decompressobj().decompress
-    if encoding == "br":
-        try:
-            import brotli  # optional: aiohttp[speedups] brings it
-        except ImportError:
-            return None
-        return brotli.Decompressor().process  # type: ignore[no-any-return]
-    return None
+# Past the first blank line, more blank lines do nothing: collapsing a run of them in C keeps a
+# flood of newlines from costing a Python step each.
+_BLANK_RUN = re.compile(rb"\n\n\n+")
 
 
 class SSEParser:
-    """Incremental `text/event-stream` parsing: LF, CRLF or CR line ends; events split anywhere."""
+    """Incremental `text/event-stream` parsing: LF, CRLF or CR line ends; events split anywhere.
 
-    def __init__(self, on_event: Callable[[bytes | None, bytes], None]) -> None:
+    Linear in the bytes fed. It holds only the unfinished line and the event being read, together
+    at most `max_bytes`: an event (or one line) larger than that is dropped as it arrives, up to
+    the blank line that ends it, and `on_skip` is told how many bytes went.
+    """
+
+    def __init__(
+        self,
+        on_event: Callable[[bytes | None, bytes], None],
+        max_bytes: int = METER_MAX_BYTES,
+        on_skip: Callable[[int], None] | None = None,
+    ) -> None:
         self._on_event = on_event
-        self._pending = b""
+        self._on_skip = on_skip
+        self._max = max_bytes
+        self._line = bytearray()  # the unfinished last line
+        self._dropping_line = False  # the unfinished line outgrew the cap: discard it to its end
+        self._after_cr = False  # the last chunk ended with CR: an LF next is the rest of a CRLF
         self._event: bytes | None = None
-        self._data: list[bytes] = []
+        self._data: bytes | bytearray | None = None  # the event's data lines, joined by LF
+        self._skipped: int | None = None  # bytes dropped so far of an event too large, while in one
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held for the unfinished line and event."""
+        return len(self._line) + (len(self._data) if self._data is not None else 0)
 
     def feed(self, chunk: bytes) -> None:
-        data = self._pending + chunk if self._pending else chunk
-        if b"\r" in data:
-            # A CR at the very end may be the first half of a CRLF: wait for the next byte.
-            held = data.endswith(b"\r")
-            if held:
-                data = data[:-1]
-            data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-            if held:
-                data += b"\r"
-        lines = data.split(b"\n")
-        self._pending = lines.pop()
-        for line in lines:
-            self._line(line)
+        if not chunk:
+            return
+        if self._after_cr:
+            self._after_cr = False
+            if chunk[:1] == b"\n":
+                chunk = chunk[1:]
+        if b"\r" in chunk:
+            self._after_cr = chunk.endswith(b"\r")
+            chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        if b"\n" not in chunk:
+            self._hold(chunk)
+            return
+        if b"\n\n\n" in chunk:
+            chunk = _BLANK_RUN.sub(b"\n\n", chunk)
+        lines = chunk.split(b"\n")
+        last = lines.pop()
+        if self._line or self._dropping_line:
+            self._hold(lines[0])  # completes the line held from earlier chunks
+            if self._dropping_line:
+                self._dropping_line = False
+                del lines[0]
+            else:
+                lines[0], self._line = bytes(self._line), bytearray()
+        self._lines(lines)
+        self._hold(last)
 
-    def _line(self, line: bytes) -> None:
-        if not line:
-            if self._data or self._event is not None:
-                event, payload = self._event, b"\n".join(self._data)
-                self._event, self._data = None, []
-                self._on_event(event, payload)
-            return
-        if line.startswith(b":"):
-            return
-        name, _, value = line.partition(b":")
-        if value.startswith(b" "):
-            value = value[1:]
-        if name == b"data":
-            self._data.append(value)
-        elif name == b"event":
-            self._event = value
+    def _hold(self, piece: bytes) -> None:
+        if self._dropping_line:
+            self._skipped = (self._skipped or 0) + len(piece)
+        elif piece:
+            self._line += piece
+            if self.buffered > self._max:
+                self._skip(len(self._line))
+                self._line = bytearray()
+                self._dropping_line = True
+
+    def _skip(self, size: int) -> None:
+        """Drop the event being read: it outgrew the cap."""
+        self._skipped = size + (len(self._data) if self._data is not None else 0)
+        self._event, self._data = None, None
+
+    def _lines(self, lines: list[bytes]) -> None:
+        for line in lines:
+            if not line:
+                if self._skipped is not None:
+                    skipped, self._skipped = self._skipped, None
+                    if self._on_skip is not None:
+                        self._on_skip(skipped)
+                elif self._data is not None or self._event is not None:
+                    data, event = self._data, self._event
+                    self._event, self._data = None, None
+                    self._on_event(event, b"" if data is None else data if type(data) is bytes else bytes(data))
+                continue
+            if self._skipped is not None:
+                self._skipped += len(line) + 1
+                continue
+            name, _, value = line.partition(b":")
+            if value[:1] == b" ":
+                value = value[1:]
+            if name == b"data":
+                data = value if self._data is None else _joined(self._data, value)
+                if len(data) > self._max:
+                    self._skipped, self._event, self._data = len(data), None, None
+                else:
+                    self._data = data
+            elif name == b"event":
+                self._event = value
 
     def close(self) -> None:
         """A stream that ends without a final blank line still delivers its last event."""
-        if self._pending and not self._pending.endswith(b"\r"):
-            self._line(self._pending)
-        self._pending = b""
-        self._line(b"")
+        if self._dropping_line:
+            self._dropping_line = False
+        elif self._line:
+            line, self._line = bytes(self._line), bytearray()
+            self._lines([line])
+        self._lines([b""])
+
+
+def _joined(data: bytes | bytearray, value: bytes) -> bytearray:
+    """An event's second and later data lines: one growing buffer, never a list of small pieces."""
+    out = data if isinstance(data, bytearray) else bytearray(data)
+    out += b"\n"
+    out += value
+    return out
+
+
+class _Stop(Exception):
+    """The meter gave up on the answer in the middle of decoding a chunk."""
 
 
 class Meter:
     """Feeds relayed chunks to a vendor's rules, as SSE events or as one JSON body."""
 
-    def __init__(self, rules: UsageRules, content_type: str, content_encoding: str, status: int = 200) -> None:
+    def __init__(
+        self,
+        rules: UsageRules,
+        content_type: str,
+        content_encoding: str,
+        status: int = 200,
+        max_bytes: int = METER_MAX_BYTES,
+    ) -> None:
         self._rules = rules
         # Vendors do not bill error answers; their bodies are read only for the error type.
         self._billable = status < 400
-        self._decode = _decompressor(content_encoding)
+        self._max = max_bytes
         self._stream = content_type.lower().startswith("text/event-stream")
-        self._parser = SSEParser(rules.on_event) if self._stream else None
+        self._parser = SSEParser(rules.on_event, max_bytes, self._skipped_event) if self._stream else None
         self._body: list[bytes] = []
-        self._broken = self._decode is None
+        self._size = 0  # decoded bytes of a body, kept or not
+        self._relayed = 0
+        self._unread = 0  # bytes the rules never saw, to count as output
+        self._note: UsageNote | None = None
+        self._stopped = False  # reading nothing more: the answer is unreadable or too large
+        self._inflater: Inflater | None = None
+        encoding = content_encoding.strip().lower() if content_encoding else ""
+        if encoding and encoding != "identity":
+            decoder = codec(encoding)
+            if decoder is None:
+                self._stopped = True  # an encoding buzz cannot decode: bill by estimate
+            else:
+                self._inflater = Inflater(decoder, max_bytes)
+
+    @property
+    def retained(self) -> int:
+        """Bytes of the answer the meter holds right now: the body, event, line or compressed
+        input it has not finished with."""
+        held = sum(len(piece) for piece in self._body)
+        if self._parser is not None:
+            held += self._parser.buffered
+        if self._inflater is not None:
+            held += self._inflater.backlog
+        return held
+
+    @property
+    def decoded(self) -> int:
+        """Bytes decoded from a compressed answer so far."""
+        return self._inflater.decoded if self._inflater is not None else 0
 
     def feed(self, chunk: bytes) -> None:
-        if self._broken:
+        self._relayed += len(chunk)
+        if self._stopped:
+            if self._note is not None:
+                self._unread += len(chunk)  # past a cap: counted as output
             return
         try:
-            data = chunk if self._decode is _identity else self._decode(chunk)  # type: ignore[misc]
-            if self._parser is not None:
-                self._parser.feed(data)
+            if self._inflater is None:
+                self._take(chunk)
             else:
-                self._body.append(data)
+                self._inflater.feed(chunk, self._take)
+        except _Stop:
+            pass
+        except TooCompressed:
+            self._give_up("decoded_over_cap")
         except Exception as exc:  # a meter fault must never reach the relay
-            self._broken = True
+            self._stopped = True
             log.warning("usage meter stopped: %s", type(exc).__name__)
 
+    def _take(self, data: bytes) -> None:
+        """Decoded bytes: to the SSE parser, or kept as the body while it fits the cap."""
+        if self._parser is not None:
+            self._parser.feed(data)
+            return
+        self._size += len(data)
+        if self._size > self._max:
+            self._give_up("body_over_cap")
+            raise _Stop
+        self._body.append(data)
+
+    def _give_up(self, note: UsageNote) -> None:
+        self._note = note
+        self._stopped = True
+        self._body = []
+        if self._parser is None:
+            self._unread = self._relayed  # an unread body: its size as relayed stands for its output
+        elif self._inflater is not None:
+            self._unread += self._inflater.backlog
+
+    def _skipped_event(self, size: int) -> None:
+        self._unread += size
+        if self._note is None:
+            self._note = "event_over_cap"
+
     def result(self, complete: bool) -> MeterResult:
-        if not self._broken:
+        if complete and not self._stopped:
             try:
+                if self._inflater is not None:
+                    self._inflater.finish(self._take)
                 if self._parser is not None:
-                    if complete:
-                        self._parser.close()
-                elif complete:
+                    self._parser.close()
+                elif not self._stopped:
                     body = self._body
                     self._rules.on_body(body[0] if len(body) == 1 else b"".join(body))
+            except _Stop:
+                pass
+            except TooCompressed:
+                self._give_up("decoded_over_cap")
             except Exception as exc:
-                self._broken = True
+                self._stopped = True
                 log.warning("usage meter stopped: %s", type(exc).__name__)
         self._body = []
-        result = self._rules.result(complete and not self._broken)
+        if self._unread and self._billable:
+            self._rules.on_skipped(self._unread)
+        # Anything left unread makes the figures an estimate, even if the final usage was read.
+        result = self._rules.result(complete and not self._stopped and self._note is None)
+        result.usage_note = self._note
         if not self._billable:
-            return MeterResult(None, "none", result.model, result.error_type)
+            return MeterResult(None, "none", result.model, result.error_type, self._note)
         return result

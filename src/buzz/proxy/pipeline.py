@@ -11,6 +11,7 @@ import traceback
 import aiohttp
 
 from buzz.asgi import Receive, Scope, Send, header_map
+from buzz.config import METER_MAX_BYTES
 from buzz.errors import GatewayError, Kind, send_error
 from buzz.proxy.admit import Admission, Admitted, check_access, ratelimit_headers
 from buzz.proxy.auth import Authenticator, presented_key
@@ -38,8 +39,10 @@ class Pipeline:
         max_body_bytes: int,
         admission: Admission,
         add_include_usage: bool = False,
+        meter_max_bytes: int = METER_MAX_BYTES,
     ) -> None:
         self._admission = admission
+        self._meter_max_bytes = meter_max_bytes
         self._add_include_usage = add_include_usage
         self._auth = auth
         self._router = router
@@ -75,7 +78,18 @@ class Pipeline:
             if self._add_include_usage and endpoint is CHAT and head.stream and not head.include_usage:
                 body = add_include_usage(body)
             rules = usage_rules(endpoint, body, model, route.provider)
-            await forward(self._session, x, route, str(scope["method"]), raw_headers, body, rules, receive, send)
+            await forward(
+                self._session,
+                x,
+                route,
+                str(scope["method"]),
+                raw_headers,
+                body,
+                rules,
+                receive,
+                send,
+                self._meter_max_bytes,
+            )
         except GatewayError as error:
             x.status = error.kind.status
             x.error_type = error.kind.type

@@ -129,6 +129,9 @@ class AnthropicUsage:
         self._split = doc.usage.cache_creation if doc.usage is not None else None
         self._stopped = doc.usage is not None
 
+    def on_skipped(self, size: int) -> None:
+        self._estimated_output += estimate_tokens(size)
+
     # --- result ---------------------------------------------------------------------------
 
     def result(self, complete: bool) -> MeterResult:

@@ -97,6 +97,10 @@ class GeminiUsage:
         for doc in decoded if isinstance(decoded, list) else (decoded,):
             self._read(doc)
 
+    def on_skipped(self, size: int) -> None:
+        self._chars += size
+        self._pieces += 1
+
     def _read(self, doc: _Doc) -> None:
         if doc.usage_metadata is not None:
             self._usage = doc.usage_metadata

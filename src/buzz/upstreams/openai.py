@@ -130,6 +130,9 @@ class _Rules:
             self._chars += chars
             self._pieces += 1
 
+    def on_skipped(self, size: int) -> None:
+        self._saw_output(size)
+
     def _output_estimate(self) -> int:
         return estimate.output_tokens(self._chars, self._pieces)
 
@@ -338,6 +341,9 @@ class EmbeddingsUsage(_Rules):
 
     def on_event(self, event: bytes | None, data: bytes) -> None:
         return  # embeddings do not stream
+
+    def on_skipped(self, size: int) -> None:
+        return  # vectors are not output tokens: only the input is billed, estimated from the request
 
     def on_body(self, body: bytes) -> None:
         if not body.strip():
