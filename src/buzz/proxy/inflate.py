@@ -21,8 +21,10 @@ STEP = 64 * 1024
 # The most one chunk of the answer may decode to before the rest waits for the next chunk: about
 # a millisecond of inflating and parsing.
 FEED_BUDGET = 1024 * 1024
-# JSON and SSE text compress 5 to 20 times, a model stuck repeating itself a few hundred times in
-# one long gzip stream; deflate's ceiling, the shape of a bomb, is about 1032.
+# JSON and SSE text compress 5 to 20 times, and a stream gzipped as it goes (a flush per event)
+# less; deflate's ceiling, the shape of a bomb, is about 1032. Only a body can compress better,
+# such as a model repeating one word for its whole answer (about 700 to 1): answers fit in the
+# first FREE_BYTES, which are decoded whatever their ratio.
 MAX_RATIO = 100
 FREE_BYTES = 1024 * 1024
 

@@ -31,9 +31,11 @@ _BLANK_RUN = re.compile(rb"\n\n\n+")
 class SSEParser:
     """Incremental `text/event-stream` parsing: LF, CRLF or CR line ends; events split anywhere.
 
-    Linear in the bytes fed. It holds only the unfinished line and the event being read, together
-    at most `max_bytes`: an event (or one line) larger than that is dropped as it arrives, up to
-    the blank line that ends it, and `on_skip` is told how many bytes went.
+    Linear in the bytes fed. It holds only the unfinished line and the data of the event being
+    read, together at most `max_bytes`: an event that would hold more (its data so far and its
+    current line, of any field) is dropped as it arrives, up to the blank line that ends it, and
+    `on_skip` is told its size (its data so far, then its lines with their line ends, LF-counted).
+    The same events are skipped, with the same sizes, however the stream is cut into chunks.
     """
 
     def __init__(
@@ -46,11 +48,11 @@ class SSEParser:
         self._on_skip = on_skip
         self._max = max_bytes
         self._line = bytearray()  # the unfinished last line
-        self._dropping_line = False  # the unfinished line outgrew the cap: discard it to its end
         self._after_cr = False  # the last chunk ended with CR: an LF next is the rest of a CRLF
         self._event: bytes | None = None
         self._data: bytes | bytearray | None = None  # the event's data lines, joined by LF
-        self._skipped: int | None = None  # bytes dropped so far of an event too large, while in one
+        self._skipped: int | None = None  # while in an event being dropped: its size so far
+        self._dropping_line = False  # the unfinished line belongs to an event being dropped
 
     @property
     def buffered(self) -> int:
@@ -75,9 +77,10 @@ class SSEParser:
         lines = chunk.split(b"\n")
         last = lines.pop()
         if self._line or self._dropping_line:
-            self._hold(lines[0])  # completes the line held from earlier chunks
+            self._hold(lines[0])  # the end of the line held from earlier chunks
             if self._dropping_line:
                 self._dropping_line = False
+                self._skipped = (self._skipped or 0) + 1  # its line end
                 del lines[0]
             else:
                 lines[0], self._line = bytes(self._line), bytearray()
@@ -85,17 +88,21 @@ class SSEParser:
         self._hold(last)
 
     def _hold(self, piece: bytes) -> None:
-        if self._dropping_line:
-            self._skipped = (self._skipped or 0) + len(piece)
-        elif piece:
-            self._line += piece
-            if self.buffered > self._max:
-                self._skip(len(self._line))
-                self._line = bytearray()
-                self._dropping_line = True
+        """Part of a line whose end has not arrived: kept, or counted if its event is dropped."""
+        if not piece:
+            return
+        if self._skipped is not None:
+            self._skipped += len(piece)
+            self._dropping_line = True
+            return
+        self._line += piece
+        if self.buffered > self._max:
+            self._drop(len(self._line))
+            self._line = bytearray()
+            self._dropping_line = True
 
-    def _skip(self, size: int) -> None:
-        """Drop the event being read: it outgrew the cap."""
+    def _drop(self, size: int) -> None:
+        """Drop the event being read: with `size` more bytes it would outgrow the cap."""
         self._skipped = size + (len(self._data) if self._data is not None else 0)
         self._event, self._data = None, None
 
@@ -114,22 +121,29 @@ class SSEParser:
             if self._skipped is not None:
                 self._skipped += len(line) + 1
                 continue
+            data = self._data
+            if len(line) + (len(data) if data is not None else 0) > self._max:
+                self._drop(len(line) + 1)
+                continue
             name, _, value = line.partition(b":")
             if value[:1] == b" ":
                 value = value[1:]
             if name == b"data":
-                data = value if self._data is None else _joined(self._data, value)
-                if len(data) > self._max:
-                    self._skipped, self._event, self._data = len(data), None, None
-                else:
-                    self._data = data
+                self._data = value if data is None else _joined(data, value)
             elif name == b"event":
                 self._event = value
+
+    def abandon(self) -> int:
+        """Stop where it is: the bytes of the event it held or was dropping, never to be read."""
+        held = self.buffered + (self._skipped or 0)
+        self._line, self._event, self._data, self._skipped, self._dropping_line = bytearray(), None, None, None, False
+        return held
 
     def close(self) -> None:
         """A stream that ends without a final blank line still delivers its last event."""
         if self._dropping_line:
             self._dropping_line = False
+            self._skipped = (self._skipped or 0) + 1  # counted as if its line had ended
         elif self._line:
             line, self._line = bytes(self._line), bytearray()
             self._lines([line])
@@ -232,8 +246,10 @@ class Meter:
         self._body = []
         if self._parser is None:
             self._unread = self._relayed  # an unread body: its size as relayed stands for its output
-        elif self._inflater is not None:
-            self._unread += self._inflater.backlog
+        else:  # what was read stands; the event in progress and the input not decoded are unread
+            self._unread += self._parser.abandon()
+            if self._inflater is not None:
+                self._unread += self._inflater.backlog
 
     def _skipped_event(self, size: int) -> None:
         self._unread += size
