@@ -363,3 +363,25 @@ def test_sse_line_endings_split_across_chunks() -> None:
 def test_a_flood_of_blank_lines_changes_nothing() -> None:
     events, skips = _parse([b"data: 1\n" + b"\n" * 100_000 + b"data: 2\n\n", b"\r" * 1000, b"data: 3\n\n"], 100)
     assert (events, skips) == ([(None, b"1"), (None, b"2"), (None, b"3")], [])
+
+
+def test_brotli_is_decoded_in_bounded_steps_too() -> None:
+    brotli = pytest.importorskip("brotli")
+    if not hasattr(brotli.Decompressor(), "can_accept_more_data"):
+        pytest.skip("brotli before 1.2 cannot bound its output")
+    words = " ".join(f"w{i}" for i in range(300_000))  # compresses a few times, like real text
+    body = message_json("claude-opus-4-8", words, START | {"output_tokens": 500})
+    compressed = brotli.compress(body)
+    pieces = [compressed[i : i + 1000] for i in range(0, len(compressed), 1000)]
+    result = _meter(pieces, "application/json", "br").result(complete=True)
+    assert (result.usage, result.source) == (EXPECTED, "reported")
+    events = text_stream_events("claude-sonnet-4-6", ["Hé", "llo"], START, FINAL)
+    assert _meter([brotli.compress(b"".join(events))], SSE, "br").result(True).usage == EXPECTED
+    bomb = brotli.compress(bytes(256 * 1024 * 1024), quality=5)
+    meter = Meter(AnthropicUsage(request_bytes=400), "application/json", "br")
+    decoded = 0
+    for start in range(0, len(bomb), 1024):
+        meter.feed(bomb[start : start + 1024])
+        assert meter.decoded - decoded <= FEED_BUDGET + 32 * 1024  # brotli rounds its limit up
+        decoded = meter.decoded
+    assert meter.result(complete=True).usage_note == "decoded_over_cap"

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from fakes import abuse
-from fakes.fake_anthropic import FakeAnthropic
+from fakes.fake_anthropic import FakeAnthropic, message_json
 from fakes.replies import Reply
 from support import BuzzProcess, wait_until
 
@@ -158,3 +158,19 @@ def test_the_bomb_is_a_real_gzip_stream() -> None:
     start, repeated, times, end = abuse.gzip_bomb_parts(64 * MIB)
     message = json.loads(gzip.decompress(start + repeated * times + end))
     assert len(message["content"][0]["text"]) == 64 * MIB
+
+
+def test_the_cap_is_the_operators_to_set(tmp_path: Path, fake: FakeAnthropic) -> None:
+    process = BuzzProcess(tmp_path / "data", fake.url, env={"BUZZ_METER_MAX_BYTES": "4096"}).start()
+    try:
+        key = process.create_key()
+        usage = {"input_tokens": 12, "output_tokens": 1250}
+        body = message_json("claude-sonnet-4-6", "a" * 5000, usage)
+        fake.enqueue(Reply(body=body, headers=[("request-id", "req_small_cap")]))
+        assert _fetch(process.url, key, BODY)[:2] == (200, len(body))
+        [row] = process.ledger(count=1, where=lambda r: r["upstream_request_id"] == "req_small_cap")
+        # A 5 KB body is over a 4 KiB cap: not read, so its reported 1250 tokens are not seen.
+        expected = ("estimated", "body_over_cap", len(body) // 4)
+        assert (row["usage_source"], row["usage_note"], row["output_tokens"]) == expected
+    finally:
+        process.stop()

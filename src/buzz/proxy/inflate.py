@@ -35,8 +35,8 @@ class TooCompressed(Exception):
 
 class _Codec(Protocol):
     def step(self, data: bytes | memoryview, limit: int) -> tuple[bytes, int, bool, bool]:
-        """Decode from `data` at most `limit` bytes: (output, input used, output may be waiting
-        without more input, the compressed stream ended)."""
+        """Decode from `data` about `limit` bytes at most: (output, input used, output may be
+        waiting without more input, the end of the compressed stream was read)."""
         ...
 
 
@@ -54,7 +54,13 @@ class _Zlib:
 
 
 class _Brotli:
-    """brotli 1.2's bounded API: a decoder that cannot take input yet must first give output."""
+    """brotli 1.2's bounded API: a decoder that cannot take input yet must first give output.
+
+    It takes all the input it is handed (at most `STEP`) and keeps what it could not decode yet.
+    Its output limit is rounded up to its own buffer size (about 32 KiB), so a call may give a
+    little more than asked; a full output means more may be waiting, even when it says it can
+    take input again.
+    """
 
     __slots__ = ("_d",)
 
@@ -67,7 +73,7 @@ class _Brotli:
             out, used = d.process(bytes(data), output_buffer_limit=limit), len(data)
         else:
             out, used = d.process(b"", output_buffer_limit=limit), 0
-        return out, used, not d.can_accept_more_data(), d.is_finished()
+        return out, used, len(out) >= limit or not d.can_accept_more_data(), d.is_finished()
 
 
 def codec(encoding: str) -> _Codec | None:
@@ -136,7 +142,9 @@ class Inflater:
                     piece = b""
                 else:
                     break
-                out, used, self._more, self.ended = self._codec.step(piece, min(STEP, budget - produced))
+                out, used, self._more, finished = self._codec.step(piece, min(STEP, budget - produced))
+                # brotli says it finished once it has read the end, maybe with output still to give.
+                self.ended = finished and not self._more
                 self._pos += used
                 if out:
                     produced += len(out)

@@ -274,7 +274,7 @@ class Meter:
                 self._stopped = True
                 log.warning("usage meter stopped: %s", type(exc).__name__)
         self._body = []
-        if self._unread and self._billable:
+        if self._note is not None and self._billable:
             self._rules.on_skipped(self._unread)
         # Anything left unread makes the figures an estimate, even if the final usage was read.
         result = self._rules.result(complete and not self._stopped and self._note is None)

@@ -34,7 +34,8 @@ class UsageRules(Protocol):
     def on_body(self, body: bytes) -> None: ...
 
     def on_skipped(self, size: int) -> None:
-        """`size` bytes of the answer went unread (over the meter's cap): count them as output."""
+        """Called once before `result` when the meter left part of the answer unread (over its
+        cap): `size` bytes to count as output, and whatever was read is no longer final."""
         ...
 
     def result(self, complete: bool) -> MeterResult: ...

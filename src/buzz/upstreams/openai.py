@@ -124,6 +124,7 @@ class _Rules:
         self._streamed = False
         self._chars = 0  # text relayed in deltas, for an output estimate
         self._pieces = 0
+        self._partial = False  # the meter skipped part of the answer: a final usage is not final
 
     def _saw_output(self, chars: int) -> None:
         if chars:
@@ -131,6 +132,7 @@ class _Rules:
             self._pieces += 1
 
     def on_skipped(self, size: int) -> None:
+        self._partial = True
         self._saw_output(size)
 
     def _output_estimate(self) -> int:
@@ -141,6 +143,7 @@ class _Rules:
 
     def _settle(self, usage: Usage | None, complete: bool) -> MeterResult:
         """Reported usage if the answer finished, else the best estimate of what was billed."""
+        complete = complete and not self._partial
         if usage is not None:
             if complete:
                 return MeterResult(usage, "reported", self._model, self._error_type)
@@ -343,7 +346,7 @@ class EmbeddingsUsage(_Rules):
         return  # embeddings do not stream
 
     def on_skipped(self, size: int) -> None:
-        return  # vectors are not output tokens: only the input is billed, estimated from the request
+        self._partial = True  # vectors are not output tokens: only the input is billed
 
     def on_body(self, body: bytes) -> None:
         if not body.strip():
