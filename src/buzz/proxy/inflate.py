@@ -131,6 +131,10 @@ class Inflater:
         if not self.ended and (self.backlog or self._more):
             raise TooCompressed
 
+    def release(self) -> None:
+        """Let go of the input waiting: nothing more will be decoded."""
+        self._input, self._pos, self.ended = b"", 0, True
+
     def _run(self, budget: int, emit: Callable[[bytes], None]) -> None:
         data = self._input
         produced = 0

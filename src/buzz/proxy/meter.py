@@ -250,6 +250,8 @@ class Meter:
             self._unread += self._parser.abandon()
             if self._inflater is not None:
                 self._unread += self._inflater.backlog
+        if self._inflater is not None:
+            self._inflater.release()
 
     def _skipped_event(self, size: int) -> None:
         self._unread += size
@@ -263,7 +265,7 @@ class Meter:
                     self._inflater.finish(self._take)
                 if self._parser is not None:
                     self._parser.close()
-                elif not self._stopped:
+                else:
                     body = self._body
                     self._rules.on_body(body[0] if len(body) == 1 else b"".join(body))
             except _Stop:

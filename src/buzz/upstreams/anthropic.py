@@ -1,8 +1,8 @@
 """Wire facts of Anthropic's Messages API that buzz needs: where usage is, and nothing else.
 
-Usage (wire.md 1.4-1.5): a JSON body carries `usage`; a stream carries it in `message_start`
-and then in each `message_delta`, whose usage is cumulative and replaces, never adds. The
-5m/1h split of cache writes comes only with `message_start` (or the body).
+Usage: a JSON body carries `usage`; a stream carries it in `message_start` and then in each
+`message_delta`, whose usage is cumulative and replaces, never adds. The 5m/1h split of cache
+writes comes only with `message_start` (or the body).
 """
 
 from __future__ import annotations
@@ -153,7 +153,7 @@ class AnthropicUsage:
         if self._split is not None:
             one_hour = min(self._split.ephemeral_1h_input_tokens or 0, writes)
         # Writes without a TTL split are 5-minute writes (the API's default TTL); a later
-        # cumulative total larger than the split also counts its difference as 5m (wire.md 1.5).
+        # cumulative total larger than the split also counts its difference as 5m.
         return Usage(
             raw.input_tokens or 0,  # input_tokens
             raw.output_tokens or 0,  # output_tokens

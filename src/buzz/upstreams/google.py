@@ -1,6 +1,6 @@
 """Wire facts of Gemini's native API that buzz needs: where usage is, and nothing else.
 
-Usage (wire.md 4.1): `usageMetadata` of a `generateContent` body, or of every chunk of a
+Usage: `usageMetadata` of a `generateContent` body, or of every chunk of a
 `streamGenerateContent` stream, where the values are running totals: the last one seen replaces
 the rest. A stream is SSE with `?alt=sse` (CRLF-separated `data:` lines, no `[DONE]`), and
 without it one JSON array `[{...},{...}]` that the meter hands over whole, as a body.

@@ -3,19 +3,20 @@
 Served by OpenAI and by the OpenAI-compatible layers of Anthropic, Gemini and xAI (`provider`
 says which, as one of "openai", "anthropic", "google", "xai").
 
-- Chat completions (wire.md 2.3-2.4): a JSON body's `usage`, or in a stream the chunk whose
-  `usage` is not null (OpenAI: a last chunk with `choices: []`, only when the client asked for
+- Chat completions: a JSON body's `usage`, or in a stream the chunk whose `usage` is not null
+  (OpenAI: a last chunk with `choices: []`, only when the client asked for
   `stream_options.include_usage`; Gemini: inside the final content chunk). Later replaces earlier.
   `prompt_tokens` includes cached tokens and cache writes, and buzz's input does not.
-  xAI's `completion_tokens` leave out `reasoning_tokens` (genai-prices' reading of xAI, wire.md 5),
+  xAI's `completion_tokens` leave out `reasoning_tokens` (genai-prices' reading of xAI),
   so for "xai" they are added; everyone else's include them already.
-- Responses (wire.md 2.8): `response.usage` of the `response.completed|incomplete|failed` event,
-  or the body's `usage`. genai-prices' xAI `responses` extractor takes `output_tokens` as they
+- Responses: `response.usage` of the `response.completed|incomplete|failed` event, or the
+  body's `usage`. genai-prices' xAI `responses` extractor takes `output_tokens` as they
   are, so reasoning is not added there.
 - Embeddings: the body's `usage.prompt_tokens`.
 
 A stream that ends without usage, or is cut before it, is estimated: the prompt from the request,
-the output from the text relayed in deltas (`buzz.upstreams.estimate`).
+the output from the text relayed in deltas (`buzz.upstreams.estimate`). So is an answer the meter
+read only in part (over its cap), with what it skipped counted as output.
 """
 
 from __future__ import annotations
@@ -100,7 +101,7 @@ class _ChatDoc(msgspec.Struct):
 
 
 _decode_chat = msgspec.json.Decoder(_ChatDoc).decode
-# Gemini's compatibility layer has sent its errors as a one-element array (wire.md 4.2).
+# Gemini's compatibility layer has sent its errors as a one-element array.
 _decode_chat_body = msgspec.json.Decoder(_ChatDoc | list[_ChatDoc]).decode
 
 
