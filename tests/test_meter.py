@@ -13,7 +13,7 @@ import pytest
 from buzz.billing.usage import Usage
 from buzz.config import METER_MAX_BYTES
 from buzz.proxy.inflate import FEED_BUDGET
-from buzz.proxy.meter import Meter, SSEParser
+from buzz.proxy.meter import LINES_PER_FEED, Meter, SSEParser
 from buzz.upstreams.anthropic import AnthropicUsage
 from fakes.fake_anthropic import message_json, sse_event, text_stream_events
 
@@ -324,11 +324,16 @@ def test_bytes_after_the_end_of_a_gzip_stream_are_neither_decoded_nor_kept() -> 
     assert (result.usage, result.source) == (EXPECTED, "reported")
 
 
-def _parse(chunks: list[bytes], max_bytes: int) -> tuple[list[tuple[bytes | None, bytes]], list[int]]:
+def _parse(
+    chunks: list[bytes], max_bytes: int, grants: random.Random | None = None
+) -> tuple[list[tuple[bytes | None, bytes]], list[int]]:
+    """Events and skips; with `grants`, a random number of lines is allowed before each chunk."""
     events: list[tuple[bytes | None, bytes]] = []
     skipped: list[int] = []
     parser = SSEParser(lambda event, data: events.append((event, data)), max_bytes, skipped.append)
     for chunk in chunks:
+        if grants is not None:
+            parser.allow(grants.choice([0, 1, 2, 5, 50]))
         parser.feed(chunk)
         assert parser.buffered <= max_bytes
     parser.close()
@@ -351,6 +356,8 @@ def test_sse_events_over_the_cap_are_skipped_the_same_way_under_any_chunking(new
     assert expected and expected_skips
     for _ in range(20):
         assert _parse(_split_randomly(data, rng), 100) == (expected, expected_skips)
+        # Read a few lines at a time, the rest waiting: still the same events and skips.
+        assert _parse(_split_randomly(data, rng), 100, rng) == (expected, expected_skips)
     assert _parse([data[i : i + 1] for i in range(len(data))], 100) == (expected, expected_skips)
     assert all(len(payload) <= 100 for _, payload in expected)
 
@@ -385,3 +392,57 @@ def test_brotli_is_decoded_in_bounded_steps_too() -> None:
         assert meter.decoded - decoded <= FEED_BUDGET + 32 * 1024  # brotli rounds its limit up
         decoded = meter.decoded
     assert meter.result(complete=True).usage_note == "decoded_over_cap"
+
+
+class _Counting(AnthropicUsage):
+    """Anthropic's rules, counting the events they were handed."""
+
+    def __init__(self) -> None:
+        super().__init__(request_bytes=400)
+        self.events = 0
+
+    def on_event(self, event: bytes | None, data: bytes) -> None:
+        self.events += 1
+        super().on_event(event, data)
+
+
+@pytest.mark.parametrize("encoding", ["", "gzip"])
+def test_a_flood_of_tiny_events_is_read_a_bounded_number_of_lines_per_chunk(encoding: str) -> None:
+    flood = b"data:{}\n\n" * (CHUNK // 9)  # 7281 events, 14562 lines in one 64 KiB chunk
+    rules = _Counting()
+    meter = Meter(rules, SSE, encoding)
+    compressor = zlib.compressobj(wbits=31)
+    for _ in range(400):
+        chunk = flood if not encoding else compressor.compress(flood) + compressor.flush(zlib.Z_SYNC_FLUSH)
+        before = rules.events
+        meter.feed(chunk)
+        # Two lines an event: the parser read at most its lines for one chunk, not the 7281 events.
+        assert rules.events - before <= LINES_PER_FEED // 2
+        assert meter.retained <= CAP + CHUNK
+    result = meter.result(complete=True)
+    note = "lines_over_cap" if not encoding else "decoded_over_cap"  # compressed, the rest waits unread
+    assert (result.source, result.usage_note) == ("estimated", note)
+
+
+def test_a_long_stream_arriving_at_once_is_still_read_whole() -> None:
+    # 20,000 events relayed in 256 KiB chunks, more lines each than one chunk's reading: the
+    # rest waits and is read with the next chunks and at the end.
+    events = text_stream_events("claude-sonnet-4-6", ["tok "] * 20_000, START, FINAL)
+    data = b"".join(events)
+    chunks = [data[i : i + 256 * 1024] for i in range(0, len(data), 256 * 1024)]
+    assert data.count(b"\n") // len(chunks) > LINES_PER_FEED
+    rules = _Counting()
+    meter = Meter(rules, SSE, "")
+    for chunk in chunks:
+        before = rules.events
+        meter.feed(chunk)
+        assert rules.events - before <= LINES_PER_FEED
+    steps = 0
+    while meter.behind:  # as the relay does once the client has everything: a bounded step at a time
+        before = rules.events
+        meter.catch_up()
+        assert rules.events - before <= LINES_PER_FEED
+        steps += 1
+    assert steps > 1
+    result = meter.result(complete=True)
+    assert (result.usage, result.source, result.usage_note) == (EXPECTED, "reported", None)

@@ -113,17 +113,26 @@ class Inflater:
         """Compressed bytes received and not decoded yet."""
         return len(self._input) - self._pos
 
+    @property
+    def pending(self) -> bool:
+        """Something is left to decode from what was received."""
+        return not self.ended and (self._pos < len(self._input) or self._more)
+
     def feed(self, chunk: bytes, emit: Callable[[bytes], None], budget: int = FEED_BUDGET) -> None:
-        """Decode at most `budget` bytes, handing each piece to `emit`; the rest waits for later."""
+        """Decode at most `budget` bytes, handing each piece to `emit`; the rest waits for later.
+        `emit` may raise to stop early."""
         self.received += len(chunk)
         if self.ended:
             return
-        # The waiting input is at most max_bytes: copying it once per chunk stays linear.
-        self._input = self._input[self._pos :] + chunk if self._pos < len(self._input) else chunk
-        self._pos = 0
-        self._run(budget, emit)
-        if self.backlog > self._max:
-            raise TooCompressed
+        if chunk:
+            # The waiting input is at most max_bytes: copying it once per chunk stays linear.
+            self._input = self._input[self._pos :] + chunk if self._pos < len(self._input) else chunk
+            self._pos = 0
+        try:
+            self._run(budget, emit)
+        finally:  # also when `emit` stopped the decoding early: what waits must fit all the same
+            if self.backlog > self._max:
+                raise TooCompressed
 
     def finish(self, emit: Callable[[bytes], None]) -> None:
         """At the end of the answer, decode what waits; more than max_bytes of it is a bomb."""

@@ -14,7 +14,7 @@ from buzz.billing.usage import Usage, UsageSource
 
 # Why the meter left part of an answer unread, kept in the ledger row. Fixed strings: never text
 # from the upstream.
-UsageNote = Literal["body_over_cap", "event_over_cap", "decoded_over_cap"]
+UsageNote = Literal["body_over_cap", "event_over_cap", "decoded_over_cap", "lines_over_cap"]
 
 
 @dataclass(slots=True)
