@@ -1,8 +1,8 @@
 """Upstream answers that misbehave on purpose, made while they are sent (`Reply.stream`).
 
 Each is Anthropic-shaped and far larger than anything a meter should hold: a huge JSON body, an
-SSE line that never ends, one SSE event spread over a huge number of data lines, and a gzip
-bomb. None of them is ever held whole: every builder repeats a few prepared blocks, so a
+SSE line that never ends, one SSE event spread over a huge number of data lines, a flood of tiny
+events, and a gzip bomb. None of them is ever held whole: every builder repeats a few prepared blocks, so a
 test can relay hundreds of megabytes (and decode to a gigabyte) at the cost of the wire alone.
 The fake records the size and SHA-256 of what it sent (`FakeUpstream.sent_bodies`).
 """
@@ -100,6 +100,17 @@ def huge_event(event_bytes: int, cache_read: int, request_id: str = "req_abuse_e
         yield from _filler(event_bytes - event_bytes % len(line), block)
         yield b'data: "e"]}\n\n'
         yield from ending
+
+    return Reply(headers=_headers(SSE_TYPE, request_id), stream=chunks)
+
+
+def tiny_events(total_bytes: int, request_id: str = "req_abuse_tiny") -> Reply:
+    """A stream that starts normally, then sends `total_bytes` of the smallest events there are."""
+    block = b"data:{}\n\n" * (BLOCK // 9)
+
+    def chunks() -> Iterator[bytes]:
+        yield _message_start(12)
+        yield from _filler(total_bytes - total_bytes % 9, block)
 
     return Reply(headers=_headers(SSE_TYPE, request_id), stream=chunks)
 

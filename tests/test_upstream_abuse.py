@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import http.client
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -20,11 +20,12 @@ from typing import Any
 import pytest
 
 from fakes import abuse
-from fakes.fake_anthropic import FakeAnthropic, message_json
-from fakes.replies import Reply
+from fakes.fake_anthropic import FakeAnthropic, message_json, text_stream_events
+from fakes.replies import SSE_TYPE, Reply
 from support import BuzzProcess, wait_until
 
 MIB = 1024 * 1024
+PROGRESS_BYTES = 8 * MIB
 # What buzz may grow by above its baseline while it relays hundreds of megabytes: the meter's
 # 4 MiB cap (and as much compressed input waiting to be decoded) and the relay's own buffers.
 # It measures 4 to 8 MiB; the meter that kept whole bodies grew by more than each body.
@@ -42,7 +43,8 @@ def _rss_kib(pid: int) -> int:
 
 
 class PeakRss:
-    """The highest VmRSS of a process, sampled from a thread until the block ends."""
+    """The highest VmRSS of a process: sampled from a thread until the block ends, and by `sample`
+    (the client calls it as the answer comes in, so there are samples during any transfer)."""
 
     def __init__(self, pid: int) -> None:
         self._pid = pid
@@ -51,10 +53,13 @@ class PeakRss:
         self.kib = 0
         self.samples = 0
 
+    def sample(self) -> None:
+        self.kib = max(self.kib, _rss_kib(self._pid))
+        self.samples += 1
+
     def _sample(self) -> None:
         while True:
-            self.kib = max(self.kib, _rss_kib(self._pid))
-            self.samples += 1
+            self.sample()
             if self._stop.wait(0.002):
                 return
 
@@ -68,8 +73,9 @@ class PeakRss:
         self.kib = max(self.kib, _rss_kib(self._pid))
 
 
-def _fetch(url: str, key: str, body: bytes) -> tuple[int, int, str]:
-    """POST to buzz and read the whole answer, raw (never decompressed), keeping only its hash."""
+def _fetch(url: str, key: str, body: bytes, progress: Callable[[], None] | None = None) -> tuple[int, int, str]:
+    """POST to buzz and read the whole answer, raw (never decompressed), keeping only its hash;
+    `progress` is called after every `PROGRESS_BYTES` read."""
     host, port = url.removeprefix("http://").split(":")
     conn = http.client.HTTPConnection(host, int(port), timeout=120)
     try:
@@ -81,6 +87,8 @@ def _fetch(url: str, key: str, body: bytes) -> tuple[int, int, str]:
         while piece := response.read(abuse.BLOCK):
             digest.update(piece)
             size += len(piece)
+            if progress is not None and size % PROGRESS_BYTES < len(piece):
+                progress()
         return response.status, size, digest.hexdigest()
     finally:
         conn.close()
@@ -105,11 +113,11 @@ def relay(buzz: BuzzProcess, fake: FakeAnthropic, key: str, baseline: int) -> It
     def run(reply: Reply, body: bytes, request_id: str) -> dict[str, Any]:
         fake.enqueue(reply)
         with PeakRss(pid) as peak:
-            status, size, digest = _fetch(buzz.url, key, body)
+            status, size, digest = _fetch(buzz.url, key, body, peak.sample)
         assert wait_until(fake.sent_bodies, timeout=30)
         [sent] = fake.sent_bodies()
         assert (status, size, digest) == (200, sent.size, sent.sha256)
-        assert peak.samples > 1
+        assert peak.samples >= size // PROGRESS_BYTES  # sampled all along, not only at the end
         assert peak.kib - baseline < RSS_BOUND_KIB, f"grew by {(peak.kib - baseline) // 1024} MiB"
         [row] = buzz.ledger(count=1, where=lambda r: r["upstream_request_id"] == request_id, timeout=30)
         row["relayed"] = size
@@ -149,6 +157,26 @@ def test_a_gzip_bomb_is_relayed_compressed_and_not_inflated(relay: Any) -> None:
     assert (row["status"], row["usage_source"], row["usage_note"]) == (200, "estimated", "decoded_over_cap")
     assert row["relayed"] < 2 * MIB  # the client got the compressed bytes, as sent
     assert (row["input_tokens"], row["output_tokens"]) == (len(BODY) // 4, row["relayed"] // 4)
+
+
+def test_a_flood_of_tiny_events_is_read_a_few_lines_at_a_time(relay: Any) -> None:
+    row = relay(abuse.tiny_events(64 * MIB), STREAM_BODY, "req_abuse_tiny")
+    assert (row["status"], row["usage_source"], row["usage_note"]) == (200, "estimated", "lines_over_cap")
+    assert row["input_tokens"] == 12  # from message_start, read before the flood
+
+
+def test_a_long_stream_sent_in_a_burst_is_read_whole(relay: Any, fake: FakeAnthropic) -> None:
+    # 20,000 events in four writes: each chunk buzz reads holds more lines than the meter reads
+    # per chunk, so it catches up after the last byte went out, and the vendor's usage is read.
+    final = {"output_tokens": 20_000, "cache_read_input_tokens": 3}
+    events = text_stream_events("claude-sonnet-4-6", ["tok "] * 20_000, {"input_tokens": 12, "output_tokens": 1}, final)
+    data = b"".join(events)
+    quarter = len(data) // 4 + 1
+    pieces = [data[i : i + quarter] for i in range(0, len(data), quarter)]
+    reply = Reply(headers=[("content-type", SSE_TYPE), ("request-id", "req_burst")], stream=lambda: iter(pieces))
+    row = relay(reply, STREAM_BODY, "req_burst")
+    assert (row["usage_source"], row["usage_note"]) == ("reported", None)
+    assert (row["input_tokens"], row["output_tokens"], row["cache_read_tokens"]) == (12, 20_000, 3)
 
 
 def test_the_bomb_is_a_real_gzip_stream() -> None:

@@ -5,10 +5,11 @@ time whatever the upstream sends. It keeps at most `max_bytes` of an answer: the
 line and event of a stream, or a plain JSON body until it is read. Past that it stops keeping:
 an event too large is skipped (later events are still read, since usage usually comes last), a
 body too large is not read at all, and compressed input is decoded in bounded steps
-(`buzz.proxy.inflate`). The vendor's rules then bill by estimate, counting what went unread
-as output, and the result carries a `usage_note` saying why. Nothing the meter sees is written
-anywhere. What a vendor's usage looks like lives in `buzz.upstreams.<vendor>`; this module only
-turns bytes into events and bodies.
+(`buzz.proxy.inflate`). Per chunk it reads at most `LINES_PER_FEED` lines; the rest waits, and
+is read once the client has the whole answer (`catch_up`). The vendor's rules then bill by
+estimate, counting what went unread as output, and the result carries a `usage_note` saying
+why. Nothing the meter sees is written anywhere. What a vendor's usage looks like lives in
+`buzz.upstreams.<vendor>`; this module only turns bytes into events and bodies.
 """
 
 from __future__ import annotations
