@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gzip
+import hashlib
 import os
 import signal
 import socket
@@ -25,6 +26,7 @@ import time
 import zlib
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Self
 
@@ -34,7 +36,7 @@ from multidict import CIMultiDict
 from fakes.fake_wire import RecordedRequest, TeeHandler, TeeServer, take_request
 from fakes.replies import JSON_TYPE, SSE_TYPE, Reply
 
-__all__ = ["DefaultReply", "FakeUpstream", "RecordedRequest", "Reply", "play", "serve_main"]
+__all__ = ["DefaultReply", "FakeUpstream", "RecordedRequest", "Reply", "SentBody", "play", "serve_main"]
 
 DefaultReply = Callable[[str, str, str, Mapping[str, str], bytes], Reply]
 """`(method, path, query_string, headers, body) -> Reply`: the answer when nothing is queued."""
@@ -42,6 +44,14 @@ DefaultReply = Callable[[str, str, str, Mapping[str, str], bytes], Reply]
 _HANG_SECONDS = 3600.0
 # Claude Code and big anthropic-beta lists send headers longer than aiohttp's 8 KiB default.
 _MAX_HEADER_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class SentBody:
+    """What a generated (`Reply.stream`) answer put on the wire: its size and SHA-256."""
+
+    size: int
+    sha256: str
 
 
 def _response_headers(reply: Reply, request_id: tuple[str, Callable[[], str]] | None) -> CIMultiDict[str]:
@@ -91,14 +101,35 @@ def _reset(request: web.BaseRequest) -> None:
     transport.abort()
 
 
+async def _play_stream(
+    request: web.BaseRequest, reply: Reply, headers: CIMultiDict[str], sent: list[SentBody] | None
+) -> web.StreamResponse:
+    assert reply.stream is not None
+    resp = web.StreamResponse(status=reply.status, headers=headers)
+    resp.enable_chunked_encoding()
+    await resp.prepare(request)
+    digest = hashlib.sha256()
+    size = 0
+    for chunk in reply.stream():
+        digest.update(chunk)
+        size += len(chunk)
+        await resp.write(chunk)  # waits while the client is behind: nothing piles up here
+    await resp.write_eof()
+    if sent is not None:
+        sent.append(SentBody(size, digest.hexdigest()))
+    return resp
+
+
 async def play(
     request: web.BaseRequest,
     reply: Reply,
     sent_at: list[float] | None = None,
     request_id: tuple[str, Callable[[], str]] | None = None,
+    sent: list[SentBody] | None = None,
 ) -> web.StreamResponse:
     """Send `reply` as the answer to `request`, appending each chunk's `perf_counter()` send time
-    to `sent_at`. `request_id` is the (header name, id factory) a vendor stamps on its replies."""
+    to `sent_at`, and a generated answer's size and digest to `sent`. `request_id` is the
+    (header name, id factory) a vendor stamps on its replies."""
     if reply.delay_before_headers > 0:
         await asyncio.sleep(reply.delay_before_headers)
     if reply.reset_before_headers:
@@ -107,6 +138,8 @@ async def play(
     if reply.hang:
         await asyncio.sleep(_HANG_SECONDS)  # cancelled by client disconnect or stop()
     headers = _response_headers(reply, request_id)
+    if reply.stream is not None:
+        return await _play_stream(request, reply, headers, sent)
     if reply.chunks is None:
         body = reply.body or b""
         if reply.gzip:
@@ -171,6 +204,7 @@ class FakeUpstream:
         self._replies: deque[Reply] = deque()
         self._chunk_times: list[float] = []
         self._disconnects: list[float] = []
+        self._sent: list[SentBody] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._startup_error: BaseException | None = None
@@ -195,6 +229,7 @@ class FakeUpstream:
             self._requests.clear()
             self._chunk_times = []
             self._disconnects = []
+            self._sent = []
 
     def enqueue(self, *replies: Reply) -> None:
         with self._lock:
@@ -212,6 +247,11 @@ class FakeUpstream:
         (so far, if it is still streaming)."""
         with self._lock:
             return list(self._chunk_times)
+
+    def sent_bodies(self) -> list[SentBody]:
+        """Size and SHA-256 of each generated (`Reply.stream`) answer sent in full, oldest first."""
+        with self._lock:
+            return list(self._sent)
 
     def disconnect_times(self) -> list[float]:
         """`time.perf_counter()` when a client went away before its reply was complete."""
@@ -244,13 +284,17 @@ class FakeUpstream:
         if reply.chunks is not None:
             with self._lock:
                 self._chunk_times = sent_at
+        sent: list[SentBody] = []
         try:
-            return await play(request, reply, sent_at, self._request_id)
+            response = await play(request, reply, sent_at, self._request_id, sent)
         except (asyncio.CancelledError, ConnectionError):
             # handler_cancellation: aiohttp cancels the handler when the client's connection closes.
             with self._lock:
                 self._disconnects.append(time.perf_counter())
             raise
+        with self._lock:
+            self._sent.extend(sent)
+        return response
 
     async def open(self, sock: socket.socket) -> web.BaseRunner:
         """Serve on an already listening socket in the running loop; close with `runner.cleanup()`."""

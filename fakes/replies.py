@@ -11,7 +11,7 @@ import hashlib
 import json
 import string
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,14 +30,17 @@ _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 @dataclass(slots=True)
 class Reply:
     """One scripted answer. `body` is sent with content-length; `chunks` are sent chunked, one
-    write each. Unless overridden in `headers`, every reply gets a content-type
-    (`application/json` for `body`, SSE for `chunks`) and, on fakes that have one, a fresh
-    request-id header."""
+    write each; `stream` makes chunks while they are sent, for answers too large to hold
+    (`fakes.abuse`), and the fake records their size and SHA-256 (`FakeUpstream.sent_bodies`).
+    Unless overridden in `headers`, every reply gets a content-type (`application/json` for
+    `body` and `stream`, SSE for `chunks`) and, on fakes that have one, a fresh request-id
+    header."""
 
     status: int = 200
     headers: list[tuple[str, str]] = field(default_factory=list)
     body: bytes | None = None
     chunks: list[bytes] | None = None
+    stream: Callable[[], Iterator[bytes]] | None = None
     delays: list[float] | None = None
     delay_before_headers: float = 0.0
     gzip: bool = False

@@ -12,7 +12,7 @@ from fakes.fake_anthropic import FakeAnthropic
 from support import BuzzProcess
 from test_fidelity import raw_post
 
-# DESIGN.md section 5, and nothing else.
+# Billing metadata, and nothing else.
 LEDGER_COLUMNS = [
     "id",
     "ts",
@@ -37,6 +37,7 @@ LEDGER_COLUMNS = [
     "latency_ms",
     "ttfb_ms",
     "upstream_request_id",
+    "usage_note",
 ]
 
 

@@ -113,6 +113,7 @@ class Gateway:
             self.counters,
             self.proxies,
             self.config.add_include_usage,
+            meter_max_bytes=self.config.meter_max_bytes,
         )
         if self.router.routable("openai"):
             # The tokenizer for estimates takes ~0.4 s to load: pay it now, off the event loop,

@@ -22,6 +22,12 @@ from buzz.forwarded import parse_networks
 PROVIDERS = providers.NAMES
 
 
+# The most of one answer the meter keeps to read usage from (a JSON body, one SSE event). Big
+# enough for a Responses API `response.completed` event repeating a long answer, or a Gemini body
+# with an inline image; small enough that hundreds of answers at once fit in memory.
+METER_MAX_BYTES = 4 * 1024 * 1024
+
+
 class ConfigError(ValueError):
     """A configuration value or key that buzz cannot accept."""
 
@@ -66,6 +72,7 @@ class Config:
     )
     price_overrides: Mapping[str, PriceOverride] = field(default_factory=dict)
     add_include_usage: bool = False
+    meter_max_bytes: int = METER_MAX_BYTES
     redis_url: str | None = None
     admin_token: str | None = None
     public_url: str | None = None
@@ -198,6 +205,13 @@ SETTINGS: tuple[Setting, ...] = (
         "BUZZ_ADD_INCLUDE_USAGE",
         _bool,
         "Add stream_options.include_usage to streamed chat requests that lack it (the one body change buzz can make).",
+    ),
+    Setting(
+        "meter_max_bytes",
+        ("metering", "max_bytes"),
+        "BUZZ_METER_MAX_BYTES",
+        _positive_int,
+        "Most of one answer the meter keeps to read usage: a JSON body, or one SSE event (estimate above it).",
     ),
     Setting(
         "redis_url",

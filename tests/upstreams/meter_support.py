@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 
+from buzz.config import METER_MAX_BYTES
 from buzz.proxy.meter import Meter
 from buzz.upstreams.base import MeterResult, UsageRules
 
@@ -25,8 +26,9 @@ def run(
     complete: bool = True,
     status: int = 200,
     encoding: str = "",
+    max_bytes: int = METER_MAX_BYTES,
 ) -> MeterResult:
-    meter = Meter(rules, content_type, encoding, status)
+    meter = Meter(rules, content_type, encoding, status, max_bytes)
     for chunk in [chunks] if isinstance(chunks, bytes) else chunks:
         meter.feed(chunk)
     return meter.result(complete=complete)

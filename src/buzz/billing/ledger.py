@@ -17,7 +17,7 @@ log = logging.getLogger("buzz.ledger")
 
 @dataclass(slots=True)
 class LedgerRow:
-    """Everything buzz keeps about one request (DESIGN.md section 5), and nothing more."""
+    """Everything buzz keeps about one request, and nothing more."""
 
     id: str
     ts: float  # unix seconds at arrival
@@ -42,6 +42,7 @@ class LedgerRow:
     price_version: str | None = None
     ttfb_ms: float | None = None
     upstream_request_id: str | None = None
+    usage_note: str | None = None  # why the meter left part of the answer unread (a fixed string)
 
 
 _ATTEMPTS = 5

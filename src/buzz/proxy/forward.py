@@ -93,13 +93,14 @@ async def forward(
     rules: UsageRules,
     receive: Receive,
     send: Send,
+    meter_max_bytes: int,
 ) -> None:
     task = asyncio.current_task()
     assert task is not None
     watch = _DisconnectWatch(receive, task)
     try:
         response = await _open(session, route, method, client_headers, body)
-        await _relay(x, response, rules, send, watch)
+        await _relay(x, response, rules, send, watch, meter_max_bytes)
     except asyncio.CancelledError:
         if not watch.gone:
             raise
@@ -135,7 +136,12 @@ async def _open(
 
 
 async def _relay(
-    x: Exchange, response: aiohttp.ClientResponse, rules: UsageRules, send: Send, watch: _DisconnectWatch
+    x: Exchange,
+    response: aiohttp.ClientResponse,
+    rules: UsageRules,
+    send: Send,
+    watch: _DisconnectWatch,
+    meter_max_bytes: int,
 ) -> None:
     """The upstream's status, headers and body to the client as they arrive; the meter reads after."""
     complete = False
@@ -144,6 +150,7 @@ async def _relay(
         response.headers.get("content-type", ""),
         response.headers.get("content-encoding", ""),
         response.status,
+        meter_max_bytes,
     )
     try:
         x.status = response.status
@@ -171,6 +178,11 @@ async def _relay(
         complete = True
         watch.done = True  # from here on, the server reports the finished response as a disconnect
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+        # The client has every byte. What the meter left waiting (a burst of lines, compressed
+        # input beyond a chunk's budget) it reads now, one bounded step per turn of the loop.
+        while meter.behind:
+            await asyncio.sleep(0)  # a turn for everything else first
+            meter.catch_up()
     finally:
         x.meter = meter.result(complete)
         if complete:

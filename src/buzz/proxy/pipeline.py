@@ -13,6 +13,7 @@ import aiohttp
 
 from buzz.asgi import Receive, Scope, Send, header_map
 from buzz.billing.ledger import LedgerRow
+from buzz.config import METER_MAX_BYTES
 from buzz.counters import Counters
 from buzz.errors import GatewayError, Kind, send_error, where
 from buzz.forwarded import TrustedProxies
@@ -47,11 +48,13 @@ class Pipeline:
         proxies: TrustedProxies,
         add_include_usage: bool = False,
         throttle: FailureThrottle | None = None,
+        meter_max_bytes: int = METER_MAX_BYTES,
     ) -> None:
         self._admission = admission
         self._counters = counters
         self._proxies = proxies
         self._throttle = throttle or FailureThrottle()
+        self._meter_max_bytes = meter_max_bytes
         self._add_include_usage = add_include_usage
         self._auth = auth
         self._router = router
@@ -94,7 +97,18 @@ class Pipeline:
             if self._add_include_usage and endpoint is CHAT and head.stream and not head.include_usage:
                 body = add_include_usage(body)
             rules = usage_rules(endpoint, body, model, route.provider)
-            await forward(self._session, x, route, str(scope["method"]), raw_headers, body, rules, receive, send)
+            await forward(
+                self._session,
+                x,
+                route,
+                str(scope["method"]),
+                raw_headers,
+                body,
+                rules,
+                receive,
+                send,
+                self._meter_max_bytes,
+            )
         except GatewayError as error:
             x.status = error.kind.status
             x.error_type = error.kind.type

@@ -25,8 +25,9 @@ class Settler:
             usage = meter.usage if meter.usage is not None else Usage()
             source = meter.source
             error_type = x.error_type or meter.error_type
+            note = meter.usage_note
         else:
-            usage, source, error_type = Usage(), "none", x.error_type
+            usage, source, error_type, note = Usage(), "none", x.error_type, None
         cost_nanos: int | None = 0
         list_nanos: int | None = 0
         version = None
@@ -66,6 +67,7 @@ class Settler:
             version,  # price_version
             None if x.first_byte_at is None else (x.first_byte_at - started) * 1000.0,  # ttfb_ms
             x.upstream_request_id,
+            note,  # usage_note
         )
         self._ledger.submit(row)
         return row

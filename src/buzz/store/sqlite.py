@@ -20,9 +20,9 @@ from buzz.store.base import GroupBy, KeyRecord, ProjectRecord, UsageLine
 _LEDGER_COLUMNS = (
     "id, ts, key_id, project, user_id, tags, surface, provider, model, status, error_type, "
     "input_tokens, output_tokens, cache_write_5m_tokens, cache_write_1h_tokens, cache_read_tokens, "
-    "cost_nanos, list_cost_nanos, price_version, usage_source, latency_ms, ttfb_ms, upstream_request_id"
+    "cost_nanos, list_cost_nanos, price_version, usage_source, latency_ms, ttfb_ms, upstream_request_id, usage_note"
 )
-_INSERT = f"INSERT INTO ledger ({_LEDGER_COLUMNS}) VALUES ({', '.join('?' * 23)})"  # noqa: S608
+_INSERT = f"INSERT INTO ledger ({_LEDGER_COLUMNS}) VALUES ({', '.join('?' * 24)})"  # noqa: S608
 
 # Each grouping is a fixed SQL expression, never text from the caller.
 _GROUPS: dict[str, tuple[str, str]] = {
@@ -362,6 +362,7 @@ class SQLiteStore:
                     round(r.latency_ms, 3),
                     None if r.ttfb_ms is None else round(r.ttfb_ms, 3),
                     r.upstream_request_id,
+                    r.usage_note,
                 )
                 for r in rows
             ]

@@ -1,8 +1,8 @@
 """Wire facts of Anthropic's Messages API that buzz needs: where usage is, and nothing else.
 
-Usage: a JSON body carries `usage`; a stream carries it in `message_start`
-and then in each `message_delta`, whose usage is cumulative and replaces, never adds. The
-5m/1h split of cache writes comes only with `message_start` (or the body).
+Usage: a JSON body carries `usage`; a stream carries it in `message_start` and then in each
+`message_delta`, whose usage is cumulative and replaces, never adds. The 5m/1h split of cache
+writes comes only with `message_start` (or the body).
 """
 
 from __future__ import annotations
@@ -128,6 +128,9 @@ class AnthropicUsage:
         self._usage = doc.usage
         self._split = doc.usage.cache_creation if doc.usage is not None else None
         self._stopped = doc.usage is not None
+
+    def on_skipped(self, size: int) -> None:
+        self._estimated_output += estimate_tokens(size)
 
     # --- result ---------------------------------------------------------------------------
 

@@ -8,9 +8,13 @@ below both, so the vendor modules never import the request path.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 from buzz.billing.usage import Usage, UsageSource
+
+# Why the meter left part of an answer unread, kept in the ledger row. Fixed strings: never text
+# from the upstream.
+UsageNote = Literal["body_over_cap", "event_over_cap", "decoded_over_cap", "lines_over_cap"]
 
 
 @dataclass(slots=True)
@@ -19,6 +23,7 @@ class MeterResult:
     source: UsageSource
     model: str | None = None  # the model the upstream says served the request
     error_type: str | None = None  # an upstream error type seen in the body or the stream
+    usage_note: UsageNote | None = None  # set when the meter skipped part of the answer
 
 
 class UsageRules(Protocol):
@@ -27,6 +32,11 @@ class UsageRules(Protocol):
     def on_event(self, event: bytes | None, data: bytes) -> None: ...
 
     def on_body(self, body: bytes) -> None: ...
+
+    def on_skipped(self, size: int) -> None:
+        """Called once before `result` when the meter left part of the answer unread (over its
+        cap): `size` bytes to count as output, and whatever was read is no longer final."""
+        ...
 
     def result(self, complete: bool) -> MeterResult: ...
 
@@ -38,6 +48,9 @@ class NoUsage:
         return
 
     def on_body(self, body: bytes) -> None:
+        return
+
+    def on_skipped(self, size: int) -> None:
         return
 
     def result(self, complete: bool) -> MeterResult:

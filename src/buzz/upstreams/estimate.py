@@ -2,7 +2,7 @@
 
 An estimate is needed when a stream is cut before its usage arrives, or when an OpenAI chat
 stream ends without usage because the client did not ask for `stream_options.include_usage`
-(buzz does not add it unless the operator asks: that would change the request).
+(buzz does not add it by default: that would change the request).
 
 Counting: OpenAI models are counted with their real BPE encoding (o200k_base for gpt-4o,
 gpt-4.1, gpt-5*, o1/o3/o4 and gpt-oss; cl100k_base for gpt-4, gpt-3.5 and the text-embedding

@@ -100,6 +100,10 @@ class GeminiUsage:
         for doc in decoded if isinstance(decoded, list) else (decoded,):
             self._read(doc)
 
+    def on_skipped(self, size: int) -> None:
+        self._chars += size
+        self._pieces += 1
+
     def _read(self, doc: _Doc) -> None:
         if doc.usage_metadata is not None:
             self._usage = doc.usage_metadata
@@ -184,6 +188,9 @@ class GeminiEmbedUsage:
 
     def on_event(self, event: bytes | None, data: bytes) -> None:
         return  # embeddings do not stream
+
+    def on_skipped(self, size: int) -> None:
+        return  # vectors are not output tokens: the input is estimated from the request
 
     def on_body(self, body: bytes) -> None:
         try:

@@ -3,19 +3,20 @@
 Served by OpenAI and by the OpenAI-compatible layers of Anthropic, Gemini and xAI (`provider`
 says which, as one of "openai", "anthropic", "google", "xai").
 
-- Chat completions: a JSON body's `usage`, or in a stream the chunk whose
-  `usage` is not null (OpenAI: a last chunk with `choices: []`, only when the client asked for
+- Chat completions: a JSON body's `usage`, or in a stream the chunk whose `usage` is not null
+  (OpenAI: a last chunk with `choices: []`, only when the client asked for
   `stream_options.include_usage`; Gemini: inside the final content chunk). Later replaces earlier.
   `prompt_tokens` includes cached tokens and cache writes, and buzz's input does not.
   xAI's `completion_tokens` leave out `reasoning_tokens` (genai-prices' reading of xAI),
   so for "xai" they are added; everyone else's include them already.
-- Responses: `response.usage` of the `response.completed|incomplete|failed` event,
-  or the body's `usage`. genai-prices' xAI `responses` extractor takes `output_tokens` as they
+- Responses: `response.usage` of the `response.completed|incomplete|failed` event, or the
+  body's `usage`. genai-prices' xAI `responses` extractor takes `output_tokens` as they
   are, so reasoning is not added there.
 - Embeddings: the body's `usage.prompt_tokens`.
 
 A stream that ends without usage, or is cut before it, is estimated: the prompt from the request,
-the output from the text relayed in deltas (`buzz.upstreams.estimate`).
+the output from the text relayed in deltas (`buzz.upstreams.estimate`). So is an answer the meter
+read only in part (over its cap), with what it skipped counted as output.
 """
 
 from __future__ import annotations
@@ -124,11 +125,16 @@ class _Rules:
         self._streamed = False
         self._chars = 0  # text relayed in deltas, for an output estimate
         self._pieces = 0
+        self._partial = False  # the meter skipped part of the answer: a final usage is not final
 
     def _saw_output(self, chars: int) -> None:
         if chars:
             self._chars += chars
             self._pieces += 1
+
+    def on_skipped(self, size: int) -> None:
+        self._partial = True
+        self._saw_output(size)
 
     def _output_estimate(self) -> int:
         return estimate.output_tokens(self._chars, self._pieces)
@@ -138,6 +144,7 @@ class _Rules:
 
     def _settle(self, usage: Usage | None, complete: bool) -> MeterResult:
         """Reported usage if the answer finished, else the best estimate of what was billed."""
+        complete = complete and not self._partial
         if usage is not None:
             if complete:
                 return MeterResult(usage, "reported", self._model, self._error_type)
@@ -338,6 +345,9 @@ class EmbeddingsUsage(_Rules):
 
     def on_event(self, event: bytes | None, data: bytes) -> None:
         return  # embeddings do not stream
+
+    def on_skipped(self, size: int) -> None:
+        self._partial = True  # vectors are not output tokens: only the input is billed
 
     def on_body(self, body: bytes) -> None:
         if not body.strip():
