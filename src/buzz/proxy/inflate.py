@@ -84,7 +84,7 @@ def codec(encoding: str) -> _Codec | None:
         return _Zlib(zlib.MAX_WBITS)
     if encoding == "br":
         try:
-            import brotli  # optional: aiohttp[speedups] brings it
+            import brotli  # a dependency; imported here, on the first brotli answer
         except ImportError:
             return None
         decompressor = brotli.Decompressor()
