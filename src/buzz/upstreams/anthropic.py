@@ -72,8 +72,9 @@ def estimate_tokens(size_bytes: int) -> int:
 class AnthropicUsage:
     """`UsageRules` for `/v1/messages`: JSON bodies and SSE streams."""
 
-    def __init__(self, request_bytes: int) -> None:
+    def __init__(self, request_bytes: int, ceiling: int | None = None) -> None:
         self._request_bytes = request_bytes
+        self._ceiling = ceiling  # max_tokens: what an estimate may reach at most
         self._usage: _Usage | None = None
         self._split: _CacheCreation | None = None
         self._model: str | None = None
@@ -140,12 +141,17 @@ class AnthropicUsage:
             if complete or self._error_type is not None:
                 return MeterResult(None, "none", self._model, self._error_type)
             # Cut before any usage arrived: the prompt was sent, so bill its estimate.
-            estimate = Usage(input_tokens=estimate_tokens(self._request_bytes), output_tokens=self._estimated_output)
+            estimate = Usage(input_tokens=estimate_tokens(self._request_bytes), output_tokens=self._output_estimate())
             return MeterResult(estimate, "estimated", self._model, self._error_type)
         usage = self._to_usage(self._usage)
         if not reported:
-            usage.output_tokens = max(usage.output_tokens, self._estimated_output)
+            usage.output_tokens = max(usage.output_tokens, self._output_estimate())
         return MeterResult(usage, "reported" if reported else "estimated", self._model, self._error_type)
+
+    def _output_estimate(self) -> int:
+        # Bytes relayed can stand for more tokens than the vendor may bill: never more than the
+        # request's own ceiling. What the vendor itself reported is kept as it is.
+        return self._estimated_output if self._ceiling is None else min(self._estimated_output, self._ceiling)
 
     def _to_usage(self, raw: _Usage) -> Usage:
         writes = raw.cache_creation_input_tokens or 0

@@ -70,10 +70,11 @@ def _count(value: int | None) -> int:
 class GeminiUsage:
     """`UsageRules` for `:generateContent` and `:streamGenerateContent` (SSE or JSON array)."""
 
-    def __init__(self, request_body: bytes, model: str, provider: str = "google") -> None:
+    def __init__(self, request_body: bytes, model: str, provider: str = "google", ceiling: int | None = None) -> None:
         self._request = request_body  # held, not copied: read again only if an estimate is needed
         self._requested_model = model
         self._provider = provider
+        self._ceiling = ceiling  # maxOutputTokens times candidateCount: what an estimate may reach
         self._usage: _UsageMetadata | None = None
         self._model: str | None = None
         self._error_type: str | None = None
@@ -124,6 +125,8 @@ class GeminiUsage:
 
     def result(self, complete: bool) -> MeterResult:
         output_estimate = estimate.output_tokens(self._chars, self._pieces)
+        if self._ceiling is not None:
+            output_estimate = min(output_estimate, self._ceiling)
         if self._usage is None:
             if complete or self._error_type is not None:
                 return MeterResult(None, "none", self._model, self._error_type)

@@ -116,10 +116,11 @@ def _delta_text(delta: _Delta) -> int:
 class _Rules:
     """What the three OpenAI-style rules share: the request for estimates, the output seen so far."""
 
-    def __init__(self, request_body: bytes, model: str, provider: str) -> None:
+    def __init__(self, request_body: bytes, model: str, provider: str, ceiling: int | None = None) -> None:
         self._request = request_body  # held, not copied: read again only if an estimate is needed
         self._requested_model = model
         self._provider = provider
+        self._ceiling = ceiling  # the request's output ceiling times its answers, if it names one
         self._model: str | None = None
         self._error_type: str | None = None
         self._streamed = False
@@ -137,7 +138,9 @@ class _Rules:
         self._saw_output(size)
 
     def _output_estimate(self) -> int:
-        return estimate.output_tokens(self._chars, self._pieces)
+        # Never more than the vendor may bill; what the vendor reported is kept as it is.
+        guess = estimate.output_tokens(self._chars, self._pieces)
+        return guess if self._ceiling is None else min(guess, self._ceiling)
 
     def _input_estimate(self) -> int:
         return estimate.prompt_tokens(self._request, self._provider, self._requested_model)
@@ -160,8 +163,8 @@ class _Rules:
 class ChatUsage(_Rules):
     """`UsageRules` for `/v1/chat/completions`: JSON bodies and `data:`-only SSE streams."""
 
-    def __init__(self, request_body: bytes, model: str, provider: str) -> None:
-        super().__init__(request_body, model, provider)
+    def __init__(self, request_body: bytes, model: str, provider: str, ceiling: int | None = None) -> None:
+        super().__init__(request_body, model, provider, ceiling)
         self._usage: _ChatUsage | None = None
         self._done = False
 
@@ -258,8 +261,8 @@ _decode_responses = msgspec.json.Decoder(_ResponsesDoc).decode
 class ResponsesUsage(_Rules):
     """`UsageRules` for `/v1/responses`: JSON bodies and typed SSE events (`event:` lines not needed)."""
 
-    def __init__(self, request_body: bytes, model: str, provider: str) -> None:
-        super().__init__(request_body, model, provider)
+    def __init__(self, request_body: bytes, model: str, provider: str, ceiling: int | None = None) -> None:
+        super().__init__(request_body, model, provider, ceiling)
         self._usage: _ResponsesUsage | None = None
         self._finished = False
 
@@ -339,8 +342,8 @@ _decode_embeddings_request = msgspec.json.Decoder(_EmbeddingsRequest).decode
 class EmbeddingsUsage(_Rules):
     """`UsageRules` for `/v1/embeddings`: input tokens only, from the JSON body."""
 
-    def __init__(self, request_body: bytes, model: str, provider: str) -> None:
-        super().__init__(request_body, model, provider)
+    def __init__(self, request_body: bytes, model: str, provider: str, ceiling: int | None = None) -> None:
+        super().__init__(request_body, model, provider, ceiling)
         self._input: int | None = None
 
     def on_event(self, event: bytes | None, data: bytes) -> None:

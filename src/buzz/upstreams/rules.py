@@ -18,17 +18,19 @@ from buzz.upstreams.google import GeminiEmbedUsage, GeminiUsage
 from buzz.upstreams.openai import ChatUsage, EmbeddingsUsage, ResponsesUsage
 
 
-def usage_rules(endpoint: Endpoint, body: bytes, model: str, provider: str) -> UsageRules:
+def usage_rules(endpoint: Endpoint, body: bytes, model: str, provider: str, ceiling: int | None = None) -> UsageRules:
+    """`ceiling`: the most output the request allows (its max_tokens times the answers it asks for),
+    which an estimate never exceeds."""
     if endpoint is CHAT:
-        return ChatUsage(body, model, provider)
+        return ChatUsage(body, model, provider, ceiling)
     if endpoint is RESPONSES:
-        return ResponsesUsage(body, model, provider)
+        return ResponsesUsage(body, model, provider, ceiling)
     if endpoint is EMBEDDINGS:
         return EmbeddingsUsage(body, model, provider)
     if endpoint is GENERATE or endpoint is STREAM_GENERATE:
-        return GeminiUsage(body, model, provider)
+        return GeminiUsage(body, model, provider, ceiling)
     if endpoint is EMBED_CONTENT or endpoint is BATCH_EMBED_CONTENTS:
         return GeminiEmbedUsage(body, model, provider)
     if not endpoint.billed:
         return NoUsage()  # its row carries no usage: nothing in the answer needs reading
-    return AnthropicUsage(len(body))
+    return AnthropicUsage(len(body), ceiling)
