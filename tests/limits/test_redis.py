@@ -94,9 +94,9 @@ def test_idle_state_expires_and_balances_do_not(redis_prefix: str, redis_client:
         for name in redis_client.scan_iter(match=redis_prefix + "*")
     }
     assert ttls.pop("project:p:bal") == -1
-    assert 0 < ttls.pop("key:k:b") <= 61  # a bucket lives until it would be full anyway
-    assert 0 < ttls.pop("project:p:b") <= 61
-    assert 0 < ttls.pop("key:k:c") <= 301  # concurrency: the longest lease
+    assert 0 < ttls.pop("key:k:bx") <= 61  # a bucket lives until it would be full anyway
+    assert 0 < ttls.pop("project:p:bx") <= 61
+    assert 0 < ttls.pop("key:k:cx") <= 301  # concurrency: the longest lease
     assert len([name for name in ttls if name.startswith("r:")]) == 1  # the open reservation only
     assert all(ttl > 0 for ttl in ttls.values()), ttls
 

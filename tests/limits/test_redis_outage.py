@@ -232,7 +232,7 @@ def test_one_call_renews_every_slot_in_flight(server: RedisServer) -> None:
         return int(direct.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0))
 
     def leases(scope: Scope) -> list[float]:
-        return [score for _, score in direct.zrange(f"{PREFIX}key:{scope.id}:c", 0, -1, withscores=True)]
+        return [score for _, score in direct.zrange(f"{PREFIX}key:{scope.id}:cx", 0, -1, withscores=True)]
 
     async def scenario() -> None:
         limiter = RedisLimiter(server.url, prefix=PREFIX, lease_seconds=20, renew_every=3600, clock=clock.micros)
@@ -279,7 +279,7 @@ def test_leases_are_renewed_on_a_timer_and_lapse_without_it(server: RedisServer)
         observer = RedisLimiter(server.url, prefix=PREFIX)
         try:
             reservation, _ = await limiter.reserve([key], FREE)
-            first_lease = direct.zscore(f"{PREFIX}key:k:c", reservation.id)
+            first_lease = direct.zscore(f"{PREFIX}key:k:cx", reservation.id)
             assert first_lease is not None
             await eventually(lambda: redis_micros() > first_lease)
             assert await concurrency_rejected(observer, key)  # past its first lease: renewed

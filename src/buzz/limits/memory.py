@@ -74,7 +74,7 @@ class _Bucket:
     and token = 60e9 / g are both whole, and so is every sum below. (A token alone is 60e9 / C
     ns, rarely a whole number.)"""
 
-    __slots__ = ("capacity", "full_at", "index", "micro", "name", "rate", "span", "token")
+    __slots__ = ("at", "capacity", "full_at", "index", "micro", "name", "rate", "span", "token")
 
     def __init__(self, index: int, capacity: int, deficit: Fraction, now: int) -> None:
         self.index = index  # into (rpm, itpm, otpm) and into what an ask takes of each
@@ -86,7 +86,8 @@ class _Bucket:
         self.span = capacity * self.token  # units from empty to full: a minute
         self.micro = self.rate * 1000  # units a microsecond
         # `deficit` is how many tokens short of full it starts; a fraction rounds up (the safe side).
-        self.full_at = now * self.rate + math.ceil(deficit * self.token)
+        self.at = now * self.rate  # the moment of the reserve under way, in these units
+        self.full_at = self.at + math.ceil(deficit * self.token)
 
     def deficit(self, now: int) -> Fraction:
         """Tokens short of full at `now`, exactly (for a change of limits, off the hot path)."""
@@ -159,6 +160,16 @@ def _short(verdict: _Verdict | None, scope: Scope, limit: LimitName, retry_after
     return verdict
 
 
+def _left(scope: Scope, bucket: _Bucket, deficit: int, left: list[Remaining]) -> None:
+    """Appends a bucket's headroom, `deficit` units short of full: whole tokens left (rounded
+    down), and the time until full, rounded up to the microsecond."""
+    cap = bucket.capacity
+    if deficit <= 0 or not cap:
+        left.append((scope, bucket.name, cap, cap, 0.0))
+    else:
+        left.append((scope, bucket.name, cap, cap + (-deficit // bucket.token), -(-deficit // bucket.micro) / 1e6))
+
+
 class MemoryLimiter:
     in_process = True
 
@@ -188,11 +199,11 @@ class MemoryLimiter:
         if verdict is not None and (rejection := verdict.rejection) is not None:
             headroom: list[Remaining] = []
             for scope, state in zip(scopes, states):  # noqa: B905
-                self._report(scope, state, now, wall, headroom)
+                self._report(scope, state, wall, headroom)
             raise LimitExceeded(rejection, headroom)
         remaining: list[Remaining] = []
         for scope, state in zip(scopes, states):  # noqa: B905
-            self._consume(scope, state, ask, needs, now, wall, remaining)
+            self._consume(scope, state, ask, needs, wall, remaining)
         reservation = Reservation(str(next(self._ids)), tuple(scopes), ask, periods.day, periods.month, True, states)
         return reservation, remaining
 
@@ -285,16 +296,16 @@ class MemoryLimiter:
         """Adds the scope's short limits to `verdict` (made on the first one); all fit: unchanged."""
         limits = scope.limits
         for bucket in state.buckets:
+            # Now in the bucket's units, kept for the take and the report that follow.
+            at = bucket.at = now * bucket.rate
             need = needs[bucket.index]
             if need > bucket.capacity:
                 verdict = _short(verdict, scope, bucket.name, None)
                 continue
-            # How long until the bucket holds `need`: it holds its capacity once full.
-            wait = bucket.full_at - now * bucket.rate
-            if wait < 0:
-                wait = 0
-            wait += need * bucket.token - bucket.span
-            if wait > 0:
+            # How long until the bucket holds `need`. A full one (full_at <= at) holds its
+            # capacity, which is `need` or more.
+            full_at = bucket.full_at
+            if full_at > at and (wait := full_at - at + need * bucket.token - bucket.span) > 0:
                 # Rounded up to the microsecond: a retry at the advertised moment is never early.
                 micro = bucket.micro
                 verdict = _short(verdict, scope, bucket.name, -(-wait // micro) / 1e6 if micro else None)
@@ -319,14 +330,22 @@ class MemoryLimiter:
         state: _State,
         ask: Ask,
         needs: tuple[int, int, int],
-        now: int,
         wall: float,
         left: list[Remaining],
     ) -> None:
         """Takes the ask (already checked to fit) and appends the scope's headroom to `left`."""
         for bucket in state.buckets:
-            full_at, at = bucket.full_at, now * bucket.rate
-            bucket.full_at = (full_at if full_at > at else at) + needs[bucket.index] * bucket.token
+            at, full_at = bucket.at, bucket.full_at
+            if full_at < at:
+                full_at = at
+            bucket.full_at = full_at = full_at + needs[bucket.index] * bucket.token
+            # As `_left` does, inline: this runs for every bucket of every admitted request.
+            deficit, cap = full_at - at, bucket.capacity
+            if deficit <= 0 or not cap:
+                left.append((scope, bucket.name, cap, cap, 0.0))
+            else:
+                reset = -(-deficit // bucket.micro) / 1e6
+                left.append((scope, bucket.name, cap, cap + (-deficit // bucket.token), reset))
         if scope.limits.concurrency is not None:
             state.inflight += 1
         cost = ask.cost_nanos
@@ -334,20 +353,17 @@ class MemoryLimiter:
         state.this_month += cost
         if scope.prepaid:
             self._add(scope.id, -cost)
-        self._report(scope, state, now, wall, left)
+        self._report_rest(scope, state, wall, left)
 
-    def _report(self, scope: Scope, state: _State, now: int, wall: float, left: list[Remaining]) -> None:
-        """Appends the scope's headroom as it stands to `left`: after a take, or with a rejection."""
-        limits = scope.limits
+    def _report(self, scope: Scope, state: _State, wall: float, left: list[Remaining]) -> None:
+        """Appends the scope's headroom as it stands to `left`, with a rejection (`_check` ran)."""
         for bucket in state.buckets:
-            deficit = bucket.full_at - now * bucket.rate
-            cap = bucket.capacity
-            if deficit <= 0 or not cap:
-                left.append((scope, bucket.name, cap, cap, 0.0))
-            else:
-                # Whole tokens left (rounded down), and the time to full rounded up to the microsecond.
-                micro = -(-deficit // bucket.micro)
-                left.append((scope, bucket.name, cap, cap + (-deficit // bucket.token), micro / 1e6))
+            _left(scope, bucket, bucket.full_at - bucket.at, left)
+        self._report_rest(scope, state, wall, left)
+
+    def _report_rest(self, scope: Scope, state: _State, wall: float, left: list[Remaining]) -> None:
+        """Appends the headroom of the scope's limits other than its buckets."""
+        limits = scope.limits
         if limits.concurrency is not None:
             left.append((scope, "concurrency", limits.concurrency, limits.concurrency - state.inflight, None))
         periods = self._periods

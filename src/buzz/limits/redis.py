@@ -11,7 +11,11 @@ why a settlement Redis did not take can be queued and sent again (`redis_upkeep`
 slots are short leases, renewed while their requests are in flight (`redis_upkeep` too).
 
 Keys are `<prefix><kind>:<id>:<suffix>` and the scripts build some of them from Redis's clock,
-so this needs a single Redis (or a prefix with a hash tag on a cluster).
+so this needs a single Redis (or a prefix with a hash tag on a cluster). The suffixes: `bx`, the
+token buckets (a hash); `cx`, the concurrency leases (a sorted set, scored by when each ends, in
+microseconds); `d:<day>` and `m:<month>`, spend; `bal`, a prepaid balance. Buckets and leases were
+once kept as float seconds under `b` and `c`: with new names, processes of the two versions side
+by side during an upgrade each keep their own figures rather than misread the other's.
 """
 
 from __future__ import annotations
@@ -111,7 +115,7 @@ class RedisLimiter:
         self._lease_us = round(lease_seconds * _MICROS)
         self._window = settle_window
         self._clock = clock
-        self.counters = counters if counters is not None else Counters()
+        self._counters = counters if counters is not None else Counters()
         # One quick retry, not redis-py's default ten: the request path is waiting.
         pool = BlockingConnectionPool.from_url(
             url,
@@ -130,7 +134,7 @@ class RedisLimiter:
         self._settlements = Settlements(
             lambda args: self._settle(args=args),
             _UNAVAILABLE,
-            self.counters,
+            self._counters,
             limit=settle_queue,
             first_delay=retry_delays[0],
             max_delay=retry_delays[1],
@@ -139,7 +143,7 @@ class RedisLimiter:
         self._leases = Leases(
             lambda args: renew(args=args),
             _UNAVAILABLE,
-            self.counters,
+            self._counters,
             lease_us=self._lease_us,
             every=renew_every if renew_every is not None else lease_seconds / 3,
             clock=self._now,
@@ -199,7 +203,7 @@ class RedisLimiter:
             retry = int(reply[3]) / 1e6 if reply[3] != "" else None
             rejection = Rejection(scopes[int(reply[1]) - 1], cast(LimitName, reply[2]), retry)
             raise LimitExceeded(rejection, _headroom(scopes, reply, 4))
-        slots = [self._base(s.kind, s.id) + "c" for s in scopes if s.limits.concurrency is not None]
+        slots = [self._base(s.kind, s.id) + "cx" for s in scopes if s.limits.concurrency is not None]
         if slots:
             self._leases.hold(rid, marker, slots)
         if status == "dup":

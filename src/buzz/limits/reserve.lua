@@ -53,12 +53,12 @@ for i, s in ipairs(scopes) do
   for _, b in ipairs(s.buckets) do
     local name, capacity, need = b[1], b[2], b[3]
     if capacity ~= nil then
-      local short, was = load(s.base .. 'b', name, now)
+      local short, was = load(s.base .. 'bx', name, now)
       if was ~= nil and was ~= capacity then
         -- A changed limit applies from now, even to a request it turns away: from this
         -- moment on, the bucket refills at the new rate.
         short = convert(short, was, capacity)
-        keep(s.base .. 'b', store(s.base .. 'b', name, short, capacity, now))
+        keep(s.base .. 'bx', store(s.base .. 'bx', name, short, capacity, now))
       end
       s.shorts[name] = short
       local token, rate = units(capacity)
@@ -77,8 +77,8 @@ for i, s in ipairs(scopes) do
   if s.conc ~= nil then
     -- A lease that ran out belongs to a request whose process stopped renewing it: it died,
     -- or the request ended and its settlement was lost.
-    redis.call('ZREMRANGEBYSCORE', s.base .. 'c', '-inf', now)
-    s.inflight = redis.call('ZCARD', s.base .. 'c')
+    redis.call('ZREMRANGEBYSCORE', s.base .. 'cx', '-inf', now)
+    s.inflight = redis.call('ZCARD', s.base .. 'cx')
     if s.inflight >= s.conc then
       if s.conc > 0 then turn_away(i, 'concurrency', HINT) else turn_away(i, 'concurrency', nil) end
     end
@@ -141,14 +141,14 @@ for _, s in ipairs(scopes) do
       local token = units(capacity)
       local short = s.shorts[name] + need * token
       s.shorts[name] = short
-      full_in = math.max(full_in, store(s.base .. 'b', name, short, capacity, now))
+      full_in = math.max(full_in, store(s.base .. 'bx', name, short, capacity, now))
     end
   end
-  if full_in >= 0 then keep(s.base .. 'b', full_in) end
+  if full_in >= 0 then keep(s.base .. 'bx', full_in) end
   if s.conc ~= nil then
     -- A lease, renewed by the holder's process while the request is in flight (renew.lua).
-    redis.call('ZADD', s.base .. 'c', int(now + lease), id)
-    extend(s.base .. 'c', ceil_div(lease, SECOND) + 1)
+    redis.call('ZADD', s.base .. 'cx', int(now + lease), id)
+    extend(s.base .. 'cx', ceil_div(lease, SECOND) + 1)
     s.inflight = s.inflight + 1
   end
   if cost > 0 then

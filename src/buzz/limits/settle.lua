@@ -22,16 +22,16 @@ for i = 1, n do
     local name, capacity, extra = b[1], b[2], b[3]
     if capacity ~= nil and extra ~= 0 then
       -- Corrected as the bucket is configured now (its stored capacity), as in process.
-      local short, was = load(base .. 'b', name, now)
+      local short, was = load(base .. 'bx', name, now)
       capacity = was or capacity
       local token = units(capacity)
       short = short + extra * token
       if short < 0 then short = 0 end
-      full_in = math.max(full_in, store(base .. 'b', name, short, capacity, now))
+      full_in = math.max(full_in, store(base .. 'bx', name, short, capacity, now))
     end
   end
-  if full_in >= 0 then keep(base .. 'b', full_in) end
-  if limits[3] == '1' then redis.call('ZREM', base .. 'c', id) end
+  if full_in >= 0 then keep(base .. 'bx', full_in) end
+  if limits[3] == '1' then redis.call('ZREM', base .. 'cx', id) end
   if cost ~= 0 then
     -- Same lifetime as reserve gives a counter: its period, then the settle window. A counter
     -- may not exist yet (nothing was reserved for a request thought free).
