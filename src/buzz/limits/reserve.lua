@@ -62,6 +62,7 @@ for i, s in ipairs(scopes) do
       end
       s.shorts[name] = short
       local token, rate = units(capacity)
+      b[4], b[5] = token, rate -- for the report and the take below
       if need > capacity then
         turn_away(i, name, nil)
       else
@@ -117,8 +118,7 @@ local function report(out)
           left(i, name, capacity, capacity, '0')
         else
           -- Whole tokens left (rounded down), and the time to full rounded up to the microsecond.
-          local token, rate = units(capacity)
-          left(i, name, capacity, capacity - ceil_div(short, token), int(ceil_div(short, rate)))
+          left(i, name, capacity, capacity - ceil_div(short, b[4]), int(ceil_div(short, b[5])))
         end
       end
     end
@@ -138,8 +138,7 @@ for _, s in ipairs(scopes) do
   for _, b in ipairs(s.buckets) do
     local name, capacity, need = b[1], b[2], b[3]
     if capacity ~= nil then
-      local token = units(capacity)
-      local short = s.shorts[name] + need * token
+      local short = s.shorts[name] + need * b[4]
       s.shorts[name] = short
       full_in = math.max(full_in, store(s.base .. 'bx', name, short, capacity, now))
     end
