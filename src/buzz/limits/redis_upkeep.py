@@ -71,14 +71,17 @@ class Settlements:
         """Settle now, or queue it for the background; never raises for an outage."""
         if self._queue:
             # An outage is under way: keep the order, and spare this request another timeout.
-            self._keep(args, None)
+            self._keep(args)
             return
         try:
             await self._call(args)
         except self._unavailable as error:
-            self._keep(args, error)
+            if not self._queue:  # the first of this outage (others may have failed meanwhile)
+                name = type(error).__name__
+                log.warning("limiter: Redis did not take a settlement (%s); queued, retrying in the background", name)
+            self._keep(args)
 
-    def _keep(self, args: list[int | float | str], error: BaseException | None) -> None:
+    def _keep(self, args: list[int | float | str]) -> None:
         self._counters.add("limiter_settle_failed")
         if len(self._queue) >= self._limit:
             self._counters.add("limiter_settle_dropped")
@@ -86,9 +89,6 @@ class Settlements:
                 self._full = True
                 log.error("limiter: settlement queue full (%d); dropping settlements until Redis is back", self._limit)
             return
-        if not self._queue:
-            reason = type(error).__name__ if error is not None else "outage"
-            log.warning("limiter: Redis did not take a settlement (%s); queued, retrying in the background", reason)
         self._queue.append(args)
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._drain())
