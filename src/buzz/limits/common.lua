@@ -10,7 +10,7 @@ local MINUTE = 60000000 -- microseconds: a bucket refills its whole capacity in 
 local SECOND = 1000000
 
 -- Now, in whole seconds and in whole microseconds since the epoch: Redis's TIME, or the clock
--- a test passes in (an argument of "" means TIME).
+-- a test passes in (a missing or empty argument means TIME).
 local function now_of(given)
   if given ~= nil and given ~= '' then
     local us = tonumber(given)
@@ -121,6 +121,12 @@ end
 
 local function int(x)
   return string.format('%d', x)
+end
+
+-- Whole microseconds (>= 0) as decimal seconds, exactly: "8.571429". The Python client reads
+-- a decimal number faster than a whole one it would then have to divide.
+local function seconds(us)
+  return string.format('%d.%06d', math.floor(us / SECOND), us % SECOND)
 end
 
 -- Keep a bucket hash exactly as long as it is not yet full: a full bucket is a missing one.

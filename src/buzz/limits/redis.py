@@ -53,6 +53,7 @@ from buzz.limits.redis_upkeep import Leases, Settlements
 # What "Redis cannot serve us right now" looks like; any other error is a fault in buzz.
 _UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, ReadOnlyError, OutOfMemoryError, OSError)
 _MICROS = 1_000_000
+_HINT_MICROS = round(CONCURRENCY_RETRY_HINT * _MICROS)
 
 
 def _script(name: str) -> str:
@@ -73,7 +74,7 @@ def _headroom(scopes: Sequence[Scope], reply: list[str], start: int) -> list[Rem
             cast(LimitName, reply[at + 1]),
             None if reply[at + 2] == "" else int(reply[at + 2]),
             int(reply[at + 3]),
-            None if reply[at + 4] == "" else int(reply[at + 4]) / 1e6,  # whole microseconds
+            None if reply[at + 4] == "" else float(reply[at + 4]),
         )
         for at in range(start, len(reply), 5)
     ]
@@ -174,13 +175,14 @@ class RedisLimiter:
             ask.output_tokens,
             ask.cost_nanos,
             len(scopes),
-            round(CONCURRENCY_RETRY_HINT * _MICROS),
-            self._now(),
+            _HINT_MICROS,
         ]
+        slots: list[str] = []  # the concurrency keys this request takes a slot in
         for scope in scopes:
             limits = scope.limits
+            base = f"{self._prefix}{scope.kind}:{scope.id}:"
             args += [
-                self._base(scope.kind, scope.id),
+                base,
                 _pack(
                     limits.rpm,
                     limits.itpm,
@@ -191,6 +193,10 @@ class RedisLimiter:
                     scope.prepaid,
                 ),
             ]
+            if limits.concurrency is not None:
+                slots.append(base + "cx")
+        if self._clock is not None:
+            args.append(self._clock())
         try:
             reply = str(await self._run(self._reserve, args)).split(",")
         except LimiterUnavailable:
@@ -200,10 +206,9 @@ class RedisLimiter:
             return Reservation(rid, tuple(scopes), ask, utc_day(wall), utc_month(wall), checked=False), []
         status = reply[0]
         if status == "no":
-            retry = int(reply[3]) / 1e6 if reply[3] != "" else None
+            retry = float(reply[3]) if reply[3] != "" else None
             rejection = Rejection(scopes[int(reply[1]) - 1], cast(LimitName, reply[2]), retry)
             raise LimitExceeded(rejection, _headroom(scopes, reply, 4))
-        slots = [self._base(s.kind, s.id) + "cx" for s in scopes if s.limits.concurrency is not None]
         if slots:
             self._leases.hold(rid, marker, slots)
         if status == "dup":
@@ -232,15 +237,23 @@ class RedisLimiter:
             cost_nanos - ask.cost_nanos,
             len(reservation.scopes),
             self._window,
-            self._now(),
         ]
         for scope in reservation.scopes:
             limits = scope.limits
             args += [
-                self._base(scope.kind, scope.id),
+                f"{self._prefix}{scope.kind}:{scope.id}:",
                 _pack(limits.itpm, limits.otpm, limits.concurrency is not None, scope.prepaid),
             ]
-        await self._settlements.deliver(args)
+        if self._clock is not None:
+            args.append(self._clock())
+        settlements = self._settlements
+        if settlements.queue:
+            settlements.keep(args)  # an outage is under way
+            return
+        try:
+            await self._settle(args=args)
+        except _UNAVAILABLE as error:
+            settlements.keep(args, error)
 
     async def renew_leases(self) -> None:
         """Renew the lease of every slot this process holds, in one call (a timer calls this)."""
@@ -248,7 +261,7 @@ class RedisLimiter:
 
     @property
     def queued_settlements(self) -> int:
-        return len(self._settlements)
+        return len(self._settlements.queue)
 
     async def add_balance(self, project: str, nanos: int) -> int:
         try:
@@ -264,7 +277,9 @@ class RedisLimiter:
         return int(value or 0)
 
     async def spend(self, scope: Scope) -> tuple[int, int]:
-        args: list[int | float | str] = [self._base(scope.kind, scope.id), self._now()]
+        args: list[int | float | str] = [self._base(scope.kind, scope.id)]
+        if self._clock is not None:
+            args.append(self._clock())
         today, this_month = cast(list[int], await self._run(self._spend, args))
         return int(today), int(this_month)
 

@@ -32,6 +32,9 @@ Call = Callable[[list[int | float | str]], Awaitable[Any]]
 class Settlements:
     """Settlements that Redis did not take at once, retried in order in the background.
 
+    The limiter makes the first attempt itself, on the request path with nothing in between,
+    and hands `keep` what Redis did not take.
+
     Counts, in `counters`: `limiter_settle_failed` for every settlement not delivered at once
     (its attempt failed, or an outage was already under way), then `limiter_settle_retried_ok`
     when Redis takes it, or `limiter_settle_dropped` when it is given up: the queue was full,
@@ -60,55 +63,45 @@ class Settlements:
         self._first_delay = first_delay
         self._max_delay = max_delay
         self._close_timeout = close_timeout
-        self._queue: deque[list[int | float | str]] = deque()
+        # What waits for Redis, oldest first. Public so the request path can test it without a
+        # call: while anything waits, an outage is under way.
+        self.queue: deque[list[int | float | str]] = deque()
         self._task: asyncio.Task[None] | None = None
         self._full = False  # logged that the queue is full, once per outage
 
-    def __len__(self) -> int:
-        return len(self._queue)
-
-    async def deliver(self, args: list[int | float | str]) -> None:
-        """Settle now, or queue it for the background; never raises for an outage."""
-        if self._queue:
-            # An outage is under way: keep the order, and spare this request another timeout.
-            self._keep(args)
-            return
-        try:
-            await self._call(args)
-        except self._unavailable as error:
-            if not self._queue:  # the first of this outage (others may have failed meanwhile)
-                name = type(error).__name__
-                log.warning("limiter: Redis did not take a settlement (%s); queued, retrying in the background", name)
-            self._keep(args)
-
-    def _keep(self, args: list[int | float | str]) -> None:
+    def keep(self, args: list[int | float | str], error: BaseException | None = None) -> None:
+        """Queue a settlement Redis did not take (`error`), or one that arrived while others
+        wait (no error): it keeps their order and spares its request another timeout."""
+        if error is not None and not self.queue:  # the first of this outage
+            name = type(error).__name__
+            log.warning("limiter: Redis did not take a settlement (%s); queued, retrying in the background", name)
         self._counters.add("limiter_settle_failed")
-        if len(self._queue) >= self._limit:
+        if len(self.queue) >= self._limit:
             self._counters.add("limiter_settle_dropped")
             if not self._full:
                 self._full = True
                 log.error("limiter: settlement queue full (%d); dropping settlements until Redis is back", self._limit)
             return
-        self._queue.append(args)
+        self.queue.append(args)
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._drain())
 
     async def _drain(self) -> None:
         delay = self._first_delay
-        while self._queue:
+        while self.queue:
             # Jittered, so the processes of a deployment do not all come back at the same moment.
             await asyncio.sleep(random.uniform(delay / 2, delay))
             try:
-                while self._queue:
-                    await self._call(self._queue[0])
-                    self._queue.popleft()
+                while self.queue:
+                    await self._call(self.queue[0])
+                    self.queue.popleft()
                     self._counters.add("limiter_settle_retried_ok")
             except self._unavailable:
                 delay = min(delay * 2, self._max_delay)
             except Exception as error:
                 # A fault, not an outage: this settlement would fail the same way every time.
                 log.error("limiter: a queued settlement failed with %s; dropped", type(error).__name__)
-                self._queue.popleft()
+                self.queue.popleft()
                 self._counters.add("limiter_settle_dropped")
         self._full = False
         log.warning("limiter: Redis took every queued settlement")
@@ -119,18 +112,18 @@ class Settlements:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        if not self._queue:
+        if not self.queue:
             return
         with contextlib.suppress(TimeoutError, *self._unavailable):
             async with asyncio.timeout(self._close_timeout):
-                while self._queue:
-                    await self._call(self._queue[0])
-                    self._queue.popleft()
+                while self.queue:
+                    await self._call(self.queue[0])
+                    self.queue.popleft()
                     self._counters.add("limiter_settle_retried_ok")
-        if self._queue:
-            self._counters.add("limiter_settle_dropped", len(self._queue))
-            log.error("limiter: %d settlements not delivered at shutdown", len(self._queue))
-            self._queue.clear()
+        if self.queue:
+            self._counters.add("limiter_settle_dropped", len(self.queue))
+            log.error("limiter: %d settlements not delivered at shutdown", len(self.queue))
+            self.queue.clear()
 
 
 class Leases:
@@ -152,15 +145,12 @@ class Leases:
         self._lease_us = lease_us
         self._every = every
         self._clock = clock
-        # Reservation id -> what renew.lua needs for it: marker, id, k, its k concurrency keys.
-        self._held: dict[str, list[str]] = {}
+        # Reservation id -> its marker key and the concurrency keys it holds a slot in.
+        self._held: dict[str, tuple[str, list[str]]] = {}
         self._task: asyncio.Task[None] | None = None
 
-    def __len__(self) -> int:
-        return len(self._held)
-
     def hold(self, rid: str, marker: str, keys: list[str]) -> None:
-        self._held[rid] = [marker, rid, str(len(keys)), *keys]
+        self._held[rid] = (marker, keys)
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._renew_forever())
 
@@ -173,8 +163,8 @@ class Leases:
         if not self._held:
             return
         args: list[int | float | str] = [self._lease_us, self._clock()]
-        for entry in self._held.values():
-            args += entry
+        for rid, (marker, keys) in self._held.items():
+            args += [marker, rid, len(keys), *keys]
         try:
             await self._call(args)
         except self._unavailable:

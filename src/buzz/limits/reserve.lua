@@ -3,13 +3,13 @@
 -- requests (from any number of buzz processes) to slip through.
 --
 -- ARGV: marker, id, settle window (s), concurrency lease (us), input, output, cost, n,
---       concurrency retry hint (us), clock (us since the epoch, "" for Redis's TIME),
---       then per scope: key prefix,
---       "rpm,itpm,otpm,concurrency,daily,monthly,prepaid" ("" = unlimited; prepaid "1"/"0")
+--       concurrency retry hint (us), then per scope: key prefix,
+--       "rpm,itpm,otpm,concurrency,daily,monthly,prepaid" ("" = unlimited; prepaid "1"/"0"),
+--       then, from tests only, a clock (us since the epoch) in place of Redis's TIME
 -- Keys are built here from the scope prefixes because spend keys depend on Redis's clock.
 -- Returns "ok,day,month" or "no,scope,limit,retry_after", each followed by
 --         ",scope,limit,capacity,remaining,reset" per limit of every scope; or "dup,day,month"
---         (all one comma-separated string; retry_after and reset in whole microseconds).
+--         (all one comma-separated string; retry_after and reset in seconds, to the microsecond).
 
 local marker, id = ARGV[1], ARGV[2]
 local window, lease = tonumber(ARGV[3]), tonumber(ARGV[4])
@@ -21,14 +21,14 @@ local HINT = tonumber(ARGV[9])
 local prior = redis.call('GET', marker)
 if prior then return 'dup,' .. prior end
 
-local sec, now = now_of(ARGV[10])
+local sec, now = now_of(ARGV[10 + 2 * n])
 local day, month, to_day, to_month = periods(sec, now)
 
 local scopes = {}
 for i = 1, n do
-  local limits = split(ARGV[10 + 2 * i])
+  local limits = split(ARGV[9 + 2 * i])
   scopes[i] = {
-    base = ARGV[9 + 2 * i],
+    base = ARGV[8 + 2 * i],
     buckets = {{'rpm', tonumber(limits[1]), 1}, {'itpm', tonumber(limits[2]), ask_in},
                {'otpm', tonumber(limits[3]), ask_out}},
     conc = tonumber(limits[4]), daily = tonumber(limits[5]), monthly = tonumber(limits[6]),
@@ -43,9 +43,9 @@ local function turn_away(i, name, retry)
   if retry == nil then
     if never == nil then never = {i, name, ''} end
   elseif name == 'concurrency' then
-    if busy == nil then busy = {i, name, int(retry)} end
+    if busy == nil then busy = {i, name, seconds(retry)} end
   elseif latest == nil or retry > latest[4] then
-    latest = {i, name, int(retry), retry}
+    latest = {i, name, seconds(retry), retry}
   end
 end
 
@@ -115,16 +115,16 @@ local function report(out)
       if capacity ~= nil then
         local short = s.shorts[name]
         if short <= 0 or capacity == 0 then
-          left(i, name, capacity, capacity, '0')
+          left(i, name, capacity, capacity, '0.000000')
         else
           -- Whole tokens left (rounded down), and the time to full rounded up to the microsecond.
-          left(i, name, capacity, capacity - ceil_div(short, b[4]), int(ceil_div(short, b[5])))
+          left(i, name, capacity, capacity - ceil_div(short, b[4]), seconds(ceil_div(short, b[5])))
         end
       end
     end
     if s.conc ~= nil then left(i, 'concurrency', s.conc, s.conc - s.inflight, '') end
-    if s.daily ~= nil then left(i, 'daily', s.daily, s.daily - s.today, int(to_day)) end
-    if s.monthly ~= nil then left(i, 'monthly', s.monthly, s.monthly - s.month, int(to_month)) end
+    if s.daily ~= nil then left(i, 'daily', s.daily, s.daily - s.today, seconds(to_day)) end
+    if s.monthly ~= nil then left(i, 'monthly', s.monthly, s.monthly - s.month, seconds(to_month)) end
     if s.prepaid then left(i, 'balance', '', s.balance, '') end
   end
   return table.concat(out, ',')

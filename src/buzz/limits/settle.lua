@@ -1,8 +1,8 @@
 -- settle: give back what a reservation took and did not use, charge what it used beyond.
 --
 -- ARGV: marker, id, day, month, extra input, extra output, extra cost, n, settle window (s),
---       clock (us since the epoch, "" for Redis's TIME),
---       then per scope: key prefix, "itpm,otpm,concurrency held,prepaid" ("" = unlimited, "1"/"0")
+--       then per scope: key prefix, "itpm,otpm,concurrency held,prepaid" ("" = unlimited, "1"/"0"),
+--       then, from tests only, a clock (us since the epoch) in place of Redis's TIME
 -- "extra" is actual minus reserved: negative returns, positive charges (below zero if need be:
 -- the request already happened). Returns 1, or 0 when already settled.
 
@@ -14,9 +14,9 @@ local n, window = tonumber(ARGV[8]), tonumber(ARGV[9])
 -- The marker is the reservation: deleting it is what makes a second settle a no-op.
 if redis.call('DEL', marker) == 0 then return 0 end
 
-local _, now = now_of(ARGV[10])
+local _, now = now_of(ARGV[10 + 2 * n])
 for i = 1, n do
-  local base, limits = ARGV[9 + 2 * i], split(ARGV[10 + 2 * i])
+  local base, limits = ARGV[8 + 2 * i], split(ARGV[9 + 2 * i])
   local full_in = -1
   for _, b in ipairs({{'itpm', tonumber(limits[1]), extra_in}, {'otpm', tonumber(limits[2]), extra_out}}) do
     local name, capacity, extra = b[1], b[2], b[3]
