@@ -151,7 +151,8 @@ class RedisLimiter:
         )
 
     def _now(self) -> str:
-        """The clock argument of every script: "" lets the script read Redis's own."""
+        """The clock argument of the renewal script: "" lets it read Redis's own. (The other
+        scripts take a clock as an optional last argument, so that production calls carry none.)"""
         return "" if self._clock is None else str(self._clock())
 
     def _base(self, kind: str, scope_id: str) -> str:
