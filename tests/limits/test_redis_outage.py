@@ -275,7 +275,7 @@ def test_leases_are_renewed_on_a_timer_and_lapse_without_it(server: RedisServer)
 
     async def scenario() -> None:
         proxy = await CutProxy(server.port).start()
-        limiter = RedisLimiter(proxy.url, prefix=PREFIX, lease_seconds=2, renew_every=0.05, settle_queue=0)
+        limiter = RedisLimiter(proxy.url, prefix=PREFIX, lease_seconds=3, renew_every=0.05, settle_queue=0)
         observer = RedisLimiter(server.url, prefix=PREFIX)
         try:
             reservation, _ = await limiter.reserve([key], FREE)
