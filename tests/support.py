@@ -197,3 +197,68 @@ class InProcessGateway:
             if count is None or len(rows) >= count or time.monotonic() > deadline:
                 return rows
             time.sleep(0.02)
+
+
+def redis_url(db: int) -> str:
+    """The Redis a test shares: `BUZZ_TEST_REDIS_URL` if set, else database `db` of the local one.
+
+    Each test area names its own database, so areas do not see each other's keys.
+    """
+    return os.environ.get("BUZZ_TEST_REDIS_URL") or f"redis://127.0.0.1:6379/{db}"
+
+
+class RedisServer:
+    """A redis-server of a test's own, on a free port: for tests that stop or break Redis, which
+    must not do that to the one everybody shares. Nothing is persisted."""
+
+    def __init__(self, work_dir: Path) -> None:
+        self.work_dir = work_dir
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> RedisServer:
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        command = ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--save", "", "--appendonly", "no"]
+        self.process = subprocess.Popen(
+            [*command, "--dir", str(self.work_dir)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        if not wait_until(self._answers, timeout=20):
+            self.stop()
+            raise RuntimeError("redis-server did not start")
+        return self
+
+    def _answers(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(16) == b"+PONG\r\n"
+        except OSError:
+            return False
+
+    def pause(self) -> None:
+        """An outage that keeps the data: the server stops answering, connections stay open."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        self.process.send_signal(signal.SIGCONT)  # a paused server cannot act on SIGTERM
+        self.process.terminate()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.process = None
+
+    def __enter__(self) -> RedisServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -50,10 +50,10 @@ _SETTLE_GRACE = 5.0
 _NO_STORE = ((b"cache-control", b"private, no-store"),)
 
 
-def make_limiter(config: Config, store: SQLiteStore) -> Limiter:
+def make_limiter(config: Config, store: SQLiteStore, counters: Counters) -> Limiter:
     """Redis when several processes share limits; else in process, balances kept in SQLite."""
     if config.redis_url:
-        return RedisLimiter(config.redis_url, fail_open=config.limits_fail_open)
+        return RedisLimiter(config.redis_url, fail_open=config.limits_fail_open, counters=counters)
     limiter = MemoryLimiter(balances=store.balances())
     for kind, scope_id, today, month in store.spend_now():
         limiter.restore_spend(kind, scope_id, today, month)
@@ -97,7 +97,7 @@ class Gateway:
         ledger = LedgerWriter(store.write_ledger, self.config.ledger_flush_interval)
         ledger.start()
         session = make_session(self.config.connect_timeout, self.config.read_timeout)
-        limiter = make_limiter(self.config, store)
+        limiter = make_limiter(self.config, store, self.counters)
         # An operator's top-up lands in SQLite from another process; the in-process limiter
         # must then reread balances, not trust its copy.
         auth = Authenticator(store, limiter.forget_balances if isinstance(limiter, MemoryLimiter) else None)

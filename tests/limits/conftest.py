@@ -1,7 +1,8 @@
 """Fixtures for the limiter contract: a backend per run, and a clean Redis key space per test.
 
-Redis is a real server (`BUZZ_TEST_REDIS_URL`, default 127.0.0.1:6379); every test gets its own
-random key prefix, and everything under it is deleted afterwards.
+Redis is a real server (`BUZZ_TEST_REDIS_URL`, default database 1 of 127.0.0.1:6379); every test
+gets its own random key prefix, and everything under it is deleted afterwards. Tests that stop or
+break Redis run their own server instead (`support.RedisServer`).
 """
 
 from __future__ import annotations

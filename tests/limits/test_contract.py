@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 from typing import NamedTuple
 
 import pytest
-from limits_support import Backend
+from limits_support import Backend, Clock
 
 from buzz.limits.base import (
     CONCURRENCY_RETRY_HINT,
@@ -26,6 +25,8 @@ from buzz.limits.base import (
 
 DOLLAR = 1_000_000_000  # nano-dollars
 FREE = Ask(0, 0, 0)
+# Clocks far from zero: a machine up for four months, and about 2001 (Redis counts from the epoch).
+UPTIMES = [10**7, 10**9]
 
 
 class Left(NamedTuple):
@@ -123,23 +124,72 @@ def test_two_processes_sharing_redis_admit_exactly_50(redis_prefix: str, budget:
     asyncio.run(scenario())
 
 
-def test_a_retry_at_retry_after_is_admitted_and_one_a_second_earlier_is_not(backend: Backend) -> None:
+@pytest.mark.parametrize("uptime", UPTIMES)
+def test_headroom_is_exact_at_any_uptime(backend: Backend, uptime: int) -> None:
+    # 60e9 / 700 ns is no whole number, and the clock is large: float seconds get these wrong.
+    key = Scope("key", "k", Limits(rpm=60, itpm=6000, otpm=700))
+    clock = Clock(uptime)
+
+    def figures(remaining: list[Remaining]) -> dict[str, tuple[int, float | None]]:
+        return {
+            limit: (left(remaining, key, limit).remaining, left(remaining, key, limit).reset)
+            for limit in ("rpm", "itpm", "otpm")
+        }
+
+    async def scenario(limiter: Limiter) -> None:
+        first, remaining = await limiter.reserve([key], Ask(23, 100, 0))
+        # 100 output tokens at 700 a minute come back in 8.571428... s, advertised rounded up.
+        assert figures(remaining) == {"rpm": (59, 1.0), "itpm": (5977, 0.23), "otpm": (600, 8.571429)}
+        clock.advance(0.23)  # the 23 input tokens are back, exactly
+        second, remaining = await limiter.reserve([key], Ask(23, 100, 0))
+        assert figures(remaining) == {"rpm": (58, 1.77), "itpm": (5977, 0.23), "otpm": (502, 16.912858)}
+        await limiter.settle(first, 20, 50, 0)  # 3 input and 50 output tokens given back
+        _, remaining = await limiter.reserve([key], FREE)
+        assert figures(remaining) == {"rpm": (57, 2.77), "itpm": (5980, 0.2), "otpm": (552, 12.627143)}
+        await limiter.settle(second, 23, 800, 0)  # 700 output tokens beyond the ask: charged
+        with pytest.raises(LimitExceeded) as caught:
+            await limiter.reserve([key], Ask(0, 1, 0))
+        # Overdrawn: 147.32 tokens below zero, so one more is 12.712857142... s away.
+        assert (caught.value.rejection.limit, caught.value.rejection.retry_after) == ("otpm", 12.712858)
+        assert figures(caught.value.remaining) == {"rpm": (57, 2.77), "itpm": (5980, 0.2), "otpm": (-148, 72.627143)}
+        clock.advance(12.712857)
+        assert (await rejected(limiter, [key], Ask(0, 1, 0))).limit == "otpm"
+        clock.advance(0.000001)
+        _, remaining = await limiter.reserve([key], Ask(0, 1, 0))
+        assert figures(remaining) == {"rpm": (59, 1.0), "itpm": (6000, 0.0), "otpm": (0, 60.0)}
+
+    backend.run(scenario, clock=clock)
+
+
+@pytest.mark.parametrize("uptime", UPTIMES)
+def test_a_retry_at_retry_after_is_admitted_and_one_a_moment_earlier_is_not(backend: Backend, uptime: int) -> None:
     key = Scope("key", "k", Limits(rpm=40))  # one request back every 1.5 s
+    odd = Scope("key", "odd", Limits(otpm=7))  # one token back every 8.571428... s
+    clock = Clock(uptime)
 
     async def scenario(limiter: Limiter) -> None:
         await admit_all(limiter, [key], FREE, 40)
         rejection = await rejected(limiter, [key], FREE)
-        at = time.monotonic()
-        assert rejection.limit == "rpm"
-        assert rejection.retry_after is not None
-        assert 1.2 < rejection.retry_after <= 1.5
+        assert (rejection.limit, rejection.retry_after) == ("rpm", 1.5)
         # The HTTP layer advertises ceil(retry_after) whole seconds; a second before that is too early.
-        await asyncio.sleep(at + math.ceil(rejection.retry_after) - 1 - time.monotonic())
+        clock.advance(1)
         assert (await rejected(limiter, [key], FREE)).limit == "rpm"
-        await asyncio.sleep(at + rejection.retry_after - time.monotonic())
+        clock.advance(0.499999)
+        assert (await rejected(limiter, [key], FREE)).limit == "rpm"
+        clock.advance(0.000001)
         await limiter.reserve([key], FREE)
 
-    backend.run(scenario)
+        await limiter.reserve([odd], Ask(0, 7, 0))
+        clock.advance(40)
+        rejection = await rejected(limiter, [odd], Ask(0, 5, 0))
+        # 4.666... tokens back after 40 s; the fifth is 1/3 token away: 2.857142857... s.
+        assert (rejection.limit, rejection.retry_after) == ("otpm", 2.857143)
+        clock.advance(2.857142)
+        assert (await rejected(limiter, [odd], Ask(0, 5, 0))).limit == "otpm"
+        clock.advance(0.000001)
+        await limiter.reserve([odd], Ask(0, 5, 0))
+
+    backend.run(scenario, clock=clock)
 
 
 def test_an_ask_larger_than_a_limit_never_fits(backend: Backend) -> None:
@@ -161,22 +211,21 @@ def test_an_ask_larger_than_a_limit_never_fits(backend: Backend) -> None:
 
 
 def test_the_limit_named_is_the_one_that_decides_when_to_retry(backend: Backend) -> None:
+    clock = Clock(10**9)
+
     async def scenario(limiter: Limiter) -> None:
         key = Scope("key", "k", Limits(rpm=60, itpm=600))
         await limiter.reserve([key], Ask(600, 0, 0))
         await admit_all(limiter, [key], FREE, 59)
-        # rpm is back in about a second, itpm (10 a second) needs 10 s for 100 tokens:
+        # rpm is back in a second, itpm (10 a second) needs 10 s for 100 tokens:
         # only the later one tells a client when a retry can pass.
         rejection = await rejected(limiter, [key], Ask(100, 0, 0))
-        assert rejection.limit == "itpm"
-        assert rejection.retry_after is not None
-        assert 9 < rejection.retry_after <= 10
+        assert (rejection.limit, rejection.retry_after) == ("itpm", 10.0)
         # A full concurrency slot is named only when no rate can say when to come back.
         single = Scope("key", "single", Limits(rpm=1, concurrency=1))
         await limiter.reserve([single], FREE)
         rejection = await rejected(limiter, [single], FREE)
-        assert rejection.limit == "rpm"
-        assert rejection.retry_after == pytest.approx(60, abs=0.1)
+        assert (rejection.limit, rejection.retry_after) == ("rpm", 60.0)
         # Money that no waiting restores beats any rate limit.
         project = Scope("project", "broke", prepaid=True)
         rejection = await rejected(limiter, [key, project], Ask(100, 0, 1))
@@ -185,10 +234,9 @@ def test_the_limit_named_is_the_one_that_decides_when_to_retry(backend: Backend)
         capped = Scope("key", "capped", Limits(daily_nanos=100, monthly_nanos=100))
         await limiter.reserve([capped], Ask(0, 0, 100))
         rejection = await rejected(limiter, [capped], Ask(0, 0, 1))
-        assert rejection.limit == "monthly"
-        assert rejection.retry_after == pytest.approx(seconds_to_next_month(time.time()), abs=2)
+        assert (rejection.limit, rejection.retry_after) == ("monthly", seconds_to_next_month(10**9))
 
-    backend.run(scenario)
+    backend.run(scenario, clock=clock)
 
 
 def test_concurrency_is_released_by_settle_and_only_once(backend: Backend) -> None:
@@ -210,24 +258,26 @@ def test_concurrency_is_released_by_settle_and_only_once(backend: Backend) -> No
 
 
 def test_settle_returns_unused_tokens_and_money_and_charges_extra(backend: Backend) -> None:
-    # 600 a minute refills 10 a second: what a slow test run refills stays within a few tokens.
     key = Scope("key", "k", Limits(itpm=600, otpm=600, daily_nanos=DOLLAR))
     project = Scope("project", "p", prepaid=True)
+    clock = Clock(10**7)
 
     async def scenario(limiter: Limiter) -> None:
         await limiter.add_balance("p", DOLLAR)
         reservation, remaining = await limiter.reserve([key, project], Ask(100, 200, 5000))
         assert left(remaining, key, "itpm").remaining == 500
         assert left(remaining, key, "otpm").remaining == 400
-        assert left(remaining, key, "otpm").reset == pytest.approx(20, abs=0.01)
+        assert left(remaining, key, "otpm").reset == 20.0
         assert left(remaining, key, "daily").remaining == DOLLAR - 5000
         assert left(remaining, project, "balance").remaining == DOLLAR - 5000
         assert left(remaining, project, "balance").capacity is None
 
+        clock.advance(0.25)  # 2.5 tokens of each back
         await limiter.settle(reservation, 100, 50, 3000)
         _, remaining = await limiter.reserve([key], FREE)
-        assert 550 <= left(remaining, key, "otpm").remaining <= 553
-        assert 500 <= left(remaining, key, "itpm").remaining <= 503
+        assert left(remaining, key, "otpm").remaining == 552
+        assert left(remaining, key, "otpm").reset == 4.75
+        assert left(remaining, key, "itpm").remaining == 502
         assert await limiter.balance("p") == DOLLAR - 3000
         assert await limiter.spend(key) == (3000, 3000)
         assert await limiter.spend(project) == (3000, 3000)
@@ -245,12 +295,10 @@ def test_settle_returns_unused_tokens_and_money_and_charges_extra(backend: Backe
         assert await limiter.balance("p") == DOLLAR - 7500
 
         rejection = await rejected(limiter, [key], Ask(0, 1, 0))
-        assert rejection.limit == "otpm"
-        # 550 - 10 reserved - 590 extra: ~50 below zero, so one token is 5.1 s away.
-        assert rejection.retry_after is not None
-        assert 4.8 < rejection.retry_after <= 5.1
+        # 552.5 - 10 reserved - 590 extra: 47.5 below zero, so one token is 4.85 s away.
+        assert (rejection.limit, rejection.retry_after) == ("otpm", 4.85)
 
-    backend.run(scenario)
+    backend.run(scenario, clock=clock)
 
 
 def test_a_dollar_of_balance_ends_exactly_where_the_known_costs_say(backend: Backend) -> None:
@@ -325,6 +373,7 @@ def test_spend_caps_reopen_at_the_next_utc_day(backend: Backend) -> None:
 def test_a_rejection_reports_what_every_limit_has_left(backend: Backend) -> None:
     key = Scope("key", "k", Limits(rpm=2, itpm=600, daily_nanos=DOLLAR))
     project = Scope("project", "p", prepaid=True)
+    clock = Clock(10**9)
 
     async def scenario(limiter: Limiter) -> None:
         await limiter.add_balance("p", DOLLAR)
@@ -334,13 +383,48 @@ def test_a_rejection_reports_what_every_limit_has_left(backend: Backend) -> None
             await limiter.reserve([key, project], Ask(100, 0, 1000))
         exceeded = caught.value
         assert exceeded.rejection.limit == "rpm"
-        rpm = left(exceeded.remaining, key, "rpm")
-        assert rpm.remaining == 0
-        assert rpm.reset is not None and 59 < rpm.reset <= 60  # two requests at two a minute
+        assert left(exceeded.remaining, key, "rpm")[3:] == (0, 60.0)  # two requests at two a minute
         # What the two admitted requests took, and nothing for the one turned away.
-        assert 400 <= left(exceeded.remaining, key, "itpm").remaining <= 403
-        assert left(exceeded.remaining, key, "daily").remaining == DOLLAR - 2000
+        assert left(exceeded.remaining, key, "itpm")[3:] == (400, 20.0)
+        # Spend periods end at UTC midnight: 1e9 s is 01:46:40 on 9 September 2001.
+        assert left(exceeded.remaining, key, "daily")[3:] == (DOLLAR - 2000, 80000.0)
         assert left(exceeded.remaining, project, "balance").remaining == DOLLAR - 2000
         assert await limiter.balance("p") == DOLLAR - 2000
 
-    backend.run(scenario)
+    backend.run(scenario, clock=clock)
+
+
+def test_changed_limits_apply_to_the_next_request(backend: Backend) -> None:
+    clock = Clock(10**7)
+
+    async def scenario(limiter: Limiter) -> None:
+        for _ in range(4):
+            await limiter.reserve([Scope("key", "k", Limits(rpm=10))], FREE)
+        # Lowered below what is left (6): the bucket holds the new capacity, not more.
+        lowered = Scope("key", "k", Limits(rpm=3))
+        for _ in range(3):
+            await limiter.reserve([lowered], FREE)
+        rejection = await rejected(limiter, [lowered], FREE)
+        assert rejection.retry_after == 20.0  # one request at 3 a minute
+        # Raised: what is left stays, and it refills at the new rate (one a second).
+        raised = Scope("key", "k", Limits(rpm=60, itpm=100))
+        assert (await rejected(limiter, [raised], FREE)).retry_after == 1.0
+        clock.advance(1)
+        reservation, remaining = await limiter.reserve([raised], Ask(100, 0, 0))
+        # A limit that was not there before starts full: all 100 input tokens were there to take.
+        assert [(limit, left) for _, limit, _, left, _ in remaining] == [("rpm", 0), ("itpm", 0)]
+        # Settled, then the limit lowered: the unused tokens came back, up to the new cap.
+        await limiter.settle(reservation, 0, 0, 0)
+        clock.advance(1)
+        _, remaining = await limiter.reserve([Scope("key", "k", Limits(rpm=60, itpm=40))], FREE)
+        assert [(limit, left) for _, limit, _, left, _ in remaining] == [("rpm", 0), ("itpm", 40)]
+
+        # Capacities with no whole number of microseconds a token: what is left is kept exactly.
+        await limiter.reserve([Scope("key", "odd", Limits(otpm=7))], Ask(0, 5, 0))
+        clock.advance(1)  # 7/60 of a token back: 2.1166... left
+        _, remaining = await limiter.reserve([Scope("key", "odd", Limits(otpm=11))], FREE)
+        assert left(remaining, Scope("key", "odd"), "otpm")[3:] == (2, 48.454546)  # 8.8833... short at 11 a minute
+        _, remaining = await limiter.reserve([Scope("key", "odd", Limits(otpm=3))], FREE)
+        assert left(remaining, Scope("key", "odd"), "otpm")[3:] == (2, 17.666667)  # cut to 3: 0.8833... short
+
+    backend.run(scenario, clock=clock)

@@ -1,4 +1,4 @@
-"""What only the Redis limiter has: an outage, leases, TTLs, retried scripts."""
+"""What only the Redis limiter has: an unreachable store, leases, TTLs, retried scripts, Lua's calendar."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from importlib.resources import files
 
 import pytest
 import redis
-from limits_support import REDIS_URL
+from limits_support import REDIS_URL, Clock
 
 from buzz.limits.base import (
     Ask,
@@ -94,26 +94,31 @@ def test_idle_state_expires_and_balances_do_not(redis_prefix: str, redis_client:
         for name in redis_client.scan_iter(match=redis_prefix + "*")
     }
     assert ttls.pop("project:p:bal") == -1
-    assert 0 < ttls.pop("key:k:b") <= 61  # a bucket lives until it would be full anyway
-    assert 0 < ttls.pop("project:p:b") <= 61
-    assert 0 < ttls.pop("key:k:c") <= 301  # concurrency: the longest lease
+    assert 0 < ttls.pop("key:k:bx") <= 61  # a bucket lives until it would be full anyway
+    assert 0 < ttls.pop("project:p:bx") <= 61
+    assert 0 < ttls.pop("key:k:cx") <= 301  # concurrency: the longest lease
     assert len([name for name in ttls if name.startswith("r:")]) == 1  # the open reservation only
     assert all(ttl > 0 for ttl in ttls.values()), ttls
 
 
 def test_a_slot_held_by_a_dead_process_frees_itself_when_its_lease_ends(redis_prefix: str) -> None:
     key = Scope("key", "k", Limits(concurrency=1))
+    clock = Clock(10**9)
 
     async def scenario() -> None:
-        limiter = RedisLimiter(REDIS_URL, prefix=redis_prefix, lease_seconds=0.2)
+        # A process that holds a slot and dies before renewing its lease or settling.
+        dead = RedisLimiter(REDIS_URL, prefix=redis_prefix, lease_seconds=20, renew_every=3600, clock=clock.micros)
+        await dead.reserve([key], FREE)
+        limiter = RedisLimiter(REDIS_URL, prefix=redis_prefix, lease_seconds=20, clock=clock.micros)
         try:
-            await limiter.reserve([key], FREE)  # never settled, as if its process died
+            clock.advance(20 - 0.000001)
             with pytest.raises(LimitExceeded):
                 await limiter.reserve([key], FREE)
-            await asyncio.sleep(0.25)
+            clock.advance(0.000001)
             await limiter.reserve([key], FREE)
         finally:
             await limiter.close()
+            await dead.close()
 
     asyncio.run(scenario())
 
@@ -180,8 +185,9 @@ def test_the_lua_calendar_agrees_with_pythons(redis_client: redis.Redis) -> None
     common = files("buzz.limits").joinpath("common.lua").read_text()
     probe = common + (
         "\nlocal out = {}\nfor _, t in ipairs(ARGV) do\n"
-        "  local day, month, to_day, to_month = periods(math.floor(tonumber(t)), tonumber(t))\n"
-        "  out[#out + 1] = {day, month, string.format('%.3f', to_day), string.format('%.3f', to_month)}\n"
+        "  local sec, now = now_of(t)\n"
+        "  local day, month, to_day, to_month = periods(sec, now)\n"
+        "  out[#out + 1] = {day, month, int(to_day), int(to_month)}\n"
         "end\nreturn out\n"
     )
     # Both edges of every month, across leap years and the century rules.
@@ -194,8 +200,9 @@ def test_the_lua_calendar_agrees_with_pythons(redis_client: redis.Redis) -> None
             calendar.timegm((year, month, calendar.monthrange(year, month)[1], 23, 59, 59)) + 0.75,
         )
     ]
-    replies = redis_client.eval(probe, 0, *moments)
+    replies = redis_client.eval(probe, 0, *(round(moment * 1_000_000) for moment in moments))
     for moment, (day, month, to_day, to_month) in zip(moments, replies, strict=True):
         assert (day, month) == (utc_day(moment), utc_month(moment)), moment
-        assert float(to_day) == pytest.approx(seconds_to_next_day(moment)), moment
-        assert float(to_month) == pytest.approx(seconds_to_next_month(moment)), moment
+        # Microseconds until each period ends: exact, as the moments are quarters of a second.
+        assert int(to_day) == seconds_to_next_day(moment) * 1_000_000, moment
+        assert int(to_month) == seconds_to_next_month(moment) * 1_000_000, moment

@@ -10,6 +10,17 @@ Which limit a rejection names, when several are short at once, is chosen so that
 the one whose capacity returns last (so a retry at that moment passes every limit that can be
 predicted), and concurrency only when nothing else is short, since when a slot frees up depends
 on other requests.
+
+What each `retry_after` promises. For a rate or a spend cap it is exact, rounded up to the
+microsecond: at that moment the capacity the request asked for is back (unless another request
+takes it first), and a moment earlier it is not. For concurrency nothing can be promised: a
+slot frees the moment one of the scope's requests in flight ends, which nobody knows in
+advance, and a live request may hold its slot for as long as it streams. So a concurrency
+rejection carries `CONCURRENCY_RETRY_HINT`: a polling interval, not a prediction. What the
+limiters do promise is that a slot never outlives its request by much: the in-process limiter
+frees it at settlement, which cannot fail; the Redis limiter holds it as a lease that its
+process renews while the request is in flight, so a slot whose request has ended (its process
+died, or its settlement was lost in an outage) is free again within one lease.
 """
 
 from __future__ import annotations
@@ -23,13 +34,10 @@ from typing import Any, Literal, NamedTuple, Protocol
 LimitName = Literal["rpm", "itpm", "otpm", "concurrency", "daily", "monthly", "balance"]
 ScopeKind = Literal["key", "project"]
 
-# A full slot frees up when some other request ends, which nobody can predict; clients still
-# need a Retry-After, and a second is short enough not to waste a slot that frees up early.
+# A full slot frees up when some other request ends, which nobody can predict (see above):
+# clients still need a Retry-After, and a second is short enough not to waste a slot that frees
+# up early. It is how often to ask again, not when a slot will be free.
 CONCURRENCY_RETRY_HINT = 1.0
-
-# Floating-point refill arithmetic may land a hair short of a whole token at the exact moment a
-# rejection advertised; a billionth of a token is far below anything that matters.
-TOKEN_EPSILON = 1e-9
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +82,8 @@ class Rejection:
     """Which limit turned a request away, and when to try again.
 
     `retry_after` is in seconds (fractional: the HTTP layer rounds up). None means waiting will
-    not help: the ask exceeds the limit itself, or the prepaid balance is exhausted.
+    not help: the ask exceeds the limit itself, or the prepaid balance is exhausted. For a rate
+    or a spend cap it is exact; for concurrency it is `CONCURRENCY_RETRY_HINT` (see above).
     """
 
     scope: Scope
@@ -84,8 +93,9 @@ class Rejection:
 
 # One scope's headroom on one limit after a reservation (or at a rejection), for the
 # `x-buzz-ratelimit-*` headers: (scope, limit, capacity, remaining, reset). `capacity` is the
-# configured limit (None for a balance, which has no ceiling); `reset` is seconds until the limit
-# is whole again (a bucket full, a spend period over), or None. A bare tuple: a reserve makes
+# configured limit (None for a balance, which has no ceiling); `remaining` of a bucket is whole
+# tokens, rounded down; `reset` is seconds until the limit is whole again (a bucket full, to the
+# microsecond rounded up; a spend period over), or None. A bare tuple: a reserve makes
 # one for every limit of every scope on every request, and a NamedTuple costs ten times as much.
 Remaining = tuple[Scope, LimitName, int | None, int, float | None]
 
@@ -145,6 +155,10 @@ class Limiter(Protocol):
 
         Usage above the ask is charged in full, even below zero: the request already happened.
         A second settle of the same reservation does nothing.
+
+        Raises ValueError for negative usage, and nothing for an unreachable store: the
+        in-process limiter cannot lose its state, and the Redis one keeps a settlement it could
+        not deliver and retries it in the background. Any other exception is a fault in buzz.
         """
         ...
 
@@ -184,10 +198,3 @@ def next_month_start(wall: float) -> int:
 
 def seconds_to_next_month(wall: float) -> float:
     return next_month_start(wall) - wall
-
-
-def ceil_micro(seconds: float) -> float:
-    """Round up to the microsecond, so a retry at the advertised moment is never early."""
-    micro = seconds * 1e6
-    whole = int(micro)
-    return (whole + (1 if micro > whole else 0)) / 1e6

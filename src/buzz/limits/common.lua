@@ -1,11 +1,49 @@
 -- Shared by every buzz limiter script (prepended to each). Redis's own clock is the only
 -- clock, so N buzz processes on N machines agree on buckets and on where a UTC day ends.
+--
+-- Every sum is exact. Lua numbers are doubles, which hold every whole number up to 2^53
+-- exactly, so time is counted in whole microseconds (about 1.8e15 today) and each token bucket
+-- in units of which a microsecond and a token are both whole numbers (see `units`). A sum that
+-- could pass 2^53 is only ever compared with one that cannot, and rounding keeps that order.
 
-local EPSILON = 1e-9 -- refill arithmetic may land a hair short of a whole token on time
+local MINUTE = 60000000 -- microseconds: a bucket refills its whole capacity in a minute
+local SECOND = 1000000
 
-local function now_of()
+-- Now, in whole seconds and in whole microseconds since the epoch: Redis's TIME, or the clock
+-- a test passes in (a missing or empty argument means TIME).
+local function now_of(given)
+  if given ~= nil and given ~= '' then
+    local us = tonumber(given)
+    return math.floor(us / SECOND), us
+  end
   local t = redis.call('TIME')
-  return tonumber(t[1]), tonumber(t[1]) + tonumber(t[2]) / 1e6
+  local sec = tonumber(t[1])
+  return sec, sec * SECOND + tonumber(t[2])
+end
+
+-- a / b rounded up, for whole a >= 0 and b > 0 below 2^53. The correction steps make it exact
+-- whatever the division's rounding.
+local function ceil_div(a, b)
+  local q = math.ceil(a / b)
+  local r = a - q * b
+  if r > 0 then return q + 1 end
+  if r <= -b then return q - 1 end
+  return q
+end
+
+local function gcd(a, b)
+  while b > 0 do a, b = b, a % b end
+  return a
+end
+
+-- A bucket of `capacity` tokens a minute counts in units of which one token is `token` and one
+-- microsecond of refill is `rate`: with g = gcd(60e6, capacity), token = 60e6 / g and
+-- rate = capacity / g are whole. (A token alone is 60e6 / capacity microseconds, rarely whole.)
+-- Exact while a bucket is less than 2^53 / token tokens short of full: 150 million tokens at
+-- worst, and far more for a round capacity (a million a minute makes a token 60 units).
+local function units(capacity)
+  local g = gcd(MINUTE, capacity)
+  return MINUTE / g, capacity / g
 end
 
 -- Howard Hinnant's civil calendar algorithms: Redis's Lua has no os.date.
@@ -42,33 +80,74 @@ local function month_end(month)
   return days_from_civil(math.floor(next_month / 12), next_month % 12 + 1, 1) * 86400
 end
 
--- The UTC day and month (the numbers that key the spend counters) and seconds until each ends.
+-- The UTC day and month (the numbers that key the spend counters) and microseconds until each ends.
 local function periods(sec, now)
   local day = math.floor(sec / 86400)
   local y, m = civil_from_days(day)
   local month = y * 12 + m - 1
-  return day, month, day_end(day) - now, month_end(month) - now
+  return day, month, day_end(day) * SECOND - now, month_end(month) * SECOND - now
 end
 
--- A bucket's level now; a missing one is full (its key expired because it was full).
-local function refill(hash, name, capacity, now)
-  local raw = redis.call('HMGET', hash, name, name .. ':t')
-  local level, at = tonumber(raw[1]), tonumber(raw[2])
-  if level == nil or at == nil then return capacity end
-  return math.min(capacity, level + math.max(0, now - at) * capacity / 60)
+-- A bucket as stored: how many units short of full it was at a moment, and the capacity those
+-- units belong to. Brought up to `now` at that capacity's rate; a missing bucket is full (its
+-- key expired because it was full) and returns nil. The clock of a failed-over Redis may step
+-- back: no time then passes.
+local function load(hash, name, now)
+  local raw = redis.call('HMGET', hash, name, name .. ':t', name .. ':c')
+  local short, at, capacity = tonumber(raw[1]), tonumber(raw[2]), tonumber(raw[3])
+  if short == nil or at == nil or capacity == nil then return 0, nil end
+  local _, rate = units(capacity)
+  local elapsed = now - at
+  if elapsed > 0 then
+    -- Compared before subtracting: the product may pass 2^53, but then it exceeds `short`.
+    local refill = elapsed * rate
+    if refill >= short then short = 0 else short = short - refill end
+  end
+  return short, capacity
 end
 
--- Seconds until a bucket at this level is full again.
-local function to_full(level, capacity)
-  if capacity <= 0 then return 0 end
-  return math.max(0, (capacity - level) * 60 / capacity)
+-- A stored shortfall moved to another capacity's units, the level it leaves kept and cut to
+-- the new capacity, rounded up to a whole unit (the safe side): what the in-process limiter
+-- does when an operator changes a limit.
+local function convert(short, from, to)
+  local old_token = units(from)
+  local token = units(to)
+  local whole = math.floor(short / old_token)
+  local part = short - whole * old_token
+  short = whole * token + ceil_div(part * token, old_token) + (to - from) * token
+  if short < 0 then return 0 end
+  return short
+end
+
+local function int(x)
+  return string.format('%d', x)
+end
+
+-- Whole microseconds (>= 0) as decimal seconds, exactly: "8.571429". The Python client reads
+-- a decimal number faster than a whole one it would then have to divide.
+local function seconds(us)
+  return string.format('%d.%06d', math.floor(us / SECOND), us % SECOND)
 end
 
 -- Keep a bucket hash exactly as long as it is not yet full: a full bucket is a missing one.
-local function keep(hash, seconds)
-  local ms = math.ceil(seconds * 1000) + 1000
+local function keep(hash, micros)
+  local ms = ceil_div(micros, 1000) + 1000
   local ttl = redis.call('PTTL', hash)
   if ttl < ms then redis.call('PEXPIRE', hash, ms) end
+end
+
+-- Store a bucket's shortfall at `now`, in the units of `capacity`, and how long until it is full.
+local function store(hash, name, short, capacity, now)
+  redis.call('HSET', hash, name, int(short), name .. ':t', int(now), name .. ':c', int(capacity))
+  local _, rate = units(capacity)
+  if rate > 0 then return ceil_div(short, rate) end
+  return 0
+end
+
+-- Make a key live at least `seconds` longer, never shorter: other processes may need more.
+local function extend(key, seconds)
+  local ms = seconds * 1000
+  if redis.call('PTTL', key) < ms then redis.call('PEXPIRE', key, ms) end
 end
 
 -- A scope's limits travel packed in one argument, and replies come back as one string: the
@@ -77,12 +156,4 @@ local function split(packed)
   local out = {}
   for field in string.gmatch(packed .. ',', '([^,]*),') do out[#out + 1] = field end
   return out
-end
-
-local function int(x)
-  return string.format('%d', x)
-end
-
-local function micro_up(seconds)
-  return string.format('%.6f', math.ceil(seconds * 1e6) / 1e6)
 end

@@ -6,8 +6,13 @@ runs between checking a limit and consuming it. Balances are written through to 
 counters live only here, and `restore_spend` lets the caller seed them from the ledger at start.
 
 This runs twice on every request of a limited key, so it is written for the hot path: each
-scope's figures live in one `_State` found with one lookup, a token bucket is one float with
+scope's figures live in one `_State` found with one lookup, a token bucket is one integer with
 no refill to compute, and the UTC day and month are worked out again only when the day ends.
+
+Bucket arithmetic is exact: time is integer nanoseconds of a monotonic clock, and each bucket
+counts in units small enough that both a nanosecond and a token are whole numbers of them.
+Floating point would lose precision as the clock grows (a machine up for months reads
+~10^7 s), and a header or a rejection would then be off by a token.
 """
 
 from __future__ import annotations
@@ -16,10 +21,10 @@ import itertools
 import math
 import time
 from collections.abc import Callable, Sequence
+from fractions import Fraction
 
 from buzz.limits.base import (
     CONCURRENCY_RETRY_HINT,
-    TOKEN_EPSILON,
     Ask,
     BalanceStore,
     LimitExceeded,
@@ -30,7 +35,6 @@ from buzz.limits.base import (
     Reservation,
     Scope,
     ScopeKind,
-    ceil_micro,
     next_month_start,
     utc_day,
     utc_month,
@@ -38,6 +42,7 @@ from buzz.limits.base import (
 
 ScopeId = tuple[ScopeKind, str]
 _BUCKETS: tuple[LimitName, LimitName, LimitName] = ("rpm", "itpm", "otpm")
+_MINUTE_NS = 60_000_000_000  # a bucket refills its whole capacity in a minute
 
 
 class _Periods:
@@ -61,23 +66,32 @@ class _Periods:
 
 class _Bucket:
     """One token bucket, kept as the moment it will be full again (GCRA's "theoretical arrival
-    time"): one float instead of a level and a timestamp. Taking tokens moves it later, giving
-    them back moves it earlier, and no refill needs computing in between."""
+    time"): one integer instead of a level and a timestamp. Taking tokens moves it later, giving
+    them back moves it earlier, and no refill needs computing in between.
 
-    __slots__ = ("capacity", "epsilon", "full_at", "index", "name", "per")
+    The moment is counted in units of which a nanosecond is `rate` and a token is `token`: a
+    bucket of capacity C refills C tokens in 60e9 ns, so with g = gcd(60e9, C), rate = C / g
+    and token = 60e9 / g are both whole, and so is every sum below. (A token alone is 60e9 / C
+    ns, rarely a whole number.)"""
 
-    def __init__(self, index: int, capacity: int, level: float, now: float) -> None:
+    __slots__ = ("at", "capacity", "full_at", "index", "micro", "name", "rate", "span", "token")
+
+    def __init__(self, index: int, capacity: int, deficit: Fraction, now: int) -> None:
         self.index = index  # into (rpm, itpm, otpm) and into what an ask takes of each
         self.name = _BUCKETS[index]
         self.capacity = capacity
-        self.per = 60 / capacity if capacity else 0.0  # seconds per token: refills in a minute
-        self.epsilon = TOKEN_EPSILON * self.per  # a billionth of a token, in seconds
-        self.full_at = now + (capacity - level) * self.per
+        g = math.gcd(_MINUTE_NS, capacity)  # capacity 0: g is 60e9, and the bucket never refills
+        self.rate = capacity // g  # units a nanosecond
+        self.token = _MINUTE_NS // g  # units a token
+        self.span = capacity * self.token  # units from empty to full: a minute
+        self.micro = self.rate * 1000  # units a microsecond
+        # `deficit` is how many tokens short of full it starts; a fraction rounds up (the safe side).
+        self.at = now * self.rate  # the moment of the reserve under way, in these units
+        self.full_at = self.at + math.ceil(deficit * self.token)
 
-    def level(self, now: float) -> float:
-        if not self.per:
-            return float(self.capacity)
-        return self.capacity - max(0.0, self.full_at - now) / self.per
+    def deficit(self, now: int) -> Fraction:
+        """Tokens short of full at `now`, exactly (for a change of limits, off the hot path)."""
+        return Fraction(max(0, self.full_at - now * self.rate), self.token)
 
 
 class _State:
@@ -91,15 +105,22 @@ class _State:
         self.inflight = 0
         self.day, self.today, self.month, self.this_month = day, 0, month, 0
 
-    def retune(self, limits: Limits, now: float) -> None:
-        """Adopt new limits: a bucket that has just been given a limit starts full, and a
-        lowered limit applies at once (a level above the new capacity is cut to it)."""
-        levels = {bucket.index: bucket.level(now) for bucket in self.buckets}
-        self.buckets = tuple(
-            _Bucket(i, cap, min(float(cap), levels.get(i, float(cap))), now)
-            for i, cap in enumerate((limits.rpm, limits.itpm, limits.otpm))
-            if cap is not None
-        )
+    def retune(self, limits: Limits, now: int) -> None:
+        """Adopt new limits: a bucket that has just been given a limit starts full, what was left
+        of one stays, and a lowered limit applies at once (a level above the new capacity is
+        cut to it)."""
+        before = {bucket.index: (bucket.capacity, bucket.deficit(now)) for bucket in self.buckets}
+        buckets = []
+        for i, cap in enumerate((limits.rpm, limits.itpm, limits.otpm)):
+            if cap is None:
+                continue
+            deficit = Fraction(0)
+            if i in before:
+                old_cap, old_deficit = before[i]
+                # The level (old_cap - old_deficit) stays, cut to the new capacity.
+                deficit = max(deficit, old_deficit + cap - old_cap)
+            buckets.append(_Bucket(i, cap, deficit, now))
+        self.buckets = tuple(buckets)
         self.limits = limits
 
     def roll(self, day: int, month: int) -> None:
@@ -139,16 +160,26 @@ def _short(verdict: _Verdict | None, scope: Scope, limit: LimitName, retry_after
     return verdict
 
 
+def _left(scope: Scope, bucket: _Bucket, deficit: int, left: list[Remaining]) -> None:
+    """Appends a bucket's headroom, `deficit` units short of full: whole tokens left (rounded
+    down), and the time until full, rounded up to the microsecond."""
+    cap = bucket.capacity
+    if deficit <= 0 or not cap:
+        left.append((scope, bucket.name, cap, cap, 0.0))
+    else:
+        left.append((scope, bucket.name, cap, cap + (-deficit // bucket.token), -(-deficit // bucket.micro) / 1e6))
+
+
 class MemoryLimiter:
     in_process = True
 
     def __init__(
         self,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], int] = time.monotonic_ns,
         wall: Callable[[], float] = time.time,
         balances: BalanceStore | None = None,
     ) -> None:
-        self._clock = clock  # buckets: must never jump
+        self._clock = clock  # buckets, integer nanoseconds: must never jump
         self._wall = wall  # UTC day and month of spend caps
         self._store = balances
         self._states: dict[ScopeId, _State] = {}
@@ -168,11 +199,11 @@ class MemoryLimiter:
         if verdict is not None and (rejection := verdict.rejection) is not None:
             headroom: list[Remaining] = []
             for scope, state in zip(scopes, states):  # noqa: B905
-                self._report(scope, state, now, wall, headroom)
+                self._report(scope, state, wall, headroom)
             raise LimitExceeded(rejection, headroom)
         remaining: list[Remaining] = []
         for scope, state in zip(scopes, states):  # noqa: B905
-            self._consume(scope, state, ask, needs, now, wall, remaining)
+            self._consume(scope, state, ask, needs, wall, remaining)
         reservation = Reservation(str(next(self._ids)), tuple(scopes), ask, periods.day, periods.month, True, states)
         return reservation, remaining
 
@@ -198,9 +229,11 @@ class MemoryLimiter:
                     if not tokens or (drawn is not None and drawn[bucket.index] is None):
                         continue
                     if tokens > 0:  # given back: the bucket is full that much sooner
-                        bucket.full_at -= tokens * bucket.per
+                        bucket.full_at -= tokens * bucket.token
                     else:  # used beyond the ask: charged like any other take
-                        bucket.full_at = max(bucket.full_at, now) - tokens * bucket.per
+                        at = now * bucket.rate
+                        full_at = bucket.full_at
+                        bucket.full_at = (full_at if full_at > at else at) - tokens * bucket.token
             # A period that has rolled over since the reserve is gone; its figure no longer matters.
             if state.day == reservation.day:
                 state.today += extra_cost
@@ -238,7 +271,7 @@ class MemoryLimiter:
     async def close(self) -> None:
         return None
 
-    def _state(self, scope: Scope, now: float) -> _State:
+    def _state(self, scope: Scope, now: int) -> _State:
         """The scope's figures, rolled over to the current day and month, under its limits."""
         periods = self._periods
         state = self._states.get((scope.kind, scope.id))
@@ -256,22 +289,26 @@ class MemoryLimiter:
         state: _State,
         ask: Ask,
         needs: tuple[int, int, int],
-        now: float,
+        now: int,
         wall: float,
         verdict: _Verdict | None,
     ) -> _Verdict | None:
         """Adds the scope's short limits to `verdict` (made on the first one); all fit: unchanged."""
         limits = scope.limits
         for bucket in state.buckets:
+            # Now in the bucket's units, kept for the take and the report that follow.
+            at = bucket.at = now * bucket.rate
             need = needs[bucket.index]
             if need > bucket.capacity:
                 verdict = _short(verdict, scope, bucket.name, None)
                 continue
-            # How long until the bucket holds `need`: it holds its capacity once full.
+            # How long until the bucket holds `need`. A full one (full_at <= at) holds its
+            # capacity, which is `need` or more.
             full_at = bucket.full_at
-            wait = (full_at if full_at > now else now) + need * bucket.per - now - 60.0
-            if wait > bucket.epsilon:
-                verdict = _short(verdict, scope, bucket.name, ceil_micro(wait))
+            if full_at > at and (wait := full_at - at + need * bucket.token - bucket.span) > 0:
+                # Rounded up to the microsecond: a retry at the advertised moment is never early.
+                micro = bucket.micro
+                verdict = _short(verdict, scope, bucket.name, -(-wait // micro) / 1e6 if micro else None)
         if limits.concurrency is not None and state.inflight >= limits.concurrency:
             verdict = _short(verdict, scope, "concurrency", CONCURRENCY_RETRY_HINT if limits.concurrency > 0 else None)
         cost = ask.cost_nanos
@@ -293,14 +330,22 @@ class MemoryLimiter:
         state: _State,
         ask: Ask,
         needs: tuple[int, int, int],
-        now: float,
         wall: float,
         left: list[Remaining],
     ) -> None:
         """Takes the ask (already checked to fit) and appends the scope's headroom to `left`."""
         for bucket in state.buckets:
-            full_at = bucket.full_at
-            bucket.full_at = (full_at if full_at > now else now) + needs[bucket.index] * bucket.per
+            at, full_at = bucket.at, bucket.full_at
+            if full_at < at:
+                full_at = at
+            bucket.full_at = full_at = full_at + needs[bucket.index] * bucket.token
+            # As `_left` does, inline: this runs for every bucket of every admitted request.
+            deficit, cap = full_at - at, bucket.capacity
+            if deficit <= 0 or not cap:
+                left.append((scope, bucket.name, cap, cap, 0.0))
+            else:
+                reset = -(-deficit // bucket.micro) / 1e6
+                left.append((scope, bucket.name, cap, cap + (-deficit // bucket.token), reset))
         if scope.limits.concurrency is not None:
             state.inflight += 1
         cost = ask.cost_nanos
@@ -308,16 +353,17 @@ class MemoryLimiter:
         state.this_month += cost
         if scope.prepaid:
             self._add(scope.id, -cost)
-        self._report(scope, state, now, wall, left)
+        self._report_rest(scope, state, wall, left)
 
-    def _report(self, scope: Scope, state: _State, now: float, wall: float, left: list[Remaining]) -> None:
-        """Appends the scope's headroom as it stands to `left`: after a take, or with a rejection."""
-        limits = scope.limits
+    def _report(self, scope: Scope, state: _State, wall: float, left: list[Remaining]) -> None:
+        """Appends the scope's headroom as it stands to `left`, with a rejection (`_check` ran)."""
         for bucket in state.buckets:
-            full_at = bucket.full_at
-            reset = full_at - now if full_at > now else 0.0
-            cap = bucket.capacity
-            left.append((scope, bucket.name, cap, math.floor(cap - reset / bucket.per) if cap else 0, reset))
+            _left(scope, bucket, bucket.full_at - bucket.at, left)
+        self._report_rest(scope, state, wall, left)
+
+    def _report_rest(self, scope: Scope, state: _State, wall: float, left: list[Remaining]) -> None:
+        """Appends the headroom of the scope's limits other than its buckets."""
+        limits = scope.limits
         if limits.concurrency is not None:
             left.append((scope, "concurrency", limits.concurrency, limits.concurrency - state.inflight, None))
         periods = self._periods

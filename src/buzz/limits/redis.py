@@ -6,17 +6,23 @@ local copy and decided on here. Buckets, concurrency and spend keys carry TTLs, 
 scopes cost nothing; balances have none: here they are the money.
 
 Both scripts are safe to retry after a lost reply (a marker key records that a reservation
-went through, and settling deletes it), which is why the client retries connection errors.
+went through, and settling deletes it), which is why the client retries connection errors, and
+why a settlement Redis did not take can be queued and sent again (`redis_upkeep`). Concurrency
+slots are short leases, renewed while their requests are in flight (`redis_upkeep` too).
 
 Keys are `<prefix><kind>:<id>:<suffix>` and the scripts build some of them from Redis's clock,
-so this needs a single Redis (or a prefix with a hash tag on a cluster).
+so this needs a single Redis (or a prefix with a hash tag on a cluster). The suffixes: `bx`, the
+token buckets (a hash); `cx`, the concurrency leases (a sorted set, scored by when each ends, in
+microseconds); `d:<day>` and `m:<month>`, spend; `bal`, a prepaid balance. Buckets and leases were
+once kept as float seconds under `b` and `c`: with new names, processes of the two versions side
+by side during an upgrade each keep their own figures rather than misread the other's.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib.resources import files
 from typing import Any, cast
 
@@ -28,6 +34,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import OutOfMemoryError, ReadOnlyError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from buzz.counters import Counters
 from buzz.limits.base import (
     CONCURRENCY_RETRY_HINT,
     Ask,
@@ -41,9 +48,12 @@ from buzz.limits.base import (
     utc_day,
     utc_month,
 )
+from buzz.limits.redis_upkeep import Leases, Settlements
 
 # What "Redis cannot serve us right now" looks like; any other error is a fault in buzz.
 _UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, ReadOnlyError, OutOfMemoryError, OSError)
+_MICROS = 1_000_000
+_HINT_MICROS = round(CONCURRENCY_RETRY_HINT * _MICROS)
 
 
 def _script(name: str) -> str:
@@ -82,19 +92,31 @@ class RedisLimiter:
         timeout: float = 1.0,
         max_connections: int = 64,
         pool_timeout: float = 5.0,
-        lease_seconds: float = 900.0,
+        lease_seconds: float = 30.0,
+        renew_every: float | None = None,
         settle_window: int = 86400,
+        counters: Counters | None = None,
+        settle_queue: int = 10_000,
+        retry_delays: tuple[float, float] = (0.05, 5.0),
+        close_timeout: float = 5.0,
+        clock: Callable[[], int] | None = None,
     ) -> None:
         """`timeout` bounds each attempt at a Redis call (two are made): a Redis that hangs
         fails a request within about two seconds, one that refuses at once. `pool_timeout`
         bounds the wait for a free connection, which under a burst is queueing behind healthy
-        calls, not an outage. `lease_seconds` bounds how long a concurrency slot outlives a
-        process that died holding it; `settle_window` is how long a reservation can still be
-        settled."""
+        calls, not an outage. A concurrency slot is a lease of `lease_seconds`, renewed every
+        `renew_every` (a third of a lease by default) while its request is in flight: it
+        bounds how long a slot outlives a request whose settlement never reached Redis.
+        `settle_window` is how long a reservation can still be settled. Up to `settle_queue`
+        settlements Redis did not take wait for it, retried after the first of `retry_delays`,
+        doubling up to the second; `close` tries them once more for up to `close_timeout`.
+        `clock`, for tests, replaces Redis's clock: microseconds since the epoch."""
         self._prefix = prefix
         self._fail_open = fail_open
-        self._lease = lease_seconds
+        self._lease_us = round(lease_seconds * _MICROS)
         self._window = settle_window
+        self._clock = clock
+        self._counters = counters if counters is not None else Counters()
         # One quick retry, not redis-py's default ten: the request path is waiting.
         pool = BlockingConnectionPool.from_url(
             url,
@@ -109,6 +131,29 @@ class RedisLimiter:
         self._reserve: AsyncScript = self._redis.register_script(_script("reserve.lua"))
         self._settle: AsyncScript = self._redis.register_script(_script("settle.lua"))
         self._spend: AsyncScript = self._redis.register_script(_script("spend.lua"))
+        renew: AsyncScript = self._redis.register_script(_script("renew.lua"))
+        self._settlements = Settlements(
+            lambda args: self._settle(args=args),
+            _UNAVAILABLE,
+            self._counters,
+            limit=settle_queue,
+            first_delay=retry_delays[0],
+            max_delay=retry_delays[1],
+            close_timeout=close_timeout,
+        )
+        self._leases = Leases(
+            lambda args: renew(args=args),
+            _UNAVAILABLE,
+            self._counters,
+            lease_us=self._lease_us,
+            every=renew_every if renew_every is not None else lease_seconds / 3,
+            clock=self._now,
+        )
+
+    def _now(self) -> str:
+        """The clock argument of the renewal script: "" lets it read Redis's own. (The other
+        scripts take a clock as an optional last argument, so that production calls carry none.)"""
+        return "" if self._clock is None else str(self._clock())
 
     def _base(self, kind: str, scope_id: str) -> str:
         return f"{self._prefix}{kind}:{scope_id}:"
@@ -121,21 +166,24 @@ class RedisLimiter:
 
     async def reserve(self, scopes: Sequence[Scope], ask: Ask) -> tuple[Reservation, list[Remaining]]:
         rid = uuid.uuid4().hex
+        marker = f"{self._prefix}r:{rid}"
         args: list[int | float | str] = [
-            f"{self._prefix}r:{rid}",
+            marker,
             rid,
             self._window,
-            self._lease,
+            self._lease_us,
             ask.input_tokens,
             ask.output_tokens,
             ask.cost_nanos,
             len(scopes),
-            CONCURRENCY_RETRY_HINT,
+            _HINT_MICROS,
         ]
+        slots: list[str] = []  # the concurrency keys this request takes a slot in
         for scope in scopes:
             limits = scope.limits
+            base = f"{self._prefix}{scope.kind}:{scope.id}:"
             args += [
-                self._base(scope.kind, scope.id),
+                base,
                 _pack(
                     limits.rpm,
                     limits.itpm,
@@ -146,6 +194,10 @@ class RedisLimiter:
                     scope.prepaid,
                 ),
             ]
+            if limits.concurrency is not None:
+                slots.append(base + "cx")
+        if self._clock is not None:
+            args.append(self._clock())
         try:
             reply = str(await self._run(self._reserve, args)).split(",")
         except LimiterUnavailable:
@@ -158,17 +210,23 @@ class RedisLimiter:
             retry = float(reply[3]) if reply[3] != "" else None
             rejection = Rejection(scopes[int(reply[1]) - 1], cast(LimitName, reply[2]), retry)
             raise LimitExceeded(rejection, _headroom(scopes, reply, 4))
+        if slots:
+            self._leases.hold(rid, marker, slots)
         if status == "dup":
             return Reservation(rid, tuple(scopes), ask, int(reply[1]), int(reply[2])), []
         return Reservation(rid, tuple(scopes), ask, int(reply[1]), int(reply[2])), _headroom(scopes, reply, 3)
 
     async def settle(self, reservation: Reservation, input_tokens: int, output_tokens: int, cost_nanos: int) -> None:
-        """Raises LimiterUnavailable if Redis is down: the worst case then stays charged (the safe
-        side), and the concurrency slot frees itself when its lease runs out."""
+        """Never raises for an outage: a settlement Redis does not take is queued and retried in
+        the background until it does (see `redis_upkeep.Settlements`). Until then the worst case
+        stays charged (the safe side), and the slot is held until Redis takes the settlement or
+        its lease runs out, whichever comes first."""
         if min(input_tokens, output_tokens, cost_nanos) < 0:
             raise ValueError("usage cannot be negative")
-        if not reservation.checked:
+        if not reservation.checked or reservation.settled:
             return
+        reservation.settled = True
+        self._leases.release(reservation.id)
         ask = reservation.ask
         args: list[int | float | str] = [
             f"{self._prefix}r:{reservation.id}",
@@ -184,10 +242,27 @@ class RedisLimiter:
         for scope in reservation.scopes:
             limits = scope.limits
             args += [
-                self._base(scope.kind, scope.id),
+                f"{self._prefix}{scope.kind}:{scope.id}:",
                 _pack(limits.itpm, limits.otpm, limits.concurrency is not None, scope.prepaid),
             ]
-        await self._run(self._settle, args)
+        if self._clock is not None:
+            args.append(self._clock())
+        settlements = self._settlements
+        if settlements.queue:
+            settlements.keep(args)  # an outage is under way
+            return
+        try:
+            await self._settle(args=args)
+        except _UNAVAILABLE as error:
+            settlements.keep(args, error)
+
+    async def renew_leases(self) -> None:
+        """Renew the lease of every slot this process holds, in one call (a timer calls this)."""
+        await self._leases.renew()
+
+    @property
+    def queued_settlements(self) -> int:
+        return len(self._settlements.queue)
 
     async def add_balance(self, project: str, nanos: int) -> int:
         try:
@@ -203,8 +278,14 @@ class RedisLimiter:
         return int(value or 0)
 
     async def spend(self, scope: Scope) -> tuple[int, int]:
-        today, this_month = cast(list[int], await self._run(self._spend, [self._base(scope.kind, scope.id)]))
+        args: list[int | float | str] = [self._base(scope.kind, scope.id)]
+        if self._clock is not None:
+            args.append(self._clock())
+        today, this_month = cast(list[int], await self._run(self._spend, args))
         return int(today), int(this_month)
 
     async def close(self) -> None:
+        """Stop renewing leases, try once more to deliver queued settlements, then disconnect."""
+        await self._leases.close()
+        await self._settlements.close()
         await self._redis.aclose()

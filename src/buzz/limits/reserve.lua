@@ -2,13 +2,14 @@
 -- one atomic step in Redis, so there is no window between check and consume for concurrent
 -- requests (from any number of buzz processes) to slip through.
 --
--- ARGV: marker, id, settle window (s), concurrency lease (s), input, output, cost, n,
---       concurrency retry hint (s), then per scope: key prefix,
---       "rpm,itpm,otpm,concurrency,daily,monthly,prepaid" ("" = unlimited; prepaid "1"/"0")
+-- ARGV: marker, id, settle window (s), concurrency lease (us), input, output, cost, n,
+--       concurrency retry hint (us), then per scope: key prefix,
+--       "rpm,itpm,otpm,concurrency,daily,monthly,prepaid" ("" = unlimited; prepaid "1"/"0"),
+--       then, from tests only, a clock (us since the epoch) in place of Redis's TIME
 -- Keys are built here from the scope prefixes because spend keys depend on Redis's clock.
 -- Returns "ok,day,month" or "no,scope,limit,retry_after", each followed by
 --         ",scope,limit,capacity,remaining,reset" per limit of every scope; or "dup,day,month"
---         (all one comma-separated string).
+--         (all one comma-separated string; retry_after and reset in seconds, to the microsecond).
 
 local marker, id = ARGV[1], ARGV[2]
 local window, lease = tonumber(ARGV[3]), tonumber(ARGV[4])
@@ -20,7 +21,7 @@ local HINT = tonumber(ARGV[9])
 local prior = redis.call('GET', marker)
 if prior then return 'dup,' .. prior end
 
-local sec, now = now_of()
+local sec, now = now_of(ARGV[10 + 2 * n])
 local day, month, to_day, to_month = periods(sec, now)
 
 local scopes = {}
@@ -32,19 +33,19 @@ for i = 1, n do
                {'otpm', tonumber(limits[3]), ask_out}},
     conc = tonumber(limits[4]), daily = tonumber(limits[5]), monthly = tonumber(limits[6]),
     prepaid = limits[7] == '1',
-    levels = {},
+    shorts = {},
   }
 end
 
 -- The binding limit: one no wait can satisfy, else the one that recovers last, else concurrency.
 local never, latest, busy
-local function short(i, name, retry)
+local function turn_away(i, name, retry)
   if retry == nil then
     if never == nil then never = {i, name, ''} end
   elseif name == 'concurrency' then
-    if busy == nil then busy = {i, name, micro_up(retry)} end
+    if busy == nil then busy = {i, name, seconds(retry)} end
   elseif latest == nil or retry > latest[4] then
-    latest = {i, name, micro_up(retry), retry}
+    latest = {i, name, seconds(retry), retry}
   end
 end
 
@@ -52,26 +53,40 @@ for i, s in ipairs(scopes) do
   for _, b in ipairs(s.buckets) do
     local name, capacity, need = b[1], b[2], b[3]
     if capacity ~= nil then
-      local level = refill(s.base .. 'b', name, capacity, now)
-      s.levels[name] = level
+      local short, was = load(s.base .. 'bx', name, now)
+      if was ~= nil and was ~= capacity then
+        -- A changed limit applies from now, even to a request it turns away: from this
+        -- moment on, the bucket refills at the new rate.
+        short = convert(short, was, capacity)
+        keep(s.base .. 'bx', store(s.base .. 'bx', name, short, capacity, now))
+      end
+      s.shorts[name] = short
+      local token, rate = units(capacity)
+      b[4], b[5] = token, rate -- for the report and the take below
       if need > capacity then
-        short(i, name, nil)
-      elseif level + EPSILON < need then
-        if capacity == 0 then short(i, name, nil) else short(i, name, (need - level) * 60 / capacity) end
+        turn_away(i, name, nil)
+      else
+        -- How far the bucket is from holding `need`: it holds its capacity once full.
+        local over = short + need * token - capacity * token
+        if over > 0 then
+          -- Rounded up to the microsecond: a retry at the advertised moment is never early.
+          if rate == 0 then turn_away(i, name, nil) else turn_away(i, name, ceil_div(over, rate)) end
+        end
       end
     end
   end
   if s.conc ~= nil then
-    -- Leases that ran out belong to requests whose process died without settling.
-    redis.call('ZREMRANGEBYSCORE', s.base .. 'c', '-inf', now)
-    s.inflight = redis.call('ZCARD', s.base .. 'c')
+    -- A lease that ran out belongs to a request whose process stopped renewing it: it died,
+    -- or the request ended and its settlement was lost.
+    redis.call('ZREMRANGEBYSCORE', s.base .. 'cx', '-inf', now)
+    s.inflight = redis.call('ZCARD', s.base .. 'cx')
     if s.inflight >= s.conc then
-      if s.conc > 0 then short(i, 'concurrency', HINT) else short(i, 'concurrency', nil) end
+      if s.conc > 0 then turn_away(i, 'concurrency', HINT) else turn_away(i, 'concurrency', nil) end
     end
   end
   if s.prepaid then
     s.balance = tonumber(redis.call('GET', s.base .. 'bal') or '0')
-    if s.balance - cost < 0 then short(i, 'balance', nil) end
+    if s.balance - cost < 0 then turn_away(i, 'balance', nil) end
   end
   s.today = tonumber(redis.call('GET', s.base .. 'd:' .. day) or '0')
   s.month = tonumber(redis.call('GET', s.base .. 'm:' .. month) or '0')
@@ -79,7 +94,7 @@ for i, s in ipairs(scopes) do
   for _, c in ipairs({{'monthly', s.monthly, s.month, to_month}, {'daily', s.daily, s.today, to_day}}) do
     local name, cap, spent, wait = c[1], c[2], c[3], c[4]
     if cap ~= nil and spent + cost > cap then
-      if cost > cap then short(i, name, nil) else short(i, name, wait) end
+      if cost > cap then turn_away(i, name, nil) else turn_away(i, name, wait) end
     end
   end
 end
@@ -98,13 +113,18 @@ local function report(out)
     for _, b in ipairs(s.buckets) do
       local name, capacity = b[1], b[2]
       if capacity ~= nil then
-        local level = s.levels[name]
-        left(i, name, capacity, math.floor(level), string.format('%.6f', to_full(level, capacity)))
+        local short = s.shorts[name]
+        if short <= 0 or capacity == 0 then
+          left(i, name, capacity, capacity, '0.000000')
+        else
+          -- Whole tokens left (rounded down), and the time to full rounded up to the microsecond.
+          left(i, name, capacity, capacity - ceil_div(short, b[4]), seconds(ceil_div(short, b[5])))
+        end
       end
     end
     if s.conc ~= nil then left(i, 'concurrency', s.conc, s.conc - s.inflight, '') end
-    if s.daily ~= nil then left(i, 'daily', s.daily, s.daily - s.today, string.format('%.6f', to_day)) end
-    if s.monthly ~= nil then left(i, 'monthly', s.monthly, s.monthly - s.month, string.format('%.6f', to_month)) end
+    if s.daily ~= nil then left(i, 'daily', s.daily, s.daily - s.today, seconds(to_day)) end
+    if s.monthly ~= nil then left(i, 'monthly', s.monthly, s.monthly - s.month, seconds(to_month)) end
     if s.prepaid then left(i, 'balance', '', s.balance, '') end
   end
   return table.concat(out, ',')
@@ -118,24 +138,24 @@ for _, s in ipairs(scopes) do
   for _, b in ipairs(s.buckets) do
     local name, capacity, need = b[1], b[2], b[3]
     if capacity ~= nil then
-      local level = s.levels[name] - need
-      s.levels[name] = level
-      redis.call('HSET', s.base .. 'b', name, level, name .. ':t', now)
-      full_in = math.max(full_in, to_full(level, capacity))
+      local short = s.shorts[name] + need * b[4]
+      s.shorts[name] = short
+      full_in = math.max(full_in, store(s.base .. 'bx', name, short, capacity, now))
     end
   end
-  if full_in >= 0 then keep(s.base .. 'b', full_in) end
+  if full_in >= 0 then keep(s.base .. 'bx', full_in) end
   if s.conc ~= nil then
-    redis.call('ZADD', s.base .. 'c', now + lease, id)
-    redis.call('EXPIRE', s.base .. 'c', math.ceil(lease) + 1)
+    -- A lease, renewed by the holder's process while the request is in flight (renew.lua).
+    redis.call('ZADD', s.base .. 'cx', int(now + lease), id)
+    extend(s.base .. 'cx', ceil_div(lease, SECOND) + 1)
     s.inflight = s.inflight + 1
   end
   if cost > 0 then
     -- Spend counters outlive their period by the settle window, so a late settle still finds them.
     redis.call('INCRBY', s.base .. 'd:' .. day, cost)
-    redis.call('EXPIRE', s.base .. 'd:' .. day, math.ceil(to_day) + window)
+    redis.call('EXPIRE', s.base .. 'd:' .. day, ceil_div(to_day, SECOND) + window)
     redis.call('INCRBY', s.base .. 'm:' .. month, cost)
-    redis.call('EXPIRE', s.base .. 'm:' .. month, math.ceil(to_month) + window)
+    redis.call('EXPIRE', s.base .. 'm:' .. month, ceil_div(to_month, SECOND) + window)
   end
   s.today, s.month = s.today + cost, s.month + cost
   if s.prepaid then

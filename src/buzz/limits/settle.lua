@@ -1,7 +1,8 @@
 -- settle: give back what a reservation took and did not use, charge what it used beyond.
 --
 -- ARGV: marker, id, day, month, extra input, extra output, extra cost, n, settle window (s),
---       then per scope: key prefix, "itpm,otpm,concurrency held,prepaid" ("" = unlimited, "1"/"0")
+--       then per scope: key prefix, "itpm,otpm,concurrency held,prepaid" ("" = unlimited, "1"/"0"),
+--       then, from tests only, a clock (us since the epoch) in place of Redis's TIME
 -- "extra" is actual minus reserved: negative returns, positive charges (below zero if need be:
 -- the request already happened). Returns 1, or 0 when already settled.
 
@@ -13,25 +14,29 @@ local n, window = tonumber(ARGV[8]), tonumber(ARGV[9])
 -- The marker is the reservation: deleting it is what makes a second settle a no-op.
 if redis.call('DEL', marker) == 0 then return 0 end
 
-local _, now = now_of()
+local _, now = now_of(ARGV[10 + 2 * n])
 for i = 1, n do
   local base, limits = ARGV[8 + 2 * i], split(ARGV[9 + 2 * i])
   local full_in = -1
   for _, b in ipairs({{'itpm', tonumber(limits[1]), extra_in}, {'otpm', tonumber(limits[2]), extra_out}}) do
     local name, capacity, extra = b[1], b[2], b[3]
     if capacity ~= nil and extra ~= 0 then
-      local level = math.min(capacity, refill(base .. 'b', name, capacity, now) - extra)
-      redis.call('HSET', base .. 'b', name, level, name .. ':t', now)
-      full_in = math.max(full_in, to_full(level, capacity))
+      -- Corrected as the bucket is configured now (its stored capacity), as in process.
+      local short, was = load(base .. 'bx', name, now)
+      capacity = was or capacity
+      local token = units(capacity)
+      short = short + extra * token
+      if short < 0 then short = 0 end
+      full_in = math.max(full_in, store(base .. 'bx', name, short, capacity, now))
     end
   end
-  if full_in >= 0 then keep(base .. 'b', full_in) end
-  if limits[3] == '1' then redis.call('ZREM', base .. 'c', id) end
+  if full_in >= 0 then keep(base .. 'bx', full_in) end
+  if limits[3] == '1' then redis.call('ZREM', base .. 'cx', id) end
   if cost ~= 0 then
     -- Same lifetime as reserve gives a counter: its period, then the settle window. A counter
     -- may not exist yet (nothing was reserved for a request thought free).
     for _, c in ipairs({{base .. 'd:' .. day, day_end(day)}, {base .. 'm:' .. month, month_end(month)}}) do
-      local ttl = math.ceil(c[2] - now) + window
+      local ttl = ceil_div(c[2] * SECOND - now, SECOND) + window
       if ttl > 0 then
         redis.call('INCRBY', c[1], cost)
         redis.call('EXPIRE', c[1], ttl)
