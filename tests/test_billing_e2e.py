@@ -20,7 +20,7 @@ input = "0.50"
 output = "2.50"
 """
 
-# List prices in USD per million tokens (wire.md 7.1) -> nano-dollars per token (x 1000).
+# List prices in USD per million tokens (genai-prices' Claude rates) -> nano-dollars per token (x 1000).
 LIST = {
     "claude-opus-4-8": {"in": 5000, "out": 25000, "w5m": 6250, "w1h": 10000, "read": 500},
     "claude-sonnet-4-6": {"in": 3000, "out": 15000, "w5m": 3750, "w1h": 6000, "read": 300},

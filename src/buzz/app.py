@@ -1,7 +1,7 @@
 """`create_app(config)`: builds every part explicitly and hands back one ASGI callable.
 
 The hot path is a plain ASGI function: no framework, no response classes, because on this
-path every microsecond is a request per second lost (DESIGN.md section 10).
+path every microsecond is a request per second lost (docs/architecture.md, "Chosen parts").
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Costs to the nano-dollar. Every expected figure is worked by hand from the genai-prices 0.2.3
-price table (wire.md section 7.1): $X per million tokens is X * 1000 nanos per token."""
+price table (genai-prices' Claude rates): $X per million tokens is X * 1000 nanos per token."""
 
 from __future__ import annotations
 

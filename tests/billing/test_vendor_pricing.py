@@ -1,7 +1,7 @@
 """OpenAI, Gemini and xAI costs to the nano-dollar, from each vendor's own usage JSON.
 
 Usage goes through buzz's meter rules (so the vendor's token meanings are tested with the
-price), then the price book. Rates are genai-prices 0.2.3's (wire.md 7.2): $X per million tokens
+price), then the price book. Rates are genai-prices 0.2.3's: $X per million tokens
 is X * 1000 nanos per token. Every figure is cross-checked against genai-prices' own extractor
 and `calc_price` on the same raw JSON.
 """

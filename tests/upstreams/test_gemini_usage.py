@@ -1,4 +1,4 @@
-"""Gemini native usage from the bytes Google sends: CRLF SSE, a streamed JSON array, bodies (wire.md 4.1)."""
+"""Gemini native usage from the bytes Google sends: CRLF SSE, a streamed JSON array, bodies (docs/vendors.md, Gemini)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from meter_support import JSON, run, split_randomly
 from buzz.billing.usage import Usage
 from buzz.upstreams.google import GeminiUsage
 
-# wire.md 4.1: the first chunk is from a recorded gemini-1.5-pro-002 stream, the second modelled on it.
+# The first chunk is from a recorded gemini-1.5-pro-002 stream, the second is modelled on it.
 CHUNK_1 = (
     b'{"candidates": [{"content": {"parts": [{"text": "Certainly"}],"role": "model"}}],'
     b'"usageMetadata": {"promptTokenCount": 399,"totalTokenCount": 399},"modelVersion": "gemini-1.5-pro-002"}'

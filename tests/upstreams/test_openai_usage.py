@@ -1,4 +1,4 @@
-"""OpenAI-style usage (chat, responses, embeddings) from the bytes vendors send (wire.md 2-5)."""
+"""OpenAI-style usage (chat, responses, embeddings) from the bytes vendors send (docs/vendors.md)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from buzz.upstreams.openai import ChatUsage, EmbeddingsUsage, ResponsesUsage
 
 # --- chat completions --------------------------------------------------------------------------
 
-# wire.md 2.4: the exact bytes of a recorded gpt-4o stream with include_usage (openai-python fixture).
+# The exact bytes of a recorded gpt-4o stream with include_usage (an openai-python test fixture).
 WIRE_2_4 = (
     b'data: {"id":"chatcmpl-ABfw3Oqj8RD0z6aJiiX37oTjV2HFh","object":"chat.completion.chunk","created":1727346171,'
     b'"model":"gpt-4o-2024-08-06","system_fingerprint":"fp_7568d46099","choices":[{"index":0,"delta":{"role":'
@@ -281,7 +281,7 @@ def test_responses_stream_under_any_chunking(names: bool, newline: bytes) -> Non
     rng = random.Random(28)
     for _ in range(20):
         result = run(ResponsesUsage(RESPONSES_REQUEST, "gpt-5.5", "openai"), split_randomly(data, rng))
-        # wire.md 2.8: input_tokens include the 98 cached; output_tokens include the 30 of reasoning
+        # Responses: input_tokens include the 98 cached; output_tokens include the 30 of reasoning
         assert result.usage == Usage(input_tokens=125 - 98, output_tokens=48, cache_read_tokens=98)
         assert (result.source, result.model) == ("reported", "gpt-5.5-2026-04-23")
 

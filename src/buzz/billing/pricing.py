@@ -410,7 +410,7 @@ class PriceBook:
                 values = {name: getattr(rates, name) * factor for name in _FIELDS}
                 if "input" in absolute and rates.input:
                     # An overridden input rate carries the model's own cache multipliers with it,
-                    # so caching keeps its shape at buzz's price (DESIGN.md section 6).
+                    # so caching keeps its shape at buzz's price.
                     for name in _CACHE_FIELDS:
                         values[name] = _scaled(absolute["input"], getattr(rates, name), rates.input)
                 return Rates(**values | absolute)
