@@ -29,9 +29,8 @@ def fake(fake_session: FakeAnthropic) -> Iterator[FakeAnthropic]:
 def buzz_module(tmp_path_factory: pytest.TempPathFactory, fake_session: FakeAnthropic) -> Iterator[BuzzProcess]:
     """One buzz process per test module, on the shared fake upstream."""
     data_dir: Path = tmp_path_factory.mktemp("buzz") / "data"
-    process = BuzzProcess(data_dir, fake_session.url).start()
-    yield process
-    process.stop()
+    with BuzzProcess(data_dir, fake_session.url) as process:
+        yield process
 
 
 @pytest.fixture

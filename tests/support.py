@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import os
 import signal
 import socket
@@ -23,6 +24,20 @@ from buzz.proxy.auth import generate_key
 from buzz.store.sqlite import SQLiteStore
 
 UPSTREAM_KEY = "sk-ant-upstream-secret-for-tests"
+
+
+def raw_post(
+    url: str, path: str, body: bytes, headers: Mapping[str, str | bytes]
+) -> tuple[int, list[tuple[str, str]], bytes]:
+    """One POST on a fresh connection with exactly these headers (values may be raw bytes):
+    status, headers as received, and the whole body."""
+    host, port = url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    conn.request("POST", path, body=body, headers=dict(headers))
+    response = conn.getresponse()
+    data = response.read()
+    conn.close()
+    return response.status, response.getheaders(), data
 
 
 def free_port() -> int:

@@ -8,8 +8,7 @@ import urllib.request
 from pathlib import Path
 
 from fakes.fake_anthropic import FakeAnthropic
-from support import BuzzProcess
-from test_fidelity import raw_post
+from support import BuzzProcess, raw_post
 
 TOKEN = "operator-token-for-tests"
 BODY = b'{"model":"claude-haiku-4-5","max_tokens":10,"messages":[]}'
@@ -26,8 +25,7 @@ def _call(url: str, method: str, path: str, body: object = None, token: str = TO
 
 
 def test_admin_api_manages_keys_projects_and_balances(tmp_path: Path, fake_session: FakeAnthropic) -> None:
-    process = BuzzProcess(tmp_path / "data", fake_session.url, env={"BUZZ_ADMIN_TOKEN": TOKEN}).start()
-    try:
+    with BuzzProcess(tmp_path / "data", fake_session.url, env={"BUZZ_ADMIN_TOKEN": TOKEN}) as process:
         url = process.url
         status, project = _call(url, "POST", "/admin/api/projects", {"name": "acme", "prepaid": True, "rpm": 100})
         assert status == 201 and project["prepaid"] is True and project["limits"]["rpm"] == 100  # type: ignore[index]
@@ -59,24 +57,18 @@ def test_admin_api_manages_keys_projects_and_balances(tmp_path: Path, fake_sessi
         assert _call(url, "POST", "/admin/api/projects", {"name": "x", "rpm": "lots"})[0] == 400
         assert _call(url, "POST", "/admin/api/projects/nope/balance", {"usd": "1"})[0] == 404
         assert _call(url, "GET", "/admin/api/nothing")[0] == 404
-    finally:
-        process.stop()
 
 
 def test_admin_api_is_off_without_a_token(tmp_path: Path, fake_session: FakeAnthropic) -> None:
-    process = BuzzProcess(tmp_path / "data", fake_session.url).start()
-    try:
+    with BuzzProcess(tmp_path / "data", fake_session.url) as process:
         status, error = _call(process.url, "GET", "/admin/api/keys", token="")
         assert status == 404 and "BUZZ_ADMIN_TOKEN" in error["error"]["message"]  # type: ignore[index]
-    finally:
-        process.stop()
 
 
 def test_admin_api_refuses_what_the_cli_refuses_naming_the_field(tmp_path: Path, fake_session: FakeAnthropic) -> None:
     """One typed definition validates both front ends: bad input is a 400 naming the field, and
     nothing reaches the store that the request path would later choke on."""
-    process = BuzzProcess(tmp_path / "data", fake_session.url, env={"BUZZ_ADMIN_TOKEN": TOKEN}).start()
-    try:
+    with BuzzProcess(tmp_path / "data", fake_session.url, env={"BUZZ_ADMIN_TOKEN": TOKEN}) as process:
         url = process.url
         refused = [
             ({"project": "p", "models": "claude-*"}, "models"),
@@ -126,13 +118,10 @@ def test_admin_api_refuses_what_the_cli_refuses_naming_the_field(tmp_path: Path,
         )
         assert status == 200 and patched["expires_at"] == "2019-12-31T22:00:00Z"
         assert raw_post(url, "/v1/messages", BODY, {"x-api-key": str(created["key"])})[0] == 403
-    finally:
-        process.stop()
 
 
 def test_the_admin_token_needs_the_bearer_scheme(tmp_path: Path, fake_session: FakeAnthropic) -> None:
-    process = BuzzProcess(tmp_path / "data", fake_session.url, env={"BUZZ_ADMIN_TOKEN": TOKEN}).start()
-    try:
+    with BuzzProcess(tmp_path / "data", fake_session.url, env={"BUZZ_ADMIN_TOKEN": TOKEN}) as process:
         for value, status in (
             (TOKEN, 401),
             (f"Token {TOKEN}", 401),
@@ -145,5 +134,3 @@ def test_the_admin_token_needs_the_bearer_scheme(tmp_path: Path, fake_session: F
                     assert response.status == status, value
             except urllib.error.HTTPError as error:
                 assert error.code == status, value
-    finally:
-        process.stop()

@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 
 from fakes.fake_anthropic import FakeAnthropic, Reply, message_json, text_stream_events
-from support import BuzzProcess
-from test_fidelity import raw_post
+from support import BuzzProcess, raw_post
 
 CONFIG = """
 [pricing]
@@ -40,10 +39,9 @@ USAGE = {
 def priced(tmp_path: Path, fake_session: FakeAnthropic) -> Iterator[BuzzProcess]:
     config = tmp_path / "buzz.toml"
     config.write_text(CONFIG)
-    process = BuzzProcess(tmp_path / "data", fake_session.url, env={"BUZZ_CONFIG": str(config)}).start()
-    fake_session.clear()
-    yield process
-    process.stop()
+    with BuzzProcess(tmp_path / "data", fake_session.url, env={"BUZZ_CONFIG": str(config)}) as process:
+        fake_session.clear()
+        yield process
 
 
 def _list_cost(model: str) -> int:

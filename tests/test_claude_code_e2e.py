@@ -128,9 +128,8 @@ def _parse_requests(stream: bytes) -> Iterator[ClientRequest]:
 def gateway(tmp_path_factory: pytest.TempPathFactory, fake_session: FakeAnthropic) -> Iterator[BuzzProcess]:
     if not CLAUDE.exists():
         pytest.fail(f"Claude Code is not installed at {CLAUDE}: `make install-test` installs it from npm")
-    process = BuzzProcess(tmp_path_factory.mktemp("claude-code") / "data", fake_session.url).start()
-    yield process
-    process.stop()
+    with BuzzProcess(tmp_path_factory.mktemp("claude-code") / "data", fake_session.url) as process:
+        yield process
 
 
 @pytest.fixture

@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 
 from fakes.fake_anthropic import FakeAnthropic
-from support import BuzzProcess
-from test_fidelity import raw_post
+from support import BuzzProcess, raw_post
 
 # The script may use only these; PATH is built from them, so "npm missing" really is missing.
 TOOLS = ("sh", "node", "curl", "sed", "cp", "stty", "cat", "env", "chmod")
@@ -21,9 +20,8 @@ TOOLS = ("sh", "node", "curl", "sed", "cp", "stty", "cat", "env", "chmod")
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory, fake_session: FakeAnthropic) -> Iterator[BuzzProcess]:
-    process = BuzzProcess(tmp_path_factory.mktemp("cc") / "data", fake_session.url).start()
-    yield process
-    process.stop()
+    with BuzzProcess(tmp_path_factory.mktemp("cc") / "data", fake_session.url) as process:
+        yield process
 
 
 class Machine:
@@ -168,14 +166,11 @@ def test_npm_missing_says_what_to_install(tmp_path: Path, gateway: BuzzProcess, 
 
 def test_public_url_setting_is_used(tmp_path: Path, fake_session: FakeAnthropic) -> None:
     process = BuzzProcess(tmp_path / "data", fake_session.url, env={"BUZZ_PUBLIC_URL": "https://buzz.example.test/"})
-    process.start()
-    try:
+    with process:
         text = subprocess.run(
             ["curl", "-fsS", f"{process.url}/sh/claudecode.sh"], capture_output=True, text=True, check=True
         ).stdout
         assert "BUZZ_URL='https://buzz.example.test'" in text
-    finally:
-        process.stop()
 
 
 def test_the_script_is_posix_sh(gateway: BuzzProcess, tmp_path: Path) -> None:

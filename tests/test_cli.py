@@ -9,8 +9,7 @@ import sys
 from pathlib import Path
 
 from fakes.fake_anthropic import FakeAnthropic, Reply, message_json
-from support import BuzzProcess
-from test_fidelity import raw_post
+from support import BuzzProcess, raw_post
 
 
 def test_keys_create_prints_only_the_key_on_stdout(tmp_path: Path, fake_session: FakeAnthropic) -> None:
@@ -35,8 +34,7 @@ def test_keys_create_prints_only_the_key_on_stdout(tmp_path: Path, fake_session:
 
 
 def test_usage_table_by_model_key_user_tag_and_day(tmp_path: Path, fake_session: FakeAnthropic) -> None:
-    process = BuzzProcess(tmp_path / "data", fake_session.url).start()
-    try:
+    with BuzzProcess(tmp_path / "data", fake_session.url) as process:
         key = process.create_key(project="acme")
         for model, tokens, tag in (
             ("claude-opus-4-8", 1000, "team=ml"),
@@ -46,8 +44,6 @@ def test_usage_table_by_model_key_user_tag_and_day(tmp_path: Path, fake_session:
             body = f'{{"model":"{model}","max_tokens":5,"metadata":{{"user_id":"u1"}},"messages":[]}}'.encode()
             assert raw_post(process.url, "/v1/messages", body, {"x-api-key": key, "x-buzz-tags": tag})[0] == 200
         process.ledger(count=2)
-    finally:
-        process.stop()
     by_model = process.cli("usage", "--by", "model")
     assert by_model.returncode == 0, by_model.stderr
     # Opus 4.8: 1000 x $5/M + 100 x $25/M = $0.0075; Haiku 4.5: 2000 x $1/M + 100 x $5/M = $0.0025.

@@ -11,8 +11,7 @@ import anthropic
 import pytest
 
 from fakes.fake_anthropic import FakeAnthropic, Reply, error_reply, midstream_error_events
-from support import BuzzProcess, free_port
-from test_fidelity import raw_post
+from support import BuzzProcess, free_port, raw_post
 
 BODY = b'{"model":"claude-sonnet-4-6","max_tokens":16,"messages":[{"role":"user","content":"hi"}]}'
 
@@ -242,8 +241,7 @@ def test_upstream_reset_before_a_byte_gets_502(tight: BuzzProcess, fake_session:
 
 def test_upstream_unreachable_gets_502(tmp_path: Path) -> None:
     closed = free_port()  # nothing listens there
-    process = BuzzProcess(tmp_path / "data", f"http://127.0.0.1:{closed}").start()
-    try:
+    with BuzzProcess(tmp_path / "data", f"http://127.0.0.1:{closed}") as process:
         key = process.create_key()
         status, headers, data = raw_post(process.url, "/v1/messages", BODY, {"x-api-key": key})
         assert status == 502
@@ -251,8 +249,6 @@ def test_upstream_unreachable_gets_502(tmp_path: Path) -> None:
         assert dict((k.lower(), v) for k, v in headers)["x-should-retry"] == "true"
         [row] = process.ledger(count=1)
         assert (row["status"], row["error_type"]) == (502, "gateway_upstream_error")
-    finally:
-        process.stop()
 
 
 def test_upstream_drop_mid_stream_cuts_the_client_too(tight: BuzzProcess, fake_session: FakeAnthropic) -> None:

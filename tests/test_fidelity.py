@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import http.client
 import json
 import subprocess
 from pathlib import Path
@@ -11,7 +10,7 @@ from pathlib import Path
 import anthropic
 
 from fakes.fake_anthropic import FakeAnthropic, Reply, message_json, text_stream_events
-from support import UPSTREAM_KEY, BuzzProcess
+from support import UPSTREAM_KEY, BuzzProcess, raw_post
 
 # Headers a client sends that must arrive upstream exactly as sent (names compared
 # case-insensitively, values byte for byte).
@@ -30,16 +29,6 @@ END_TO_END = {
     "content-type": "application/json",
 }
 DENIED = {"host", "content-length", "x-api-key", "authorization", "connection", "keep-alive", "x-buzz-user"}
-
-
-def raw_post(url: str, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, list[tuple[str, str]], bytes]:
-    host, port = url.removeprefix("http://").split(":")
-    conn = http.client.HTTPConnection(host, int(port), timeout=30)
-    conn.request("POST", path, body=body, headers=headers)
-    response = conn.getresponse()
-    data = response.read()
-    conn.close()
-    return response.status, response.getheaders(), data
 
 
 def test_request_body_path_query_and_headers_reach_upstream_unchanged(

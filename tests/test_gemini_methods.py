@@ -16,8 +16,7 @@ from google.genai import types
 
 from fakes.fake_anthropic import FakeAnthropic
 from fakes.fake_google import DEFAULT_MODELS, FakeGoogle
-from support import BuzzProcess
-from test_fidelity import raw_post
+from support import BuzzProcess, raw_post
 
 UPSTREAM = "gemini-upstream-key-for-methods"
 EMBEDDING_MODEL = "gemini-embedding-001"
@@ -36,9 +35,8 @@ def gateway(
     tmp_path_factory: pytest.TempPathFactory, fake_session: FakeAnthropic, google: FakeGoogle
 ) -> Iterator[BuzzProcess]:
     env = {"GEMINI_API_KEY": UPSTREAM, "BUZZ_GOOGLE_BASE_URL": google.url}
-    process = BuzzProcess(tmp_path_factory.mktemp("gemini-methods") / "data", fake_session.url, env=env).start()
-    yield process
-    process.stop()
+    with BuzzProcess(tmp_path_factory.mktemp("gemini-methods") / "data", fake_session.url, env=env) as process:
+        yield process
 
 
 @pytest.fixture

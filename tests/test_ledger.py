@@ -9,8 +9,7 @@ from pathlib import Path
 
 from buzz.store.sqlite import _RowTimes, iso
 from fakes.fake_anthropic import FakeAnthropic
-from support import BuzzProcess
-from test_fidelity import raw_post
+from support import BuzzProcess, raw_post
 
 # Billing metadata, and nothing else.
 LEDGER_COLUMNS = [
@@ -42,8 +41,8 @@ LEDGER_COLUMNS = [
 
 
 def test_every_table_holds_only_metadata(tmp_path: Path, fake_session: FakeAnthropic) -> None:
-    process = BuzzProcess(tmp_path / "data", fake_session.url).start()
-    process.stop()
+    with BuzzProcess(tmp_path / "data", fake_session.url):
+        pass  # started once: the migrations ran
     conn = sqlite3.connect(tmp_path / "data" / "buzz.sqlite3")
     tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert tables == {"keys", "projects", "counters", "ledger", "schema_migrations"}
@@ -101,10 +100,7 @@ def test_sigterm_loses_no_row(tmp_path: Path, fake_session: FakeAnthropic) -> No
             pool.map(lambda _: raw_post(process.url, "/v1/messages", body, {"x-api-key": key})[0], range(60))
         )
     assert statuses == [200] * 60
-    assert process.stop(signal.SIGTERM) in (
-        0,
-        -signal.SIGTERM,
-    )  # uvicorn re-raises the signal after a clean shutdown
+    assert process.stop(signal.SIGTERM) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal after a clean shutdown
     rows = process.ledger()
     assert len(rows) == 60
     assert len({row["id"] for row in rows}) == 60

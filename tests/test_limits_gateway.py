@@ -14,8 +14,7 @@ import aiohttp
 import pytest
 
 from fakes.fake_anthropic import FakeAnthropic, Reply, message_json, text_stream_events
-from support import BuzzProcess, RedisServer, free_port, redis_url, wait_until
-from test_fidelity import raw_post
+from support import BuzzProcess, RedisServer, free_port, raw_post, redis_url, wait_until
 
 REDIS = redis_url(2)
 ADMIN_TOKEN = "operator-token-for-tests"
@@ -66,8 +65,7 @@ def _cli(process: BuzzProcess, *args: str) -> str:
 
 
 def test_200_at_once_against_a_concurrency_of_50(tmp_path: Path, quiet: FakeAnthropic, backend: str) -> None:
-    process = _process(tmp_path, quiet, backend).start()
-    try:
+    with _process(tmp_path, quiet, backend) as process:
         key = _cli(process, "keys", "create", "--project", f"burst-{uuid.uuid4().hex[:6]}", "--concurrency", "50")
         statuses = asyncio.run(_burst([process.url], key, 200))
         assert statuses.count(200) == 50
@@ -77,8 +75,6 @@ def test_200_at_once_against_a_concurrency_of_50(tmp_path: Path, quiet: FakeAnth
         rows = process.ledger(count=250)
         assert sorted({r["status"] for r in rows}) == [200, 429]
         assert {r["error_type"] for r in rows if r["status"] == 429} == {"gateway_rate_limit_error"}
-    finally:
-        process.stop()
 
 
 def test_two_processes_sharing_redis_enforce_one_limit(tmp_path: Path, quiet: FakeAnthropic) -> None:
@@ -102,8 +98,7 @@ def test_two_processes_sharing_redis_enforce_one_limit(tmp_path: Path, quiet: Fa
 def test_a_rate_limit_rejection_says_when_to_retry(tmp_path: Path, quiet: FakeAnthropic, backend: str) -> None:
     # When a retry passes, to the microsecond, is the limiter's to show, on a clock the test
     # moves (tests/limits); here, what reaches the client.
-    process = _process(tmp_path, quiet, backend).start()
-    try:
+    with _process(tmp_path, quiet, backend) as process:
         # Two requests a minute: the next one is 30 s away, so no test run is slow enough to see it.
         key = _cli(process, "keys", "create", "--project", f"rate-{uuid.uuid4().hex[:6]}", "--rpm", "2")
         auth = {"x-api-key": key}
@@ -120,8 +115,6 @@ def test_a_rate_limit_rejection_says_when_to_retry(tmp_path: Path, quiet: FakeAn
         # A rejection carries the key's headroom too: nothing left, and full again within a minute.
         assert received["x-buzz-ratelimit-key-rpm-remaining"] == "0"
         assert 30 < int(received["x-buzz-ratelimit-key-rpm-reset"]) <= 60
-    finally:
-        process.stop()
 
 
 def test_every_response_carries_the_keys_headroom(tmp_path: Path, quiet: FakeAnthropic, backend: str) -> None:
@@ -201,8 +194,7 @@ def test_prepaid_balance_ends_exactly_where_the_costs_say(tmp_path: Path, quiet:
 
 
 def test_daily_spend_cap_is_402_and_names_the_limit(tmp_path: Path, quiet: FakeAnthropic, backend: str) -> None:
-    process = _process(tmp_path, quiet, backend).start()
-    try:
+    with _process(tmp_path, quiet, backend) as process:
         key = _cli(process, "keys", "create", "--project", f"cap-{uuid.uuid4().hex[:6]}", "--daily-usd", "0.02")
         usage = {"input_tokens": 10_000, "output_tokens": 1_000}  # $0.015 of Haiku 4.5
         quiet.enqueue(Reply(body=message_json("claude-haiku-4-5", "x", usage)))
@@ -217,13 +209,10 @@ def test_daily_spend_cap_is_402_and_names_the_limit(tmp_path: Path, quiet: FakeA
         received = {k.lower(): v for k, v in headers}
         assert received["x-should-retry"] == "false"
         assert 0 < int(received["retry-after"]) <= 86400  # when the UTC day turns
-    finally:
-        process.stop()
 
 
 def test_allow_list_and_expiry_are_403(tmp_path: Path, quiet: FakeAnthropic) -> None:
-    process = _process(tmp_path, quiet, "memory").start()
-    try:
+    with _process(tmp_path, quiet, "memory") as process:
         key = _cli(process, "keys", "create", "--project", "p", "--models", "claude-haiku-*")
         assert raw_post(process.url, "/v1/messages", BODY, {"x-api-key": key})[0] == 200
         opus = BODY.replace(b"claude-haiku-4-5", b"claude-opus-4-8")
@@ -237,13 +226,10 @@ def test_allow_list_and_expiry_are_403(tmp_path: Path, quiet: FakeAnthropic) -> 
         key_id = key.split("-")[1]
         _cli(process, "keys", "update", key_id, "--models", "none")
         assert raw_post(process.url, "/v1/messages", opus, {"x-api-key": key})[0] == 200
-    finally:
-        process.stop()
 
 
 def test_every_path_settles_its_reservation(tmp_path: Path, quiet: FakeAnthropic, backend: str) -> None:
-    process = _process(tmp_path, quiet, backend, BUZZ_READ_TIMEOUT="0.5").start()
-    try:
+    with _process(tmp_path, quiet, backend, BUZZ_READ_TIMEOUT="0.5") as process:
         key = _cli(process, "keys", "create", "--project", f"settle-{uuid.uuid4().hex[:6]}", "--concurrency", "1")
         auth = {"x-api-key": key}
         quiet.enqueue(Reply(status=529, body=b'{"type":"error","error":{"type":"overloaded_error","message":"x"}}'))
@@ -273,28 +259,20 @@ def test_every_path_settles_its_reservation(tmp_path: Path, quiet: FakeAnthropic
         rows = process.ledger(count=5)
         assert [r["status"] for r in rows] == [529, 502, 504, 200, 200]
         assert rows[3]["error_type"] == "client_disconnected"
-    finally:
-        process.stop()
 
 
 def test_unreachable_redis_is_503_or_fail_open(tmp_path: Path, quiet: FakeAnthropic) -> None:
     dead = f"redis://127.0.0.1:{free_port()}/0"
-    process = BuzzProcess(tmp_path / "data", quiet.url, env={"BUZZ_REDIS_URL": dead}).start()
-    try:
+    with BuzzProcess(tmp_path / "data", quiet.url, env={"BUZZ_REDIS_URL": dead}) as process:
         key = _cli(process, "keys", "create", "--project", "p", "--rpm", "10")
         status, _, data = raw_post(process.url, "/v1/messages", BODY, {"x-api-key": key})
         assert status == 503
         assert json.loads(data)["error"]["type"] == "gateway_unavailable_error"
-    finally:
-        process.stop()
-    open_process = BuzzProcess(
+    with BuzzProcess(
         tmp_path / "open" / "data", quiet.url, env={"BUZZ_REDIS_URL": dead, "BUZZ_LIMITS_FAIL_OPEN": "true"}
-    ).start()
-    try:
+    ) as open_process:
         key = _cli(open_process, "keys", "create", "--project", "p", "--rpm", "10")
         assert raw_post(open_process.url, "/v1/messages", BODY, {"x-api-key": key})[0] == 200
-    finally:
-        open_process.stop()
 
 
 def _counters(process: BuzzProcess) -> dict[str, int]:
@@ -310,8 +288,7 @@ def test_a_settlement_lost_to_an_outage_is_delivered_when_redis_is_back(tmp_path
     # Redis of this test's own, stopped (SIGSTOP) while a request is in flight and resumed later.
     with RedisServer(tmp_path / "redis") as server:
         env = {"BUZZ_REDIS_URL": server.url, "BUZZ_ADMIN_TOKEN": ADMIN_TOKEN}
-        process = BuzzProcess(tmp_path / "data", quiet.url, env=env).start()
-        try:
+        with BuzzProcess(tmp_path / "data", quiet.url, env=env) as process:
             key = _cli(process, "keys", "create", "--project", "outage", "--concurrency", "1")
             quiet.enqueue(Reply(hang=True))
             host, port = process.url.removeprefix("http://").split(":")
@@ -334,5 +311,3 @@ def test_a_settlement_lost_to_an_outage_is_delivered_when_redis_is_back(tmp_path
             assert {k.lower(): v for k, v in headers}["x-buzz-ratelimit-key-concurrency-remaining"] == "0"
             rows = process.ledger(count=2)
             assert [(r["status"], r["error_type"]) for r in rows] == [(499, "client_disconnected"), (200, None)]
-        finally:
-            process.stop()

@@ -103,8 +103,7 @@ def test_models_need_a_key(buzz: BuzzProcess, fake: FakeAnthropic) -> None:
 def test_without_anthropic_configured_its_models_are_refused_by_name(tmp_path: Path, fake: FakeAnthropic) -> None:
     process = BuzzProcess(tmp_path / "data", fake.url)
     del process.env["ANTHROPIC_API_KEY"]
-    process.start()
-    try:
+    with process:
         key = process.create_key()
         headers = {"x-api-key": key, "anthropic-version": "2023-06-01"}
         status, _, data = _get(process.url, "/v1/models", headers)
@@ -119,5 +118,3 @@ def test_without_anthropic_configured_its_models_are_refused_by_name(tmp_path: P
             client.messages.create(model="mistral-large", max_tokens=5, messages=[{"role": "user", "content": "x"}])
         assert "not served by this gateway" in unknown.value.body["error"]["message"]  # type: ignore[index]
         assert fake.requests == []
-    finally:
-        process.stop()

@@ -18,8 +18,7 @@ import pytest
 from playwright.sync_api import ConsoleMessage, Request, Response, sync_playwright
 
 from fakes.fake_anthropic import FakeAnthropic, Reply, message_json, usage_dict
-from support import BuzzProcess
-from test_fidelity import raw_post
+from support import BuzzProcess, raw_post
 
 CHROMIUM = Path("/usr/bin/chromium")  # Debian's package; .ci/run installs it
 CHROMIUM_ARGS = [
@@ -56,9 +55,8 @@ def public(tmp_path_factory: pytest.TempPathFactory, fake_session: FakeAnthropic
         "BUZZ_GOOGLE_BASE_URL": fake_session.url,
         "BUZZ_XAI_BASE_URL": fake_session.url,
     }
-    process = BuzzProcess(tmp_path_factory.mktemp("public") / "data", fake_session.url, env=vendors).start()
-    yield process
-    process.stop()
+    with BuzzProcess(tmp_path_factory.mktemp("public") / "data", fake_session.url, env=vendors) as process:
+        yield process
 
 
 def _get(url: str, accept: str | None = None) -> tuple[str, bytes]:

@@ -9,8 +9,7 @@ from pathlib import Path
 
 from buzz.proxy.auth import FailureThrottle
 from fakes.fake_anthropic import FakeAnthropic
-from support import BuzzProcess
-from test_fidelity import raw_post
+from support import BuzzProcess, raw_post
 
 BODY = b'{"model":"claude-haiku-4-5","max_tokens":5,"messages":[]}'
 TOKEN = "operator-token-for-tests"

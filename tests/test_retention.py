@@ -19,8 +19,7 @@ from fakes.fake_anthropic import (
     midstream_error_events,
     text_stream_events,
 )
-from support import BuzzProcess, wait_until
-from test_fidelity import raw_post
+from support import BuzzProcess, raw_post, wait_until
 
 CANARY = "CANARY-7f3a9c-do-not-keep"
 

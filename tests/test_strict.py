@@ -20,8 +20,7 @@ from fakes.fake_anthropic import FakeAnthropic
 from fakes.fake_google import FakeGoogle
 from fakes.fake_openai import FakeOpenAI
 from fakes.replies import Reply
-from support import UPSTREAM_KEY, BuzzProcess
-from test_fidelity import raw_post
+from support import UPSTREAM_KEY, BuzzProcess, raw_post
 
 GEMINI_KEY = "gemini-upstream-strict"
 OPENAI_KEY = "sk-openai-upstream-strict"
@@ -54,9 +53,8 @@ def gateway(tmp_path_factory: pytest.TempPathFactory, upstreams: Upstreams) -> I
         "OPENAI_API_KEY": OPENAI_KEY,
         "BUZZ_OPENAI_BASE_URL": upstreams.openai.url + "/v1",
     }
-    process = BuzzProcess(tmp_path_factory.mktemp("strict") / "data", upstreams.anthropic.url, env=env).start()
-    yield process
-    process.stop()
+    with BuzzProcess(tmp_path_factory.mktemp("strict") / "data", upstreams.anthropic.url, env=env) as process:
+        yield process
 
 
 @pytest.fixture

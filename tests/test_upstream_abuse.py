@@ -190,8 +190,7 @@ def test_the_bomb_is_a_real_gzip_stream() -> None:
 
 
 def test_the_cap_is_the_operators_to_set(tmp_path: Path, fake: FakeAnthropic) -> None:
-    process = BuzzProcess(tmp_path / "data", fake.url, env={"BUZZ_METER_MAX_BYTES": "4096"}).start()
-    try:
+    with BuzzProcess(tmp_path / "data", fake.url, env={"BUZZ_METER_MAX_BYTES": "4096"}) as process:
         key = process.create_key()
         usage = {"input_tokens": 12, "output_tokens": 1250}
         body = message_json("claude-sonnet-4-6", "a" * 5000, usage)
@@ -202,5 +201,3 @@ def test_the_cap_is_the_operators_to_set(tmp_path: Path, fake: FakeAnthropic) ->
         # its size (1,300-odd tokens' worth) is billed up to max_tokens.
         expected = ("estimated", "body_over_cap", MAX_TOKENS)
         assert (row["usage_source"], row["usage_note"], row["output_tokens"]) == expected
-    finally:
-        process.stop()

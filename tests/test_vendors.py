@@ -24,8 +24,7 @@ from fakes.google_sse import generate_content_json, stream_generate_content_even
 from fakes.openai_replies import openai_error_reply
 from fakes.openai_sse import chat_completion_json, chat_stream_chunks, chat_usage
 from fakes.replies import Reply
-from support import BuzzProcess
-from test_fidelity import raw_post
+from support import BuzzProcess, raw_post
 
 KEYS = {
     "ANTHROPIC_API_KEY": "sk-ant-vendor-test",
@@ -363,8 +362,7 @@ def test_a_vendor_without_credential_is_not_routable(tmp_path: Path, vendors: Ve
         env={"OPENAI_API_KEY": "sk-only-openai", "BUZZ_OPENAI_BASE_URL": vendors.openai.url + "/v1"},
     )
     del process.env["ANTHROPIC_API_KEY"]
-    process.start()
-    try:
+    with process:
         key = process.create_key()
         client = _openai(process, key)
         listed = {model.id for model in client.models.list()}
@@ -373,8 +371,6 @@ def test_a_vendor_without_credential_is_not_routable(tmp_path: Path, vendors: Ve
             client.chat.completions.create(model="claude-opus-4-8", messages=[])
         assert unconfigured.value.message.endswith("vendor Anthropic is not configured on this gateway")
         assert client.chat.completions.create(model="gpt-5.5", messages=[]).model == "gpt-5.5"
-    finally:
-        process.stop()
 
 
 def test_opt_in_include_usage_is_the_one_change(tmp_path: Path, vendors: Vendors) -> None:

@@ -1,4 +1,4 @@
-"""Gemini native usage from the bytes Google sends: CRLF SSE, a streamed JSON array, bodies (docs/vendors.md, Gemini)."""
+"""Gemini native usage from the bytes Google sends: CRLF SSE, a streamed JSON array, bodies."""
 
 from __future__ import annotations
 
