@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import threading
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -43,19 +44,32 @@ def quiet(fake_session: FakeAnthropic) -> Iterator[FakeAnthropic]:
     fake_session.drain_replies()
 
 
-async def _burst(urls: list[str], key: str, count: int, body: bytes = BODY) -> list[int]:
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+async def _burst(urls: list[str], key: str, count: int, fake: FakeAnthropic) -> list[int]:
+    """`count` requests at once. The upstream holds every answer it is asked for until every
+    request has its status, so all of them are in flight together, however slow the machine."""
+    hold = threading.Event()
+    answer = message_json("claude-haiku-4-5", "x", {"input_tokens": 5, "output_tokens": 1})
+    fake.enqueue(
+        *(Reply(chunks=[answer], headers=[("content-type", "application/json")], gates=[hold]) for _ in range(count))
+    )
+    statuses: list[int] = []
+    try:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
 
-        async def one(i: int) -> int:
-            async with session.post(
-                f"{urls[i % len(urls)]}/v1/messages",
-                data=body,
-                headers={"x-api-key": key, "x-fake-scenario": "slow"},
-            ) as response:
-                await response.read()
-                return response.status
+            async def one(i: int) -> None:
+                async with session.post(
+                    f"{urls[i % len(urls)]}/v1/messages", data=BODY, headers={"x-api-key": key}
+                ) as response:
+                    statuses.append(response.status)  # the status line comes before the held body
+                    if len(statuses) == count:
+                        hold.set()
+                    await response.read()
 
-        return list(await asyncio.gather(*(one(i) for i in range(count))))
+            await asyncio.gather(*(one(i) for i in range(count)))
+    finally:
+        hold.set()
+        fake.drain_replies()  # the replies no admitted request took
+    return statuses
 
 
 def _cli(process: BuzzProcess, *args: str) -> str:
@@ -67,11 +81,13 @@ def _cli(process: BuzzProcess, *args: str) -> str:
 def test_200_at_once_against_a_concurrency_of_50(tmp_path: Path, quiet: FakeAnthropic, backend: str) -> None:
     with _process(tmp_path, quiet, backend) as process:
         key = _cli(process, "keys", "create", "--project", f"burst-{uuid.uuid4().hex[:6]}", "--concurrency", "50")
-        statuses = asyncio.run(_burst([process.url], key, 200))
+        statuses = asyncio.run(_burst([process.url], key, 200, quiet))
         assert statuses.count(200) == 50
         assert statuses.count(429) == 150
-        # Every slot came back when its request settled: the next 50 are admitted again.
-        assert asyncio.run(_burst([process.url], key, 50)).count(200) == 50
+        # Every slot came back when its request settled (its row is written first): the next 50
+        # are admitted again.
+        assert len(process.ledger(count=200)) == 200
+        assert asyncio.run(_burst([process.url], key, 50, quiet)).count(200) == 50
         rows = process.ledger(count=250)
         assert sorted({r["status"] for r in rows}) == [200, 429]
         assert {r["error_type"] for r in rows if r["status"] == 429} == {"gateway_rate_limit_error"}
@@ -87,7 +103,7 @@ def test_two_processes_sharing_redis_enforce_one_limit(tmp_path: Path, quiet: Fa
         first.start()
         second.start()
         key = _cli(first, "keys", "create", "--project", f"shared-{uuid.uuid4().hex[:6]}", "--concurrency", "50")
-        statuses = asyncio.run(_burst([first.url, second.url], key, 200))
+        statuses = asyncio.run(_burst([first.url, second.url], key, 200, quiet))
         assert statuses.count(200) == 50
         assert statuses.count(429) == 150
     finally:
