@@ -14,6 +14,7 @@ from typing import Any
 
 import msgspec
 
+from buzz.access_log import KEY_ID, AccessLog
 from buzz.admin.api import PREFIX as ADMIN_PREFIX
 from buzz.admin.api import AdminAPI
 from buzz.asgi import Receive, Scope, Send, header_map, send_response
@@ -75,9 +76,12 @@ class Gateway:
         self.prices = price_book(config)
         self.router = Router(config, self.catalogue)
         self.counters = Counters()
+        self.access_log = AccessLog(config.access_log, self.counters) if config.access_log != "off" else None
         self._running: _Running | None = None
 
     async def startup(self) -> None:
+        if self.access_log is not None:
+            self.access_log.start()
         store = SQLiteStore(self.config.database_path)
         ledger = LedgerWriter(store.write_ledger, self.config.ledger_flush_interval)
         ledger.start()
@@ -110,6 +114,8 @@ class Gateway:
         running.ledger.close()
         running.store.close()
         log.info("ledger flushed: %d rows written", running.ledger.written)
+        if self.access_log is not None:
+            self.access_log.close()
 
     @property
     def running(self) -> _Running:
@@ -120,7 +126,10 @@ class Gateway:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
-            await self._http(scope, receive, send)
+            if self.access_log is None:
+                await self._http(scope, receive, send)
+            else:
+                await self.access_log.observe(self._http, scope, receive, send)
         elif kind == "lifespan":
             await self._lifespan(receive, send)
 
@@ -183,7 +192,7 @@ class Gateway:
         surface = Surface.ANTHROPIC if anthropic_shape else Surface.OPENAI
         try:
             token, _ = presented_key(headers)
-            await self.running.auth.authenticate(token)
+            scope[KEY_ID] = (await self.running.auth.authenticate(token)).key_id
             routable = [entry for entry in self.catalogue.list() if self.router.routable(entry.provider)]
             shape = models_api if anthropic_shape else openai_models
             if "model_id" in params:

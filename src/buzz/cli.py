@@ -79,13 +79,20 @@ def main(ctx: click.Context, config_path: Path | None) -> None:
 )
 @click.pass_context
 def serve(ctx: click.Context, host: str | None, port: int | None, config_path: Path | None) -> None:
-    """Run the gateway (SQLite in BUZZ_DATA_DIR, migrations applied at start)."""
+    """Run the gateway (SQLite in BUZZ_DATA_DIR, migrations applied at start).
+
+    It prints where the data is and which vendors have a credential, then "listening" once the
+    socket serves; an address it cannot listen on is a one-line error and exit status 1.
+    """
     if config_path is not None:
         ctx.obj["config_path"] = config_path
     config = _config(ctx, host=host, port=port)
-    from buzz.server import run  # the server stack is imported only when serving
+    from buzz.server import ListenError, run  # the server stack is imported only when serving
 
-    run(config)
+    try:
+        run(config)
+    except ListenError as exc:
+        raise click.ClickException(str(exc)) from exc
 
 
 @main.group()

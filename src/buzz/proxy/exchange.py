@@ -9,6 +9,8 @@ from collections.abc import Sequence
 from buzz.proxy.auth import Principal
 from buzz.upstreams.base import MeterResult
 
+# Where the pipeline leaves a request's exchange in its ASGI scope, for the access log to read.
+SCOPE_KEY = "buzz.exchange"
 _MAX_TAGS = 16
 _MAX_TAG_LENGTH = 64
 

@@ -14,7 +14,7 @@ from buzz.asgi import Receive, Scope, Send, header_map
 from buzz.errors import GatewayError, Kind, send_error
 from buzz.proxy.admit import Admission, Admitted, check_access, ratelimit_headers
 from buzz.proxy.auth import Authenticator, presented_key
-from buzz.proxy.exchange import Exchange
+from buzz.proxy.exchange import SCOPE_KEY, Exchange
 from buzz.proxy.forward import ResponseAborted, forward
 from buzz.proxy.route import Router, add_include_usage, read_head
 from buzz.proxy.settle import Settler
@@ -54,7 +54,7 @@ class Pipeline:
         headers = header_map(raw_headers)
         surface = endpoint.surface
         query: bytes = scope.get("query_string", b"")
-        x = Exchange(surface.value, headers, endpoint.billed)
+        x = scope[SCOPE_KEY] = Exchange(surface.value, headers, endpoint.billed)
         admitted: Admitted | None = None
         try:
             token, key_location = presented_key(headers, query if surface is Surface.GEMINI else b"")
