@@ -158,6 +158,7 @@ def test_off_writes_nothing(tmp_path: Path, fake: FakeAnthropic) -> None:
     finally:
         buzz.stop()
     output = buzz.output()
+    assert b"access log off" in output  # start-up says so
     assert b"/healthz" not in output and b"request_id=" not in output and b'"request_id"' not in output
     assert CANARY.encode() not in output
 
@@ -174,7 +175,6 @@ def test_a_log_that_cannot_keep_up_drops_and_counts_instead_of_waiting() -> None
         fcntl.fcntl(write_end, fcntl.F_SETFL, 0)
         counters = Counters()
         log = AccessLog("text", counters, fd=write_end, capacity=10, interval=0.001)
-        log.start()
         scope = {"method": "GET", "path": "/healthz", "headers": []}
 
         async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -184,15 +184,16 @@ def test_a_log_that_cannot_keep_up_drops_and_counts_instead_of_waiting() -> None
         async def send(message: Any) -> None:
             return None
 
-        async def requests(n: int) -> None:
-            for _ in range(n):
+        async def scenario() -> None:
+            log.start()
+            await log.observe(app, scope, send, send)
+            assert wait_until(lambda: log.pending == 0)  # the writer took it, and is stuck writing it
+            for _ in range(15):  # each returns at once: nothing on the request path waits for the pipe
                 await log.observe(app, scope, send, send)
+            assert log.pending == 10
+            assert counters.get("access_log_dropped") == 5
 
-        asyncio.run(requests(1))
-        assert wait_until(lambda: log.pending == 0)  # the writer took it, and is stuck writing it
-        asyncio.run(requests(15))  # returns at once: nothing on the request path waits for the pipe
-        assert log.pending == 10
-        assert counters.get("access_log_dropped") == 5
+        asyncio.run(scenario())
         # Once the pipe is read again, what was kept is written.
         reader = threading.Thread(target=_read_all, args=(read_end,), daemon=True)
         reader.start()

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from buzz.config import load
+from buzz.connections import connection_cap
 from fakes.fake_anthropic import FakeAnthropic
 from support import BuzzProcess, wait_until
 
@@ -63,6 +64,14 @@ def _closed_by_buzz(sock: socket.socket) -> bool:
         return True
     except TimeoutError:
         return False
+
+
+def _read_to_end(sock: socket.socket) -> bytes:
+    sock.settimeout(_GENEROUS)
+    chunks = []
+    while chunk := sock.recv(65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _still_open(socks: list[socket.socket]) -> bool:
@@ -231,3 +240,30 @@ def test_at_the_cap_the_longest_idle_connection_makes_room(tmp_path: Path, fake_
         assert buzz.output().count(b"connection cap reached") == 1
     finally:
         buzz.stop()
+
+
+def test_websocket_upgrades_do_not_hold_places_under_the_cap(tmp_path: Path, fake_session: FakeAnthropic) -> None:
+    buzz = BuzzProcess(tmp_path / "data", fake_session.url, env={"BUZZ_MAX_CONNECTIONS": "2"}).start()
+    upgrade = {
+        "connection": "upgrade",
+        "upgrade": "websocket",
+        "sec-websocket-version": "13",
+        "sec-websocket-key": "dGhlIHNhbXBsZSBub25jZQ==",
+    }
+    try:
+        for _ in range(3):
+            with _connect(buzz) as sock:
+                _request(sock, "GET", "/v1/messages", upgrade)
+                # buzz serves no websocket route: uvicorn refuses the handshake and closes.
+                assert _read_to_end(sock).startswith(b"HTTP/1.1 5")
+        assert _healthz(buzz) == 200
+    finally:
+        buzz.stop()
+
+
+def test_the_cap_leaves_room_for_upstreams_and_the_database() -> None:
+    assert connection_cap(20_000) == 9_872
+    assert connection_cap(1024) == 384
+    assert connection_cap(20_000, 100) == 100
+    assert connection_cap(20_000, 50_000) == 9_872  # a configured cap cannot go above what fits
+    assert connection_cap(100) == 1

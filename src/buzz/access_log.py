@@ -5,14 +5,16 @@ template (never the raw path, which can carry ids), the model, the status, the l
 time to the first byte in milliseconds, and the request and response body sizes. Never a body,
 a query string, a header value or a key.
 
-The request path only appends a tuple of those figures to a bounded deque; a thread formats and
-writes them in batches. When the output cannot keep up (a stderr pipe nobody reads), the deque
-fills and further lines are dropped and counted (`access_log_dropped`), so the log can neither
-grow without bound nor make a request wait.
+On the event loop a request costs a wrapped `send` and one append to a bounded deque; a thread
+reads the figures, formats the lines and writes them in batches. When the output cannot keep
+up (a stderr pipe nobody reads), the deque fills and further lines are dropped and counted
+(`access_log_dropped`), so the log can neither grow without bound nor make a request wait.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import re
 import threading
@@ -33,35 +35,56 @@ App = Callable[[Scope, Receive, Send], Awaitable[None]]
 # Where the gateway leaves the key id of a request answered outside the pipeline (/v1/models).
 KEY_ID = "buzz.key_id"
 
-_CAPACITY = 16_384  # lines waiting for the writer; a few MB at most
-_INTERVAL = 0.05  # seconds between the writer's batches
+_CAPACITY = 8192  # requests waiting for the writer
+_INTERVAL = 0.1  # seconds between the writer's batches
 # A write to a pipe of at most this many bytes is not interleaved with other writers' output
-# (the log module's lines on the same stderr); a batch goes out in pieces of whole lines this size.
+# (the logging module's lines on the same stderr); a batch goes out in pieces of whole lines.
 _PIPE_BUF = 4096
 _ADMIN = "/admin/api"
 _ADMIN_WORDS = frozenset({"projects", "keys", "counters", "balance", "revoke"})
 # Client text (a model id) that can go into a text line as it is; anything else is JSON-quoted,
 # so a line can never be split or forged.
 _PLAIN = re.compile(r"[A-Za-z0-9._:/@+\-]+")
+_TEXT = "%s %s %s %d request_id=%s key_id=%s model=%s latency_ms=%.1f ttfb_ms=%.1f bytes_in=%d bytes_out=%d\n"
+_TEXT_NO_TTFB = "%s %s %s %d request_id=%s key_id=%s model=%s latency_ms=%.1f ttfb_ms=- bytes_in=%d bytes_out=%d\n"
+_MILLIS = tuple(f".{milli:03d}+00:00" for milli in range(1000))
 
-# (ts, method, path, status, started, head_at, ended, request_id, key_id, model, bytes_in, bytes_out)
-Record = tuple[float, str, str, int, float, float | None, float, str | None, str | None, str | None, int, int]
+
+class _Line(msgspec.Struct):
+    """One line of the JSON form, fields in this order."""
+
+    time: str
+    request_id: str | None
+    key_id: str | None
+    method: str
+    route: str | None
+    model: str | None
+    status: int
+    latency_ms: float
+    ttfb_ms: float | None
+    bytes_in: int
+    bytes_out: int
 
 
-class _Seen:
-    """What one response has shown so far, collected by wrapping the ASGI `send`."""
+class Seen:
+    """One request as the log sees it: when it came, and what its response has shown so far.
 
-    __slots__ = ("bytes_out", "head_at", "headers", "inner", "status")
+    `send` wraps the ASGI send. It is a plain function that hands back the inner send's
+    awaitable, so it adds no coroutine of its own.
+    """
+
+    __slots__ = ("bytes_out", "head_at", "headers", "inner", "started", "status", "ts")
 
     def __init__(self, inner: Send) -> None:
         self.inner = inner
+        self.ts = time.time()
+        self.started = time.perf_counter()
         self.status = 0
-        self.head_at: float | None = None
+        self.head_at = 0.0
         self.bytes_out = 0
         self.headers: Any = None
 
     def send(self, message: Message) -> Awaitable[None]:
-        # A plain function that hands back the inner send's awaitable: no coroutine of its own.
         if message["type"] == "http.response.body":
             self.bytes_out += len(message.get("body", b""))
         elif message["type"] == "http.response.start":
@@ -72,6 +95,8 @@ class _Seen:
 
 
 class AccessLog:
+    """`begin` and `end` bracket each request on the event loop; a thread does everything else."""
+
     def __init__(
         self,
         form: str,
@@ -81,15 +106,21 @@ class AccessLog:
         interval: float = _INTERVAL,
     ) -> None:
         self._json = form == "json"
+        self._encoder = msgspec.json.Encoder()
         self._counters = counters
         self._fd = fd
         self._capacity = capacity
         self._interval = interval
-        self._pending: deque[Record] = deque()
-        self._stop = threading.Event()
+        # The request path appends, the writer pops: each is one atomic deque operation.
+        self._pending: deque[tuple[Scope, Seen, float]] = deque()
+        self._closing = False
         self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        # The writer's own: each second's text, the exact routes, how each model id is shown.
         self._second = -1
         self._second_text = ""
+        self._routes: dict[tuple[str, str], str] = {}
+        self._models: dict[str, str] = {}
         self.written = 0
 
     @property
@@ -97,141 +128,143 @@ class AccessLog:
         return len(self._pending)
 
     def start(self) -> None:
+        """Start the writer; called on the event loop, whose thread alone touches the counters."""
+        self._loop = asyncio.get_running_loop()
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="buzz-access-log", daemon=True)
             self._thread.start()
 
     def close(self) -> None:
         """Write what is waiting and stop the writer."""
-        self._stop.set()
+        self._closing = True
         if self._thread is not None:
             self._thread.join()
             self._thread = None
         self._drain()
 
+    def begin(self, send: Send) -> Seen:
+        return Seen(send)
+
+    def end(self, scope: Scope, seen: Seen) -> None:
+        """The request is over: its line waits for the writer, or is dropped if too many wait."""
+        ended = time.perf_counter()
+        if len(self._pending) < self._capacity:
+            self._pending.append((scope, seen, ended))
+        else:
+            self._counters.add("access_log_dropped")
+
     async def observe(self, app: App, scope: Scope, receive: Receive, send: Send) -> None:
         """Run `app` for one request and log its line."""
-        ts = time.time()
-        started = time.perf_counter()
-        seen = _Seen(send)
-        failed = True
+        seen = Seen(send)
         try:
             await app(scope, receive, seen.send)
-            failed = False
         finally:
-            self._record(scope, seen, ts, started, failed)
-
-    def _record(self, scope: Scope, seen: _Seen, ts: float, started: float, failed: bool) -> None:
-        ended = time.perf_counter()
-        pending = self._pending
-        if len(pending) >= self._capacity:
-            self._counters.add("access_log_dropped")
-            return
-        status = seen.status
-        x = scope.get(EXCHANGE)
-        if x is not None:
-            principal = x.principal
-            key_id = principal.key_id if principal is not None else None
-            request_id: str | None = x.request_id
-            model = x.model
-            declared = x.headers.get(b"content-length")
-            bytes_in = x.body_bytes or (int(declared) if declared and declared.isdigit() else 0)
-            if not status:
-                status = x.status or (500 if failed else 499)
-        else:
-            key_id = scope.get(KEY_ID)
-            request_id = _request_id(seen.headers)
-            model = None
-            bytes_in = _declared_length(scope["headers"])
-            if not status:
-                status = 500 if failed else 499
-        pending.append(
-            (
-                ts,
-                scope["method"],
-                scope["path"],
-                status,
-                started,
-                seen.head_at,
-                ended,
-                request_id,
-                key_id,
-                model,
-                bytes_in,
-                seen.bytes_out,
-            )
-        )
+            self.end(scope, seen)
 
     def _run(self) -> None:
-        while not self._stop.wait(self._interval):
+        # A sleep, not a wait on an event: nothing on the request path has to wake the writer.
+        while not self._closing:
+            time.sleep(self._interval)
             self._drain()
 
     def _drain(self) -> None:
         pending = self._pending
         if not pending:
             return
-        pieces: list[bytes] = []
-        piece: list[bytes] = []
-        size = 0
-        count = 0
+        batch = []
         while pending:
-            line = self._format(pending.popleft())
-            count += 1
-            if piece and size + len(line) > _PIPE_BUF:
-                pieces.append(b"".join(piece))
-                piece, size = [], 0
-            piece.append(line)
-            size += len(line)
-        pieces.append(b"".join(piece))
+            batch.append(pending.popleft())
+        data = self._render(batch)
         try:
-            for data in pieces:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(self._fd, view) :]
+            self._write(data)
         except OSError:
-            # stderr closed or broken: the lines are lost, and counted.
-            self._counters.add("access_log_dropped", count)
+            # stderr closed or broken: the lines are lost, and counted (on the loop's thread).
+            if self._loop is not None and threading.current_thread() is self._thread:
+                with contextlib.suppress(RuntimeError):  # the loop is gone: so is whoever reads counters
+                    self._loop.call_soon_threadsafe(self._counters.add, "access_log_dropped", len(batch))
+            else:
+                self._counters.add("access_log_dropped", len(batch))
             return
-        self.written += count
+        self.written += len(batch)
 
-    def _format(self, record: Record) -> bytes:
-        ts, method, path, status, started, head_at, ended, request_id, key_id, model, bytes_in, bytes_out = record
-        when = self._time(ts)
-        route = route_template(method, path)
-        latency = round((ended - started) * 1000.0, 1)
-        ttfb = None if head_at is None else round((head_at - started) * 1000.0, 1)
-        if self._json:
-            return (
-                msgspec.json.encode(
-                    {
-                        "time": when,
-                        "request_id": request_id,
-                        "key_id": key_id,
-                        "method": method,
-                        "route": route,
-                        "model": model,
-                        "status": status,
-                        "latency_ms": latency,
-                        "ttfb_ms": ttfb,
-                        "bytes_in": bytes_in,
-                        "bytes_out": bytes_out,
-                    }
+    def _render(self, batch: list[tuple[Scope, Seen, float]]) -> bytes:
+        """The batch's lines. One loop with nothing called per line that can be avoided: every
+        line is formatted on the same core the requests are served on."""
+        as_json = self._json
+        routes, models = self._routes, self._models
+        lines: list[Any] = []
+        for scope, seen, ended in batch:
+            status = seen.status
+            x = scope.get(EXCHANGE)
+            if x is not None:
+                principal = x.principal
+                key_id = principal.key_id if principal is not None else None
+                request_id = x.request_id
+                model = x.model
+                bytes_in = x.body_bytes or _declared_length(scope["headers"])
+                status = status or x.status or 500
+            else:
+                key_id = scope.get(KEY_ID)
+                request_id = _request_id(seen.headers)
+                model = None
+                bytes_in = _declared_length(scope["headers"])
+                status = status or 500  # nothing was answered: the server's own 500 was
+            method: str = scope["method"]
+            path: str = scope["path"]
+            route = routes.get((method, path)) or route_template(method, path)
+            if route == path:  # an exact route: there are few, so they are remembered
+                routes[(method, path)] = path
+            ms = int(seen.ts * 1000.0)
+            second = ms // 1000
+            if second != self._second:  # strftime is costly: once a second
+                self._second = second
+                self._second_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            when = self._second_text + _MILLIS[ms - second * 1000]
+            started = seen.started
+            latency = (ended - started) * 1000.0
+            head_at = seen.head_at
+            if as_json:
+                lines.append(
+                    _Line(
+                        when,
+                        request_id,
+                        key_id,
+                        method,
+                        route,
+                        model,
+                        status,
+                        int(latency * 10.0 + 0.5) / 10,
+                        int((head_at - started) * 10000.0 + 0.5) / 10 if head_at else None,
+                        bytes_in,
+                        seen.bytes_out,
+                    )
                 )
-                + b"\n"
-            )
-        return (
-            f"{when} {method} {route or '-'} {status} request_id={request_id or '-'} key_id={key_id or '-'}"
-            f" model={_plain(model)} latency_ms={latency} ttfb_ms={'-' if ttfb is None else ttfb}"
-            f" bytes_in={bytes_in} bytes_out={bytes_out}\n"
-        ).encode()
+                continue
+            shown = "-" if model is None else models.get(model)
+            if shown is None:
+                if len(models) > 1024:
+                    models.clear()
+                shown = models[model] = model if _PLAIN.fullmatch(model) else msgspec.json.encode(model).decode()
+            fields = (when, method, route or "-", status, request_id or "-", key_id or "-", shown, latency)
+            if head_at:
+                lines.append(_TEXT % (*fields, (head_at - started) * 1000.0, bytes_in, seen.bytes_out))
+            else:
+                lines.append(_TEXT_NO_TTFB % (*fields, bytes_in, seen.bytes_out))
+        if as_json:
+            return self._encoder.encode_lines(lines)
+        return "".join(lines).encode()
 
-    def _time(self, ts: float) -> str:
-        # strftime is costly: the writer formats each second once, then only the milliseconds.
-        second = int(ts)
-        if second != self._second:
-            self._second = second
-            self._second_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        return f"{self._second_text}.{int((ts - second) * 1000):03d}+00:00"
+    def _write(self, data: bytes) -> None:
+        view = memoryview(data)
+        start, size = 0, len(data)
+        while start < size:
+            stop = size
+            if size - start > _PIPE_BUF:
+                stop = data.rfind(b"\n", start, start + _PIPE_BUF) + 1
+                if stop <= start:  # one line longer than a pipe's atomic write goes out alone
+                    stop = data.find(b"\n", start) + 1 or size
+            while start < stop:
+                start += os.write(self._fd, view[start:stop])
 
 
 def route_template(method: str, path: str) -> str | None:
@@ -250,12 +283,6 @@ def route_template(method: str, path: str) -> str | None:
     if "model_id" in params:
         return "/v1/models/{id}"
     return path  # an exact route is its own template
-
-
-def _plain(text: str | None) -> str:
-    if text is None:
-        return "-"
-    return text if _PLAIN.fullmatch(text) else msgspec.json.encode(text).decode()
 
 
 def _request_id(headers: Any) -> str | None:

@@ -126,10 +126,15 @@ class Gateway:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
-            if self.access_log is None:
+            access_log = self.access_log
+            if access_log is None:
                 await self._http(scope, receive, send)
-            else:
-                await self.access_log.observe(self._http, scope, receive, send)
+                return
+            seen = access_log.begin(send)
+            try:
+                await self._http(scope, receive, seen.send)
+            finally:
+                access_log.end(scope, seen)
         elif kind == "lifespan":
             await self._lifespan(receive, send)
 

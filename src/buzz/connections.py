@@ -167,7 +167,11 @@ class ConnectionGuard:
 
 
 class GuardedProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol, reporting to `guard` (set by `guarded_protocol`)."""
+    """uvicorn's httptools protocol, reporting to `guard` (set by `guarded_protocol`).
+
+    The methods called for every request name their base class instead of calling `super()`,
+    which makes an object each time.
+    """
 
     guard: ConnectionGuard
 
@@ -191,14 +195,14 @@ class GuardedProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def on_message_begin(self) -> None:
-        super().on_message_begin()
+        HttpToolsProtocol.on_message_begin(self)
         if not self.head_deadline:  # a kept-alive connection's next request: its first byte is here
             self.head_deadline = self.loop.time() + self.guard.header_timeout
 
     def on_headers_complete(self) -> None:
         self.head_deadline = 0.0
         if self.guard.busy(self):
-            super().on_headers_complete()
+            HttpToolsProtocol.on_headers_complete(self)
             return
         # uvicorn reads `self.app` when it starts the request's task: this one request gets the 503.
         app, self.app = self.app, self.guard.refusal
@@ -207,8 +211,14 @@ class GuardedProtocol(HttpToolsProtocol):
         finally:
             self.app = app
 
+    def handle_websocket_upgrade(self) -> None:
+        # The connection passes to uvicorn's websocket protocol, which the guard does not follow
+        # (buzz serves no websocket route: the gateway ignores it and uvicorn closes it).
+        self.guard.closed(self)
+        super().handle_websocket_upgrade()
+
     def on_response_complete(self) -> None:
-        super().on_response_complete()
+        HttpToolsProtocol.on_response_complete(self)
         if not self.transport.is_closing() and self.cycle.response_complete:
             self.guard.idle(self)
 
