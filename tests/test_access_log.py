@@ -49,9 +49,9 @@ def _traffic(buzz: BuzzProcess) -> dict[str, Any]:
     status, headers, body = raw_post(buzz.url, f"/v1/messages?beta=true&note={CANARY}", BODY, {"x-api-key": key})
     assert status == 200
     proxied = {"request_id": dict(headers)["x-buzz-request-id"], "bytes_out": len(body), "key": key}
-    status, headers, _ = raw_post(buzz.url, "/v1/messages", BODY, {"x-api-key": f"buzz-{CANARY}-secret"})
+    status, headers, body = raw_post(buzz.url, "/v1/messages", BODY, {"x-api-key": f"buzz-{CANARY}-secret"})
     assert status == 401
-    refused = dict(headers)["x-buzz-request-id"]
+    refused = {"request_id": dict(headers)["x-buzz-request-id"], "bytes_out": len(body)}
     gemini = f"/v1beta/models/gemini-2.5-pro:generateContent?key={CANARY}"
     assert raw_post(buzz.url, gemini, b'{"contents":[]}', {})[0] == 401
     status, headers, _ = _get(f"{buzz.url}/v1/{CANARY}/files?after={CANARY}")
@@ -111,7 +111,9 @@ def test_text_lines_for_proxied_refused_unknown_and_health(tmp_path: Path, fake:
     assert abs(when.timestamp() - time.time()) < 3600  # the arrival time, not some other clock
 
     refused = by_route[("POST", "/v1/messages", "401")]
-    assert refused["request_id"] == sent["refused"]
+    assert refused["request_id"] == sent["refused"]["request_id"]
+    assert int(refused["bytes_out"]) == sent["refused"]["bytes_out"]
+    assert float(refused["ttfb_ms"]) <= float(refused["latency_ms"])
     assert (refused["key_id"], refused["model"]) == ("-", "-")
     assert int(refused["bytes_in"]) == len(BODY)
     assert ("POST", "/v1beta/models/{model}:generateContent", "401") in by_route

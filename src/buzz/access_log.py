@@ -36,7 +36,7 @@ App = Callable[[Scope, Receive, Send], Awaitable[None]]
 KEY_ID = "buzz.key_id"
 
 _CAPACITY = 8192  # requests waiting for the writer
-_INTERVAL = 0.1  # seconds between the writer's batches
+_INTERVAL = 0.2  # seconds between the writer's batches
 # A write to a pipe of at most this many bytes is not interleaved with other writers' output
 # (the logging module's lines on the same stderr); a batch goes out in pieces of whole lines.
 _PIPE_BUF = 4096
@@ -46,7 +46,7 @@ _ADMIN_WORDS = frozenset({"projects", "keys", "counters", "balance", "revoke"})
 # so a line can never be split or forged.
 _PLAIN = re.compile(r"[A-Za-z0-9._:/@+\-]+")
 _TEXT = "%s %s %s %d request_id=%s key_id=%s model=%s latency_ms=%.1f ttfb_ms=%.1f bytes_in=%d bytes_out=%d\n"
-_TEXT_NO_TTFB = "%s %s %s %d request_id=%s key_id=%s model=%s latency_ms=%.1f ttfb_ms=- bytes_in=%d bytes_out=%d\n"
+_TEXT_NO_TTFB = _TEXT.replace("ttfb_ms=%.1f", "ttfb_ms=%s")
 _MILLIS = tuple(f".{milli:03d}+00:00" for milli in range(1000))
 
 
@@ -66,23 +66,20 @@ class _Line(msgspec.Struct):
     bytes_out: int
 
 
-class Seen:
+class Seen(msgspec.Struct):
     """One request as the log sees it: when it came, and what its response has shown so far.
 
-    `send` wraps the ASGI send. It is a plain function that hands back the inner send's
-    awaitable, so it adds no coroutine of its own.
+    A msgspec Struct because one is made for every request, and a Struct is made in C.
+    `send` wraps the ASGI send of buzz's own answers (the pipeline's exchange records its own).
+    It is a plain function that hands back the inner send's awaitable, so it adds no coroutine.
     """
 
-    __slots__ = ("bytes_out", "head_at", "headers", "inner", "started", "status", "ts")
-
-    def __init__(self, inner: Send) -> None:
-        self.inner = inner
-        self.ts = time.time()
-        self.started = time.perf_counter()
-        self.status = 0
-        self.head_at = 0.0
-        self.bytes_out = 0
-        self.headers: Any = None
+    inner: Send
+    started: float
+    bytes_out: int = 0
+    status: int = 0
+    head_at: float = 0.0
+    headers: Any = None
 
     def send(self, message: Message) -> Awaitable[None]:
         if message["type"] == "http.response.body":
@@ -95,7 +92,8 @@ class Seen:
 
 
 class AccessLog:
-    """`begin` and `end` bracket each request on the event loop; a thread does everything else."""
+    """A request is wrapped in a `Seen` and handed to `end` on the event loop; a thread does
+    everything else."""
 
     def __init__(
         self,
@@ -142,9 +140,6 @@ class AccessLog:
             self._thread = None
         self._drain()
 
-    def begin(self, send: Send) -> Seen:
-        return Seen(send)
-
     def end(self, scope: Scope, seen: Seen) -> None:
         """The request is over: its line waits for the writer, or is dropped if too many wait."""
         ended = time.perf_counter()
@@ -155,7 +150,7 @@ class AccessLog:
 
     async def observe(self, app: App, scope: Scope, receive: Receive, send: Send) -> None:
         """Run `app` for one request and log its line."""
-        seen = Seen(send)
+        seen = Seen(send, time.perf_counter())
         try:
             await app(scope, receive, seen.send)
         finally:
@@ -193,36 +188,45 @@ class AccessLog:
         as_json = self._json
         routes, models = self._routes, self._models
         lines: list[Any] = []
+        # Arrival times come from the request path's monotonic clock; one reading of both clocks
+        # per batch turns them into wall-clock times.
+        offset = time.time() - time.perf_counter()
         for scope, seen, ended in batch:
-            status = seen.status
+            started = seen.started
+            latency = (ended - started) * 1000.0
             x = scope.get(EXCHANGE)
             if x is not None:
+                # The pipeline used the send without the wrapper: its exchange has the figures.
                 principal = x.principal
                 key_id = principal.key_id if principal is not None else None
                 request_id = x.request_id
                 model = x.model
                 bytes_in = x.body_bytes or _declared_length(scope["headers"])
-                status = status or x.status or 500
+                bytes_out = x.bytes_out
+                status = x.status or 500
+                first = x.first_byte_at
+                # No relayed chunk but a body: buzz's own error, head and body sent at the end.
+                ttfb = (first - started) * 1000.0 if first is not None else latency if bytes_out else None
             else:
                 key_id = scope.get(KEY_ID)
                 request_id = _request_id(seen.headers)
                 model = None
                 bytes_in = _declared_length(scope["headers"])
-                status = status or 500  # nothing was answered: the server's own 500 was
+                bytes_out = seen.bytes_out
+                status = seen.status or 500  # nothing answered: the server's own 500 was
+                head_at = seen.head_at
+                ttfb = (head_at - started) * 1000.0 if head_at else None
             method: str = scope["method"]
             path: str = scope["path"]
             route = routes.get((method, path)) or route_template(method, path)
             if route == path:  # an exact route: there are few, so they are remembered
                 routes[(method, path)] = path
-            ms = int(seen.ts * 1000.0)
+            ms = int((started + offset) * 1000.0)
             second = ms // 1000
             if second != self._second:  # strftime is costly: once a second
                 self._second = second
                 self._second_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
             when = self._second_text + _MILLIS[ms - second * 1000]
-            started = seen.started
-            latency = (ended - started) * 1000.0
-            head_at = seen.head_at
             if as_json:
                 lines.append(
                     _Line(
@@ -234,9 +238,9 @@ class AccessLog:
                         model,
                         status,
                         int(latency * 10.0 + 0.5) / 10,
-                        int((head_at - started) * 10000.0 + 0.5) / 10 if head_at else None,
+                        None if ttfb is None else int(ttfb * 10.0 + 0.5) / 10,
                         bytes_in,
-                        seen.bytes_out,
+                        bytes_out,
                     )
                 )
                 continue
@@ -245,11 +249,22 @@ class AccessLog:
                 if len(models) > 1024:
                     models.clear()
                 shown = models[model] = model if _PLAIN.fullmatch(model) else msgspec.json.encode(model).decode()
-            fields = (when, method, route or "-", status, request_id or "-", key_id or "-", shown, latency)
-            if head_at:
-                lines.append(_TEXT % (*fields, (head_at - started) * 1000.0, bytes_in, seen.bytes_out))
-            else:
-                lines.append(_TEXT_NO_TTFB % (*fields, bytes_in, seen.bytes_out))
+            lines.append(
+                (_TEXT_NO_TTFB if ttfb is None else _TEXT)
+                % (
+                    when,
+                    method,
+                    route or "-",
+                    status,
+                    request_id or "-",
+                    key_id or "-",
+                    shown,
+                    latency,
+                    "-" if ttfb is None else ttfb,
+                    bytes_in,
+                    bytes_out,
+                )
+            )
         if as_json:
             return self._encoder.encode_lines(lines)
         return "".join(lines).encode()

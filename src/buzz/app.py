@@ -10,11 +10,12 @@ import asyncio
 import gc
 import logging
 from dataclasses import dataclass
+from time import perf_counter
 from typing import Any
 
 import msgspec
 
-from buzz.access_log import KEY_ID, AccessLog
+from buzz.access_log import KEY_ID, AccessLog, Seen
 from buzz.admin.api import PREFIX as ADMIN_PREFIX
 from buzz.admin.api import AdminAPI
 from buzz.asgi import Receive, Scope, Send, header_map, send_response
@@ -130,9 +131,9 @@ class Gateway:
             if access_log is None:
                 await self._http(scope, receive, send)
                 return
-            seen = access_log.begin(send)
+            seen = Seen(send, perf_counter())
             try:
-                await self._http(scope, receive, seen.send)
+                await self._http(scope, receive, seen.send, send)
             finally:
                 access_log.end(scope, seen)
         elif kind == "lifespan":
@@ -153,7 +154,9 @@ class Gateway:
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
-    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _http(self, scope: Scope, receive: Receive, send: Send, unobserved: Send | None = None) -> None:
+        """`unobserved`: the send without the access log's wrapper, for the pipeline, whose
+        exchange records what the log needs (a wrapper costs every relayed chunk a call)."""
         if scope["path"].startswith(ADMIN_PREFIX):
             await self.running.admin(scope, receive, send)
             return
@@ -162,7 +165,7 @@ class Gateway:
             error = GatewayError(Kind.NOT_FOUND, f"no route {scope['method']} {scope['path']} on this gateway")
             await send_error(send, error, new_request_id(), _surface_of(scope))
         elif endpoint.proxied:
-            await self.running.pipeline.handle(scope, receive, send, endpoint, params)
+            await self.running.pipeline.handle(scope, receive, unobserved or send, endpoint, params)
         elif endpoint is HEALTHZ:
             await send_response(send, 200, b'{"status":"ok"}', b"application/json")
         elif endpoint is MODELS_PAGE or endpoint is PRICING:

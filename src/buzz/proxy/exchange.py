@@ -41,6 +41,7 @@ class Exchange:
 
     __slots__ = (
         "body_bytes",
+        "bytes_out",
         "error_type",
         "extra_headers",
         "first_byte_at",
@@ -68,6 +69,7 @@ class Exchange:
         self.ts = time.time()  # arrival, unix seconds
         self.started = time.perf_counter()
         self.body_bytes = 0
+        self.bytes_out = 0  # response body bytes sent to the client, for the access log
         self.principal: Principal | None = None
         self.provider: str | None = None
         self.model: str | None = None

@@ -82,7 +82,7 @@ class Pipeline:
             if not x.response_started:
                 # Admitted, then failed (upstream unreachable, timeout): the headroom still goes out.
                 error.headers.extend(x.extra_headers)
-                await send_error(send, error, x.request_id, surface)
+                x.bytes_out = await send_error(send, error, x.request_id, surface)
         except ClientGone:
             x.status = 499
             x.error_type = "client_disconnected"
@@ -95,7 +95,7 @@ class Pipeline:
             x.status, x.error_type = Kind.INTERNAL.status, Kind.INTERNAL.type
             if not x.response_started:
                 internal = GatewayError(Kind.INTERNAL, "internal gateway error")
-                await send_error(send, internal, x.request_id, surface)
+                x.bytes_out = await send_error(send, internal, x.request_id, surface)
             else:
                 raise ResponseAborted("internal error mid-response") from None
         finally:
