@@ -59,7 +59,8 @@ def _traffic(buzz: BuzzProcess) -> dict[str, Any]:
     missing = headers["x-buzz-request-id"]
     assert _get(f"{buzz.url}/healthz")[0] == 200
     assert _get(f"{buzz.url}/admin/api/keys/{CANARY}")[0] == 404  # the admin API is off
-    return {"proxied": proxied, "refused": refused, "missing": missing, "requests": 6}
+    assert _get(f"{buzz.url}/api/pricing?model={CANARY}")[0] == 200
+    return {"proxied": proxied, "refused": refused, "missing": missing, "requests": 7}
 
 
 def _lines(buzz: BuzzProcess, count: int, pattern: re.Pattern[bytes]) -> list[str]:
@@ -125,6 +126,7 @@ def test_text_lines_for_proxied_refused_unknown_and_health(tmp_path: Path, fake:
     assert (health["request_id"], health["key_id"], health["bytes_in"]) == ("-", "-", "0")
     assert health["bytes_out"] == str(len(b'{"status":"ok"}'))
     assert ("GET", "/admin/api/keys/{id}", "404") in by_route
+    assert ("GET", "/api/pricing", "200") in by_route
 
     assert CANARY.encode() not in buzz.output()
     assert b"note=" not in buzz.output()

@@ -205,6 +205,8 @@ def test_at_the_cap_with_every_connection_busy_a_new_client_gets_503(
         assert wait_until(lambda: _healthz_or_none(buzz) == 200, timeout=_GENEROUS)
         assert _counters(buzz)["connections_refused"] == 1
         assert buzz.output().count(b"connection cap reached") == 1
+        # The refusal has its access log line like any other answer.
+        assert wait_until(lambda: b"POST /v1/messages 503 request_id=req_" in buzz.output(), timeout=_GENEROUS)
     finally:
         for sock in busy:
             sock.close()
