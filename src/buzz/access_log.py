@@ -5,8 +5,9 @@ template (never the raw path, which can carry ids), the model, the status, the l
 time to the first byte in milliseconds, and the request and response body sizes. Never a body,
 a query string, a header value or a key.
 
-On the event loop a request costs a wrapped `send` and one append to a bounded deque; a thread
-reads the figures, formats the lines and writes them in batches. When the output cannot keep
+On the event loop a request costs a `Seen` and one append to a bounded deque (and, for buzz's
+own answers, a wrapped `send`); a thread reads the figures, formats the lines and writes them in
+batches. When the output cannot keep
 up (a stderr pipe nobody reads), the deque fills and further lines are dropped and counted
 (`access_log_dropped`), so the log can neither grow without bound nor make a request wait.
 """
