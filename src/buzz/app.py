@@ -13,10 +13,12 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from time import perf_counter
 from typing import Any
 
 import msgspec
 
+from buzz.access_log import KEY_ID, AccessLog, Seen
 from buzz.admin.api import PREFIX as ADMIN_PREFIX
 from buzz.admin.api import AdminAPI
 from buzz.asgi import Receive, Scope, Send, header_map, send_response
@@ -87,12 +89,15 @@ class Gateway:
         self.router = Router(config, self.catalogue)
         self.counters = Counters()
         self.proxies = TrustedProxies(parse_networks(config.trusted_proxies))
+        self.access_log = AccessLog(config.access_log, self.counters) if config.access_log != "off" else None
         self._running: _Running | None = None
         # Requests in the pipeline, so a shutdown waits for those it cut to write their rows.
         self._inflight = 0
         self._drained: asyncio.Event | None = None
 
     async def startup(self) -> None:
+        if self.access_log is not None:
+            self.access_log.start()
         store = SQLiteStore(self.config.database_path)
         ledger = LedgerWriter(store.write_ledger, self.config.ledger_flush_interval)
         ledger.start()
@@ -144,6 +149,8 @@ class Gateway:
         running.ledger.close()
         running.store.close()
         log.info("ledger flushed: %d rows written", running.ledger.written)
+        if self.access_log is not None:
+            self.access_log.close()
 
     def _context_window(self, model: str) -> int | None:
         entry = self.catalogue.get(model)
@@ -158,7 +165,15 @@ class Gateway:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
-            await self._http(scope, receive, send)
+            access_log = self.access_log
+            if access_log is None:
+                await self._http(scope, receive, send)
+                return
+            seen = Seen(send, perf_counter())
+            try:
+                await self._http(scope, receive, seen.send, send)
+            finally:
+                access_log.end(scope, seen)
         elif kind == "lifespan":
             await self._lifespan(receive, send)
 
@@ -177,7 +192,9 @@ class Gateway:
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
-    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _http(self, scope: Scope, receive: Receive, send: Send, unobserved: Send | None = None) -> None:
+        """`unobserved`: the send without the access log's wrapper, for the pipeline, whose
+        exchange records what the log needs (a wrapper costs every relayed chunk a call)."""
         if scope["path"].startswith(ADMIN_PREFIX):
             await self.running.admin(scope, receive, send)
             return
@@ -188,7 +205,7 @@ class Gateway:
         elif endpoint.proxied:
             self._inflight += 1
             try:
-                await self.running.pipeline.handle(scope, receive, send, endpoint, params)
+                await self.running.pipeline.handle(scope, receive, unobserved or send, endpoint, params)
             finally:
                 self._inflight -= 1
                 if not self._inflight and self._drained is not None:
@@ -213,6 +230,7 @@ class Gateway:
         except GatewayError as error:
             await send_error(send, error, new_request_id(), Surface.OPENAI)
             return
+        scope[KEY_ID] = principal.key_id
         key = principal.key
         document = {
             "id": principal.key_id,
@@ -255,7 +273,8 @@ class Gateway:
         """
         try:
             token, _ = presented_key(header_map(scope["headers"]))
-            principal = await self.running.auth.authenticate(token)
+            principal = await self.running.pipeline.authenticate(scope, token)
+            scope[KEY_ID] = principal.key_id
             check_access(principal, None, time.time())
             union = await self.running.models.union()
             usable = [model for model in union.models if model_allowed(principal.key, model.id)]

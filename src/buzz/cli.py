@@ -100,11 +100,18 @@ def main() -> None:
 @common_options
 @click.pass_context
 def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
-    """Run the gateway (SQLite in the data directory, migrations applied at start)."""
-    config = _config(ctx, host=host, port=port)
-    from buzz.server import run  # the server stack is imported only when serving
+    """Run the gateway (SQLite in the data directory, migrations applied at start).
 
-    run(config)
+    It prints where the data is and which vendors have a credential, then "listening" once the
+    socket serves; an address it cannot listen on is a one-line error and exit status 1.
+    """
+    config = _config(ctx, host=host, port=port)
+    from buzz.server import ListenError, run  # the server stack is imported only when serving
+
+    try:
+        run(config)
+    except ListenError as exc:
+        raise click.ClickException(str(exc)) from exc
 
 
 @main.group()

@@ -67,6 +67,10 @@ class Config:
     discount: Decimal = Decimal("0")
     ledger_flush_interval: float = 0.05
     log_level: str = "info"
+    header_timeout: float = 10.0
+    keep_alive_timeout: int = 75
+    max_connections: int = 0  # 0: worked out from the process's file descriptor limit
+    access_log: str = "text"
     providers: Mapping[str, ProviderConfig] = field(
         default_factory=lambda: {p.name: ProviderConfig(p.default_base_url) for p in providers.REGISTRY}
     )
@@ -143,6 +147,20 @@ def _networks(value: Any) -> tuple[str, ...]:
     return entries
 
 
+def _non_negative_int(value: Any) -> int:
+    number = int(value)
+    if number < 0:
+        raise ValueError("must be 0 or more")
+    return number
+
+
+def _access_log(value: Any) -> str:
+    text = str(value).lower()
+    if text not in {"text", "json", "off"}:
+        raise ValueError("must be text, json or off")
+    return text
+
+
 def _level(value: Any) -> str:
     text = str(value).lower()
     if text not in {"debug", "info", "warning", "error"}:
@@ -178,6 +196,34 @@ SETTINGS: tuple[Setting, ...] = (
         "Seconds a graceful shutdown waits for open requests.",
     ),
     Setting("log_level", ("server", "log_level"), "BUZZ_LOG_LEVEL", _level, "debug, info, warning or error."),
+    Setting(
+        "access_log",
+        ("server", "access_log"),
+        "BUZZ_ACCESS_LOG",
+        _access_log,
+        "One line per request on stderr: text, json (one object a line) or off.",
+    ),
+    Setting(
+        "header_timeout",
+        ("server", "header_timeout"),
+        "BUZZ_HEADER_TIMEOUT",
+        _positive_float,
+        "Seconds a client has to send a whole request head, from connecting or from its first byte.",
+    ),
+    Setting(
+        "keep_alive_timeout",
+        ("server", "keep_alive_timeout"),
+        "BUZZ_KEEP_ALIVE_TIMEOUT",
+        _positive_int,
+        "Whole seconds an idle keep-alive connection is kept open between requests.",
+    ),
+    Setting(
+        "max_connections",
+        ("server", "max_connections"),
+        "BUZZ_MAX_CONNECTIONS",
+        _non_negative_int,
+        "Most client connections at once (0: from the file descriptor limit, leaving room for upstreams).",
+    ),
     Setting(
         "connect_timeout",
         ("upstream", "connect_timeout"),

@@ -129,10 +129,11 @@ def _headers(error: GatewayError, request_id: str) -> list[tuple[bytes, bytes]]:
 _RENDER = {Surface.ANTHROPIC: anthropic_body, Surface.OPENAI: openai_body, Surface.GEMINI: gemini_body}
 
 
-async def send_error(send: Send, error: GatewayError, request_id: str, surface: Surface) -> None:
-    """buzz's own error, in the envelope of the surface the client speaks."""
+async def send_error(send: Send, error: GatewayError, request_id: str, surface: Surface) -> int:
+    """buzz's own error, in the envelope of the surface the client speaks; its body's size."""
     body = _RENDER[surface](error, request_id)
     await send_response(send, error.kind.status, body, b"application/json", _headers(error, request_id))
+    return len(body)
 
 
 def where(exc: BaseException) -> str:

@@ -1,16 +1,39 @@
-"""Running the gateway on uvicorn (uvloop + httptools), configured for a proxy."""
+"""Running the gateway on uvicorn (uvloop + httptools), configured for a proxy.
+
+buzz binds its listening socket itself, before anything else starts, so a port already taken is
+one clear error and not a half-started gateway; it says it is listening only once uvicorn serves
+on that socket.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
+import socket
 from typing import Literal, TypedDict
 
 import uvicorn
 
-from buzz.app import create_app
-from buzz.config import Config
+from buzz import providers
+from buzz.app import Gateway, create_app
+from buzz.asgi import Receive, Scope, Send
+from buzz.config import PROVIDERS, Config
+from buzz.connections import (
+    App,
+    ConnectionGuard,
+    connection_cap,
+    guarded_protocol,
+    raise_descriptor_limit,
+    refuse,
+)
 from buzz.proxy.forward import ResponseAborted
+
+log = logging.getLogger("buzz")
+
+
+class ListenError(Exception):
+    """The address cannot be listened on (taken, not local, not permitted)."""
 
 
 class _QuietAborts(logging.Filter):
@@ -22,7 +45,7 @@ class _QuietAborts(logging.Filter):
 
 class ServerOptions(TypedDict):
     loop: Literal["uvloop"]
-    http: Literal["httptools"]
+    http: Literal["httptools"] | type[asyncio.Protocol]
     lifespan: Literal["on"]
     access_log: bool
     server_header: bool
@@ -30,14 +53,14 @@ class ServerOptions(TypedDict):
     proxy_headers: bool
 
 
-def proxy_server_options() -> ServerOptions:
+def proxy_server_options(http: Literal["httptools"] | type[asyncio.Protocol] = "httptools") -> ServerOptions:
     """How uvicorn serves a proxy, whatever the app (the benchmark's pass-through floor too)."""
     return ServerOptions(
         loop="uvloop",
-        http="httptools",
+        http=http,
         lifespan="on",
-        # The access log would print query strings, which can carry credentials (Gemini's
-        # ?key=); the ledger is the record of requests.
+        # uvicorn's access log would print query strings, which can carry credentials (Gemini's
+        # ?key=); buzz writes its own (`buzz.access_log`).
         access_log=False,
         # Upstream responses carry their own Date and Server; buzz adds none of its own.
         server_header=False,
@@ -46,14 +69,82 @@ def proxy_server_options() -> ServerOptions:
     )
 
 
-def uvicorn_config(config: Config) -> uvicorn.Config:
+def uvicorn_config(config: Config, app: Gateway, guard: ConnectionGuard) -> uvicorn.Config:
     return uvicorn.Config(
-        create_app(config),
-        host=config.host,
-        port=config.port,
+        app,
         log_level=config.log_level,
         timeout_graceful_shutdown=int(config.shutdown_timeout),
-        **proxy_server_options(),
+        timeout_keep_alive=config.keep_alive_timeout,
+        **proxy_server_options(http=guarded_protocol(guard)),
+    )
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A socket bound to (host, port), not yet listening; `ListenError` says why it cannot be."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except socket.gaierror as exc:
+        raise ListenError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+    sock = socket.socket(family, kind, proto)
+    try:
+        # Lets a restarted buzz bind while the old one's connections are in TIME_WAIT; a port
+        # another process listens on is still refused.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        raise ListenError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+    sock.set_inheritable(True)
+    return sock
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, which starts the connection guard and says when it really serves."""
+
+    def __init__(self, config: uvicorn.Config, guard: ConnectionGuard, address: str) -> None:
+        super().__init__(config)
+        self._guard = guard
+        self._address = address
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        self._guard.start(asyncio.get_running_loop())
+        await super().startup(sockets=sockets)
+        if self.started:
+            log.info("buzz listening on %s", self._address)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        self._guard.stop()
+        await super().shutdown(sockets=sockets)
+
+
+def describe(config: Config, cap: int, descriptors: int) -> None:
+    """What an operator needs to know at start: where the data is, which vendors can be reached."""
+    log.info("data in %s (database %s)", config.data_dir.resolve(), config.database_path.resolve())
+    configured = [name for name in PROVIDERS if config.provider(name).api_key]
+    missing = [name for name in PROVIDERS if name not in configured]
+    if configured:
+        log.info(
+            "vendors with a credential: %s; without one (their models are not routable): %s",
+            ", ".join(configured),
+            ", ".join(missing) or "none",
+        )
+    else:
+        log.warning(
+            "NO VENDOR CREDENTIAL IS SET: every model is unroutable, and every proxied request will be "
+            "answered 404. Set one of %s or %s (or providers.<vendor>.api_key in the config file).",
+            ", ".join(provider.credential_env for provider in providers.REGISTRY[:-1]),
+            providers.REGISTRY[-1].credential_env,
+        )
+    log.info(
+        "connections: at most %d at once (file descriptor limit %d); request heads within %gs; "
+        "idle keep-alive closed after %ds; access log %s",
+        cap,
+        descriptors,
+        config.header_timeout,
+        config.keep_alive_timeout,
+        config.access_log,
     )
 
 
@@ -63,11 +154,28 @@ _GC_THRESHOLDS = (20_000, 20, 20)
 
 
 def run(config: Config) -> None:
+    """Serve until SIGTERM or SIGINT; `ListenError` before anything started if the bind fails."""
     gc.set_threshold(*_GC_THRESHOLDS)
     logging.basicConfig(level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("uvicorn.error").addFilter(_QuietAborts())
-    server = uvicorn.Server(uvicorn_config(config))
-    logging.getLogger("buzz").info(
-        "buzz listening on http://%s:%d (data in %s)", config.host, config.port, config.data_dir
-    )
-    server.run()
+    descriptors = raise_descriptor_limit()
+    sock = bind(config.host, config.port)
+    host, port = sock.getsockname()[:2]
+    address = f"http://[{host}]:{port}" if sock.family == socket.AF_INET6 else f"http://{host}:{port}"
+    app = create_app(config)
+    cap = connection_cap(descriptors, config.max_connections)
+    guard = ConnectionGuard(cap, config.header_timeout, app.counters, _refusal(app))
+    describe(config, cap, descriptors)
+    _Server(uvicorn_config(config, app, guard), guard, address).run(sockets=[sock])
+
+
+def _refusal(app: Gateway) -> App:
+    """The 503 at the connection cap, with its access log line like any other answer."""
+    access_log = app.access_log
+    if access_log is None:
+        return refuse
+
+    async def logged(scope: Scope, receive: Receive, send: Send) -> None:
+        await access_log.observe(refuse, scope, receive, send)
+
+    return logged

@@ -9,6 +9,9 @@ from collections.abc import Sequence
 from buzz.proxy.auth import Principal
 from buzz.upstreams.base import MeterResult
 
+# Where the pipeline leaves a request's exchange in its ASGI scope, for the access log to read.
+SCOPE_KEY = "buzz.exchange"
+
 
 def new_request_id() -> str:
     # Time-ordered (milliseconds, 12 hex digits) then random, so ids sort by arrival in the ledger.
@@ -24,6 +27,7 @@ class Exchange:
 
     __slots__ = (
         "body_bytes",
+        "bytes_out",
         "error_type",
         "extra_headers",
         "first_byte_at",
@@ -53,6 +57,7 @@ class Exchange:
         self.ts = time.time()  # arrival, unix seconds
         self.started = time.perf_counter()
         self.body_bytes = 0
+        self.bytes_out = 0  # response body bytes sent to the client, for the access log
         self.principal: Principal | None = None
         self.provider: str | None = None
         self.model: str | None = None

@@ -168,6 +168,7 @@ async def _relay(
                 if x.first_byte_at is None:
                     x.first_byte_at = time.perf_counter()
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                x.bytes_out += len(chunk)
                 meter.feed(chunk)
         except (aiohttp.ServerTimeoutError, TimeoutError) as exc:
             x.error_type = "upstream_timeout"

@@ -21,7 +21,7 @@ from buzz.identifiers import identifier_or_none
 from buzz.proxy import attribution
 from buzz.proxy.admit import Admission, Admitted, check_access, ratelimit_headers
 from buzz.proxy.auth import Authenticator, FailureThrottle, Principal, presented_key
-from buzz.proxy.exchange import Exchange
+from buzz.proxy.exchange import SCOPE_KEY, Exchange
 from buzz.proxy.forward import ResponseAborted, forward
 from buzz.proxy.route import NO_HEAD, Router, add_include_usage, read_head
 from buzz.proxy.settle import Settler
@@ -69,7 +69,7 @@ class Pipeline:
         headers = header_map(raw_headers)
         surface = endpoint.surface
         query: bytes = scope.get("query_string", b"")
-        x = Exchange(surface.value, headers, endpoint.billed)
+        x = scope[SCOPE_KEY] = Exchange(surface.value, headers, endpoint.billed)
         admitted: Admitted | None = None
         try:
             token, key_location = presented_key(headers, query if surface is Surface.GEMINI else b"")
@@ -123,7 +123,7 @@ class Pipeline:
             if not x.response_started:
                 # Admitted, then failed (upstream unreachable, timeout): the headroom still goes out.
                 error.headers.extend(x.extra_headers)
-                await send_error(send, error, x.request_id, surface)
+                x.bytes_out = await send_error(send, error, x.request_id, surface)
         except ClientGone:
             x.status = 499
             x.error_type = "client_disconnected"
@@ -150,7 +150,7 @@ class Pipeline:
             x.status, x.error_type = Kind.INTERNAL.status, Kind.INTERNAL.type
             if not x.response_started:
                 internal = GatewayError(Kind.INTERNAL, "internal gateway error")
-                await send_error(send, internal, x.request_id, surface)
+                x.bytes_out = await send_error(send, internal, x.request_id, surface)
             else:
                 raise ResponseAborted("internal error mid-response") from None
         finally:
