@@ -6,7 +6,6 @@ import asyncio
 import gzip
 import itertools
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -21,7 +20,6 @@ import httpx2
 import pytest
 from anthropic.types import MessageParam
 
-import buzz
 from fakes.fake_anthropic import (
     FakeAnthropic,
     Reply,
@@ -397,18 +395,19 @@ def test_hang_times_out_and_stop_is_prompt() -> None:
 
 
 def test_standalone_cli_serves_and_stops() -> None:
-    env = {**os.environ, "PYTHONPATH": str(Path(buzz.__file__).parents[1])}
+    root = Path(__file__).resolve().parents[2]  # the repository, where `fakes` lives
     with subprocess.Popen(
         [sys.executable, "-m", "fakes.fake_anthropic", "--port", "0", "--workers", "2"],
         stdout=subprocess.PIPE,
-        env=env,
+        cwd=root,
         text=True,
     ) as proc:
         try:
             assert proc.stdout is not None
             url = proc.stdout.readline().split()[-1]
             status, _, body = raw(url + "/v1/messages", json={"model": MODEL, "stream": True})
-            assert status == 200 and body.endswith(b'event: message_stop\ndata: {"type":"message_stop"}\n\n')
         finally:
             proc.send_signal(signal.SIGTERM)
-            assert proc.wait(timeout=5) == 0
+            exit_code = proc.wait(timeout=60)
+    assert status == 200 and body.endswith(b'event: message_stop\ndata: {"type":"message_stop"}\n\n')
+    assert exit_code == 0
