@@ -35,7 +35,6 @@ class Exchange:
         "meter",
         "metered",
         "model",
-        "output_ceiling",
         "principal",
         "provider",
         "request_id",
@@ -70,4 +69,3 @@ class Exchange:
         self.upstream_request_id: str | None = None
         self.meter: MeterResult | None = None
         self.extra_headers: Sequence[tuple[bytes, bytes]] = ()  # x-buzz-ratelimit-*
-        self.output_ceiling: int | None = None  # max_tokens x choices, when the request names one

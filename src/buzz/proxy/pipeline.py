@@ -81,8 +81,8 @@ class Pipeline:
                 model = params.get("model") or head.model or ""
             else:  # a model list, or one model's details: the surface's own vendor answers
                 head, model = NO_HEAD, params.get("model_id", "")
-            if head.max_output is not None:
-                x.output_ceiling = head.max_output * head.choices
+            # The most output the request allows: no estimate of what it produced goes beyond it.
+            ceiling = None if head.max_output is None else head.max_output * head.choices
             user, tags = headers.get(b"x-buzz-user"), headers.get(b"x-buzz-tags")
             x.user_id = attribution.user(user) if user else head.user_id
             if tags:
@@ -98,13 +98,7 @@ class Pipeline:
                 x.extra_headers = ratelimit_headers(admitted.remaining)
             if self._add_include_usage and endpoint is CHAT and head.stream and not head.include_usage:
                 body = add_include_usage(body)
-            rules = usage_rules(
-                endpoint,
-                body,
-                model,
-                route.provider,
-                None if head.max_output is None else head.max_output * head.choices,
-            )
+            rules = usage_rules(endpoint, body, model, route.provider, ceiling)
             await forward(
                 self._session,
                 x,
