@@ -93,6 +93,12 @@ class KeyChanges(LimitChanges):
 class NewKey(KeyChanges, kw_only=True):
     project: ProjectName
 
+    def stored(self) -> tuple[Limits, int | None, list[str] | None]:
+        """What `Store.create_key` takes beyond ids and names: limits, expiry, allow-list."""
+        expires = None if isinstance(self.expires_at, UnsetType) or self.expires_at is None else self.expires_at
+        models = None if isinstance(self.models, UnsetType) else self.models
+        return self.limits(), None if expires is None else unix_seconds(expires), models
+
 
 class ProjectChanges(LimitChanges):
     prepaid: bool | UnsetType = UNSET

@@ -165,20 +165,10 @@ def keys_create(
 ) -> None:
     """Print a new key on stdout (shown once; only its hash is stored)."""
     key = typed({**_key_values(name, expires, models, limits), "project": project}, NewKey)
-    columns = key.columns()
-    expiry, allowed = columns.get("expires_unix"), columns.get("allowed_models")
     config, store = _open(ctx, create=True)
     new = generate_key()
     try:
-        store.create_key(
-            new.key_id,
-            key.project,
-            key.name or None,
-            new.secret_hash,
-            key.limits(),
-            expiry if isinstance(expiry, int) else None,
-            allowed if isinstance(allowed, list) else None,
-        )
+        store.create_key(new.key_id, key.project, key.name or None, new.secret_hash, *key.stored())
     finally:
         store.close()
     where = config.database_path.resolve()

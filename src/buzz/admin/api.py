@@ -143,19 +143,8 @@ class AdminAPI:
             return 200, {"data": [_key_json(k) for k in store.list_keys()]}
         if path == "/keys" and method == "POST":
             key = decode(body, NewKey)
-            columns = key.columns()
-            expires = columns.get("expires_unix")
-            models = columns.get("allowed_models")
             new = generate_key()
-            record = store.create_key(
-                new.key_id,
-                key.project,
-                key.name or None,
-                new.secret_hash,
-                key.limits(),
-                expires if isinstance(expires, int) else None,
-                models if isinstance(models, list) else None,
-            )
+            record = store.create_key(new.key_id, key.project, key.name or None, new.secret_hash, *key.stored())
             return 201, {**_key_json(record), "key": new.token}  # the secret, this once
         if (match := re.fullmatch(r"/keys/([^/]+)", path)) and method == "PATCH":
             updated = store.update_key(match[1], decode(body, KeyChanges).columns())
