@@ -114,6 +114,10 @@ class NewProject(ProjectChanges, kw_only=True):
     name: ProjectName
 
 
+class NewConsoleToken(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    name: Label | None = None  # a label for people: who or what the token is for
+
+
 class BalanceChange(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     usd: Decimal  # negative corrects a balance
 

@@ -22,7 +22,8 @@ from rich.console import Console
 from rich.table import Table
 
 from buzz import config as config_module
-from buzz.changes import BalanceChange, KeyChanges, NewKey, NewProject, ProjectChanges, rfc3339
+from buzz import console_tokens
+from buzz.changes import BalanceChange, KeyChanges, NewConsoleToken, NewKey, NewProject, ProjectChanges, rfc3339
 from buzz.cli_limits import UNSET, describe, given, limit_options, typed
 from buzz.config import Config, ConfigError
 from buzz.money import usd_cents, usd_exact, usd_fine
@@ -298,6 +299,67 @@ def projects_list(ctx: click.Context) -> None:
             record.name, describe(record.limits), "yes" if record.prepaid else "no", usd_cents(record.balance_nanos)
         )
     Console(width=160).print(table)
+
+
+@projects.group("token")
+def projects_token() -> None:
+    """Console tokens: how a project's members sign in to the console and read its export."""
+
+
+@projects_token.command("create")
+@click.argument("project")
+@click.option("--name", default=None, help="A label for people: who or what the token is for.")
+@common_options
+@click.pass_context
+def projects_token_create(ctx: click.Context, project: str, name: str | None) -> None:
+    """Print a new console token for PROJECT on stdout (shown once; only its hash is stored)."""
+    label = typed({"name": name}, NewConsoleToken).name
+    _, store = _open(ctx)
+    new = console_tokens.generate()
+    try:
+        store.create_console_token(new.token_id, project, label, new.secret_hash)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    finally:
+        store.close()
+    click.echo(
+        f"created console token {new.token_id} for project {project!r}; it is shown once, store it now", err=True
+    )
+    click.echo(new.token)
+
+
+@projects_token.command("list")
+@click.argument("project", required=False)
+@common_options
+@click.pass_context
+def projects_token_list(ctx: click.Context, project: str | None) -> None:
+    """Console tokens (ids, never secrets), of one project or all."""
+    _, store = _open(ctx)
+    try:
+        records = store.list_console_tokens(project)
+    finally:
+        store.close()
+    table = Table("id", "project", "name", "created", "status")
+    for record in records:
+        status = "active" if record.revoked_at is None else f"revoked {record.revoked_at}"
+        table.add_row(record.id, record.project, record.name or "", record.created_at, status)
+    Console(width=160).print(table)
+
+
+@projects_token.command("revoke")
+@click.argument("token_id")
+@common_options
+@click.pass_context
+def projects_token_revoke(ctx: click.Context, token_id: str) -> None:
+    """Revoke a console token: its sessions end, and it opens nothing from then on."""
+    _, store = _open(ctx)
+    try:
+        revoked = store.revoke_console_token(token_id)
+    finally:
+        store.close()
+    if not revoked:
+        raise click.ClickException(f"no active console token {token_id!r}")
+    click.echo(f"revoked console token {token_id}", err=True)
 
 
 @main.group()

@@ -14,11 +14,13 @@ from collections.abc import Callable
 
 import msgspec
 
+from buzz import console_tokens
 from buzz.asgi import Receive, Scope, Send, header_map, send_response
 from buzz.changes import (
     BalanceChange,
     InvalidChange,
     KeyChanges,
+    NewConsoleToken,
     NewKey,
     NewProject,
     ProjectChanges,
@@ -31,7 +33,7 @@ from buzz.limits.base import Limiter, Limits
 from buzz.money import usd_exact
 from buzz.proxy.auth import generate_key
 from buzz.routes import Surface
-from buzz.store.base import KeyRecord, ProjectRecord, Store
+from buzz.store.base import ConsoleTokenRecord, KeyRecord, ProjectRecord, Store
 
 PREFIX = "/admin/api"
 log = logging.getLogger("buzz.admin")
@@ -61,6 +63,16 @@ def _key_json(record: KeyRecord) -> dict[str, object]:
         "expires_at": None if record.expires_at is None else rfc3339(record.expires_at),
         "models": list(record.allowed_models) if record.allowed_models is not None else None,
         "limits": _limits_json(record.limits),
+    }
+
+
+def _token_json(record: ConsoleTokenRecord) -> dict[str, object]:
+    return {
+        "id": record.id,
+        "project": record.project,
+        "name": record.name,
+        "created_at": record.created_at,
+        "revoked_at": record.revoked_at,
     }
 
 
@@ -137,6 +149,22 @@ class AdminAPI:
                 raise GatewayError(Kind.NOT_FOUND, f"no project {match[1]!r}")
             # Through the limiter: it holds the live balance.
             return 200, _project_json(project, await self._limiter.add_balance(project.name, nanos))
+        if (match := re.fullmatch(r"/projects/([^/]+)/tokens", path)) and method == "GET":
+            if await store.find_project(match[1]) is None:
+                raise GatewayError(Kind.NOT_FOUND, f"no project {match[1]!r}")
+            return 200, {"data": [_token_json(t) for t in store.list_console_tokens(match[1])]}
+        if (match := re.fullmatch(r"/projects/([^/]+)/tokens", path)) and method == "POST":
+            label = decode(body, NewConsoleToken).name
+            new_token = console_tokens.generate()
+            try:
+                made = store.create_console_token(new_token.token_id, match[1], label, new_token.secret_hash)
+            except ValueError as exc:
+                raise GatewayError(Kind.NOT_FOUND, str(exc)) from None
+            return 201, {**_token_json(made), "token": new_token.token}  # the secret, this once
+        if (match := re.fullmatch(r"/tokens/([^/]+)/revoke", path)) and method == "POST":
+            if not store.revoke_console_token(match[1]):
+                raise GatewayError(Kind.NOT_FOUND, f"no active console token {match[1]!r}")
+            return 200, {"id": match[1], "revoked": True}
         if path == "/counters" and method == "GET":
             return 200, self._counters.snapshot()
         if path == "/keys" and method == "GET":

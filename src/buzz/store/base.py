@@ -39,6 +39,16 @@ class ProjectRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class ConsoleTokenRecord:
+    id: str
+    project: str
+    name: str | None
+    secret_hash: bytes
+    created_at: str
+    revoked_at: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class UsageLine:
     group: str
     requests: int
@@ -98,6 +108,16 @@ class Store(Protocol):
     def list_keys(self, project: str | None = None) -> list[KeyRecord]: ...
 
     def revoke_key(self, key_id: str) -> bool: ...
+
+    def create_console_token(
+        self, token_id: str, project: str, name: str | None, secret_hash: bytes
+    ) -> ConsoleTokenRecord: ...
+
+    def find_console_token(self, token_id: str) -> ConsoleTokenRecord | None: ...
+
+    def list_console_tokens(self, project: str | None = None) -> list[ConsoleTokenRecord]: ...
+
+    def revoke_console_token(self, token_id: str) -> bool: ...
 
     def write_ledger(self, rows: Sequence[LedgerRow]) -> None: ...
 

@@ -15,7 +15,7 @@ import msgspec
 
 from buzz.billing.ledger import LedgerRow
 from buzz.limits.base import Limits, ScopeKind
-from buzz.store.base import GroupBy, KeyRecord, ProjectRecord, UsageLine
+from buzz.store.base import ConsoleTokenRecord, GroupBy, KeyRecord, ProjectRecord, UsageLine
 
 _LEDGER_COLUMNS = (
     "id, ts, key_id, project, user_id, tags, surface, provider, model, status, error_type, "
@@ -46,6 +46,7 @@ _PROJECT_SELECT = (
     "FROM projects"
 )
 _NO_LIMITS = Limits()
+_CONSOLE_SELECT = "SELECT id, project, name, secret_hash, created_at, revoked_at FROM console_tokens"
 # Columns an update may set, each a fixed name: the SQL is built only from these.
 _KEY_CHANGES = frozenset({*_LIMIT_COLUMNS, "expires_unix", "allowed_models", "name"})
 _PROJECT_CHANGES = frozenset({*_LIMIT_COLUMNS, "prepaid"})
@@ -327,6 +328,38 @@ class SQLiteStore:
         cursor = self._conn.execute(
             "UPDATE keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
             (iso(datetime.now(UTC).timestamp()), key_id),
+        )
+        return cursor.rowcount == 1
+
+    # --- console tokens -------------------------------------------------------------------
+
+    def create_console_token(
+        self, token_id: str, project: str, name: str | None, secret_hash: bytes
+    ) -> ConsoleTokenRecord:
+        if self.project(project) is None:
+            raise ValueError(f"no project {project!r}")
+        created = iso(datetime.now(UTC).timestamp())
+        self._conn.execute(
+            "INSERT INTO console_tokens (id, project, name, secret_hash, created_at) VALUES (?, ?, ?, ?, ?)",
+            (token_id, project, name, secret_hash, created),
+        )
+        record = self.find_console_token(token_id)
+        assert record is not None
+        return record
+
+    def find_console_token(self, token_id: str) -> ConsoleTokenRecord | None:
+        row = self._conn.execute(f"{_CONSOLE_SELECT} WHERE id = ?", (token_id,)).fetchone()
+        return ConsoleTokenRecord(*row) if row else None
+
+    def list_console_tokens(self, project: str | None = None) -> list[ConsoleTokenRecord]:
+        where, args = ("WHERE project = ?", (project,)) if project is not None else ("", ())
+        rows = self._conn.execute(f"{_CONSOLE_SELECT} {where} ORDER BY created_at, id", args)
+        return [ConsoleTokenRecord(*row) for row in rows]
+
+    def revoke_console_token(self, token_id: str) -> bool:
+        cursor = self._conn.execute(
+            "UPDATE console_tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+            (iso(datetime.now(UTC).timestamp()), token_id),
         )
         return cursor.rowcount == 1
 
