@@ -81,7 +81,7 @@ class Console:
         throttle = FailureThrottle(SIGN_IN_FAILURES, SIGN_IN_WINDOW, clock)
         ctx = self._ctx = Context(store, limiter, counters, changed, settings, proxies, throttle, wall_clock)
         routes: list[BaseRoute] = [
-            Route(PREFIX, self._to_home, methods=["GET"]),
+            Route(PREFIX, self._home, methods=["GET"]),
             Route(f"{PREFIX}/", self._home, methods=["GET"]),
             *signin.routes(ctx),
             *keys.routes(ctx),
@@ -125,9 +125,6 @@ class Console:
             log.error("console internal error %s at %s", type(exc).__name__, where(exc))
             if not started:
                 await send_response(send, 500, b"internal error", b"text/plain; charset=utf-8", _SECURITY_HEADERS)
-
-    async def _to_home(self, request: Request) -> Response:
-        return see_other(f"{PREFIX}/")
 
     async def _home(self, request: Request) -> Response:
         self._ctx.session(request)
