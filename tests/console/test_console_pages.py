@@ -12,7 +12,7 @@ import pytest
 from console_support import ADMIN_TOKEN, Client, ConsoleGateway, open_store
 
 from fakes.fake_anthropic import FakeAnthropic
-from support import UPSTREAM_KEY, Clock, raw_post
+from support import UPSTREAM_KEY, Clock, raw_post, read_ledger, wait_until
 
 KEY = re.compile(r'<code id="secret">(buzz-[a-z0-9]{12}-[A-Za-z0-9]{32})</code>')
 TOKEN = re.compile(r'<code id="secret">(buzzc-[a-z0-9]{12}-[A-Za-z0-9]{32})</code>')
@@ -165,8 +165,13 @@ def test_the_revoke_confirm_page_works_without_scripts(gateway: ConsoleGateway, 
     confirm = operator.get(f"/console/keys/{key_id}/revoke")
     assert confirm.status == 200 and f'action="/console/keys/{key_id}/revoke"' in confirm.body
     assert _call(gateway, key[1], "claude-haiku-4-5") == 200
+    assert wait_until(lambda: any(row["key_id"] == key_id for row in read_ledger(gateway.data_dir / "buzz.sqlite3")))
+    # Checked once more after its ledger row is written, so nothing but the console's own word
+    # can tell the gateway that the key changed.
+    assert Client(gateway.url).get("/api/key", headers={"authorization": f"Bearer {key[1]}"}).status == 200
     done = operator.post(f"/console/keys/{key_id}/revoke", {"csrf": confirm.csrf()})
     assert done.status == 303 and done.location == "/console/keys?done=key-revoked"
+    assert Client(gateway.url).get("/api/key", headers={"authorization": f"Bearer {key[1]}"}).status == 401
     assert _call(gateway, key[1], "claude-haiku-4-5") == 401
     assert "It is revoked already." in operator.get(f"/console/keys/{key_id}/revoke").body
 
