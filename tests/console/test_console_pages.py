@@ -54,6 +54,9 @@ def test_projects_are_created_changed_and_topped_up(gateway: ConsoleGateway, ope
     page = operator.get("/console/projects/northwind?done=balance-added")
     assert '<dd id="balance">$12.4999985</dd>' in page.body  # exact: no float, no rounding to cents
     assert "The balance is updated." in page.body
+    assert operator.submit("/console/projects", {"name": "overdrawn"}).status == 303
+    assert operator.submit("/console/projects/overdrawn/balance", {"usd": "-1234.5"}).status == 303
+    assert '<dd id="balance">-$1,234.50</dd>' in operator.get("/console/projects/overdrawn").body
     for amount, message in (("lots", "usd:"), ("0.0000000001", "more precision than a nano-dollar")):
         refused = operator.submit("/console/projects/northwind/balance", {"usd": amount})
         assert refused.status == 400 and message in refused.body, amount
