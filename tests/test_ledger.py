@@ -45,7 +45,7 @@ def test_every_table_holds_only_metadata(tmp_path: Path, fake_session: FakeAnthr
         pass  # started once: the migrations ran
     conn = sqlite3.connect(tmp_path / "data" / "buzz.sqlite3")
     tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    assert tables == {"keys", "projects", "counters", "ledger", "schema_migrations", "console_tokens"}
+    assert tables == {"keys", "projects", "counters", "ledger", "schema_migrations", "console_tokens", "console_secret"}
     assert [row[1] for row in conn.execute("PRAGMA table_info(ledger)")] == LEDGER_COLUMNS
     conn.close()
 

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from time import perf_counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -45,6 +45,9 @@ from buzz.routes import CLAUDE_CODE_SCRIPT, HEALTHZ, KEY_INFO, MODELS_PAGE, PRIC
 from buzz.store.sqlite import SQLiteStore
 from buzz.upstreams import estimate, openai_models
 from buzz.upstreams.model_lists import ModelLists
+
+if TYPE_CHECKING:
+    from buzz.console.web import Console
 
 log = logging.getLogger("buzz")
 # How long a shutdown waits, after the server cancelled what was left, for those requests to settle.
@@ -78,12 +81,19 @@ class _Running:
     limiter: Limiter
     admin: AdminAPI
     models: ModelLists
+    console: Console | None
 
 
 class Gateway:
-    def __init__(self, config: Config, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        config: Config,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
         self.config = config
-        self._clock = clock  # for the model lists' cache
+        self._clock = clock  # for the model lists' cache and the console's sign-in throttle
+        self._wall_clock = wall_clock  # for the console's session expiry
         self.catalogue = Catalogue.default(models=config.routing_models, patterns=config.routing_patterns)
         self.prices = price_book(config)
         self.router = Router(config, self.catalogue)
@@ -126,7 +136,15 @@ class Gateway:
             await asyncio.to_thread(estimate.warm_up)
         admin = AdminAPI(self.config.admin_token, store, limiter, self.counters, changed=auth.invalidate)
         models = ModelLists(self.config, self.catalogue, session, self._clock)
-        self._running = _Running(store, ledger, pipeline, auth, session.close, limiter, admin, models)
+        console = None
+        if self.config.console:
+            # Imported here, once: the console is no part of the request path's imports.
+            from buzz.console.web import Console
+
+            console = Console(
+                store, limiter, self.counters, auth.invalidate, self.config, self.proxies, self._clock, self._wall_clock
+            )
+        self._running = _Running(store, ledger, pipeline, auth, session.close, limiter, admin, models, console)
         # Everything built so far lives as long as the process: keep it out of every future
         # collection, which then only looks at what requests allocate.
         gc.freeze()
@@ -200,6 +218,11 @@ class Gateway:
             return
         endpoint, params = match(scope["method"], scope["path"], scope["headers"], scope.get("query_string", b""))
         if endpoint is None:
+            console = self.running.console
+            # Looked for only once no route matched, so it costs a proxied request nothing.
+            if console is not None and _is_console(scope["path"]):
+                await console(scope, receive, send)
+                return
             error = GatewayError(Kind.NOT_FOUND, f"no route {scope['method']} {scope['path']} on this gateway")
             await send_error(send, error, new_request_id(), _surface_of(scope))
         elif endpoint.proxied:
@@ -295,6 +318,10 @@ async def _public_response(send: Send, body: bytes, content_type: bytes) -> None
     await send_response(
         send, 200, body, content_type, [(b"cache-control", b"public, max-age=300"), (b"vary", b"accept")]
     )
+
+
+def _is_console(path: str) -> bool:
+    return path == "/console" or path.startswith("/console/")
 
 
 def _surface_of(scope: Scope) -> Surface:

@@ -85,6 +85,8 @@ class Config:
     trusted_proxies: tuple[str, ...] = ()
     routing_models: Mapping[str, str] = field(default_factory=dict)
     routing_patterns: Mapping[str, str] = field(default_factory=dict)
+    console: bool = True
+    console_session_lifetime: int = 8 * 3600
 
     @property
     def database_path(self) -> Path:
@@ -301,6 +303,20 @@ SETTINGS: tuple[Setting, ...] = (
         "BUZZ_ADMIN_TOKEN",
         str,
         "Operator token for the admin API under /admin/api/ (Bearer); unset, the admin API is off.",
+    ),
+    Setting(
+        "console",
+        ("console", "enabled"),
+        "BUZZ_CONSOLE",
+        _bool,
+        "Serve the web console under /console/ (sign-in with the operator token or a project console token).",
+    ),
+    Setting(
+        "console_session_lifetime",
+        ("console", "session_lifetime"),
+        "BUZZ_CONSOLE_SESSION_LIFETIME",
+        _positive_int,
+        "Seconds a console session lasts from sign-in; then its cookie is refused and the user signs in again.",
     ),
     Setting(
         "ledger_flush_interval",

@@ -363,6 +363,14 @@ class SQLiteStore:
         )
         return cursor.rowcount == 1
 
+    def console_secret(self, candidate: bytes) -> bytes:
+        self._conn.execute(
+            "INSERT OR IGNORE INTO console_secret (id, secret, created_at) VALUES (1, ?, ?)",
+            (candidate, iso(datetime.now(UTC).timestamp())),
+        )
+        (secret,) = self._conn.execute("SELECT secret FROM console_secret WHERE id = 1").fetchone()
+        return bytes(secret)
+
     # --- ledger ---------------------------------------------------------------------------
 
     def write_ledger(self, rows: Sequence[LedgerRow]) -> None:

@@ -1,0 +1,1 @@
+"""The web console: sign-in, keys, projects and console tokens, served by buzz under /console/."""
