@@ -215,3 +215,23 @@ def _read_all(fd: int) -> None:
             pass
     finally:
         os.close(fd)
+
+
+def test_route_templates_keep_no_ids_names_or_models() -> None:
+    from buzz.access_log import route_template
+
+    cases = {
+        ("POST", "/v1/messages"): "/v1/messages",
+        ("POST", "/v1beta/models/gemini-2.5-pro:countTokens"): "/v1beta/models/{model}:countTokens",
+        ("POST", "/v1/models/gemini-2.5-pro:batchEmbedContents"): "/v1/models/{model}:batchEmbedContents",
+        ("POST", "/v1/models/gemini-2.5-pro:streamGenerateContent"): "/v1/models/{model}:streamGenerateContent",
+        ("GET", "/v1/models/claude-opus-4-8"): "/v1/models/{id}",
+        ("GET", "/v1beta/models/gemini-2.5-pro"): "/v1beta/models/{id}",
+        ("POST", "/admin/api/keys/abc123def456/revoke"): "/admin/api/keys/{id}/revoke",
+        ("GET", "/console/keys/abc123def456/revoke"): "/console/keys/{id}/revoke",
+        ("POST", "/console/projects/acme/balance"): "/console/projects/{id}/balance",
+        ("GET", "/console/static/vendor/uplot/uPlot.iife.min.js"): "/console/static/{file}",
+        ("POST", "/console/sign-in"): "/console/sign-in",
+        ("GET", "/nowhere"): None,
+    }
+    assert {request: route_template(*request) for request in cases} == cases

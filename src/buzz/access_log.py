@@ -29,7 +29,7 @@ import msgspec
 from buzz.asgi import Message, Receive, Scope, Send
 from buzz.counters import Counters
 from buzz.proxy.exchange import SCOPE_KEY as EXCHANGE
-from buzz.routes import STREAM_GENERATE, match
+from buzz.routes import match
 
 App = Callable[[Scope, Receive, Send], Awaitable[None]]
 
@@ -42,6 +42,10 @@ _INTERVAL = 0.2  # seconds between the writer's batches
 # (the logging module's lines on the same stderr); a batch goes out in pieces of whole lines.
 _PIPE_BUF = 4096
 _ADMIN = "/admin/api"
+_CONSOLE = "/console"
+_CONSOLE_WORDS = frozenset(
+    {"keys", "new", "revoke", "projects", "balance", "sign-in", "sign-out", "tokens", "usage", "features", "cache"}
+)
 _ADMIN_WORDS = frozenset({"projects", "keys", "counters", "balance", "revoke"})
 # Client text (a model id) that can go into a text line as it is; anything else is JSON-quoted,
 # so a line can never be split or forged.
@@ -289,15 +293,20 @@ def route_template(method: str, path: str) -> str | None:
         # Keep only the admin API's own words; names and ids become {id}.
         words = path[len(_ADMIN) :].split("/")[1:]
         return _ADMIN + "".join("/" + (word if word in _ADMIN_WORDS else "{id}") for word in words)
+    if path == _CONSOLE or path.startswith(_CONSOLE + "/"):
+        # The console's own words; key ids, token ids and project names become {id}.
+        words = path[len(_CONSOLE) :].split("/")[1:]
+        if words[:1] == ["static"]:
+            return _CONSOLE + "/static/{file}"
+        return _CONSOLE + "".join("/" + (word if word in _CONSOLE_WORDS or not word else "{id}") for word in words)
     endpoint, params = match(method, path)
     if endpoint is None:
         return None
     if "model" in params:
-        version = "v1beta" if path.startswith("/v1beta/") else "v1"
-        action = "streamGenerateContent" if endpoint is STREAM_GENERATE else "generateContent"
-        return f"/{version}/models/{{model}}:{action}"
+        version, _, rest = path[1:].partition("/")
+        return f"/{version}/models/{{model}}:{rest.rpartition(':')[2]}"
     if "model_id" in params:
-        return "/v1/models/{id}"
+        return f"{path[: path.index('/models/')]}/models/{{id}}"
     return path  # an exact route is its own template
 
 
