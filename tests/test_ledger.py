@@ -7,7 +7,7 @@ import signal
 import sqlite3
 from pathlib import Path
 
-from buzz.store.sqlite import _RowTimes, iso
+from buzz.store.timetext import RowTimes as _RowTimes, iso
 from fakes.fake_anthropic import FakeAnthropic
 from support import BuzzProcess, raw_post
 
@@ -39,14 +39,46 @@ LEDGER_COLUMNS = [
     "usage_note",
 ]
 
+ROLLUPS = {"rollup": [], "rollup_user": ["user_id"], "rollup_tag": ["tag_key", "tag_value"]}
+ROLLUP_DIMENSIONS = ["key_id", "provider", "model", "surface", "status_class"]
+ROLLUP_SUMS = [
+    "requests",
+    "errors",
+    "input_tokens",
+    "output_tokens",
+    "cache_write_5m_tokens",
+    "cache_write_1h_tokens",
+    "cache_read_tokens",
+    "cost_nanos",
+    "list_cost_nanos",
+    "unpriced",
+    "estimated",
+]
+
 
 def test_every_table_holds_only_metadata(tmp_path: Path, fake_session: FakeAnthropic) -> None:
     with BuzzProcess(tmp_path / "data", fake_session.url):
         pass  # started once: the migrations ran
     conn = sqlite3.connect(tmp_path / "data" / "buzz.sqlite3")
     tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    assert tables == {"keys", "projects", "counters", "ledger", "schema_migrations", "console_tokens", "console_secret"}
+    assert tables == {
+        "keys",
+        "projects",
+        "counters",
+        "ledger",
+        "schema_migrations",
+        "console_tokens",
+        "console_secret",
+        *ROLLUPS,
+        "rollup_state",
+        "key_last_used",
+    }
     assert [row[1] for row in conn.execute("PRAGMA table_info(ledger)")] == LEDGER_COLUMNS
+    # The rollups hold the ledger's own dimensions and sums of its counts, nothing else.
+    for table, extra in ROLLUPS.items():
+        columns = [row[1] for row in conn.execute(f"PRAGMA table_info({table})")]
+        assert columns == ["project", "bucket", *extra, *ROLLUP_DIMENSIONS, *ROLLUP_SUMS]
+    assert [row[1] for row in conn.execute("PRAGMA table_info(key_last_used)")] == ["key_id", "project", "ts"]
     conn.close()
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -60,6 +60,58 @@ class UsageLine:
     list_cost_nanos: int
     unpriced: int  # rows whose cost is unknown: shown, never counted as zero
     estimated: int  # rows whose usage was estimated, not reported by the vendor
+
+
+# --- reports ----------------------------------------------------------------------------------
+# The console, the admin API and `buzz usage` read aggregates from rollups the ledger writer keeps
+# in the same transaction as the rows: quarter-hour buckets, fine enough for any time zone's hours
+# and days (every UTC offset in use is a whole number of quarter hours).
+
+BUCKET_SECONDS = 900
+# What a report can be split by. "tag" needs a tag key: it splits by that key's values.
+# "provider_model" is for reports that need both (cache economics), joined by \x1f; not offered to users.
+Dimension = Literal["model", "provider", "key", "user", "tag", "project", "surface", "status", "provider_model"]
+DIMENSIONS: tuple[Dimension, ...] = ("model", "provider", "key", "user", "tag", "project", "surface", "status")
+
+
+@dataclass(frozen=True, slots=True)
+class Filters:
+    """Which rows a report counts. `project` is forced to a member's own project by the callers."""
+
+    project: str | None = None
+    key_id: str | None = None
+    model: str | None = None
+    user_id: str | None = None
+    tag: str | None = None  # a whole tag as sent, "feature=search"
+    status_class: int | None = None  # 2, 4 or 5: the first digit of the status
+
+
+@dataclass(slots=True)
+class Totals:
+    """Sums over a set of ledger rows. Cost sums skip unpriced rows, which `unpriced` counts."""
+
+    requests: int = 0
+    errors: int = 0  # status 400 and above, buzz's own refusals included
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_write_5m_tokens: int = 0
+    cache_write_1h_tokens: int = 0
+    cache_read_tokens: int = 0
+    cost_nanos: int = 0
+    list_cost_nanos: int = 0
+    unpriced: int = 0  # rows with usage but no known price: shown as unpriced, never as $0
+    estimated: int = 0  # rows whose usage buzz estimated because the vendor did not report it
+
+    def add(self, other: Totals) -> None:
+        for name in Totals.__slots__:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+
+@dataclass(frozen=True, slots=True)
+class RollupLine:
+    bucket: int  # unix seconds at the start of a quarter hour, UTC
+    group: str  # the dimension's value; "" when the rows have none (no key, no user, no such tag)
+    totals: Totals
 
 
 class Store(Protocol):
@@ -127,5 +179,35 @@ class Store(Protocol):
     def write_ledger(self, rows: Sequence[LedgerRow]) -> None: ...
 
     def usage(self, since: float, by: GroupBy) -> list[UsageLine]: ...
+
+    # Report queries are synchronous and may take a while on a big ledger: callers on the event
+    # loop run them in a thread. They never read raw ledger rows except `export_rows`, and the
+    # one combination the rollups do not hold (a user and a tag together).
+
+    def rollup(
+        self, since: int, until: int, filters: Filters, by: Dimension | None, tag_key: str | None = None
+    ) -> list[RollupLine]:
+        """Totals per quarter-hour bucket in [since, until) and per value of `by` (one group, "",
+        when `by` is None). `by="tag"` needs `tag_key`: rows without that key are left out."""
+        ...
+
+    def tag_keys(self, since: int, until: int, project: str | None) -> list[str]:
+        """The tag keys seen in the range ("feature" for `feature=search`), most used first."""
+        ...
+
+    def last_used(self, project: str | None) -> dict[str, float]:
+        """Key id -> unix seconds of its latest ledger row."""
+        ...
+
+    def export_rows(
+        self, since: int, until: int, project: str | None, after: tuple[float, str] | None
+    ) -> Iterator[list[LedgerRow]]:
+        """The ledger rows in [since, until), oldest first (by time, then id), in batches, after
+        the row (ts, id) when resuming. Reads in constant memory, on its own connection."""
+        ...
+
+    def prune_ledger(self, before: float, limit: int) -> int:
+        """Delete at most `limit` ledger rows older than `before`; the rollups keep their sums."""
+        ...
 
     def close(self) -> None: ...

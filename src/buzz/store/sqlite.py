@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import math
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import closing
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
@@ -15,7 +15,18 @@ import msgspec
 
 from buzz.billing.ledger import LedgerRow
 from buzz.limits.base import Limits, ScopeKind
-from buzz.store.base import ConsoleTokenRecord, GroupBy, KeyRecord, ProjectRecord, UsageLine
+from buzz.store import sqlite_reports as reports
+from buzz.store.base import (
+    ConsoleTokenRecord,
+    Dimension,
+    Filters,
+    GroupBy,
+    KeyRecord,
+    ProjectRecord,
+    RollupLine,
+    UsageLine,
+)
+from buzz.store.timetext import RowTimes, iso
 
 _LEDGER_COLUMNS = (
     "id, ts, key_id, project, user_id, tags, surface, provider, model, status, error_type, "
@@ -70,33 +81,6 @@ def _key(row: tuple[Any, ...]) -> KeyRecord:
 
 def _project(row: tuple[Any, ...]) -> ProjectRecord:
     return ProjectRecord(row[0], Limits(*row[1:7]), bool(row[7]), row[8], row[9])
-
-
-def iso(ts: float) -> str:
-    """Sortable UTC text with milliseconds; SQLite's date functions read it as it is."""
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-
-
-class _RowTimes:
-    """`iso` for the ledger writer, which formats thousands of timestamps a second: the rows of a
-    batch mostly share their second, so each second's text is made once (strftime is slow)."""
-
-    __slots__ = ("_prefix", "_second")
-
-    def __init__(self) -> None:
-        self._second = -1
-        self._prefix = ""
-
-    def __call__(self, ts: float) -> str:
-        # Rounded to the microsecond first, the way datetime.fromtimestamp does, then cut to milliseconds.
-        second = math.floor(ts)
-        micros = round((ts - second) * 1e6)
-        if micros == 1_000_000:
-            second, micros = second + 1, 0
-        if second != self._second:
-            self._second = second
-            self._prefix = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
-        return f"{self._prefix}.{micros // 1000:03d}Z"
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -168,12 +152,14 @@ class SQLiteStore:
         self._path = path
         self._conn = _connect(path)
         self._migrate()
+        with self._transaction():  # rows written before the rollups existed, once
+            reports.fold_new_rows(self._conn)
         self._writer: sqlite3.Connection | None = None
         self._writer_lock = threading.Lock()
         self._data_version = -1
         self._keys_version = 0
         self._balances = _Balances(self._conn)
-        self._row_times = _RowTimes()  # the writer thread's, under _writer_lock
+        self._row_times = RowTimes()  # the writer thread's, under _writer_lock
         self._version_cursor = self._conn.cursor()  # kept: a cursor per request costs more than the read
 
     # --- schema ---------------------------------------------------------------------------
@@ -415,6 +401,8 @@ class SQLiteStore:
                     "UPDATE projects SET balance_nanos = balance_nanos + ? WHERE name = ?",
                     [(delta, project) for project, delta in changes.items() if delta],
                 )
+                if params:
+                    reports.fold_new_rows(self._writer)
             except BaseException:
                 self._writer.execute("ROLLBACK")
                 raise
@@ -434,6 +422,38 @@ class SQLiteStore:
             GROUP BY grp ORDER BY 7 DESC, 2 DESC, grp
         """  # noqa: S608 - the interpolated parts are constants from _GROUPS
         return [UsageLine(*row) for row in self._conn.execute(sql, (iso(since),))]
+
+    # --- reports: each on a connection of its own, so a long read never holds up the request
+    # path's lookups on the shared one -------------------------------------------------------
+
+    def _reader(self) -> closing[sqlite3.Connection]:
+        return closing(_connect(self._path))
+
+    def rollup(
+        self, since: int, until: int, filters: Filters, by: Dimension | None, tag_key: str | None = None
+    ) -> list[RollupLine]:
+        with self._reader() as conn:
+            return reports.rollup(conn, since, until, filters, by, tag_key)
+
+    def tag_keys(self, since: int, until: int, project: str | None) -> list[str]:
+        with self._reader() as conn:
+            return reports.tag_keys(conn, since, until, project)
+
+    def last_used(self, project: str | None) -> dict[str, float]:
+        with self._reader() as conn:
+            return reports.last_used(conn, project)
+
+    def export_rows(
+        self, since: int, until: int, project: str | None, after: tuple[float, str] | None
+    ) -> Iterator[list[LedgerRow]]:
+        with self._reader() as conn:
+            yield from reports.export_rows(conn, since, until, project, after)
+
+    def prune_ledger(self, before: float, limit: int) -> int:
+        with self._writer_lock:
+            if self._writer is None:
+                self._writer = _connect(self._path)
+            return self._writer.execute(reports.PRUNE, reports.prune_args(before, limit)).rowcount
 
     def ledger_rows(self) -> list[dict[str, object]]:
         """Every row, as column -> value; for tests and exports."""

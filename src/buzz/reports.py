@@ -1,0 +1,290 @@
+"""Usage reports from the ledger's rollups, for the console, the admin API and `buzz usage`.
+
+A report is a question (`Query`: a range, a time zone, hourly or daily buckets, a dimension to
+split by, filters) answered from the store's quarter-hour rollups, never from raw rows. The
+quarter-hour buckets are regrouped here into the asker's local hours or days, so a day in
+Kolkata (UTC+05:30) or across a daylight-saving change is exactly that day, and every bucket's
+label carries its offset.
+
+The query's parameters are the same everywhere: the console keeps them in its URL, the admin
+API takes them as its query string, so a view can be shared as a link.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta, tzinfo
+from typing import Literal, cast
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from buzz.billing.pricing import PriceBook
+from buzz.billing.usage import Usage
+from buzz.store.base import BUCKET_SECONDS, DIMENSIONS, Dimension, Filters, Store, Totals
+
+Bucket = Literal["hour", "day"]
+RANGES = ("24h", "7d", "30d")
+_RELATIVE = re.compile(r"(\d{1,4})([hdw])")
+_RELATIVE_SECONDS = {"h": 3600, "d": 86400, "w": 7 * 86400}
+_STATUS = re.compile(r"([245])(xx)?")
+# A range may hold at most this many buckets: a chart of more is unreadable, and it bounds the work.
+MAX_BUCKETS = 24 * 400
+
+
+class InvalidQuery(ValueError):
+    """A parameter that cannot be read; the message names it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    since: int  # unix seconds, a multiple of BUCKET_SECONDS
+    until: int  # exclusive
+    tz: ZoneInfo
+    bucket: Bucket
+    by: Dimension | None
+    tag_key: str | None  # with by="tag": whose values split the report
+    filters: Filters
+    range: str  # "24h", "7d", "30d" or "custom", for the console's range picker
+
+    def params(self, **changes: str | None) -> dict[str, str]:
+        """This query as URL parameters (a custom range as its two ends), with `changes` applied."""
+        values: dict[str, str | None] = {
+            "range": self.range,
+            "tz": self.tz.key,
+            "bucket": self.bucket,
+            "by": None if self.by is None else (f"tag:{self.tag_key}" if self.by == "tag" else self.by),
+            "project": self.filters.project,
+            "key": self.filters.key_id,
+            "model": self.filters.model,
+            "user": self.filters.user_id,
+            "tag": self.filters.tag,
+            "status": None if self.filters.status_class is None else f"{self.filters.status_class}xx",
+        }
+        if self.range == "custom":
+            values["since"] = local_text(self.since, self.tz)
+            values["until"] = local_text(self.until, self.tz)
+        values.update(changes)
+        return {name: value for name, value in values.items() if value}
+
+
+def local_text(ts: float, tz: tzinfo) -> str:
+    """RFC 3339 with the zone's offset at that moment: 2026-12-06T05:30:00+05:30."""
+    return datetime.fromtimestamp(ts, tz).isoformat(timespec="seconds")
+
+
+def parse_query(params: Mapping[str, str], now: float, member_project: str | None) -> Query:
+    """Read a query from URL parameters. A member's project overrides any `project` given, so
+    no parameter can widen what a member sees."""
+    tz = _zone(params.get("tz") or "UTC")
+    by, tag_key = _dimension(params.get("by", "model"))
+    status = params.get("status") or None
+    status_class = None
+    if status is not None:
+        match = _STATUS.fullmatch(status)
+        if match is None:
+            raise InvalidQuery("status: use 2xx, 4xx or 5xx")
+        status_class = int(match.group(1))
+    filters = Filters(
+        project=member_project if member_project is not None else (params.get("project") or None),
+        key_id=params.get("key") or None,
+        model=params.get("model") or None,
+        user_id=params.get("user") or None,
+        tag=params.get("tag") or None,
+        status_class=status_class,
+    )
+    since_text, until_text = params.get("since") or None, params.get("until") or None
+    range_name = params.get("range") or ("custom" if since_text else "7d")
+    bucket_text = params.get("bucket") or None
+    if bucket_text not in (None, "hour", "day"):
+        raise InvalidQuery("bucket: use hour or day")
+    if range_name in RANGES:
+        bucket = cast(Bucket, bucket_text or ("hour" if range_name == "24h" else "day"))
+        until = _bucket_end(now, tz, bucket)
+        since = _bucket_start(until - _RELATIVE_SECONDS[range_name[-1]] * int(range_name[:-1]), tz, bucket)
+    elif range_name == "custom":
+        if since_text is None:
+            raise InvalidQuery("since: a custom range needs one")
+        since = _moment(since_text, "since", now, tz)
+        until = _moment(until_text, "until", now, tz) if until_text else int(now)
+        # The rollups' resolution: a custom range is widened to whole quarter hours.
+        since -= since % BUCKET_SECONDS
+        until += -until % BUCKET_SECONDS
+        span = until - since
+        bucket = cast(Bucket, bucket_text or ("hour" if span <= 2 * 86400 else "day"))
+    else:
+        raise InvalidQuery("range: use 24h, 7d, 30d or custom")
+    if until <= since:
+        raise InvalidQuery("until: must be after since")
+    if (until - since) // (3600 if bucket == "hour" else 86400) > MAX_BUCKETS:
+        raise InvalidQuery(f"since: at most {MAX_BUCKETS} buckets; use daily buckets or a shorter range")
+    return Query(since, until, tz, bucket, by, tag_key, filters, range_name)
+
+
+def _zone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise InvalidQuery(f"tz: unknown time zone {name!r}; use an IANA name such as Europe/Paris") from None
+
+
+def _dimension(text: str) -> tuple[Dimension | None, str | None]:
+    if text in ("", "none"):
+        return None, None
+    if text.startswith("tag:"):
+        tag_key = text[4:]
+        if not tag_key:
+            raise InvalidQuery("by: name the tag key, as in tag:feature")
+        return "tag", tag_key
+    if text not in DIMENSIONS or text == "tag":
+        raise InvalidQuery(f"by: use one of {', '.join(d for d in DIMENSIONS if d != 'tag')} or tag:<key>")
+    return cast(Dimension, text), None
+
+
+def _moment(text: str, name: str, now: float, tz: tzinfo) -> int:
+    """A relative span back from now (30d), a date (midnight in `tz`), or RFC 3339."""
+    match = _RELATIVE.fullmatch(text)
+    if match:
+        return int(now) - int(match.group(1)) * _RELATIVE_SECONDS[match.group(2)]
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise InvalidQuery(f"{name}: use a date (2026-11-01), RFC 3339 or a span such as 30d") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=tz)
+    return int(moment.timestamp())
+
+
+def _bucket_start(ts: float, tz: tzinfo, bucket: Bucket) -> int:
+    local = datetime.fromtimestamp(ts, tz)
+    if bucket == "day":
+        start = datetime.combine(local.date(), datetime.min.time(), tz)
+    else:
+        start = local.replace(minute=0, second=0, microsecond=0)
+    return int(start.timestamp())
+
+
+def _bucket_end(ts: float, tz: tzinfo, bucket: Bucket) -> int:
+    """The end of the local hour or day that `ts` is in."""
+    local = datetime.fromtimestamp(ts, tz)
+    if bucket == "day":
+        following: date = local.date() + timedelta(days=1)
+        return int(datetime.combine(following, datetime.min.time(), tz).timestamp())
+    return _bucket_start(ts, tz, bucket) + 3600
+
+
+# --- the usage report ------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class GroupLine:
+    group: str  # "" for rows without a value: no key, no user, no tag of that key
+    totals: Totals
+    series: list[Totals]  # one per bucket of the report
+
+
+@dataclass(slots=True)
+class UsageReport:
+    query: Query
+    buckets: list[datetime]  # each bucket's local start, with its offset
+    groups: list[GroupLine]  # most cost first
+    total: Totals = field(default_factory=Totals)
+    # With by=tag, requests carrying none of that key's tags: their totals, so the split adds up.
+    untagged: Totals | None = None
+
+
+def usage_report(store: Store, query: Query) -> UsageReport:
+    lines = store.rollup(query.since, query.until, query.filters, query.by, query.tag_key)
+    buckets, index_of = _local_buckets(query)
+    groups: dict[str, GroupLine] = {}
+    total = Totals()
+    for line in lines:
+        group = groups.get(line.group)
+        if group is None:
+            group = groups[line.group] = GroupLine(line.group, Totals(), [Totals() for _ in buckets])
+        group.totals.add(line.totals)
+        group.series[index_of[line.bucket]].add(line.totals)
+        total.add(line.totals)
+    ordered = sorted(groups.values(), key=lambda g: (-g.totals.cost_nanos, -g.totals.requests, g.group))
+    report = UsageReport(query, buckets, ordered, total)
+    if query.by == "tag":
+        # A request with two values of the key counts under each: the total is the requests',
+        # read without the split, and "untagged" is what no value of the key covers.
+        everything = Totals()
+        for line in store.rollup(query.since, query.until, query.filters, None):
+            everything.add(line.totals)
+        report.total = everything
+        report.untagged = _untagged(everything, total)
+    return report
+
+
+def _untagged(everything: Totals, tagged: Totals) -> Totals | None:
+    rest = Totals(*(max(0, getattr(everything, n) - getattr(tagged, n)) for n in Totals.__slots__))
+    return rest if rest.requests else None
+
+
+def _local_buckets(query: Query) -> tuple[list[datetime], dict[int, int]]:
+    """The report's local buckets in order, and for each quarter hour of the range, its bucket."""
+    starts: list[datetime] = []
+    index_of: dict[int, int] = {}
+    previous: tuple[object, ...] | None = None
+    for quarter in range(query.since, query.until, BUCKET_SECONDS):
+        local = datetime.fromtimestamp(quarter, query.tz)
+        if query.bucket == "day":
+            ident: tuple[object, ...] = (local.date(),)
+            start = datetime.combine(local.date(), datetime.min.time(), query.tz)
+        else:
+            # The offset is part of an hour's identity: the repeated hour of a change back from
+            # summer time is two buckets, 01:00+02:00 and 01:00+01:00.
+            start = local.replace(minute=0, second=0, microsecond=0)
+            ident = (start.replace(tzinfo=None), local.utcoffset())
+        if ident != previous:
+            starts.append(start)
+            previous = ident
+        index_of[quarter] = len(starts) - 1
+    return starts, index_of
+
+
+# --- cache economics -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CacheLine:
+    provider: str
+    model: str
+    totals: Totals
+    write_nanos: int | None  # what the cache writes cost, at buzz's price; None if unpriced
+    saved_nanos: int | None  # what the cache reads saved against the same tokens as full input
+
+    @property
+    def read_share(self) -> float:
+        """The share of all input tokens that was served from the cache."""
+        t = self.totals
+        total_input = t.input_tokens + t.cache_write_5m_tokens + t.cache_write_1h_tokens + t.cache_read_tokens
+        return t.cache_read_tokens / total_input if total_input else 0.0
+
+
+def cache_report(store: Store, query: Query, prices: PriceBook) -> list[CacheLine]:
+    """Per model, from metadata only. Costs use the price in force at the range's end, at the
+    base tier: a model's price change inside the range is not split out."""
+    per_model: dict[str, Totals] = {}
+    for line in store.rollup(query.since, query.until, query.filters, "provider_model"):
+        per_model.setdefault(line.group, Totals()).add(line.totals)
+    when = datetime.fromtimestamp(query.until - 1, UTC)
+    lines = []
+    for group, totals in per_model.items():
+        provider, _, model = group.partition("\x1f")
+        price = prices.buzz_price(provider, model, when) if provider and model else None
+        write = saved = None
+        if price is not None:
+            rates = price.base
+            writes = Usage(
+                cache_write_5m_tokens=totals.cache_write_5m_tokens, cache_write_1h_tokens=totals.cache_write_1h_tokens
+            )
+            write = rates.nanos_for(writes)
+            saved = rates.nanos_for(Usage(input_tokens=totals.cache_read_tokens)) - rates.nanos_for(
+                Usage(cache_read_tokens=totals.cache_read_tokens)
+            )
+        lines.append(CacheLine(provider, model, totals, write, saved))
+    lines.sort(key=lambda c: (-(c.saved_nanos or 0), -c.totals.cache_read_tokens, c.model))
+    return lines

@@ -1,0 +1,273 @@
+"""The SQLite store's rollups and report queries (the tables are described in 0008_rollups.sql).
+
+The writer folds each batch of new ledger rows into the rollups with three INSERT ... SELECT
+statements that run inside SQLite, in the batch's own transaction: the sums are made in C, off
+the interpreter, and a reader sees rows and sums change together.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from typing import Any
+
+import msgspec
+
+from buzz.billing.ledger import LedgerRow
+from buzz.store.base import BUCKET_SECONDS, Dimension, Filters, RollupLine, Totals
+from buzz.store.timetext import TextTimes, iso
+
+# The rollups' shared dimensions and sums, as SQL over the ledger's columns.
+_BASE_DIMS = ("key_id", "provider", "model", "surface", "status_class")
+_BASE_EXPRS = ("coalesce(key_id, '')", "coalesce(provider, '')", "coalesce(model, '')", "surface", "status / 100")
+_SUMS = (
+    "requests",
+    "errors",
+    "input_tokens",
+    "output_tokens",
+    "cache_write_5m_tokens",
+    "cache_write_1h_tokens",
+    "cache_read_tokens",
+    "cost_nanos",
+    "list_cost_nanos",
+    "unpriced",
+    "estimated",
+)
+_SUM_EXPRS = (
+    "count(*)",
+    "sum(status >= 400)",
+    "sum(input_tokens)",
+    "sum(output_tokens)",
+    "sum(cache_write_5m_tokens)",
+    "sum(cache_write_1h_tokens)",
+    "sum(cache_read_tokens)",
+    "coalesce(sum(cost_nanos), 0)",
+    "coalesce(sum(list_cost_nanos), 0)",
+    "sum(cost_nanos IS NULL AND usage_source != 'none')",
+    "sum(usage_source = 'estimated')",
+)
+_BUCKET = f"CAST(strftime('%s', ts) AS INTEGER) / {BUCKET_SECONDS} * {BUCKET_SECONDS}"
+_TAG_KEY = "CASE WHEN instr(t.value, '=') > 0 THEN substr(t.value, 1, instr(t.value, '=') - 1) ELSE '' END"
+_TAG_VALUE = "CASE WHEN instr(t.value, '=') > 0 THEN substr(t.value, instr(t.value, '=') + 1) ELSE t.value END"
+
+
+def _fold(table: str, extra_dims: tuple[str, ...], extra_exprs: tuple[str, ...], source: str) -> str:
+    dims = ("project", "bucket", *extra_dims, *_BASE_DIMS)
+    exprs = ("coalesce(project, '')", _BUCKET, *extra_exprs, *_BASE_EXPRS)
+    groups = ", ".join(str(i + 1) for i in range(len(dims)))
+    updates = ", ".join(f"{name} = {name} + excluded.{name}" for name in _SUMS)
+    return (
+        f"INSERT INTO {table} ({', '.join(dims + _SUMS)}) "  # noqa: S608 - constants only
+        f"SELECT {', '.join(exprs + _SUM_EXPRS)} FROM {source} "
+        "WHERE ledger.rowid > (SELECT last_rowid FROM rollup_state) "
+        f"GROUP BY {groups} ON CONFLICT DO UPDATE SET {updates}"
+    )
+
+
+_FOLDS = (
+    _fold("rollup", (), (), "ledger"),
+    _fold("rollup_user", ("user_id",), ("coalesce(user_id, '')",), "ledger"),
+    _fold("rollup_tag", ("tag_key", "tag_value"), (_TAG_KEY, _TAG_VALUE), "ledger, json_each(ledger.tags) AS t"),
+)
+_LAST_USED = (
+    "INSERT INTO key_last_used (key_id, project, ts) "
+    "SELECT key_id, coalesce(project, ''), max(ts) FROM ledger "
+    "WHERE ledger.rowid > (SELECT last_rowid FROM rollup_state) AND key_id IS NOT NULL GROUP BY key_id "
+    "ON CONFLICT DO UPDATE SET ts = max(ts, excluded.ts)"
+)
+_MARK = "UPDATE rollup_state SET last_rowid = coalesce((SELECT max(rowid) FROM ledger), last_rowid)"
+
+
+def fold_new_rows(conn: sqlite3.Connection) -> None:
+    """Add the ledger rows not yet in the rollups to them; inside the caller's transaction."""
+    for statement in (*_FOLDS, _LAST_USED, _MARK):
+        conn.execute(statement)
+
+
+# --- queries ---------------------------------------------------------------------------------
+
+_GROUP_EXPRS: dict[str, str] = {
+    "model": "model",
+    "provider": "provider",
+    "key": "key_id",
+    "user": "user_id",
+    "project": "project",
+    "surface": "surface",
+    "status": "status_class || 'xx'",
+    "tag": "tag_value",
+    "provider_model": "provider || char(31) || model",
+}
+# The same over raw ledger rows, for the one combination the rollups do not hold.
+_RAW_GROUP_EXPRS: dict[str, str] = {
+    **{name: f"coalesce({expr}, '')" for name, expr in _GROUP_EXPRS.items() if name in ("model", "provider")},
+    "key": "coalesce(key_id, '')",
+    "user": "coalesce(user_id, '')",
+    "project": "coalesce(project, '')",
+    "surface": "surface",
+    "status": "(status / 100) || 'xx'",
+    "tag": _TAG_VALUE,
+    "provider_model": "coalesce(provider, '') || char(31) || coalesce(model, '')",
+}
+
+
+def _split_tag(tag: str) -> tuple[str, str]:
+    name, sep, value = tag.partition("=")
+    return (name, value) if sep else ("", tag)
+
+
+def rollup(
+    conn: sqlite3.Connection,
+    since: int,
+    until: int,
+    filters: Filters,
+    by: Dimension | None,
+    tag_key: str | None,
+) -> list[RollupLine]:
+    uses_user = filters.user_id is not None or by == "user"
+    uses_tag = filters.tag is not None or by == "tag"
+    if (uses_user and uses_tag) or (filters.tag is not None and by == "tag"):
+        return _raw_rollup(conn, since, until, filters, by, tag_key)
+    table = "rollup_user" if uses_user else "rollup_tag" if uses_tag else "rollup"
+    where, args = _project_clause(table, filters.project)
+    where.append("bucket >= ? AND bucket < ?")
+    args += [since, until]
+    for column, value in (
+        ("key_id", filters.key_id),
+        ("model", filters.model),
+        ("user_id", filters.user_id),
+        ("status_class", filters.status_class),
+    ):
+        if value is not None:
+            where.append(f"{column} = ?")
+            args.append(value)
+    if filters.tag is not None:
+        where.append("tag_key = ? AND tag_value = ?")
+        args += _split_tag(filters.tag)
+    if by == "tag":
+        where.append("tag_key = ?")
+        args.append(tag_key or "")
+    group = "''" if by is None else _GROUP_EXPRS[by]
+    sql = (
+        f"SELECT bucket, {group}, {', '.join(f'sum({name})' for name in _SUMS)} "  # noqa: S608 - constants
+        f"FROM {table} WHERE {' AND '.join(where)} GROUP BY 1, 2"
+    )
+    return [RollupLine(row[0], row[1], Totals(*row[2:])) for row in conn.execute(sql, args)]
+
+
+def _project_clause(table: str, project: str | None) -> tuple[list[str], list[Any]]:
+    if project is not None:
+        return ["project = ?"], [project]
+    # Across projects, name each one the table holds (found by one index seek per project): each
+    # is then a range of the primary key, where a bare bucket range would read every project's
+    # rows of every time.
+    names = (
+        f"WITH RECURSIVE p(name) AS (SELECT min(project) FROM {table} UNION ALL "  # noqa: S608 - constants
+        f"SELECT (SELECT min(project) FROM {table} WHERE project > p.name) FROM p WHERE p.name IS NOT NULL) "
+        "SELECT name FROM p WHERE name IS NOT NULL"
+    )
+    return [f"project IN ({names})"], []
+
+
+def _raw_rollup(
+    conn: sqlite3.Connection, since: int, until: int, filters: Filters, by: Dimension | None, tag_key: str | None
+) -> list[RollupLine]:
+    """A user and a tag together: read from raw rows, on the (project, ts) or ts index."""
+    where = ["ts >= ? AND ts < ?"]
+    args: list[Any] = [_iso_second(since), _iso_second(until)]
+    for column, value in (
+        ("project", filters.project),
+        ("key_id", filters.key_id),
+        ("model", filters.model),
+        ("user_id", filters.user_id),
+    ):
+        if value is not None:
+            where.append(f"{column} = ?")
+            args.append(value)
+    if filters.status_class is not None:
+        where.append("status / 100 = ?")
+        args.append(filters.status_class)
+    if filters.tag is not None:
+        where.append("EXISTS (SELECT 1 FROM json_each(ledger.tags) AS f WHERE f.value = ?)")
+        args.append(filters.tag)
+    source = "ledger"
+    if by == "tag":
+        source = "ledger, json_each(ledger.tags) AS t"
+        where.append(f"{_TAG_KEY} = ?")
+        args.append(tag_key or "")
+    group = "''" if by is None else _RAW_GROUP_EXPRS[by]
+    sql = (
+        f"SELECT {_BUCKET}, {group}, {', '.join(_SUM_EXPRS)} "  # noqa: S608 - constants
+        f"FROM {source} WHERE {' AND '.join(where)} GROUP BY 1, 2"
+    )
+    return [RollupLine(row[0], row[1], Totals(*row[2:])) for row in conn.execute(sql, args)]
+
+
+def tag_keys(conn: sqlite3.Connection, since: int, until: int, project: str | None) -> list[str]:
+    where, args = _project_clause("rollup_tag", project)
+    sql = (
+        "SELECT tag_key FROM rollup_tag "  # noqa: S608 - constants
+        f"WHERE {' AND '.join(where)} AND bucket >= ? AND bucket < ? AND tag_key != '' "
+        "GROUP BY tag_key ORDER BY sum(requests) DESC, tag_key"
+    )
+    return [row[0] for row in conn.execute(sql, [*args, since, until])]
+
+
+def last_used(conn: sqlite3.Connection, project: str | None) -> dict[str, float]:
+    where, args = ("WHERE project = ?", (project,)) if project is not None else ("", ())
+    rows = conn.execute(f"SELECT key_id, ts FROM key_last_used {where}", args)  # noqa: S608
+    times = TextTimes()
+    return {key_id: times(ts) for key_id, ts in rows}
+
+
+# --- export and retention ----------------------------------------------------------------------
+
+_EXPORT_COLUMNS = (
+    "id, ts, surface, status, usage_source, latency_ms, key_id, project, user_id, tags, provider, model, "
+    "error_type, input_tokens, output_tokens, cache_write_5m_tokens, cache_write_1h_tokens, cache_read_tokens, "
+    "cost_nanos, list_cost_nanos, price_version, ttfb_ms, upstream_request_id, usage_note"
+)  # LedgerRow's field order
+EXPORT_BATCH = 5000
+
+
+def export_rows(
+    conn: sqlite3.Connection, since: int, until: int, project: str | None, after: tuple[float, str] | None
+) -> Iterator[list[LedgerRow]]:
+    where = ["ts >= ? AND ts < ?"]
+    args: list[Any] = [_iso_second(since), _iso_second(until)]
+    if project is not None:
+        where.append("project = ?")
+        args.append(project)
+    if after is not None:
+        # Rows are stored at millisecond precision; `after` is a row's own time, so it is exact.
+        where.append("(ts, id) > (?, ?)")
+        args += [iso(after[0]), after[1]]
+    cursor = conn.execute(
+        f"SELECT {_EXPORT_COLUMNS} FROM ledger WHERE {' AND '.join(where)} ORDER BY ts, id",  # noqa: S608
+        args,
+    )
+    times = TextTimes()
+    decode = msgspec.json.decode
+    while batch := cursor.fetchmany(EXPORT_BATCH):
+        rows = []
+        for row in batch:
+            fields = list(row)
+            fields[1] = times(fields[1])
+            fields[9] = tuple(decode(fields[9])) if fields[9] != "[]" else ()
+            rows.append(LedgerRow(*fields))
+        yield rows
+
+
+PRUNE = (
+    # Never the newest row: new rows take the highest rowid plus one, and the rollups' mark
+    # counts on rowids that only grow.
+    "DELETE FROM ledger WHERE rowid IN (SELECT rowid FROM ledger WHERE ts < ? "
+    "AND rowid < (SELECT max(rowid) FROM ledger) ORDER BY ts LIMIT ?)"
+)
+
+
+def prune_args(before: float, limit: int) -> tuple[str, int]:
+    return iso(before), limit
+
+
+def _iso_second(ts: int) -> str:
+    return iso(float(ts))
