@@ -7,7 +7,8 @@ import signal
 import sqlite3
 from pathlib import Path
 
-from buzz.store.timetext import RowTimes as _RowTimes, iso
+from buzz.store.timetext import RowTimes as _RowTimes
+from buzz.store.timetext import iso
 from fakes.fake_anthropic import FakeAnthropic
 from support import BuzzProcess, raw_post
 
