@@ -142,7 +142,15 @@ class Gateway:
             from buzz.console.web import Console
 
             console = Console(
-                store, limiter, self.counters, auth.invalidate, self.config, self.proxies, self._clock, self._wall_clock
+                store,
+                limiter,
+                self.prices,
+                self.counters,
+                auth.invalidate,
+                self.config,
+                self.proxies,
+                self._clock,
+                self._wall_clock,
             )
         self._running = _Running(store, ledger, pipeline, auth, session.close, limiter, admin, models, console)
         # Everything built so far lives as long as the process: keep it out of every future
