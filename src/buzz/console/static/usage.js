@@ -28,17 +28,16 @@
     return (v) => whole.format(v);
   }
 
-  function axisFormatter(metric) {
-    if (metric === "cost") {
-      return (v) => {
-        const usd = v / NANOS;
-        if (usd >= 1000) {
-          return "$" + compact.format(usd);
-        }
-        return dollars(v, usd === 0 ? 0 : usd < 0.01 ? 4 : usd < 10 ? 2 : 0);
-      };
-    }
-    return (v) => compact.format(v);
+  // Tick labels with as many decimals as the step between ticks needs, so no two read alike.
+  function axisValues(metric) {
+    return (u, splits) => {
+      if (metric !== "cost") {
+        return splits.map((v) => compact.format(v));
+      }
+      const step = splits.length > 1 ? Math.abs(splits[1] - splits[0]) / NANOS : 1;
+      const digits = step >= 1 ? 0 : Math.min(9, Math.max(2, Math.ceil(-Math.log10(step) - 1e-9)));
+      return splits.map((v) => (v / NANOS >= 1000 ? "$" + compact.format(v / NANOS) : dollars(v, v === 0 ? 0 : digits)));
+    };
   }
 
   // Each series drawn as its running sum over the ones below it, with a band down to the
@@ -104,7 +103,7 @@
           ticks: { stroke: "#d8dde6" },
         },
         {
-          values: (u, splits) => splits.map(axisFormatter(data.metric)),
+          values: axisValues(data.metric),
           size: 72,
           font: "12px system-ui, sans-serif",
           stroke: "#5d6677",
