@@ -117,9 +117,9 @@ def routes(ctx: Context) -> list[Route]:
                     raise NotFound
         return query, cast(Metric, metric)
 
-    def key_choices(session: Session, project: str | None) -> list[Choice]:
-        keys = ctx.store.list_keys(session.project or project)
-        return [Choice(key.id, key.name or "") for key in keys[:KEY_CHOICES]]
+    def key_names(session: Session, project: str | None) -> dict[str, str]:
+        """Id -> name of the keys the session may pick from (a member: its project's)."""
+        return {key.id: key.name or "" for key in ctx.store.list_keys(session.project or project)}
 
     def form(
         request: Request,
@@ -129,9 +129,12 @@ def routes(ctx: Context) -> list[Route]:
         dimensions: list[Choice],
         dimension_label: str = "Split by",
         buckets: bool = True,
+        names: Mapping[str, str] | None = None,
     ) -> QueryForm:
         # The bucket as asked, not as worked out: "automatic" stays so when the range changes.
         values = {**values, "bucket": request.query_params.get("bucket", "")}
+        if names is None:
+            names = key_names(session, values.get("project") or None)
         tz = values.get("tz") or "UTC"
         zones = [*ZONES, tz] if tz not in ZONES else list(ZONES)
         now = ctx.wall_clock()
@@ -142,7 +145,7 @@ def routes(ctx: Context) -> list[Route]:
             dimensions,
             dimension_label,
             [] if session.project is not None else ctx.project_names(session),
-            key_choices(session, values.get("project") or None),
+            [Choice(key, name) for key, name in list(names.items())[:KEY_CHOICES]],
             buckets,
         )
 
@@ -160,15 +163,16 @@ def routes(ctx: Context) -> list[Route]:
         except InvalidQuery as error:
             return invalid(request, session, "usage.html", "usage", error)
         report, tag_keys = await asyncio.to_thread(_usage, ctx.store, query)
-        names = {choice.value: choice.label for choice in key_choices(session, query.filters.project)}
+        names = key_names(session, query.filters.project)
         values = _values(query, metric)
         export = {kind: f"{EXPORT}?{urlencode(query.params(format=kind))}" for kind in ("csv", "jsonl")}
+        dimensions = _dimensions(session, tag_keys, query.tag_key)
         return ctx.page(
             request,
             "usage.html",
             session,
             section="usage",
-            form=form(request, USAGE, session, values, _dimensions(session, tag_keys, query.tag_key)),
+            form=form(request, USAGE, session, values, dimensions, names=names),
             error="",
             report=_report_view(report, metric, names),
             export=export,
