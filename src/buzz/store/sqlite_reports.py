@@ -51,28 +51,36 @@ _TAG_KEY = "CASE WHEN instr(t.value, '=') > 0 THEN substr(t.value, 1, instr(t.va
 _TAG_VALUE = "CASE WHEN instr(t.value, '=') > 0 THEN substr(t.value, instr(t.value, '=') + 1) ELSE t.value END"
 
 
-def _fold(table: str, extra_dims: tuple[str, ...], extra_exprs: tuple[str, ...], source: str) -> str:
+_NEW_ROWS = "ledger.rowid > (SELECT last_rowid FROM rollup_state)"
+
+
+def _fold(table: str, extra_dims: tuple[str, ...], extra_exprs: tuple[str, ...], source: str = "ledger") -> str:
     dims = ("project", "bucket", *extra_dims, *_BASE_DIMS)
     exprs = ("coalesce(project, '')", _BUCKET, *extra_exprs, *_BASE_EXPRS)
     groups = ", ".join(str(i + 1) for i in range(len(dims)))
     updates = ", ".join(f"{name} = {name} + excluded.{name}" for name in _SUMS)
     return (
         f"INSERT INTO {table} ({', '.join(dims + _SUMS)}) "  # noqa: S608 - constants only
-        f"SELECT {', '.join(exprs + _SUM_EXPRS)} FROM {source} "
-        "WHERE ledger.rowid > (SELECT last_rowid FROM rollup_state) "
+        f"SELECT {', '.join(exprs + _SUM_EXPRS)} FROM {source} WHERE {_NEW_ROWS} "
         f"GROUP BY {groups} ON CONFLICT DO UPDATE SET {updates}"
     )
 
 
+# Each request once per tag key it carries, though it may carry two values of one key.
+_KEYS_OF_NEW_ROWS = (
+    f"ledger JOIN (SELECT DISTINCT ledger.rowid AS rid, {_TAG_KEY} AS tag_key "  # noqa: S608 - constants
+    f"FROM ledger, json_each(ledger.tags) AS t WHERE {_NEW_ROWS}) AS k ON k.rid = ledger.rowid"
+)
 _FOLDS = (
-    _fold("rollup", (), (), "ledger"),
-    _fold("rollup_user", ("user_id",), ("coalesce(user_id, '')",), "ledger"),
+    _fold("rollup", (), ()),
+    _fold("rollup_user", ("user_id",), ("coalesce(user_id, '')",)),
     _fold("rollup_tag", ("tag_key", "tag_value"), (_TAG_KEY, _TAG_VALUE), "ledger, json_each(ledger.tags) AS t"),
+    _fold("rollup_tag_key", ("tag_key",), ("k.tag_key",), _KEYS_OF_NEW_ROWS),
 )
 _LAST_USED = (
-    "INSERT INTO key_last_used (key_id, project, ts) "
+    "INSERT INTO key_last_used (key_id, project, ts) "  # noqa: S608 - constants
     "SELECT key_id, coalesce(project, ''), max(ts) FROM ledger "
-    "WHERE ledger.rowid > (SELECT last_rowid FROM rollup_state) AND key_id IS NOT NULL GROUP BY key_id "
+    f"WHERE {_NEW_ROWS} AND key_id IS NOT NULL GROUP BY key_id "
     "ON CONFLICT DO UPDATE SET ts = max(ts, excluded.ts)"
 )
 _MARK = "UPDATE rollup_state SET last_rowid = coalesce((SELECT max(rowid) FROM ledger), last_rowid)"
@@ -95,8 +103,10 @@ _GROUP_EXPRS: dict[str, str] = {
     "surface": "surface",
     "status": "status_class || 'xx'",
     "tag": "tag_value",
+    "tag_key": "tag_key",
     "provider_model": "provider || char(31) || model",
 }
+_WHOLE_TAG = "CASE WHEN tag_key = '' THEN tag_value ELSE tag_key || '=' || tag_value END"
 # The same over raw ledger rows, for the one combination the rollups do not hold.
 _RAW_GROUP_EXPRS: dict[str, str] = {
     **{name: f"coalesce({expr}, '')" for name, expr in _GROUP_EXPRS.items() if name in ("model", "provider")},
@@ -106,6 +116,7 @@ _RAW_GROUP_EXPRS: dict[str, str] = {
     "surface": "surface",
     "status": "(status / 100) || 'xx'",
     "tag": _TAG_VALUE,
+    "tag_key": "k.tag_key",
     "provider_model": "coalesce(provider, '') || char(31) || coalesce(model, '')",
 }
 
@@ -124,10 +135,12 @@ def rollup(
     tag_key: str | None,
 ) -> list[RollupLine]:
     uses_user = filters.user_id is not None or by == "user"
-    uses_tag = filters.tag is not None or by == "tag"
-    if (uses_user and uses_tag) or (filters.tag is not None and by == "tag"):
+    uses_tag = filters.tag is not None or by in ("tag", "tag_key")
+    if (uses_user and uses_tag) or (filters.tag is not None and by in ("tag", "tag_key")):
         return _raw_rollup(conn, since, until, filters, by, tag_key)
-    table = "rollup_user" if uses_user else "rollup_tag" if uses_tag else "rollup"
+    table = (
+        "rollup_user" if uses_user else "rollup_tag_key" if by == "tag_key" else "rollup_tag" if uses_tag else "rollup"
+    )
     where, args = _project_clause(table, filters.project)
     where.append("bucket >= ? AND bucket < ?")
     args += [since, until]
@@ -143,10 +156,10 @@ def rollup(
     if filters.tag is not None:
         where.append("tag_key = ? AND tag_value = ?")
         args += _split_tag(filters.tag)
-    if by == "tag":
+    if by == "tag" and tag_key is not None:
         where.append("tag_key = ?")
-        args.append(tag_key or "")
-    group = "''" if by is None else _GROUP_EXPRS[by]
+        args.append(tag_key)
+    group = "''" if by is None else _WHOLE_TAG if by == "tag" and tag_key is None else _GROUP_EXPRS[by]
     sql = (
         f"SELECT bucket, {group}, {', '.join(f'sum({name})' for name in _SUMS)} "  # noqa: S608 - constants
         f"FROM {table} WHERE {' AND '.join(where)} GROUP BY 1, 2"
@@ -190,11 +203,18 @@ def _raw_rollup(
         where.append("EXISTS (SELECT 1 FROM json_each(ledger.tags) AS f WHERE f.value = ?)")
         args.append(filters.tag)
     source = "ledger"
+    if by == "tag_key":
+        source = (
+            f"ledger JOIN (SELECT DISTINCT ledger.rowid AS rid, {_TAG_KEY} AS tag_key "  # noqa: S608 - constants
+            "FROM ledger, json_each(ledger.tags) AS t WHERE ts >= ? AND ts < ?) AS k ON k.rid = ledger.rowid"
+        )
+        args = args[:2] + args
     if by == "tag":
         source = "ledger, json_each(ledger.tags) AS t"
-        where.append(f"{_TAG_KEY} = ?")
-        args.append(tag_key or "")
-    group = "''" if by is None else _RAW_GROUP_EXPRS[by]
+        if tag_key is not None:
+            where.append(f"{_TAG_KEY} = ?")
+            args.append(tag_key)
+    group = "''" if by is None else "t.value" if by == "tag" and tag_key is None else _RAW_GROUP_EXPRS[by]
     sql = (
         f"SELECT {_BUCKET}, {group}, {', '.join(_SUM_EXPRS)} "  # noqa: S608 - constants
         f"FROM {source} WHERE {' AND '.join(where)} GROUP BY 1, 2"
