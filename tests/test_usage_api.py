@@ -9,6 +9,8 @@ import http.client
 import io
 import json
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -196,3 +198,31 @@ def test_a_client_that_hangs_up_mid_export_leaves_the_gateway_serving(setup: dic
         assert sock.recv(64).startswith(b"HTTP/1.1 200")
     assert _get(buzz, "/admin/api/usage/export", ADMIN, since="1d")[0] == 200
     assert b"usage export stopped" not in buzz.output()
+
+
+def _cli_bytes(buzz: BuzzProcess, *args: str) -> bytes:
+    done = subprocess.run([sys.executable, "-m", "buzz", *args], env=buzz.env, capture_output=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_buzz_export_writes_what_the_api_streams(setup: dict[str, Any]) -> None:
+    buzz, rows = setup["buzz"], setup["rows"]
+    api = _get(buzz, "/admin/api/usage/export", ADMIN, since="1d", tz="America/New_York")[2]
+    cli = _cli_bytes(buzz, "export", "--since", "1d", "--tz", "America/New_York")
+    assert cli == api and len(_csv(cli)) == len(rows)
+    acme = _cli_bytes(buzz, "export", "--since", "1d", "--project", "acme", "--format", "jsonl")
+    assert {json.loads(line)["project"] for line in acme.splitlines()} == {"acme"}
+    bad = subprocess.run([sys.executable, "-m", "buzz", "export", "--since", "soon"], env=buzz.env, capture_output=True)
+    assert bad.returncode != 0 and b"since:" in bad.stderr
+
+
+def test_buzz_usage_json_is_the_api_report(setup: dict[str, Any]) -> None:
+    buzz, rows = setup["buzz"], setup["rows"]
+    report = json.loads(_cli_bytes(buzz, "usage", "--since", "1d", "--by", "tag:feature", "--json"))
+    assert report["by"] == "tag:feature"
+    assert report["total"]["requests"] == len(rows)
+    assert report["untagged"]["requests"] == 1  # the malformed request carried no tags
+    assert sum(g["totals"]["requests"] for g in report["groups"]) == len(rows) - 1
+    table = _cli_bytes(buzz, "usage", "--since", "1d", "--by", "tag:feature").decode()
+    assert "(untagged)" in table and "search" in table and "chat" in table
