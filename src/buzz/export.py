@@ -8,8 +8,10 @@ the export resumes after that row, so a cut download is finished, not restarted.
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
+import logging
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -18,9 +20,14 @@ from typing import Literal
 
 import msgspec
 
+from buzz.asgi import Receive, Send
 from buzz.billing.ledger import LedgerRow
+from buzz.errors import where
 from buzz.money import usd_exact
 from buzz.reports import InvalidQuery, moment, zone
+from buzz.store.base import Store
+
+log = logging.getLogger("buzz.export")
 
 Format = Literal["csv", "jsonl"]
 MEDIA_TYPES: dict[Format, bytes] = {"csv": b"text/csv; charset=utf-8", "jsonl": b"application/x-ndjson"}
@@ -174,3 +181,53 @@ def encode(batches: Iterator[list[LedgerRow]], query: ExportQuery) -> Iterator[b
             json.encode_into(dict(zip(COLUMNS, values, strict=True)), lines, len(lines))
             lines += b"\n"
         yield bytes(lines)
+
+
+# --- over HTTP ----------------------------------------------------------------------------
+
+
+async def stream(store: Store, query: ExportQuery, receive: Receive, send: Send) -> None:
+    """The export as a chunked response; also the console's export route.
+
+    Stops reading the ledger as soon as the client hangs up. A failure after the first byte
+    cannot become an error answer any more: the response is left unfinished, which the client
+    sees as a cut download it can resume with the last cursor it holds."""
+    batches = store.export_rows(query.since, query.until, query.project, query.after)
+    pieces = encode(batches, query)
+    disposition = f'attachment; filename="{query.filename}"'.encode()
+    gone = asyncio.Event()
+
+    async def watch() -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        gone.set()
+
+    watcher = asyncio.create_task(watch())
+    try:
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", MEDIA_TYPES[query.format]),
+                    (b"cache-control", b"no-store"),
+                    (b"content-disposition", disposition),
+                ],
+            }
+        )
+        while not gone.is_set() and (piece := await asyncio.to_thread(next, pieces, None)) is not None:
+            await send({"type": "http.response.body", "body": piece, "more_body": True})
+        if not gone.is_set():
+            await send({"type": "http.response.body", "body": b""})
+    except Exception as exc:
+        log.error("usage export stopped: %s at %s", type(exc).__name__, where(exc))
+    finally:
+        watcher.cancel()
+        await asyncio.to_thread(_close, pieces)
+
+
+def _close(pieces: Iterator[bytes]) -> None:
+    # Closing the generator closes the store's reading connection, in a thread: it may wait.
+    close = getattr(pieces, "close", None)
+    if close is not None:
+        close()

@@ -15,14 +15,14 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from urllib.parse import parse_qsl
 
 import msgspec
 
 from buzz import console_tokens, export, reports
 from buzz.asgi import Receive, Scope, Send, header_map
-from buzz.errors import GatewayError, Kind, where
+from buzz.errors import GatewayError, Kind
 from buzz.store.base import Store
 
 log = logging.getLogger("buzz.admin")
@@ -85,51 +85,8 @@ class UsageAPI:
             export_query = export.parse_export(params, now, project)
         except reports.InvalidQuery as exc:
             raise GatewayError(Kind.INVALID_REQUEST, str(exc)) from None
-        await stream_export(self._store, export_query, receive, send)
+        await export.stream(self._store, export_query, receive, send)
 
 
-def _headers(media_type: bytes, *extra: tuple[bytes, bytes]) -> list[tuple[bytes, bytes]]:
-    return [(b"content-type", media_type), (b"cache-control", b"no-store"), *extra]
-
-
-async def stream_export(store: Store, query: export.ExportQuery, receive: Receive, send: Send) -> None:
-    """The export as a chunked response; also the console's export route.
-
-    Stops reading the ledger as soon as the client hangs up. A failure after the first byte
-    cannot become an error answer any more: the response is left unfinished, which the client
-    sees as a cut download it can resume with the last cursor it holds."""
-    batches = store.export_rows(query.since, query.until, query.project, query.after)
-    pieces = export.encode(batches, query)
-    disposition = f'attachment; filename="{query.filename}"'.encode()
-    gone = asyncio.Event()
-
-    async def watch() -> None:
-        while (await receive())["type"] != "http.disconnect":
-            pass
-        gone.set()
-
-    watcher = asyncio.create_task(watch())
-    try:
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": _headers(export.MEDIA_TYPES[query.format], (b"content-disposition", disposition)),
-            }
-        )
-        while not gone.is_set() and (piece := await asyncio.to_thread(next, pieces, None)) is not None:
-            await send({"type": "http.response.body", "body": piece, "more_body": True})
-        if not gone.is_set():
-            await send({"type": "http.response.body", "body": b""})
-    except Exception as exc:
-        log.error("usage export stopped: %s at %s", type(exc).__name__, where(exc))
-    finally:
-        watcher.cancel()
-        await asyncio.to_thread(_close, pieces)
-
-
-def _close(pieces: Iterator[bytes]) -> None:
-    # Closing the generator closes the store's reading connection, in a thread: it may wait.
-    close = getattr(pieces, "close", None)
-    if close is not None:
-        close()
+def _headers(media_type: bytes) -> list[tuple[bytes, bytes]]:
+    return [(b"content-type", media_type), (b"cache-control", b"no-store")]
