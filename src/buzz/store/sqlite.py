@@ -388,7 +388,9 @@ class SQLiteStore:
                     [(delta, project) for project, delta in changes.items() if delta],
                 )
                 if params:
-                    reports.fold_new_rows(self._writer)
+                    users = any(r.user_id is not None for r in rows)
+                    tags = any(r.tags for r in rows)
+                    reports.fold_new_rows(self._writer, users, tags)
             except BaseException:
                 self._writer.execute("ROLLBACK")
                 raise

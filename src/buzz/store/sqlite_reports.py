@@ -54,14 +54,16 @@ _TAG_VALUE = "CASE WHEN instr(t.value, '=') > 0 THEN substr(t.value, instr(t.val
 _NEW_ROWS = "ledger.rowid > (SELECT last_rowid FROM rollup_state)"
 
 
-def _fold(table: str, extra_dims: tuple[str, ...], extra_exprs: tuple[str, ...], source: str = "ledger") -> str:
+def _fold(
+    table: str, extra_dims: tuple[str, ...], extra_exprs: tuple[str, ...], source: str = "ledger", only: str = "1"
+) -> str:
     dims = ("project", "bucket", *extra_dims, *_BASE_DIMS)
     exprs = ("coalesce(project, '')", _BUCKET, *extra_exprs, *_BASE_EXPRS)
     groups = ", ".join(str(i + 1) for i in range(len(dims)))
     updates = ", ".join(f"{name} = {name} + excluded.{name}" for name in _SUMS)
     return (
         f"INSERT INTO {table} ({', '.join(dims + _SUMS)}) "  # noqa: S608 - constants only
-        f"SELECT {', '.join(exprs + _SUM_EXPRS)} FROM {source} WHERE {_NEW_ROWS} "
+        f"SELECT {', '.join(exprs + _SUM_EXPRS)} FROM {source} WHERE {_NEW_ROWS} AND {only} "
         f"GROUP BY {groups} ON CONFLICT DO UPDATE SET {updates}"
     )
 
@@ -71,9 +73,9 @@ _KEYS_OF_NEW_ROWS = (
     f"ledger JOIN (SELECT DISTINCT ledger.rowid AS rid, {_TAG_KEY} AS tag_key "  # noqa: S608 - constants
     f"FROM ledger, json_each(ledger.tags) AS t WHERE {_NEW_ROWS}) AS k ON k.rid = ledger.rowid"
 )
-_FOLDS = (
-    _fold("rollup", (), ()),
-    _fold("rollup_user", ("user_id",), ("coalesce(user_id, '')",)),
+_FOLD = _fold("rollup", (), ())
+_FOLD_USERS = _fold("rollup_user", ("user_id",), ("user_id",), only="user_id IS NOT NULL")
+_FOLD_TAGS = (
     _fold("rollup_tag", ("tag_key", "tag_value"), (_TAG_KEY, _TAG_VALUE), "ledger, json_each(ledger.tags) AS t"),
     _fold("rollup_tag_key", ("tag_key",), ("k.tag_key",), _KEYS_OF_NEW_ROWS),
 )
@@ -86,9 +88,14 @@ _LAST_USED = (
 _MARK = "UPDATE rollup_state SET last_rowid = coalesce((SELECT max(rowid) FROM ledger), last_rowid)"
 
 
-def fold_new_rows(conn: sqlite3.Connection) -> None:
-    """Add the ledger rows not yet in the rollups to them; inside the caller's transaction."""
-    for statement in (*_FOLDS, _LAST_USED, _MARK):
+def fold_new_rows(conn: sqlite3.Connection, users: bool = True, tags: bool = True) -> None:
+    """Add the ledger rows not yet in the rollups to them; inside the caller's transaction.
+
+    `users` and `tags` False say that no new row has one, and skip those tables' statements:
+    each costs a fixed tens of microseconds even with nothing to add, which on a quiet gateway
+    (a batch of one row) is most of a row's cost."""
+    statements = [_FOLD, *([_FOLD_USERS] if users else []), *(_FOLD_TAGS if tags else []), _LAST_USED, _MARK]
+    for statement in statements:
         conn.execute(statement)
 
 
@@ -164,7 +171,27 @@ def rollup(
         f"SELECT bucket, {group}, {', '.join(f'sum({name})' for name in _SUMS)} "  # noqa: S608 - constants
         f"FROM {table} WHERE {' AND '.join(where)} GROUP BY 1, 2"
     )
-    return [RollupLine(row[0], row[1], Totals(*row[2:])) for row in conn.execute(sql, args)]
+    lines = [RollupLine(row[0], row[1], Totals(*row[2:])) for row in conn.execute(sql, args)]
+    if by == "user" and filters.user_id is None:
+        lines += _without_user(conn, since, until, filters, lines)
+    return lines
+
+
+def _without_user(
+    conn: sqlite3.Connection, since: int, until: int, filters: Filters, users: list[RollupLine]
+) -> list[RollupLine]:
+    """The "" group of a split by user: `rollup_user` holds rows with a user only (the rest would
+    copy `rollup`), so rows without one are every row less the users' rows, bucket by bucket."""
+    per_bucket: dict[int, Totals] = {}
+    for line in users:
+        per_bucket.setdefault(line.bucket, Totals()).add(line.totals)
+    rest = []
+    for line in rollup(conn, since, until, filters, None, None):
+        taken = per_bucket.get(line.bucket, Totals())
+        left = Totals(*(getattr(line.totals, n) - getattr(taken, n) for n in Totals.__slots__))
+        if left.requests:
+            rest.append(RollupLine(line.bucket, "", left))
+    return rest
 
 
 def _project_clause(table: str, project: str | None) -> tuple[list[str], list[Any]]:

@@ -5,7 +5,8 @@
 -- Three tables, each keyed by project first (a member's report reads its project's rows only),
 -- then bucket (unix seconds at the quarter hour's start, UTC):
 --   rollup       by key, provider, model, surface and status class;
---   rollup_user  the same, and by user: kept apart so many users do not swell the first;
+--   rollup_user  the same, and by user, for rows with a user (the rest are `rollup` less these):
+--                kept apart so many users do not swell the first;
 --   rollup_tag   the same, and by tag (one row per tag of a request);
 --   rollup_tag_key  the same, and by tag key, each request once per key it carries: what a
 --                split by a key's values needs to say how much carries none of them.
