@@ -7,8 +7,7 @@ import signal
 import sqlite3
 from pathlib import Path
 
-from buzz.store.timetext import RowTimes as _RowTimes
-from buzz.store.timetext import iso
+from buzz.store.timetext import RowTimes, iso
 from fakes.fake_anthropic import FakeAnthropic
 from support import BuzzProcess, raw_post
 
@@ -40,7 +39,12 @@ LEDGER_COLUMNS = [
     "usage_note",
 ]
 
-ROLLUPS = {"rollup": [], "rollup_user": ["user_id"], "rollup_tag": ["tag_key", "tag_value"]}
+ROLLUPS = {
+    "rollup": [],
+    "rollup_user": ["user_id"],
+    "rollup_tag": ["tag_key", "tag_value"],
+    "rollup_tag_key": ["tag_key"],
+}
 ROLLUP_DIMENSIONS = ["key_id", "provider", "model", "surface", "status_class"]
 ROLLUP_SUMS = [
     "requests",
@@ -143,7 +147,7 @@ def test_sigterm_loses_no_row(tmp_path: Path, fake_session: FakeAnthropic) -> No
 def test_row_timestamps_are_the_same_text_as_iso() -> None:
     # The writer formats each second once; every millisecond, and the microsecond rounding at the
     # edges of a second and of a millisecond, must come out as `iso` has it.
-    stamp = _RowTimes()
+    stamp = RowTimes()
     second = 1_764_633_599  # 2025-12-01T23:59:59Z: the next second is another day
     moments = [second + m / 1000 for m in range(1000)]
     moments += [second + 0.9999995, second + 0.9999994, second + 0.0004995, second + 0.5749993, second + 1.0]

@@ -9,8 +9,6 @@ from typing import Literal, Protocol
 from buzz.billing.ledger import LedgerRow
 from buzz.limits.base import Limits
 
-GroupBy = Literal["model", "key", "user", "tag", "day", "project", "provider"]
-
 
 @dataclass(frozen=True, slots=True)
 class KeyRecord:
@@ -48,20 +46,6 @@ class ConsoleTokenRecord:
     revoked_at: str | None
 
 
-@dataclass(frozen=True, slots=True)
-class UsageLine:
-    group: str
-    requests: int
-    input_tokens: int
-    output_tokens: int
-    cache_write_tokens: int
-    cache_read_tokens: int
-    cost_nanos: int
-    list_cost_nanos: int
-    unpriced: int  # rows whose cost is unknown: shown, never counted as zero
-    estimated: int  # rows whose usage was estimated, not reported by the vendor
-
-
 # --- reports ----------------------------------------------------------------------------------
 # The console, the admin API and `buzz usage` read aggregates from rollups the ledger writer keeps
 # in the same transaction as the rows: quarter-hour buckets, fine enough for any time zone's hours
@@ -69,8 +53,11 @@ class UsageLine:
 
 BUCKET_SECONDS = 900
 # What a report can be split by. "tag" needs a tag key: it splits by that key's values.
-# "provider_model" is for reports that need both (cache economics), joined by \x1f; not offered to users.
-Dimension = Literal["model", "provider", "key", "user", "tag", "project", "surface", "status", "provider_model"]
+# Two more for reports, not offered to users: "provider_model" (cache economics needs both, joined
+# by \x1f) and "tag_key" (each request once per tag key it carries).
+Dimension = Literal[
+    "model", "provider", "key", "user", "tag", "project", "surface", "status", "provider_model", "tag_key"
+]
 DIMENSIONS: tuple[Dimension, ...] = ("model", "provider", "key", "user", "tag", "project", "surface", "status")
 
 
@@ -178,8 +165,6 @@ class Store(Protocol):
 
     def write_ledger(self, rows: Sequence[LedgerRow]) -> None: ...
 
-    def usage(self, since: float, by: GroupBy) -> list[UsageLine]: ...
-
     # Report queries are synchronous and may take a while on a big ledger: callers on the event
     # loop run them in a thread. They never read raw ledger rows except `export_rows`, and the
     # one combination the rollups do not hold (a user and a tag together).
@@ -188,7 +173,8 @@ class Store(Protocol):
         self, since: int, until: int, filters: Filters, by: Dimension | None, tag_key: str | None = None
     ) -> list[RollupLine]:
         """Totals per quarter-hour bucket in [since, until) and per value of `by` (one group, "",
-        when `by` is None). `by="tag"` needs `tag_key`: rows without that key are left out."""
+        when `by` is None). `by="tag"` splits by the values of `tag_key`, leaving out rows without
+        that key, or by whole tags when `tag_key` is None; a row counts under each of its tags."""
         ...
 
     def tag_keys(self, since: int, until: int, project: str | None) -> list[str]:

@@ -51,36 +51,51 @@ _TAG_KEY = "CASE WHEN instr(t.value, '=') > 0 THEN substr(t.value, 1, instr(t.va
 _TAG_VALUE = "CASE WHEN instr(t.value, '=') > 0 THEN substr(t.value, instr(t.value, '=') + 1) ELSE t.value END"
 
 
-def _fold(table: str, extra_dims: tuple[str, ...], extra_exprs: tuple[str, ...], source: str) -> str:
+_NEW_ROWS = "ledger.rowid > (SELECT last_rowid FROM rollup_state)"
+
+
+def _fold(
+    table: str, extra_dims: tuple[str, ...], extra_exprs: tuple[str, ...], source: str = "ledger", only: str = "1"
+) -> str:
     dims = ("project", "bucket", *extra_dims, *_BASE_DIMS)
     exprs = ("coalesce(project, '')", _BUCKET, *extra_exprs, *_BASE_EXPRS)
     groups = ", ".join(str(i + 1) for i in range(len(dims)))
     updates = ", ".join(f"{name} = {name} + excluded.{name}" for name in _SUMS)
     return (
         f"INSERT INTO {table} ({', '.join(dims + _SUMS)}) "  # noqa: S608 - constants only
-        f"SELECT {', '.join(exprs + _SUM_EXPRS)} FROM {source} "
-        "WHERE ledger.rowid > (SELECT last_rowid FROM rollup_state) "
+        f"SELECT {', '.join(exprs + _SUM_EXPRS)} FROM {source} WHERE {_NEW_ROWS} AND {only} "
         f"GROUP BY {groups} ON CONFLICT DO UPDATE SET {updates}"
     )
 
 
-_FOLDS = (
-    _fold("rollup", (), (), "ledger"),
-    _fold("rollup_user", ("user_id",), ("coalesce(user_id, '')",), "ledger"),
+# Each request once per tag key it carries, though it may carry two values of one key.
+_KEYS_OF_NEW_ROWS = (
+    f"ledger JOIN (SELECT DISTINCT ledger.rowid AS rid, {_TAG_KEY} AS tag_key "  # noqa: S608 - constants
+    f"FROM ledger, json_each(ledger.tags) AS t WHERE {_NEW_ROWS}) AS k ON k.rid = ledger.rowid"
+)
+_FOLD = _fold("rollup", (), ())
+_FOLD_USERS = _fold("rollup_user", ("user_id",), ("user_id",), only="user_id IS NOT NULL")
+_FOLD_TAGS = (
     _fold("rollup_tag", ("tag_key", "tag_value"), (_TAG_KEY, _TAG_VALUE), "ledger, json_each(ledger.tags) AS t"),
+    _fold("rollup_tag_key", ("tag_key",), ("k.tag_key",), _KEYS_OF_NEW_ROWS),
 )
 _LAST_USED = (
-    "INSERT INTO key_last_used (key_id, project, ts) "
+    "INSERT INTO key_last_used (key_id, project, ts) "  # noqa: S608 - constants
     "SELECT key_id, coalesce(project, ''), max(ts) FROM ledger "
-    "WHERE ledger.rowid > (SELECT last_rowid FROM rollup_state) AND key_id IS NOT NULL GROUP BY key_id "
+    f"WHERE {_NEW_ROWS} AND key_id IS NOT NULL GROUP BY key_id "
     "ON CONFLICT DO UPDATE SET ts = max(ts, excluded.ts)"
 )
 _MARK = "UPDATE rollup_state SET last_rowid = coalesce((SELECT max(rowid) FROM ledger), last_rowid)"
 
 
-def fold_new_rows(conn: sqlite3.Connection) -> None:
-    """Add the ledger rows not yet in the rollups to them; inside the caller's transaction."""
-    for statement in (*_FOLDS, _LAST_USED, _MARK):
+def fold_new_rows(conn: sqlite3.Connection, users: bool = True, tags: bool = True) -> None:
+    """Add the ledger rows not yet in the rollups to them; inside the caller's transaction.
+
+    `users` and `tags` False say that no new row has one, and skip those tables' statements:
+    each costs a fixed tens of microseconds even with nothing to add, which on a quiet gateway
+    (a batch of one row) is most of a row's cost."""
+    statements = [_FOLD, *([_FOLD_USERS] if users else []), *(_FOLD_TAGS if tags else []), _LAST_USED, _MARK]
+    for statement in statements:
         conn.execute(statement)
 
 
@@ -95,8 +110,10 @@ _GROUP_EXPRS: dict[str, str] = {
     "surface": "surface",
     "status": "status_class || 'xx'",
     "tag": "tag_value",
+    "tag_key": "tag_key",
     "provider_model": "provider || char(31) || model",
 }
+_WHOLE_TAG = "CASE WHEN tag_key = '' THEN tag_value ELSE tag_key || '=' || tag_value END"
 # The same over raw ledger rows, for the one combination the rollups do not hold.
 _RAW_GROUP_EXPRS: dict[str, str] = {
     **{name: f"coalesce({expr}, '')" for name, expr in _GROUP_EXPRS.items() if name in ("model", "provider")},
@@ -106,6 +123,7 @@ _RAW_GROUP_EXPRS: dict[str, str] = {
     "surface": "surface",
     "status": "(status / 100) || 'xx'",
     "tag": _TAG_VALUE,
+    "tag_key": "k.tag_key",
     "provider_model": "coalesce(provider, '') || char(31) || coalesce(model, '')",
 }
 
@@ -124,10 +142,12 @@ def rollup(
     tag_key: str | None,
 ) -> list[RollupLine]:
     uses_user = filters.user_id is not None or by == "user"
-    uses_tag = filters.tag is not None or by == "tag"
-    if (uses_user and uses_tag) or (filters.tag is not None and by == "tag"):
+    uses_tag = filters.tag is not None or by in ("tag", "tag_key")
+    if (uses_user and uses_tag) or (filters.tag is not None and by in ("tag", "tag_key")):
         return _raw_rollup(conn, since, until, filters, by, tag_key)
-    table = "rollup_user" if uses_user else "rollup_tag" if uses_tag else "rollup"
+    table = (
+        "rollup_user" if uses_user else "rollup_tag_key" if by == "tag_key" else "rollup_tag" if uses_tag else "rollup"
+    )
     where, args = _project_clause(table, filters.project)
     where.append("bucket >= ? AND bucket < ?")
     args += [since, until]
@@ -143,15 +163,35 @@ def rollup(
     if filters.tag is not None:
         where.append("tag_key = ? AND tag_value = ?")
         args += _split_tag(filters.tag)
-    if by == "tag":
+    if by == "tag" and tag_key is not None:
         where.append("tag_key = ?")
-        args.append(tag_key or "")
-    group = "''" if by is None else _GROUP_EXPRS[by]
+        args.append(tag_key)
+    group = "''" if by is None else _WHOLE_TAG if by == "tag" and tag_key is None else _GROUP_EXPRS[by]
     sql = (
         f"SELECT bucket, {group}, {', '.join(f'sum({name})' for name in _SUMS)} "  # noqa: S608 - constants
         f"FROM {table} WHERE {' AND '.join(where)} GROUP BY 1, 2"
     )
-    return [RollupLine(row[0], row[1], Totals(*row[2:])) for row in conn.execute(sql, args)]
+    lines = [RollupLine(row[0], row[1], Totals(*row[2:])) for row in conn.execute(sql, args)]
+    if by == "user" and filters.user_id is None:
+        lines += _without_user(conn, since, until, filters, lines)
+    return lines
+
+
+def _without_user(
+    conn: sqlite3.Connection, since: int, until: int, filters: Filters, users: list[RollupLine]
+) -> list[RollupLine]:
+    """The "" group of a split by user: `rollup_user` holds rows with a user only (the rest would
+    copy `rollup`), so rows without one are every row less the users' rows, bucket by bucket."""
+    per_bucket: dict[int, Totals] = {}
+    for line in users:
+        per_bucket.setdefault(line.bucket, Totals()).add(line.totals)
+    rest = []
+    for line in rollup(conn, since, until, filters, None, None):
+        taken = per_bucket.get(line.bucket, Totals())
+        left = Totals(*(getattr(line.totals, n) - getattr(taken, n) for n in Totals.__slots__))
+        if left.requests:
+            rest.append(RollupLine(line.bucket, "", left))
+    return rest
 
 
 def _project_clause(table: str, project: str | None) -> tuple[list[str], list[Any]]:
@@ -190,11 +230,18 @@ def _raw_rollup(
         where.append("EXISTS (SELECT 1 FROM json_each(ledger.tags) AS f WHERE f.value = ?)")
         args.append(filters.tag)
     source = "ledger"
+    if by == "tag_key":
+        source = (
+            f"ledger JOIN (SELECT DISTINCT ledger.rowid AS rid, {_TAG_KEY} AS tag_key "  # noqa: S608 - constants
+            "FROM ledger, json_each(ledger.tags) AS t WHERE ts >= ? AND ts < ?) AS k ON k.rid = ledger.rowid"
+        )
+        args = args[:2] + args
     if by == "tag":
         source = "ledger, json_each(ledger.tags) AS t"
-        where.append(f"{_TAG_KEY} = ?")
-        args.append(tag_key or "")
-    group = "''" if by is None else _RAW_GROUP_EXPRS[by]
+        if tag_key is not None:
+            where.append(f"{_TAG_KEY} = ?")
+            args.append(tag_key)
+    group = "''" if by is None else "t.value" if by == "tag" and tag_key is None else _RAW_GROUP_EXPRS[by]
     sql = (
         f"SELECT {_BUCKET}, {group}, {', '.join(_SUM_EXPRS)} "  # noqa: S608 - constants
         f"FROM {source} WHERE {' AND '.join(where)} GROUP BY 1, 2"

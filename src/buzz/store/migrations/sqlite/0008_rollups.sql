@@ -5,8 +5,11 @@
 -- Three tables, each keyed by project first (a member's report reads its project's rows only),
 -- then bucket (unix seconds at the quarter hour's start, UTC):
 --   rollup       by key, provider, model, surface and status class;
---   rollup_user  the same, and by user: kept apart so many users do not swell the first;
---   rollup_tag   the same, and by tag (one row per tag of a request).
+--   rollup_user  the same, and by user, for rows with a user (the rest are `rollup` less these):
+--                kept apart so many users do not swell the first;
+--   rollup_tag   the same, and by tag (one row per tag of a request);
+--   rollup_tag_key  the same, and by tag key, each request once per key it carries: what a
+--                split by a key's values needs to say how much carries none of them.
 -- Absent values are '' (no key on a refused request, no user, no model), never NULL, so that
 -- the primary key can hold them.
 CREATE TABLE rollup (
@@ -76,6 +79,29 @@ CREATE TABLE rollup_tag (
     unpriced              INTEGER NOT NULL,
     estimated             INTEGER NOT NULL,
     PRIMARY KEY (project, bucket, tag_key, tag_value, key_id, provider, model, surface, status_class)
+) WITHOUT ROWID;
+
+CREATE TABLE rollup_tag_key (
+    project               TEXT NOT NULL,
+    bucket                INTEGER NOT NULL,
+    tag_key               TEXT NOT NULL,
+    key_id                TEXT NOT NULL,
+    provider              TEXT NOT NULL,
+    model                 TEXT NOT NULL,
+    surface               TEXT NOT NULL,
+    status_class          INTEGER NOT NULL,
+    requests              INTEGER NOT NULL,
+    errors                INTEGER NOT NULL,
+    input_tokens          INTEGER NOT NULL,
+    output_tokens         INTEGER NOT NULL,
+    cache_write_5m_tokens INTEGER NOT NULL,
+    cache_write_1h_tokens INTEGER NOT NULL,
+    cache_read_tokens     INTEGER NOT NULL,
+    cost_nanos            INTEGER NOT NULL,
+    list_cost_nanos       INTEGER NOT NULL,
+    unpriced              INTEGER NOT NULL,
+    estimated             INTEGER NOT NULL,
+    PRIMARY KEY (project, bucket, tag_key, key_id, provider, model, surface, status_class)
 ) WITHOUT ROWID;
 
 -- The ledger's highest rowid already in the rollups. The writer adds the rows above it, in the
