@@ -231,8 +231,18 @@ def test_a_split_by_tag_counts_a_request_under_each_of_its_values(world: World) 
     page = world.member.get("/console/usage?by=tag:feature")
     lines = table(page.body)
     assert number(lines["search"]["requests"]) == 2 and number(lines["chat"]["requests"]) == 2
+    # What carries no value of the key: the refused request and the estimated one.
+    assert number(lines["untagged"]["requests"]) == 2
     assert number(lines["Total"]["requests"]) == 5  # requests, not the lines' sum
     assert "counts under each" in page.body
+    whole = table(world.member.get("/console/usage?by=tag").body)
+    assert {label: number(line["requests"]) for label, line in whole.items()} == {
+        "feature=search": 2,
+        "feature=chat": 2,
+        "team=core": 1,
+        "team=growth": 1,
+        "Total": 5,
+    }
     teams = table(world.member.get("/console/usage?by=tag:team").body)
     assert [(label, number(line["requests"])) for label, line in teams.items()] == [
         ("core", 1),
@@ -311,7 +321,7 @@ def test_a_member_sees_its_own_project_whatever_the_url_says(world: World) -> No
         ("by=tag:", "by: name the tag key"),
         ("by=colour", "by: use one of"),
         ("range=custom", "since: a custom range needs one"),
-        ("range=custom&since=yesterday", "since: use a date"),
+        ("range=custom&since=yesterday", "since: use a duration back from now"),
         ("range=custom&since=2026-03-10&until=2026-03-01", "until: must be after since"),
         ("range=custom&since=2020-01-01&bucket=hour", "at most 9600 buckets"),
         ("metric=dollars", "metric: use cost, tokens or requests"),

@@ -185,8 +185,8 @@ def routes(ctx: Context) -> list[Route]:
         except InvalidQuery as error:
             return invalid(request, session, "features.html", "features", error)
         tag_keys = await asyncio.to_thread(ctx.store.tag_keys, query.since, query.until, query.filters.project)
-        chosen = query.tag_key if query.by == "tag" else ("feature" if "feature" in tag_keys else None)
-        chosen = chosen or (tag_keys[0] if tag_keys else None)
+        chosen = query.tag_key if query.by == "tag" else None
+        chosen = chosen or ("feature" if "feature" in tag_keys else (tag_keys[0] if tag_keys else None))
         choices = [Choice(f"tag:{key}", key) for key in _with(tag_keys, chosen)]
         if chosen is None:
             values = _values(query, metric)
@@ -270,7 +270,7 @@ def _report_view(report: UsageReport, metric: Metric, key_names: Mapping[str, st
 
 def _heading(query: Query) -> str:
     if query.by == "tag":
-        return f"Tag {query.tag_key}"
+        return f"Tag {query.tag_key}" if query.tag_key else "Tag"
     return dict(_DIMENSIONS).get(query.by or "", "")
 
 
@@ -291,7 +291,7 @@ def _dimensions(session: Session, tag_keys: list[str], current: str | None = Non
     """What a report may be split by; a member sees one project, so not by project."""
     fixed = [Choice(v, label) for v, label in _DIMENSIONS if v != "project" or session.project is None]
     tags = [Choice(f"tag:{key}", f"Tag: {key}") for key in _with(tag_keys, current)]
-    return [*fixed, *tags, Choice("none", "Nothing (totals)")]
+    return [*fixed, Choice("tag", "Whole tags"), *tags, Choice("none", "Nothing (totals)")]
 
 
 def _with(keys: list[str], current: str | None) -> list[str]:
