@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 from console_support import ADMIN_TOKEN, Client, ConsoleGateway, open_store
@@ -25,6 +26,7 @@ from buzz.billing.ledger import LedgerRow
 from buzz.billing.pricing import PriceBook
 from buzz.billing.usage import Usage
 from buzz.console.present import usd
+from buzz.export import parse_export
 from buzz.limits.base import Limits
 from buzz.proxy.auth import generate_key
 from fakes.fake_anthropic import FakeAnthropic
@@ -187,8 +189,20 @@ def test_the_usage_page_shows_the_ledgers_own_sums(world: World) -> None:
     drawn = {series["label"]: sum(series["values"]) for series in data["series"]}
     assert drawn["claude-sonnet-4-6"] == nanos(lines["claude-sonnet-4-6"]["cost"])
     assert "2026-03-06 00:00 +00:00 to 2026-03-13 00:00 +00:00" in page.body  # every time with its offset
-    export = "/console/export?range=7d&amp;tz=UTC&amp;bucket=day&amp;by=model&amp;project=acme&amp;format="
+    # The export links carry the view, with its range spelled out as the export reads it.
+    export = (
+        "/console/export?range=7d&amp;tz=UTC&amp;bucket=day&amp;by=model&amp;project=acme"
+        "&amp;since=2026-03-06T00%3A00%3A00%2B00%3A00&amp;until=2026-03-13T00%3A00%3A00%2B00%3A00&amp;format="
+    )
     assert f'href="{export}csv"' in page.body and f'href="{export}jsonl"' in page.body
+    link = re.search(r'href="(/console/export\?[^"]*csv)"', page.body)
+    assert link is not None
+    exported = parse_export(dict(parse_qsl(urlsplit(html.unescape(link[1])).query)), NOW, None)
+    assert (exported.since, exported.until, exported.project) == (
+        _at("2026-03-06T00:00:00Z"),
+        _at("2026-03-13T00:00:00Z"),
+        "acme",
+    )
 
 
 def test_daily_buckets_are_days_of_the_chosen_time_zone(world: World) -> None:

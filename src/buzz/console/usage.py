@@ -26,7 +26,7 @@ from buzz.console import figures
 from buzz.console.context import PREFIX, Context, NotFound
 from buzz.console.figures import Metric
 from buzz.console.sessions import Session
-from buzz.reports import InvalidQuery, Query, UsageReport, cache_report, parse_query, usage_report
+from buzz.reports import InvalidQuery, Query, UsageReport, cache_report, local_text, parse_query, usage_report
 from buzz.store.base import Store
 
 USAGE = f"{PREFIX}/usage"
@@ -165,7 +165,7 @@ def routes(ctx: Context) -> list[Route]:
         report, tag_keys = await asyncio.to_thread(_usage, ctx.store, query)
         names = key_names(session, query.filters.project)
         values = _values(query, metric)
-        export = {kind: f"{EXPORT}?{urlencode(query.params(format=kind))}" for kind in ("csv", "jsonl")}
+        export = {kind: f"{EXPORT}?{urlencode(_export_params(query, kind))}" for kind in ("csv", "jsonl")}
         dimensions = _dimensions(session, tag_keys, query.tag_key)
         return ctx.page(
             request,
@@ -281,6 +281,13 @@ def _values(query: Query, metric: Metric) -> dict[str, str]:
     if metric != "cost":
         changes["metric"] = metric
     return query.params(**changes)
+
+
+def _export_params(query: Query, kind: str) -> dict[str, str]:
+    """The view's parameters with its range spelled out: the export reads `since` and `until`
+    (and the project), and takes every row of the range, whatever the view's other filters."""
+    ends = {"since": local_text(query.since, query.tz), "until": local_text(query.until, query.tz)}
+    return query.params(**ends, format=kind)
 
 
 def _range_text(query: Query) -> str:
