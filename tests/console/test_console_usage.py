@@ -8,7 +8,9 @@ held at noon UTC on 2026-03-12, so every range is known in advance.
 
 from __future__ import annotations
 
+import csv
 import html
+import io
 import json
 import re
 import time
@@ -203,6 +205,33 @@ def test_the_usage_page_shows_the_ledgers_own_sums(world: World) -> None:
         _at("2026-03-13T00:00:00Z"),
         "acme",
     )
+
+
+def _export_link(client: Client, view: str) -> str:
+    link = re.search(r'href="(/console/export\?[^"]*csv)"', client.get(view).body)
+    assert link is not None
+    return html.unescape(link[1])
+
+
+def test_the_export_link_streams_the_views_rows_and_a_members_own_only(world: World) -> None:
+    link = _export_link(world.operator, "/console/usage?range=7d")
+    reply = world.operator.get(link)
+    assert reply.status == 200
+    assert reply.header("content-type") == "text/csv; charset=utf-8"
+    assert reply.header("content-security-policy") is not None
+    rows = list(csv.DictReader(io.StringIO(reply.body, newline="")))
+    in_range = [r for r in world.ledger() if "2026-03-06" <= r["ts"] < "2026-03-13"]
+    assert [r["id"] for r in rows] == [r["id"] for r in in_range] and len(rows) >= 6
+    # A member's export: its project's rows, whatever the link says.
+    theirs = _export_link(world.member, "/console/usage?range=7d").replace("format=csv", "project=globex&format=csv")
+    member_rows = list(csv.DictReader(io.StringIO(world.member.get(theirs).body, newline="")))
+    assert {r["project"] for r in member_rows} == {"acme"}
+    assert [r["id"] for r in member_rows] == [r["id"] for r in in_range if r["project"] == "acme"]
+    assert SECRET not in world.member.get(theirs).body
+    # No session: to sign-in; a parameter that cannot be read: a 400 that names it.
+    assert Client(world.gateway.url).get(link).status == 303
+    bad = world.operator.get(link.replace("format=csv", "format=xlsx"))
+    assert bad.status == 400 and "format:" in bad.body
 
 
 def test_daily_buckets_are_days_of_the_chosen_time_zone(world: World) -> None:

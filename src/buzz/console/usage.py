@@ -21,11 +21,13 @@ from zoneinfo import ZoneInfo
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from buzz.console import figures
 from buzz.console.context import PREFIX, Context, NotFound
 from buzz.console.figures import Metric
 from buzz.console.sessions import Session
+from buzz.export import ExportQuery, parse_export, stream
 from buzz.reports import InvalidQuery, Query, UsageReport, cache_report, local_text, parse_query, usage_report
 from buzz.store.base import Store
 
@@ -228,11 +230,34 @@ def routes(ctx: Context) -> list[Route]:
             cache=figures.cache_table(lines),
         )
 
+    async def download(request: Request) -> Response:
+        session = ctx.session(request)
+        try:
+            query = parse_export(request.query_params, ctx.wall_clock(), session.project)
+        except InvalidQuery as error:
+            title = "The export's parameters"
+            return ctx.page(request, "error.html", session, 400, section="usage", title=title, message=str(error))
+        return _Export(ctx.store, query)
+
     return [
         Route(USAGE, usage, methods=["GET"]),
         Route(FEATURES, features, methods=["GET"]),
         Route(CACHE, cache, methods=["GET"]),
+        Route(EXPORT, download, methods=["GET"]),
     ]
+
+
+class _Export(Response):
+    """The ledger's rows of a range, streamed as `GET /admin/api/usage/export` streams them; a
+    member's session gets its project's rows only."""
+
+    def __init__(self, store: Store, query: ExportQuery) -> None:
+        super().__init__()
+        self._store = store
+        self._query = query
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await stream(self._store, self._query, receive, send)
 
 
 def _usage(store: Store, query: Query) -> tuple[UsageReport, list[str]]:
