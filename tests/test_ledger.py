@@ -40,12 +40,11 @@ LEDGER_COLUMNS = [
 ]
 
 ROLLUPS = {
-    "rollup": [],
+    "rollup": ["key_id", "provider", "model", "surface", "status_class"],
     "rollup_user": ["user_id"],
     "rollup_tag": ["tag_key", "tag_value"],
     "rollup_tag_key": ["tag_key"],
 }
-ROLLUP_DIMENSIONS = ["key_id", "provider", "model", "surface", "status_class"]
 ROLLUP_SUMS = [
     "requests",
     "errors",
@@ -82,7 +81,7 @@ def test_every_table_holds_only_metadata(tmp_path: Path, fake_session: FakeAnthr
     # The rollups hold the ledger's own dimensions and sums of its counts, nothing else.
     for table, extra in ROLLUPS.items():
         columns = [row[1] for row in conn.execute(f"PRAGMA table_info({table})")]
-        assert columns == ["project", "bucket", *extra, *ROLLUP_DIMENSIONS, *ROLLUP_SUMS]
+        assert columns == ["project", "span", "bucket", *extra, *ROLLUP_SUMS]
     assert [row[1] for row in conn.execute("PRAGMA table_info(key_last_used)")] == ["key_id", "project", "ts"]
     conn.close()
 

@@ -17,7 +17,7 @@ import pytest
 from buzz import reports
 from buzz.billing.ledger import LedgerRow
 from buzz.retention import Retention
-from buzz.store.base import BUCKET_SECONDS, Filters, RollupLine, Totals
+from buzz.store.base import Bucketing, Filters, RollupLine, Totals
 from buzz.store.sqlite import SQLiteStore
 from support import Clock
 
@@ -103,8 +103,24 @@ def _groups(row: LedgerRow, by: str | None, tag_key: str | None) -> list[str]:
     return [values[by] or ""]
 
 
+def _key(ts: float, bucketing: Bucketing | None) -> int:
+    """The bucket key the store gives a row, worked out independently: by UTC hour or local day."""
+    if bucketing is None:
+        return 0
+    [(_, offset)] = bucketing.offsets
+    if bucketing.length == 3600:
+        return int(ts) // 3600 * 3600
+    return (int(ts) + offset) // 86400
+
+
 def _expected(
-    rows: list[LedgerRow], since: int, until: int, f: Filters, by: str | None, tag_key: str | None
+    rows: list[LedgerRow],
+    since: int,
+    until: int,
+    f: Filters,
+    by: str | None,
+    tag_key: str | None,
+    bucketing: Bucketing | None = None,
 ) -> dict[tuple[int, str], Totals]:
     out: dict[tuple[int, str], Totals] = defaultdict(Totals)
     for row in rows:
@@ -123,7 +139,7 @@ def _expected(
             continue
         if f.tag is not None and f.tag not in row.tags:
             continue
-        bucket = int(row.ts) // BUCKET_SECONDS * BUCKET_SECONDS
+        bucket = _key(row.ts, bucketing)
         for group in _groups(row, by, tag_key):
             out[(bucket, group)].add(_totals(row))
     return dict(out)
@@ -168,15 +184,33 @@ CASES: list[tuple[Filters, str | None, str | None]] = [
 ]
 
 
+BUCKETINGS = {
+    "whole range": None,
+    "UTC hours": Bucketing(3600, ((0, 0),)),  # read from the hourly span
+    "UTC days": Bucketing(86400, ((0, 0),)),  # from the daily span
+    "Kolkata days": Bucketing(86400, ((0, 19800),)),  # from quarter hours: the days start at 18:30 UTC
+}
+
+
+@pytest.mark.parametrize("bucketing", BUCKETINGS.values(), ids=BUCKETINGS.keys())
 @pytest.mark.parametrize(("filters", "by", "tag_key"), CASES)
 def test_the_rollups_equal_sums_over_the_raw_rows(
-    written: tuple[SQLiteStore, list[LedgerRow]], filters: Filters, by: Any, tag_key: str | None
+    written: tuple[SQLiteStore, list[LedgerRow]],
+    filters: Filters,
+    by: Any,
+    tag_key: str | None,
+    bucketing: Bucketing | None,
 ) -> None:
     store, rows = written
-    since, until = START + 6 * 3600, START + 2 * 86400  # a range inside the data, on quarter hours
-    expected = _expected(rows, since, until, filters, by, tag_key)
+    # A range inside the data: on whole days, or on quarter hours (the finest span).
+    since, until = (
+        (START + 86400, START + 3 * 86400)
+        if bucketing == BUCKETINGS["UTC days"]
+        else (START + 6 * 3600 + 900, START + 2 * 86400 + 1800)
+    )
+    expected = _expected(rows, since, until, filters, by, tag_key, bucketing)
     assert expected  # the case selects something
-    assert _actual(store.rollup(since, until, filters, by, tag_key)) == expected
+    assert _actual(store.rollup(since, until, filters, by, tag_key, bucketing)) == expected
 
 
 def test_tag_keys_and_last_use(written: tuple[SQLiteStore, list[LedgerRow]]) -> None:
@@ -210,14 +244,17 @@ def test_a_ledger_older_than_the_rollups_is_added_to_them_at_start(tmp_path: Pat
     _wipe_rollups(path)  # as a ledger written before the rollups existed
     reopened = SQLiteStore(path)
     expected = _expected(rows, START, START + 4 * 86400, Filters(), "key", None)
-    assert _actual(reopened.rollup(START, START + 4 * 86400, Filters(), "key")) == expected
+    hours = BUCKETINGS["UTC hours"]
+    expected = _expected(rows, START, START + 4 * 86400, Filters(), "key", None, hours)
+    assert _actual(reopened.rollup(START, START + 4 * 86400, Filters(), "key", None, hours)) == expected
 
 
 def test_retention_deletes_old_rows_in_chunks_and_keeps_every_sum(tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path / "buzz.sqlite3")
     rows = sorted(_rows(900, seed=5), key=lambda r: r.ts)  # a day of rows
     store.write_ledger(rows)
-    before = _actual(store.rollup(START, START + 4 * 86400, Filters(), "model"))
+    hours = BUCKETINGS["UTC hours"]
+    before = _actual(store.rollup(START, START + 4 * 86400, Filters(), "model", None, hours))
     clock = Clock(START + 86400 + 43200)  # a day's retention keeps the second half of the day
     removed = asyncio.run(Retention(store, 1, clock, chunk=37).prune())
     cutoff = clock() - 86400
@@ -225,7 +262,7 @@ def test_retention_deletes_old_rows_in_chunks_and_keeps_every_sum(tmp_path: Path
     assert removed == len(old) > 37 * 3
     left = store.ledger_rows()
     assert [r["id"] for r in left] == [r.id for r in rows if r.ts >= cutoff]
-    assert _actual(store.rollup(START, START + 4 * 86400, Filters(), "model")) == before
+    assert _actual(store.rollup(START, START + 4 * 86400, Filters(), "model", None, hours)) == before
     # Rows written after a pass are added to the rollups as ever.
     late = LedgerRow("req_late", clock(), "anthropic", 200, "reported", 1.0, project="acme", model="m")
     store.write_ledger([late])
@@ -292,3 +329,16 @@ def test_a_split_by_tag_key_adds_up_with_its_untagged_line(written: tuple[SQLite
 def test_a_member_cannot_widen_a_query() -> None:
     query = reports.parse_query({"project": "globex", "by": "project"}, START, "acme")
     assert query.filters.project == "acme"
+
+
+def test_a_report_reads_the_coarsest_span_that_fits_its_buckets() -> None:
+    from buzz.store.sqlite_reports import _span
+
+    day = START  # midnight UTC
+    assert _span(day, day + 30 * 86400, Bucketing(86400, ((0, 0),))) == 86400  # UTC days
+    assert _span(day, day + 30 * 86400, Bucketing(3600, ((0, 0),))) == 3600  # UTC hours
+    # Paris days start at 23:00 UTC and move an hour with summer time: hours fit.
+    paris = ((0, 3600), (int(datetime(2026, 3, 29, 1, tzinfo=UTC).timestamp()), 7200))
+    assert _span(day - 3600, day + 30 * 86400 - 7200, Bucketing(86400, paris)) == 3600
+    assert _span(day - 19800, day + 7 * 86400 - 19800, Bucketing(86400, ((0, 19800),))) == 900  # Kolkata
+    assert _span(day, day + 86400 + 900, None) == 900  # a range on a quarter hour

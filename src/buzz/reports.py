@@ -22,7 +22,16 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from buzz.billing.pricing import PriceBook
 from buzz.billing.usage import Usage
 from buzz.money import usd_exact
-from buzz.store.base import BUCKET_SECONDS, DIMENSIONS, Dimension, Filters, RollupLine, Store, Totals
+from buzz.store.base import (
+    BUCKET_SECONDS,
+    DIMENSIONS,
+    Bucketing,
+    Dimension,
+    Filters,
+    RollupLine,
+    Store,
+    Totals,
+)
 
 Bucket = Literal["hour", "day"]
 RANGES = ("24h", "7d", "30d")
@@ -195,8 +204,8 @@ class UsageReport:
 
 
 def usage_report(store: Store, query: Query) -> UsageReport:
-    lines = store.rollup(query.since, query.until, query.filters, query.by, query.tag_key)
-    buckets, index_of = _local_buckets(query)
+    buckets, bucketing, index_of = _local_buckets(query)
+    lines = store.rollup(query.since, query.until, query.filters, query.by, query.tag_key, bucketing)
     groups: dict[str, GroupLine] = {}
     total = Totals()
     for line in lines:
@@ -227,26 +236,30 @@ def _sum(lines: list[RollupLine]) -> Totals:
     return total
 
 
-def _local_buckets(query: Query) -> tuple[list[datetime], dict[int, int]]:
-    """The report's local buckets in order, and for each quarter hour of the range, its bucket."""
+def _local_buckets(query: Query) -> tuple[list[datetime], Bucketing, dict[int, int]]:
+    """The report's local buckets in order, the offsets in force over the range (for the store
+    to group by), and each bucket's index by its key (see `Bucketing.key`)."""
+    length: Literal[3600, 86400] = 86400 if query.bucket == "day" else 3600
     starts: list[datetime] = []
+    offsets: list[tuple[int, int]] = []
     index_of: dict[int, int] = {}
-    previous: tuple[object, ...] | None = None
     for quarter in range(query.since, query.until, BUCKET_SECONDS):
         local = datetime.fromtimestamp(quarter, query.tz)
-        if query.bucket == "day":
-            ident: tuple[object, ...] = (local.date(),)
-            start = datetime.combine(local.date(), datetime.min.time(), query.tz)
-        else:
-            # The offset is part of an hour's identity: the repeated hour of a change back from
-            # summer time is two buckets, 01:00+02:00 and 01:00+01:00.
-            start = local.replace(minute=0, second=0, microsecond=0)
-            ident = (start.replace(tzinfo=None), local.utcoffset())
-        if ident != previous:
-            starts.append(start)
-            previous = ident
-        index_of[quarter] = len(starts) - 1
-    return starts, index_of
+        delta = local.utcoffset()
+        offset = int(delta.total_seconds()) if delta is not None else 0
+        if not offsets or offsets[-1][1] != offset:
+            offsets.append((quarter, offset))
+        # Keyed by its UTC start, an hour repeated when summer time ends is two buckets,
+        # 01:00+02:00 and 01:00+01:00; a day is its local date, however long it is.
+        hour = (quarter + offset) // 3600 * 3600 - offset
+        key = (quarter + offset) // 86400 if length == 86400 else hour
+        if key not in index_of:
+            index_of[key] = len(starts)
+            if length == 86400:
+                starts.append(datetime.combine(local.date(), datetime.min.time(), query.tz))
+            else:
+                starts.append(datetime.fromtimestamp(hour, query.tz))
+    return starts, Bucketing(length, tuple(offsets)), index_of
 
 
 # --- cache economics -------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from buzz.billing.ledger import LedgerRow
 from buzz.limits.base import Limits, ScopeKind
 from buzz.store import sqlite_reports as reports
 from buzz.store.base import (
+    Bucketing,
     ConsoleTokenRecord,
     Dimension,
     Filters,
@@ -404,10 +405,16 @@ class SQLiteStore:
         return closing(_connect(self._path))
 
     def rollup(
-        self, since: int, until: int, filters: Filters, by: Dimension | None, tag_key: str | None = None
+        self,
+        since: int,
+        until: int,
+        filters: Filters,
+        by: Dimension | None,
+        tag_key: str | None = None,
+        bucketing: Bucketing | None = None,
     ) -> list[RollupLine]:
         with self._reader() as conn:
-            return reports.rollup(conn, since, until, filters, by, tag_key)
+            return reports.rollup(conn, since, until, filters, by, tag_key, bucketing)
 
     def tag_keys(self, since: int, until: int, project: str | None) -> list[str]:
         with self._reader() as conn:
