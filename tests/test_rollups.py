@@ -342,3 +342,38 @@ def test_a_report_reads_the_coarsest_span_that_fits_its_buckets() -> None:
     assert _span(day - 3600, day + 30 * 86400 - 7200, Bucketing(86400, paris)) == 3600
     assert _span(day - 19800, day + 7 * 86400 - 19800, Bucketing(86400, ((0, 19800),))) == 900  # Kolkata
     assert _span(day, day + 86400 + 900, None) == 900  # a range on a quarter hour
+
+
+def _mark_and_last(path: Path) -> tuple[int, int]:
+    conn = sqlite3.connect(path)
+    try:
+        (mark,) = conn.execute("SELECT last_rowid FROM rollup_state").fetchone()
+        (last,) = conn.execute("SELECT max(rowid) FROM ledger").fetchone()
+        return mark, last
+    finally:
+        conn.close()
+
+
+def test_the_writer_folds_once_a_second_and_a_report_folds_what_is_left(tmp_path: Path) -> None:
+    path = tmp_path / "buzz.sqlite3"
+    clock = Clock(100.0)
+    store = SQLiteStore(path, fold_interval=1.0, clock=clock)
+    row = LedgerRow("r1", START, "anthropic", 200, "reported", 1.0, project="acme", model="m", user_id="u")
+    store.write_ledger([row])
+    assert _mark_and_last(path) == (1, 1)  # the first batch is folded at once
+    store.write_ledger([LedgerRow("r2", START + 1, "anthropic", 200, "reported", 1.0, project="acme", tags=("a=b",))])
+    assert _mark_and_last(path) == (1, 2)  # within the second: written, not folded yet
+    clock.now += 1.0
+    store.write_ledger([LedgerRow("r3", START + 2, "anthropic", 200, "reported", 1.0, project="acme")])
+    assert _mark_and_last(path) == (3, 3)  # a second on: this batch folds all three
+    store.write_ledger([LedgerRow("r4", START + 3, "anthropic", 500, "reported", 1.0, project="acme")])
+    assert _mark_and_last(path) == (3, 4)
+    # A report folds what the writer has not, first, so it sees every row written.
+    [line] = store.rollup(START, START + 900, Filters(project="acme"), None)
+    assert (line.totals.requests, line.totals.errors) == (4, 1)
+    assert _mark_and_last(path) == (4, 4)
+    assert [line.group for line in store.rollup(START, START + 900, Filters(), "tag")] == ["a=b"]
+    assert {line.group: line.totals.requests for line in store.rollup(START, START + 900, Filters(), "user")} == {
+        "u": 1,
+        "": 3,
+    }

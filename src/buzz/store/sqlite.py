@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import closing
 from datetime import UTC, datetime
 from importlib import resources
@@ -133,14 +135,27 @@ class _Balances:
             self._writing = {}
 
 
+# How often the ledger writer adds its rows to the rollups. Each fold costs a fixed tens of
+# microseconds per statement, and an upsert per group of rows; folding a second of rows at once
+# groups them far better than folding each 50 ms batch (a fifth of the cost at 4,000 requests a
+# second). A report never misses the rows in between: it folds them first (`_fold_pending`).
+FOLD_INTERVAL = 1.0
+
+
 class SQLiteStore:
-    def __init__(self, path: Path) -> None:
+    def __init__(
+        self, path: Path, fold_interval: float = FOLD_INTERVAL, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._path = path
         self._conn = _connect(path)
         self._migrate()
         with self._transaction():  # rows written before the rollups existed, once
             reports.fold_new_rows(self._conn)
+        self._fold_interval = fold_interval
+        self._clock = clock
+        self._folded_at = -math.inf
+        self._unfolded_users = self._unfolded_tags = False  # in rows written since the last fold
         self._writer: sqlite3.Connection | None = None
         self._writer_lock = threading.Lock()
         self._data_version = -1
@@ -388,10 +403,13 @@ class SQLiteStore:
                     "UPDATE projects SET balance_nanos = balance_nanos + ? WHERE name = ?",
                     [(delta, project) for project, delta in changes.items() if delta],
                 )
-                if params:
-                    users = any(r.user_id is not None for r in rows)
-                    tags = any(r.tags for r in rows)
-                    reports.fold_new_rows(self._writer, users, tags)
+                self._unfolded_users |= any(r.user_id is not None for r in rows)
+                self._unfolded_tags |= any(r.tags for r in rows)
+                now = self._clock()
+                if params and now - self._folded_at >= self._fold_interval:
+                    reports.fold_new_rows(self._writer, self._unfolded_users, self._unfolded_tags)
+                    self._folded_at = now
+                    self._unfolded_users = self._unfolded_tags = False
             except BaseException:
                 self._writer.execute("ROLLBACK")
                 raise
@@ -402,7 +420,23 @@ class SQLiteStore:
     # path's lookups on the shared one -------------------------------------------------------
 
     def _reader(self) -> closing[sqlite3.Connection]:
+        """A connection for a report, once the rows written so far are in the rollups."""
+        self._fold_pending()
         return closing(_connect(self._path))
+
+    def _fold_pending(self) -> None:
+        """Fold the rows the writer has not folded yet (its own, or another process's), so a
+        report sees every committed row: at most a second of them, and usually none."""
+        with self._writer_lock:
+            if self._writer is None:
+                self._writer = _connect(self._path)
+            (behind,) = self._writer.execute(reports.BEHIND).fetchone()
+            if not behind:
+                return
+            with _Transaction(self._writer):
+                reports.fold_new_rows(self._writer)
+            self._folded_at = self._clock()
+            self._unfolded_users = self._unfolded_tags = False
 
     def rollup(
         self,
@@ -443,6 +477,7 @@ class SQLiteStore:
         return [dict(zip(names, row, strict=True)) for row in cursor]
 
     def close(self) -> None:
+        self._fold_pending()
         with self._writer_lock:
             if self._writer is not None:
                 self._writer.close()

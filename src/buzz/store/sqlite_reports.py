@@ -84,6 +84,8 @@ _LAST_USED = (
     f"WHERE {_NEW_ROWS} AND key_id IS NOT NULL GROUP BY key_id "
     "ON CONFLICT DO UPDATE SET ts = max(ts, excluded.ts)"
 )
+# True when the ledger holds rows the rollups do not have yet.
+BEHIND = "SELECT coalesce((SELECT max(rowid) FROM ledger), 0) > last_rowid FROM rollup_state"
 _MARK = "UPDATE rollup_state SET last_rowid = coalesce((SELECT max(rowid) FROM ledger), last_rowid)"
 
 
