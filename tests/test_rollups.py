@@ -331,17 +331,29 @@ def test_a_member_cannot_widen_a_query() -> None:
     assert query.filters.project == "acme"
 
 
-def test_a_report_reads_the_coarsest_span_that_fits_its_buckets() -> None:
-    from buzz.store.sqlite_reports import _span
+def test_a_report_reads_the_coarsest_spans_that_fit_its_buckets() -> None:
+    from buzz.store.sqlite_reports import _cover
 
     day = START  # midnight UTC
-    assert _span(day, day + 30 * 86400, Bucketing(86400, ((0, 0),))) == 86400  # UTC days
-    assert _span(day, day + 30 * 86400, Bucketing(3600, ((0, 0),))) == 3600  # UTC hours
-    # Paris days start at 23:00 UTC and move an hour with summer time: hours fit.
-    paris = ((0, 3600), (int(datetime(2026, 3, 29, 1, tzinfo=UTC).timestamp()), 7200))
-    assert _span(day - 3600, day + 30 * 86400 - 7200, Bucketing(86400, paris)) == 3600
-    assert _span(day - 19800, day + 7 * 86400 - 19800, Bucketing(86400, ((0, 19800),))) == 900  # Kolkata
-    assert _span(day, day + 86400 + 900, None) == 900  # a range on a quarter hour
+    utc_days, utc_hours = Bucketing(86400, ((0, 0),)), Bucketing(3600, ((0, 0),))
+    assert _cover(day, day + 30 * 86400, utc_days) == [(86400, day, day + 30 * 86400)]
+    assert _cover(day, day + 30 * 86400, utc_hours) == [(3600, day, day + 30 * 86400)]
+    # A total over a range that starts and ends off the day: quarters, hours, days, hours, quarters.
+    assert _cover(day - 4500, day + 86400 + 4500, None) == [
+        (900, day - 4500, day - 3600),
+        (3600, day - 3600, day),
+        (86400, day, day + 86400),
+        (3600, day + 86400, day + 86400 + 3600),
+        (900, day + 86400 + 3600, day + 86400 + 4500),
+    ]
+    # Kolkata's days start at 18:30 UTC: each is two quarters, 23 hours and two quarters.
+    kolkata = _cover(day - 19800, day + 2 * 86400 - 19800, Bucketing(86400, ((0, 19800),)))
+    assert [span for span, _, _ in kolkata] == [900, 3600, 900, 3600, 900]  # quarters of two days meet
+    assert sum(end - start for _, start, end in kolkata) == 2 * 86400
+    # Paris days move an hour with summer time: hours, and no daily span across the change.
+    change = int(datetime(2026, 3, 29, 1, tzinfo=UTC).timestamp())
+    paris = Bucketing(86400, ((0, 3600), (change, 7200)))
+    assert {span for span, _, _ in _cover(day - 3600, day + 30 * 86400 - 7200, paris)} == {3600}
 
 
 def _mark_and_last(path: Path) -> tuple[int, int]:

@@ -9,6 +9,7 @@ one line per local bucket and group, whatever the span.
 
 from __future__ import annotations
 
+import bisect
 import sqlite3
 from collections.abc import Iterator
 from typing import Any
@@ -148,13 +149,44 @@ def _table(filters: Filters, by: Dimension | None) -> str | None:
     return "rollup" if by is None or by in _MAIN_GROUPS else None
 
 
-def _span(since: int, until: int, bucketing: Bucketing | None) -> int:
-    """The coarsest span whose buckets each fall inside one of the question's buckets."""
-    edges = [since, until]
-    if bucketing is not None:
-        edges += [bucketing.length, *(offset for _, offset in bucketing.offsets)]
-        edges += [start for start, _ in bucketing.offsets[1:]]
-    return next(span for span in SPANS if all(edge % span == 0 for edge in edges))
+def _cover(since: int, until: int, bucketing: Bucketing | None) -> list[tuple[int, int, int]]:
+    """The rollup rows to read for [since, until): (span, first bucket, end) ranges, each bucket
+    at the coarsest span that lies inside the range and inside one local bucket under one
+    offset. A month of UTC days is thirty daily rows per group; a day in Kolkata (UTC+05:30) is
+    twenty-three hours and four quarter hours."""
+    offsets = bucketing.offsets if bucketing is not None else ((since, 0),)
+    starts = [start for start, _ in offsets]
+
+    def offset(t: int) -> int:
+        return offsets[max(0, bisect.bisect_right(starts, t) - 1)][1]
+
+    def fits(t: int, span: int) -> bool:
+        if t % span or t + span > until:
+            return False
+        if bucketing is None:
+            return True
+        last = t + span - 1
+        if offset(t) != offset(last) or span > bucketing.length:
+            return False
+        return bucketing.key(_start(t, offset(t), bucketing.length), offset(t)) == bucketing.key(
+            _start(last, offset(last), bucketing.length), offset(last)
+        )
+
+    ranges: list[tuple[int, int, int]] = []
+    t = since
+    while t < until:
+        span = next(span for span in SPANS if fits(t, span))
+        if ranges and ranges[-1][0] == span and ranges[-1][2] == t:
+            ranges[-1] = (span, ranges[-1][1], t + span)
+        else:
+            ranges.append((span, t, t + span))
+        t += span
+    return ranges
+
+
+def _start(t: int, offset: int, length: int) -> int:
+    """The UTC start of the local bucket of `length` that `t` is in, under `offset`."""
+    return (t + offset) // length * length - offset
 
 
 def _local(column: str, bucketing: Bucketing | None) -> str:
@@ -192,8 +224,6 @@ def rollup(
     if table is None:
         return _raw_rollup(conn, since, until, filters, by, tag_key, bucketing)
     where, args = _project_clause(table, filters.project)
-    where.append("span = ? AND bucket >= ? AND bucket < ?")
-    args += [_span(since, until, bucketing), since, until]
     for column, value in (
         ("key_id", filters.key_id),
         ("model", filters.model),
@@ -211,10 +241,12 @@ def rollup(
         args.append(tag_key)
     group = "''" if by is None else _WHOLE_TAG if by == "tag" and tag_key is None else _GROUP_EXPRS[by]
     sql = (
-        f"SELECT {_local('bucket', bucketing)}, {group}, {', '.join(f'sum({name})' for name in _SUMS)} "  # noqa: S608
-        f"FROM {table} WHERE {' AND '.join(where)} GROUP BY 1, 2"
+        f"{_RANGES} SELECT {_local('bucket', bucketing)}, {group}, "  # noqa: S608 - constants
+        f"{', '.join(f'sum(t.{name})' for name in _SUMS)} FROM r JOIN {table} AS t ON {_IN_RANGE} "
+        f"WHERE {' AND '.join(where)} GROUP BY 1, 2"
     )
-    lines = [RollupLine(row[0], row[1], Totals(*row[2:])) for row in conn.execute(sql, args)]
+    ranges = msgspec.json.encode(_cover(since, until, bucketing)).decode()
+    lines = [RollupLine(row[0], row[1], Totals(*row[2:])) for row in conn.execute(sql, [ranges, *args])]
     if by == "user" and filters.user_id is None:
         lines += _without_user(conn, since, until, filters, bucketing, lines)
     return lines
@@ -242,9 +274,18 @@ def _without_user(
     return rest
 
 
+# The ranges of `_cover`, as a JSON array bound to the first parameter: each is one index range
+# of (project, span, bucket), read in order.
+_RANGES = (
+    "WITH r(span, lo, hi) AS (SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), "
+    "json_extract(value, '$[2]') FROM json_each(?))"
+)
+_IN_RANGE = "t.span = r.span AND t.bucket >= r.lo AND t.bucket < r.hi"
+
+
 def _project_clause(table: str, project: str | None) -> tuple[list[str], list[Any]]:
     if project is not None:
-        return ["project = ?"], [project]
+        return ["t.project = ?"], [project]
     # Across projects, name each one the table holds (found by one index seek per project): each
     # is then a range of the primary key, where a bare span and bucket range would read every
     # project's rows of every time.
@@ -253,7 +294,7 @@ def _project_clause(table: str, project: str | None) -> tuple[list[str], list[An
         f"SELECT (SELECT min(project) FROM {table} WHERE project > p.name) FROM p WHERE p.name IS NOT NULL) "
         "SELECT name FROM p WHERE name IS NOT NULL"
     )
-    return [f"project IN ({names})"], []
+    return [f"t.project IN ({names})"], []
 
 
 def _raw_rollup(
@@ -307,11 +348,11 @@ def _raw_rollup(
 def tag_keys(conn: sqlite3.Connection, since: int, until: int, project: str | None) -> list[str]:
     where, args = _project_clause("rollup_tag_key", project)
     sql = (
-        "SELECT tag_key FROM rollup_tag_key "  # noqa: S608 - constants
-        f"WHERE {' AND '.join(where)} AND span = ? AND bucket >= ? AND bucket < ? AND tag_key != '' "
-        "GROUP BY tag_key ORDER BY sum(requests) DESC, tag_key"
+        f"{_RANGES} SELECT t.tag_key FROM r JOIN rollup_tag_key AS t ON {_IN_RANGE} "  # noqa: S608 - constants
+        f"WHERE {' AND '.join(where)} AND t.tag_key != '' GROUP BY t.tag_key ORDER BY sum(t.requests) DESC, t.tag_key"
     )
-    return [row[0] for row in conn.execute(sql, [*args, _span(since, until, None), since, until])]
+    ranges = msgspec.json.encode(_cover(since, until, None)).decode()
+    return [row[0] for row in conn.execute(sql, [ranges, *args])]
 
 
 def last_used(conn: sqlite3.Connection, project: str | None) -> dict[str, float]:
