@@ -389,3 +389,42 @@ def test_the_writer_folds_once_a_second_and_a_report_folds_what_is_left(tmp_path
         "u": 1,
         "": 3,
     }
+
+
+def test_past_the_first_groups_the_series_are_summed_and_still_add_up(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "buzz.sqlite3")
+    rows = [
+        LedgerRow(
+            f"r{i}",
+            START + 3600 * (i % 30) + i,
+            "anthropic",
+            200,
+            "reported",
+            1.0,
+            project="acme",
+            model="m",
+            user_id=None if i % 7 == 0 else f"user-{i % 31:02d}",
+            tags=(f"feature=f{i % 25}",),
+            cost_nanos=1000 + i,
+            list_cost_nanos=2000,
+        )
+        for i in range(600)
+    ]
+    store.write_ledger(rows)
+    now = START + 2 * 86400
+    for by in ("user", "tag:feature"):
+        report = _report(store, now, range="custom", since="2026-03-09", until="2026-03-11", bucket="hour", by=by)
+        assert len(report.groups) > reports.SERIES_GROUPS
+        shown = report.groups[: reports.SERIES_GROUPS]
+        assert all(g.series for g in shown) and not any(g.series for g in report.groups[reports.SERIES_GROUPS :])
+        for group in shown:  # each shown series sums to its group's totals
+            assert sum(t.cost_nanos for t in group.series) == group.totals.cost_nanos
+        # Bucket by bucket, the shown series and the rest add up to every row of the bucket.
+        for i, start in enumerate(report.buckets):
+            in_bucket = [r for r in rows if start.timestamp() <= r.ts < start.timestamp() + 3600]
+            drawn = sum(g.series[i].requests for g in shown) + report.rest[i].requests
+            assert drawn == len(in_bucket)
+        hidden = sum(g.totals.cost_nanos for g in report.groups[reports.SERIES_GROUPS :])
+        assert sum(t.cost_nanos for t in report.rest) == hidden
+    users = {line.group for line in store.rollup(START, now, Filters(), "user", only=["user-03", ""])}
+    assert users == {"user-03", ""}

@@ -186,11 +186,17 @@ def _bucket_end(ts: float, tz: tzinfo, bucket: Bucket) -> int:
 # --- the usage report ------------------------------------------------------------------------
 
 
+# Groups with a series of their own, most cost first; the series of the others are summed in
+# `UsageReport.rest`. A chart cannot tell more apart, and a split by two thousand users would
+# otherwise read and build two thousand series.
+SERIES_GROUPS = 20
+
+
 @dataclass(slots=True)
 class GroupLine:
     group: str  # "" for rows without a value: no key, no user, no tag of that key
     totals: Totals
-    series: list[Totals]  # one per bucket of the report
+    series: list[Totals]  # one per bucket of the report; empty past the first SERIES_GROUPS groups
 
 
 @dataclass(slots=True)
@@ -199,33 +205,52 @@ class UsageReport:
     buckets: list[datetime]  # each bucket's local start, with its offset
     groups: list[GroupLine]  # most cost first
     total: Totals = field(default_factory=Totals)
+    # The summed series of the groups past the first SERIES_GROUPS (all zero when there are none).
+    rest: list[Totals] = field(default_factory=list)
     # With by=tag:<key>, the requests that carry no value of that key, so the split adds up.
     untagged: Totals | None = None
 
 
 def usage_report(store: Store, query: Query) -> UsageReport:
+    """Two reads: each group's totals over the whole range (its whole days from daily sums), then
+    the series per bucket of the groups that get one, and of everything, for the rest."""
     buckets, bucketing, index_of = _local_buckets(query)
-    lines = store.rollup(query.since, query.until, query.filters, query.by, query.tag_key, bucketing)
-    groups: dict[str, GroupLine] = {}
+    since, until, filters, by, tag_key = query.since, query.until, query.filters, query.by, query.tag_key
+    groups = [GroupLine(line.group, line.totals, []) for line in store.rollup(since, until, filters, by, tag_key)]
+    groups.sort(key=lambda g: (-g.totals.cost_nanos, -g.totals.requests, g.group))
+    shown = groups[:SERIES_GROUPS]
+    for group in shown:
+        group.series = [Totals() for _ in buckets]
+    by_group = {group.group: group for group in shown}
+    only = list(by_group) if len(groups) > SERIES_GROUPS else None
+    for line in store.rollup(since, until, filters, by, tag_key, bucketing, only):
+        if (owner := by_group.get(line.group)) is not None:
+            owner.series[index_of[line.bucket]].add(line.totals)
+    rest = [Totals() for _ in buckets]
+    if only is not None:
+        # Every row is in exactly one group, except by tag (a row is in each of its tags'), so
+        # there the rest is read as it is; elsewhere it is everything less the groups shown.
+        rest_by = by if by == "tag" else None
+        for line in store.rollup(since, until, filters, rest_by, tag_key, bucketing):
+            if line.group not in by_group or rest_by is None:
+                rest[index_of[line.bucket]].add(line.totals)
+        if rest_by is None:
+            for group in shown:
+                for i, totals in enumerate(group.series):
+                    rest[i] = rest[i].minus(totals)
     total = Totals()
-    for line in lines:
-        group = groups.get(line.group)
-        if group is None:
-            group = groups[line.group] = GroupLine(line.group, Totals(), [Totals() for _ in buckets])
-        group.totals.add(line.totals)
-        group.series[index_of[line.bucket]].add(line.totals)
-        total.add(line.totals)
-    ordered = sorted(groups.values(), key=lambda g: (-g.totals.cost_nanos, -g.totals.requests, g.group))
-    report = UsageReport(query, buckets, ordered, total)
-    if query.by == "tag":
+    for group in groups:
+        total.add(group.totals)
+    report = UsageReport(query, buckets, groups, total, rest)
+    if by == "tag":
         # A request with two values of the key counts under each: the total is the requests'
         # own, and "untagged" is what carries no value of the key at all.
-        report.total = _sum(store.rollup(query.since, query.until, query.filters, None))
-        if query.tag_key is not None:
-            keys = store.rollup(query.since, query.until, query.filters, "tag_key")
-            carrying = _sum([line for line in keys if line.group == query.tag_key])
-            rest = Totals(*(getattr(report.total, n) - getattr(carrying, n) for n in Totals.__slots__))
-            report.untagged = rest if rest.requests else None
+        report.total = _sum(store.rollup(since, until, filters, None))
+        if tag_key is not None:
+            keys = store.rollup(since, until, filters, "tag_key")
+            carrying = _sum([line for line in keys if line.group == tag_key])
+            rest_total = report.total.minus(carrying)
+            report.untagged = rest_total if rest_total.requests else None
     return report
 
 
@@ -346,14 +371,19 @@ def report_json(report: UsageReport) -> dict[str, object]:
             {
                 "group": line.group,
                 "totals": totals_json(line.totals),
-                # Per bucket, aligned with "buckets": what a chart draws.
-                "series": {name: [getattr(t, name) for t in line.series] for name in _SERIES},
+                # Per bucket, aligned with "buckets": what a chart draws (the first groups only).
+                **({"series": _series(line.series)} if line.series else {}),
             }
             for line in report.groups
         ],
+        "rest": _series(report.rest),  # the series of the groups without one, summed
         "total": totals_json(report.total),
         "untagged": None if report.untagged is None else totals_json(report.untagged),
     }
+
+
+def _series(series: list[Totals]) -> dict[str, list[int]]:
+    return {name: [getattr(t, name) for t in series] for name in _SERIES}
 
 
 def _stamp(start: datetime) -> str:

@@ -201,12 +201,14 @@ def chart(report: UsageReport, metric: Metric, key_names: Mapping[str, str]) -> 
             }
         )
     if rest:
+        # The groups past the chart's, with a series of their own or summed in the report's rest.
+        others = [*(g.series for g in rest if g.series), report.rest]
         buckets = range(len(report.buckets))
         series.append(
             {
                 "label": f"other ({len(rest):,})",
-                "values": [sum(metric_value(g.series[i], metric) for g in rest) for i in buckets],
-                "unpriced": [sum(g.series[i].unpriced for g in rest) for i in buckets],
+                "values": [sum(metric_value(s[i], metric) for s in others) for i in buckets],
+                "unpriced": [sum(s[i].unpriced for s in others) for i in buckets],
                 "other": True,
             }
         )

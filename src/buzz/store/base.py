@@ -91,8 +91,22 @@ class Totals:
     estimated: int = 0  # rows whose usage buzz estimated because the vendor did not report it
 
     def add(self, other: Totals) -> None:
-        for name in Totals.__slots__:
-            setattr(self, name, getattr(self, name) + getattr(other, name))
+        # Field by field: a report adds tens of thousands of these, and a loop over the slots
+        # with getattr and setattr costs three times as much.
+        self.requests += other.requests
+        self.errors += other.errors
+        self.input_tokens += other.input_tokens
+        self.output_tokens += other.output_tokens
+        self.cache_write_5m_tokens += other.cache_write_5m_tokens
+        self.cache_write_1h_tokens += other.cache_write_1h_tokens
+        self.cache_read_tokens += other.cache_read_tokens
+        self.cost_nanos += other.cost_nanos
+        self.list_cost_nanos += other.list_cost_nanos
+        self.unpriced += other.unpriced
+        self.estimated += other.estimated
+
+    def minus(self, other: Totals) -> Totals:
+        return Totals(*(getattr(self, name) - getattr(other, name) for name in Totals.__slots__))
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,9 +208,11 @@ class Store(Protocol):
         by: Dimension | None,
         tag_key: str | None = None,
         bucketing: Bucketing | None = None,
+        only: Sequence[str] | None = None,
     ) -> list[RollupLine]:
         """Totals in [since, until) (multiples of BUCKET_SECONDS) per local bucket (one bucket, 0,
-        without `bucketing`) and per value of `by` (one group, "", when `by` is None).
+        without `bucketing`) and per value of `by` (one group, "", when `by` is None), for the
+        values in `only` when it is given.
         `by="tag"` splits by the values of `tag_key`, leaving out rows without that key, or by
         whole tags when `tag_key` is None; a row counts under each of its tags."""
         ...

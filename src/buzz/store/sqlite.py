@@ -77,6 +77,7 @@ def _connect(path: Path) -> sqlite3.Connection:
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA busy_timeout=30000")
+    conn.execute("PRAGMA temp_store=MEMORY")  # the rollups' per-fold staging tables: small, and never kept
     return conn
 
 
@@ -155,7 +156,7 @@ class SQLiteStore:
         self._fold_interval = fold_interval
         self._clock = clock
         self._folded_at = -math.inf
-        self._unfolded_users = self._unfolded_tags = False  # in rows written since the last fold
+        self._unfolded_tags = False  # in rows written since the last fold
         self._writer: sqlite3.Connection | None = None
         self._writer_lock = threading.Lock()
         self._data_version = -1
@@ -403,13 +404,12 @@ class SQLiteStore:
                     "UPDATE projects SET balance_nanos = balance_nanos + ? WHERE name = ?",
                     [(delta, project) for project, delta in changes.items() if delta],
                 )
-                self._unfolded_users |= any(r.user_id is not None for r in rows)
                 self._unfolded_tags |= any(r.tags for r in rows)
                 now = self._clock()
                 if params and now - self._folded_at >= self._fold_interval:
-                    reports.fold_new_rows(self._writer, self._unfolded_users, self._unfolded_tags)
+                    reports.fold_new_rows(self._writer, self._unfolded_tags)
                     self._folded_at = now
-                    self._unfolded_users = self._unfolded_tags = False
+                    self._unfolded_tags = False
             except BaseException:
                 self._writer.execute("ROLLBACK")
                 raise
@@ -436,7 +436,7 @@ class SQLiteStore:
             with _Transaction(self._writer):
                 reports.fold_new_rows(self._writer)
             self._folded_at = self._clock()
-            self._unfolded_users = self._unfolded_tags = False
+            self._unfolded_tags = False
 
     def rollup(
         self,
@@ -446,9 +446,10 @@ class SQLiteStore:
         by: Dimension | None,
         tag_key: str | None = None,
         bucketing: Bucketing | None = None,
+        only: Sequence[str] | None = None,
     ) -> list[RollupLine]:
         with self._reader() as conn:
-            return reports.rollup(conn, since, until, filters, by, tag_key, bucketing)
+            return reports.rollup(conn, since, until, filters, by, tag_key, bucketing, only)
 
     def tag_keys(self, since: int, until: int, project: str | None) -> list[str]:
         with self._reader() as conn:

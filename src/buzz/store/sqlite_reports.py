@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import bisect
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import msgspec
@@ -56,15 +56,23 @@ _MAIN_DIMS = ("key_id", "provider", "model", "surface", "status_class")
 _MAIN_EXPRS = ("coalesce(key_id, '')", "coalesce(provider, '')", "coalesce(model, '')", "surface", "status / 100")
 
 
-def _fold(table: str, dims: tuple[str, ...], exprs: tuple[str, ...], source: str = "ledger", only: str = "1") -> str:
-    names = ("project", "span", "bucket", *dims)
-    values = ("coalesce(project, '')", "s.span", f"{_UNIX} / s.span * s.span", *exprs)
+def _fold(table: str, dims: tuple[str, ...], exprs: tuple[str, ...], source: str = "ledger") -> tuple[str, ...]:
+    """Statements that add the new rows to `table`: sum them per quarter hour into a temporary
+    table (each row read and sorted once), then add those sums at every span (a handful of
+    groups, however many rows)."""
+    stage = f"temp.fold_{table}"
+    names = ("project", "bucket", *dims)
     groups = ", ".join(str(i + 1) for i in range(len(names)))
+    spans = ("project", "s.span", "bucket / s.span * s.span", *dims)
     updates = ", ".join(f"{name} = {name} + excluded.{name}" for name in _SUMS)
     return (
-        f"INSERT INTO {table} ({', '.join(names + _SUMS)}) "  # noqa: S608 - constants only
-        f"SELECT {', '.join(values + _SUM_EXPRS)} FROM {source}, {_SPAN_TABLE} WHERE {_NEW_ROWS} AND {only} "
-        f"GROUP BY {groups} ON CONFLICT DO UPDATE SET {updates}"
+        f"CREATE TEMP TABLE IF NOT EXISTS fold_{table} ({', '.join(names + _SUMS)})",
+        f"INSERT INTO {stage} SELECT coalesce(project, ''), {_UNIX} / {BUCKET_SECONDS} * {BUCKET_SECONDS}, "  # noqa: S608
+        f"{', '.join(exprs + _SUM_EXPRS)} FROM {source} WHERE {_NEW_ROWS} GROUP BY {groups}",
+        f"INSERT INTO {table} (project, span, {', '.join(names[1:] + _SUMS)}) "  # noqa: S608 - constants only
+        f"SELECT {', '.join(spans)}, {', '.join(f'sum({name})' for name in _SUMS)} FROM {stage}, {_SPAN_TABLE} "
+        f"WHERE 1 GROUP BY {', '.join(str(i + 1) for i in range(len(spans)))} ON CONFLICT DO UPDATE SET {updates}",
+        f"DELETE FROM {stage}",  # noqa: S608 - constants only
     )
 
 
@@ -74,10 +82,10 @@ _KEYS_OF_NEW_ROWS = (
     f"FROM ledger, json_each(ledger.tags) AS t WHERE {_NEW_ROWS}) AS k ON k.rid = ledger.rowid"
 )
 _FOLD = _fold("rollup", _MAIN_DIMS, _MAIN_EXPRS)
-_FOLD_USERS = _fold("rollup_user", ("user_id",), ("user_id",), only="user_id IS NOT NULL")
+_FOLD_USERS = _fold("rollup_user", ("user_id",), ("coalesce(user_id, '')",))
 _FOLD_TAGS = (
-    _fold("rollup_tag", ("tag_key", "tag_value"), (_TAG_KEY, _TAG_VALUE), "ledger, json_each(ledger.tags) AS t"),
-    _fold("rollup_tag_key", ("tag_key",), ("k.tag_key",), _KEYS_OF_NEW_ROWS),
+    *_fold("rollup_tag", ("tag_key", "tag_value"), (_TAG_KEY, _TAG_VALUE), "ledger, json_each(ledger.tags) AS t"),
+    *_fold("rollup_tag_key", ("tag_key",), ("k.tag_key",), _KEYS_OF_NEW_ROWS),
 )
 _LAST_USED = (
     "INSERT INTO key_last_used (key_id, project, ts) "  # noqa: S608 - constants
@@ -90,13 +98,12 @@ BEHIND = "SELECT coalesce((SELECT max(rowid) FROM ledger), 0) > last_rowid FROM 
 _MARK = "UPDATE rollup_state SET last_rowid = coalesce((SELECT max(rowid) FROM ledger), last_rowid)"
 
 
-def fold_new_rows(conn: sqlite3.Connection, users: bool = True, tags: bool = True) -> None:
+def fold_new_rows(conn: sqlite3.Connection, tags: bool = True) -> None:
     """Add the ledger rows not yet in the rollups to them; inside the caller's transaction.
 
-    `users` and `tags` False say that no new row has one, and skip those tables' statements:
-    each costs a fixed tens of microseconds even with nothing to add, which on a quiet gateway
-    (a batch of one row) is most of a row's cost."""
-    statements = [_FOLD, *([_FOLD_USERS] if users else []), *(_FOLD_TAGS if tags else []), _LAST_USED, _MARK]
+    `tags` False says that no new row has one, and skips those tables' statements: each costs a
+    fixed tens of microseconds even with nothing to add."""
+    statements = [*_FOLD, *_FOLD_USERS, *(_FOLD_TAGS if tags else ()), _LAST_USED, _MARK]
     for statement in statements:
         conn.execute(statement)
 
@@ -219,10 +226,11 @@ def rollup(
     by: Dimension | None,
     tag_key: str | None,
     bucketing: Bucketing | None,
+    only: Sequence[str] | None = None,
 ) -> list[RollupLine]:
     table = _table(filters, by)
     if table is None:
-        return _raw_rollup(conn, since, until, filters, by, tag_key, bucketing)
+        return _raw_rollup(conn, since, until, filters, by, tag_key, bucketing, only)
     where, args = _project_clause(table, filters.project)
     for column, value in (
         ("key_id", filters.key_id),
@@ -240,38 +248,16 @@ def rollup(
         where.append("tag_key = ?")
         args.append(tag_key)
     group = "''" if by is None else _WHOLE_TAG if by == "tag" and tag_key is None else _GROUP_EXPRS[by]
+    if only is not None:
+        where.append(f"{group} IN ({', '.join('?' * len(only))})")
+        args += only
     sql = (
         f"{_RANGES} SELECT {_local('bucket', bucketing)}, {group}, "  # noqa: S608 - constants
         f"{', '.join(f'sum(t.{name})' for name in _SUMS)} FROM r JOIN {table} AS t ON {_IN_RANGE} "
         f"WHERE {' AND '.join(where)} GROUP BY 1, 2"
     )
     ranges = msgspec.json.encode(_cover(since, until, bucketing)).decode()
-    lines = [RollupLine(row[0], row[1], Totals(*row[2:])) for row in conn.execute(sql, [ranges, *args])]
-    if by == "user" and filters.user_id is None:
-        lines += _without_user(conn, since, until, filters, bucketing, lines)
-    return lines
-
-
-def _without_user(
-    conn: sqlite3.Connection,
-    since: int,
-    until: int,
-    filters: Filters,
-    bucketing: Bucketing | None,
-    users: list[RollupLine],
-) -> list[RollupLine]:
-    """The "" group of a split by user: `rollup_user` holds rows with a user only (the rest would
-    copy `rollup`), so rows without one are every row less the users' rows, bucket by bucket."""
-    per_bucket: dict[int, Totals] = {}
-    for line in users:
-        per_bucket.setdefault(line.bucket, Totals()).add(line.totals)
-    rest = []
-    for line in rollup(conn, since, until, filters, None, None, bucketing):
-        taken = per_bucket.get(line.bucket, Totals())
-        left = Totals(*(getattr(line.totals, n) - getattr(taken, n) for n in Totals.__slots__))
-        if left.requests:
-            rest.append(RollupLine(line.bucket, "", left))
-    return rest
+    return [RollupLine(row[0], row[1], Totals(*row[2:])) for row in conn.execute(sql, [ranges, *args])]
 
 
 # The ranges of `_cover`, as a JSON array bound to the first parameter: each is one index range
@@ -305,6 +291,7 @@ def _raw_rollup(
     by: Dimension | None,
     tag_key: str | None,
     bucketing: Bucketing | None,
+    only: Sequence[str] | None,
 ) -> list[RollupLine]:
     """What no rollup holds (a user or a tag with another filter, two tags), from raw rows on the
     (project, ts) or ts index: slower, and the one place a report reads the ledger itself."""
@@ -338,6 +325,9 @@ def _raw_rollup(
             where.append(f"{_TAG_KEY} = ?")
             args.append(tag_key)
     group = "''" if by is None else "t.value" if by == "tag" and tag_key is None else _RAW_GROUP_EXPRS[by]
+    if only is not None:
+        where.append(f"{group} IN ({', '.join('?' * len(only))})")
+        args += only
     sql = (
         f"SELECT {_local(_UNIX, bucketing)}, {group}, {', '.join(_SUM_EXPRS)} "  # noqa: S608 - constants
         f"FROM {source} WHERE {' AND '.join(where)} GROUP BY 1, 2"

@@ -9,7 +9,8 @@
 --
 -- Four tables, each keyed by project first (a member's report reads its project's rows only):
 --   rollup          by key, provider, model, surface and status class;
---   rollup_user     by user, for rows with a user (the rest are `rollup` less these);
+--   rollup_user     by user ('' for rows without one), with an index by user, so a chart of
+--                   the top users reads their rows only;
 --   rollup_tag      by tag key and value, one row per tag of a request;
 --   rollup_tag_key  by tag key, each request once per key it carries: what a split by a key's
 --                   values needs to say how much carries none of them.
@@ -96,6 +97,8 @@ CREATE TABLE rollup_tag_key (
     estimated             INTEGER NOT NULL,
     PRIMARY KEY (project, span, bucket, tag_key)
 ) WITHOUT ROWID;
+
+CREATE INDEX rollup_user_by_user ON rollup_user (project, user_id, span, bucket);
 
 -- The ledger's highest rowid already in the rollups. The writer adds the rows above it, in the
 -- transaction that inserts them; on an existing ledger the first start adds every row.
