@@ -58,9 +58,7 @@ def ensure(data_dir: Path, params: Params, console: Console, regenerate: bool = 
             next_report[0] += report_every
             console.print(f"  {written:>12,} rows  {elapsed:7.0f} s  {written / elapsed:9,.0f} rows/s")
 
-    made = ledger_gen.generate(
-        database(data_dir), params.rows, params.days, end, params.seed, params.batch, progress
-    )
+    made = ledger_gen.generate(database(data_dir), params.rows, params.days, end, params.seed, params.batch, progress)
     with closing(sqlite3.connect(database(data_dir))) as conn:
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # so the size on disk is the database's own
     meta = {
@@ -87,9 +85,13 @@ def describe(data_dir: Path) -> dict[str, Any]:
         counts = {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("ledger", *ROLLUP_TABLES)}  # noqa: S608
         page_size = conn.execute("PRAGMA page_size").fetchone()[0]
         try:
-            tables = dict(
-                conn.execute("SELECT name, sum(pgsize) FROM dbstat GROUP BY name ORDER BY 2 DESC").fetchall()
-            )
+            tables = dict(conn.execute("SELECT name, sum(pgsize) FROM dbstat GROUP BY name ORDER BY 2 DESC").fetchall())
         except sqlite3.OperationalError:  # SQLite built without the dbstat table
             tables = {}
-    return {"bytes_on_disk": sum(sizes.values()), "files": sizes, "page_size": page_size, "rows": counts, "bytes_by_table": tables}
+    return {
+        "bytes_on_disk": sum(sizes.values()),
+        "files": sizes,
+        "page_size": page_size,
+        "rows": counts,
+        "bytes_by_table": tables,
+    }

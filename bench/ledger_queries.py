@@ -19,7 +19,6 @@ from typing import Any
 from buzz import reports
 from buzz.billing.pricing import PriceBook
 from buzz.store import sqlite_reports
-from buzz.store.base import Filters
 from buzz.store.sqlite import SQLiteStore
 
 RANGES = (("24h", "hour"), ("7d", "day"), ("30d", "day"), ("90d", "day"))

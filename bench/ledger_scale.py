@@ -31,7 +31,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
@@ -118,7 +117,8 @@ def show(console: Console, results: dict[str, Any]) -> None:
             cells = []
             for view, tz in columns:
                 c = by_name[f"{range_name}/{bucket} by={by} {view} {tz}"]
-                style = "red" if c["p95_ms"] > lq.TARGET_S * 1000 else "yellow" if c["p95_ms"] > lq.SLOW_S * 1000 else ""
+                over_target, over_slow = c["p95_ms"] > lq.TARGET_S * 1000, c["p95_ms"] > lq.SLOW_S * 1000
+                style = "red" if over_target else "yellow" if over_slow else ""
                 text = f"{c['p95_ms']:,.0f} ({c['p50_ms']:,.0f})"
                 cells.append(f"[{style}]{text}[/]" if style else text)
             table.add_row(f"{range_name}/{bucket} by={by}", *cells)
@@ -156,8 +156,9 @@ def show(console: Console, results: dict[str, Any]) -> None:
             pages.add_column(column)
         for p in web["pages"]:
             peak = p.get("server_peak_rss_kib")
-            pages.add_row(p["who"], p["path"], ",".join(map(str, p["statuses"])), f"{p['p50_ms']:,.1f}",
-                          f"{p['p95_ms']:,.1f}", f"{p['max_ms']:,.1f}", f"{peak / 1024:.0f}" if peak else "-")  # fmt: skip
+            timings = (f"{p[name]:,.1f}" for name in ("p50_ms", "p95_ms", "max_ms"))
+            status = ",".join(map(str, p["statuses"]))
+            pages.add_row(p["who"], p["path"], status, *timings, f"{peak / 1024:.0f}" if peak else "-")
         console.print(pages)
 
 
@@ -210,7 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     show(console, results)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
-    console.print(f"results written to {out} ({results['elapsed_s']:.0f} s; data in {data_dir.relative_to(ROOT) if data_dir.is_relative_to(ROOT) else data_dir})")
+    shown = data_dir.relative_to(ROOT) if data_dir.is_relative_to(ROOT) else data_dir
+    console.print(f"results written to {out} ({results['elapsed_s']:.0f} s; the ledger is kept in {shown})")
     return 0
 
 
