@@ -7,7 +7,7 @@ import signal
 import sqlite3
 from pathlib import Path
 
-from buzz.store.timetext import RowTimes as _RowTimes, iso
+from buzz.store.timetext import RowTimes, iso
 from fakes.fake_anthropic import FakeAnthropic
 from support import BuzzProcess, raw_post
 
@@ -39,8 +39,12 @@ LEDGER_COLUMNS = [
     "usage_note",
 ]
 
-ROLLUPS = {"rollup": [], "rollup_user": ["user_id"], "rollup_tag": ["tag_key", "tag_value"]}
-ROLLUP_DIMENSIONS = ["key_id", "provider", "model", "surface", "status_class"]
+ROLLUPS = {
+    "rollup": ["key_id", "provider", "model", "surface", "status_class"],
+    "rollup_user": ["user_id"],
+    "rollup_tag": ["tag_key", "tag_value"],
+    "rollup_tag_key": ["tag_key"],
+}
 ROLLUP_SUMS = [
     "requests",
     "errors",
@@ -77,7 +81,7 @@ def test_every_table_holds_only_metadata(tmp_path: Path, fake_session: FakeAnthr
     # The rollups hold the ledger's own dimensions and sums of its counts, nothing else.
     for table, extra in ROLLUPS.items():
         columns = [row[1] for row in conn.execute(f"PRAGMA table_info({table})")]
-        assert columns == ["project", "bucket", *extra, *ROLLUP_DIMENSIONS, *ROLLUP_SUMS]
+        assert columns == ["project", "span", "bucket", *extra, *ROLLUP_SUMS]
     assert [row[1] for row in conn.execute("PRAGMA table_info(key_last_used)")] == ["key_id", "project", "ts"]
     conn.close()
 
@@ -142,7 +146,7 @@ def test_sigterm_loses_no_row(tmp_path: Path, fake_session: FakeAnthropic) -> No
 def test_row_timestamps_are_the_same_text_as_iso() -> None:
     # The writer formats each second once; every millisecond, and the microsecond rounding at the
     # edges of a second and of a millisecond, must come out as `iso` has it.
-    stamp = _RowTimes()
+    stamp = RowTimes()
     second = 1_764_633_599  # 2025-12-01T23:59:59Z: the next second is another day
     moments = [second + m / 1000 for m in range(1000)]
     moments += [second + 0.9999995, second + 0.9999994, second + 0.0004995, second + 0.5749993, second + 1.0]

@@ -41,6 +41,7 @@ from buzz.proxy.pipeline import Pipeline
 from buzz.proxy.route import Router
 from buzz.proxy.settle import Settler
 from buzz.public import catalog, script
+from buzz.retention import Retention
 from buzz.routes import CLAUDE_CODE_SCRIPT, HEALTHZ, KEY_INFO, MODELS_PAGE, PRICING, Endpoint, Surface, match
 from buzz.store.sqlite import SQLiteStore
 from buzz.upstreams import estimate, openai_models
@@ -82,6 +83,7 @@ class _Running:
     admin: AdminAPI
     models: ModelLists
     console: Console | None
+    retention: asyncio.Task[None] | None
 
 
 class Gateway:
@@ -134,7 +136,7 @@ class Gateway:
             # The tokenizer for estimates takes ~0.4 s to load: pay it now, off the event loop,
             # not on the first stream that needs an estimate.
             await asyncio.to_thread(estimate.warm_up)
-        admin = AdminAPI(self.config.admin_token, store, limiter, self.counters, changed=auth.invalidate)
+        admin = AdminAPI(self.config.admin_token, store, limiter, self.counters, auth.invalidate, self._wall_clock)
         models = ModelLists(self.config, self.catalogue, session, self._clock)
         console = None
         if self.config.console:
@@ -142,9 +144,23 @@ class Gateway:
             from buzz.console.web import Console
 
             console = Console(
-                store, limiter, self.counters, auth.invalidate, self.config, self.proxies, self._clock, self._wall_clock
+                store,
+                limiter,
+                self.prices,
+                self.counters,
+                auth.invalidate,
+                self.config,
+                self.proxies,
+                self._clock,
+                self._wall_clock,
             )
-        self._running = _Running(store, ledger, pipeline, auth, session.close, limiter, admin, models, console)
+        retention = None
+        if self.config.ledger_retention_days is not None:
+            pruning = Retention(store, self.config.ledger_retention_days, self._wall_clock)
+            retention = asyncio.create_task(pruning.run(), name="buzz-retention")
+        self._running = _Running(
+            store, ledger, pipeline, auth, session.close, limiter, admin, models, console, retention
+        )
         # Everything built so far lives as long as the process: keep it out of every future
         # collection, which then only looks at what requests allocate.
         gc.freeze()
@@ -161,6 +177,8 @@ class Gateway:
             return
         if cut := self.counters.get("shutdown_cut"):
             log.warning("shutdown cut %d request(s) still open after the grace period; each row says so", cut)
+        if running.retention is not None:
+            running.retention.cancel()
         await running.models.close()
         await running.close_session()
         await running.limiter.close()

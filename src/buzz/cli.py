@@ -9,7 +9,6 @@ another.
 from __future__ import annotations
 
 import asyncio
-import re
 import sys
 import time
 from collections.abc import Callable
@@ -18,21 +17,20 @@ from pathlib import Path
 from typing import Any
 
 import click
+import msgspec
 from rich.console import Console
 from rich.table import Table
 
+from buzz import cli_usage, console_tokens, reports
 from buzz import config as config_module
-from buzz import console_tokens
+from buzz import export as export_module
 from buzz.changes import BalanceChange, KeyChanges, NewConsoleToken, NewKey, NewProject, ProjectChanges, rfc3339
 from buzz.cli_limits import UNSET, describe, given, limit_options, typed
 from buzz.config import Config, ConfigError
-from buzz.money import usd_cents, usd_exact, usd_fine
+from buzz.money import usd_cents, usd_exact
 from buzz.proxy.auth import generate_key
 from buzz.store import open_store
-from buzz.store.base import GroupBy, Store, UsageLine
-
-_DURATION = re.compile(r"(\d+)([mhdw])")
-_UNIT_SECONDS = {"m": 60, "h": 3600, "d": 86400, "w": 604800}
+from buzz.store.base import Store
 
 
 def _remember(ctx: click.Context, param: click.Parameter, value: object) -> object:
@@ -402,93 +400,83 @@ def _add_balance(config: Config, store: Store, project: str, nanos: int) -> int:
     return asyncio.run(top_up(config.redis_url))
 
 
-def parse_since(text: str, now: float) -> float:
-    match = _DURATION.fullmatch(text.strip())
-    if match:
-        return now - int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError as exc:
-        raise click.BadParameter("use a duration (30m, 24h, 7d, 2w) or a date (2026-11-01)") from exc
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()
-
-
-def _cost(nanos: int, unpriced: int) -> str:
-    """Known cost; with unpriced rows in the group it is only a lower bound, and with nothing
-    priced at all it is unknown, never $0."""
-    if unpriced and not nanos:
-        return usd_fine(None)
-    return ("≥ " if unpriced else "") + usd_fine(nanos)
+def _report_params(since: str, until: str | None, tz: str, project: str | None) -> dict[str, str]:
+    params = {"range": "custom", "since": since, "tz": tz}
+    if until:
+        params["until"] = until
+    if project:
+        params["project"] = project
+    return params
 
 
 @main.command()
-@click.option("--since", default="7d", show_default=True, help="A duration (30m, 24h, 7d, 2w) or a date.")
+@click.option("--since", default="7d", show_default=True, help="A duration back from now (30m, 24h, 7d, 2w) or a date.")
+@click.option("--until", default=None, help="The range's end (default: now).")
 @click.option(
     "--by",
-    type=click.Choice(["model", "key", "user", "tag", "day", "project", "provider"]),
     default="model",
     show_default=True,
+    help="model, provider, key, user, project, surface, status, tag (whole tags), tag:<key> "
+    "(the values of one tag key, as tag:feature), or day.",
 )
+@click.option("--tz", default="UTC", show_default=True, help="Time zone of days and of --since dates (IANA name).")
+@click.option("--project", default=None, help="One project only.")
+@click.option("--json", "as_json", is_flag=True, help="The report as JSON, as GET /admin/api/usage gives it.")
 @common_options
 @click.pass_context
-def usage(ctx: click.Context, since: str, by: GroupBy) -> None:
-    """Requests, tokens and cost from the ledger."""
-    start = parse_since(since, time.time())
+def usage(
+    ctx: click.Context, since: str, until: str | None, by: str, tz: str, project: str | None, as_json: bool
+) -> None:
+    """Requests, tokens and cost, from the ledger's rollups."""
+    params = _report_params(since, until, tz, project)
+    params.update({"by": "none", "bucket": "day"} if by == "day" else {"by": by})
+    try:
+        query = reports.parse_query(params, time.time(), None)
+    except reports.InvalidQuery as exc:
+        raise click.BadParameter(str(exc)) from None
     _, store = _open(ctx)
     try:
-        lines = store.usage(start, by)
+        report = reports.usage_report(store, query)
     finally:
         store.close()
-    table = Table(
-        by,
-        "requests",
-        "input",
-        "output",
-        "cache write",
-        "cache read",
-        "cost",
-        "list cost",
-        title=f"usage since {since}",
-    )
-    for line in lines:
-        notes = []
-        if line.unpriced:
-            notes.append(f"{line.unpriced} unpriced")
-        if line.estimated:
-            notes.append(f"{line.estimated} estimated")
-        table.add_row(line.group + (f" ({', '.join(notes)})" if notes else ""), *_figures(line))
-    if by != "tag":  # a request with two tags is in two tag rows: their sum would count it twice
-        total = UsageLine("total", *(sum(getattr(line, f) for line in lines) for f in _SUMMED))
-        table.add_section()
-        table.add_row("total", *_figures(total), style="bold")
-    Console(width=160).print(table)
+    if as_json:
+        click.echo(msgspec.json.encode(reports.report_json(report)).decode())
+        return
+    Console(width=160).print(cli_usage.table(report, by, f"usage since {since}"))
 
 
-_SUMMED = (
-    "requests",
-    "input_tokens",
-    "output_tokens",
-    "cache_write_tokens",
-    "cache_read_tokens",
-    "cost_nanos",
-    "list_cost_nanos",
-    "unpriced",
-    "estimated",
-)
-
-
-def _figures(line: UsageLine) -> list[str]:
-    return [
-        f"{line.requests:,}",
-        f"{line.input_tokens:,}",
-        f"{line.output_tokens:,}",
-        f"{line.cache_write_tokens:,}",
-        f"{line.cache_read_tokens:,}",
-        _cost(line.cost_nanos, line.unpriced),
-        _cost(line.list_cost_nanos, line.unpriced),
-    ]
+@main.command()
+@click.option("--since", required=True, help="A duration back from now (30m, 24h, 7d, 2w), a date or RFC 3339.")
+@click.option("--until", default=None, help="The range's end (default: now).")
+@click.option("--format", "fmt", type=click.Choice(["csv", "jsonl"]), default="csv", show_default=True)
+@click.option("--tz", default="UTC", show_default=True, help="Time zone of the rows' times (IANA name).")
+@click.option("--project", default=None, help="One project only.")
+@click.option("--cursor", default=None, help="Resume after the row with this cursor (the last one received).")
+@common_options
+@click.pass_context
+def export(
+    ctx: click.Context, since: str, until: str | None, fmt: str, tz: str, project: str | None, cursor: str | None
+) -> None:
+    """Every ledger row of a range, oldest first, to stdout: CSV with a header, or JSON lines."""
+    params = {**_report_params(since, until, tz, project), "format": fmt}
+    if cursor:
+        params["cursor"] = cursor
+    try:
+        query = export_module.parse_export(params, time.time(), None)
+    except reports.InvalidQuery as exc:
+        raise click.BadParameter(str(exc)) from None
+    _, store = _open(ctx)
+    out = sys.stdout.buffer
+    try:
+        for piece in export_module.encode(
+            store.export_rows(query.since, query.until, query.project, query.after), query
+        ):
+            out.write(piece)
+        out.flush()
+    except BrokenPipeError:  # `buzz export ... | head`: the reader has what it wanted
+        sys.stderr.close()
+    finally:
+        store.close()
 
 
 if __name__ == "__main__":

@@ -66,6 +66,7 @@ class Config:
     shutdown_timeout: float = 30.0
     discount: Decimal = Decimal("0")
     ledger_flush_interval: float = 0.05
+    ledger_retention_days: int | None = None  # None: raw ledger rows are kept forever
     log_level: str = "info"
     header_timeout: float = 10.0
     keep_alive_timeout: int = 75
@@ -324,6 +325,14 @@ SETTINGS: tuple[Setting, ...] = (
         "BUZZ_LEDGER_FLUSH_INTERVAL",
         _positive_float,
         "Seconds between batched ledger writes.",
+    ),
+    Setting(
+        "ledger_retention_days",
+        ("ledger", "retention_days"),
+        "BUZZ_LEDGER_RETENTION_DAYS",
+        _positive_int,
+        "Days raw ledger rows are kept; older ones are deleted in chunks, and the rollups keep their sums. "
+        "Unset: kept forever.",
     ),
 )
 

@@ -21,12 +21,22 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from buzz.billing.pricing import PriceBook
 from buzz.billing.usage import Usage
-from buzz.store.base import BUCKET_SECONDS, DIMENSIONS, Dimension, Filters, Store, Totals
+from buzz.money import usd_exact
+from buzz.store.base import (
+    BUCKET_SECONDS,
+    DIMENSIONS,
+    Bucketing,
+    Dimension,
+    Filters,
+    RollupLine,
+    Store,
+    Totals,
+)
 
 Bucket = Literal["hour", "day"]
 RANGES = ("24h", "7d", "30d")
-_RELATIVE = re.compile(r"(\d{1,4})([hdw])")
-_RELATIVE_SECONDS = {"h": 3600, "d": 86400, "w": 7 * 86400}
+_RELATIVE = re.compile(r"(\d{1,5})([mhdw])")
+_RELATIVE_SECONDS = {"m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _STATUS = re.compile(r"([245])(xx)?")
 # A range may hold at most this many buckets: a chart of more is unreadable, and it bounds the work.
 MAX_BUCKETS = 24 * 400
@@ -43,7 +53,7 @@ class Query:
     tz: ZoneInfo
     bucket: Bucket
     by: Dimension | None
-    tag_key: str | None  # with by="tag": whose values split the report
+    tag_key: str | None  # with by="tag": the key whose values split the report; None splits by whole tags
     filters: Filters
     range: str  # "24h", "7d", "30d" or "custom", for the console's range picker
 
@@ -53,7 +63,7 @@ class Query:
             "range": self.range,
             "tz": self.tz.key,
             "bucket": self.bucket,
-            "by": None if self.by is None else (f"tag:{self.tag_key}" if self.by == "tag" else self.by),
+            "by": "none" if self.by is None else (f"tag:{self.tag_key}" if self.tag_key else self.by),
             "project": self.filters.project,
             "key": self.filters.key_id,
             "model": self.filters.model,
@@ -76,7 +86,7 @@ def local_text(ts: float, tz: tzinfo) -> str:
 def parse_query(params: Mapping[str, str], now: float, member_project: str | None) -> Query:
     """Read a query from URL parameters. A member's project overrides any `project` given, so
     no parameter can widen what a member sees."""
-    tz = _zone(params.get("tz") or "UTC")
+    tz = zone(params.get("tz") or "UTC")
     by, tag_key = _dimension(params.get("by", "model"))
     status = params.get("status") or None
     status_class = None
@@ -105,8 +115,8 @@ def parse_query(params: Mapping[str, str], now: float, member_project: str | Non
     elif range_name == "custom":
         if since_text is None:
             raise InvalidQuery("since: a custom range needs one")
-        since = _moment(since_text, "since", now, tz)
-        until = _moment(until_text, "until", now, tz) if until_text else int(now)
+        since = moment(since_text, "since", now, tz)
+        until = moment(until_text, "until", now, tz) if until_text else int(now)
         # The rollups' resolution: a custom range is widened to whole quarter hours.
         since -= since % BUCKET_SECONDS
         until += -until % BUCKET_SECONDS
@@ -121,7 +131,7 @@ def parse_query(params: Mapping[str, str], now: float, member_project: str | Non
     return Query(since, until, tz, bucket, by, tag_key, filters, range_name)
 
 
-def _zone(name: str) -> ZoneInfo:
+def zone(name: str) -> ZoneInfo:
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
@@ -136,12 +146,12 @@ def _dimension(text: str) -> tuple[Dimension | None, str | None]:
         if not tag_key:
             raise InvalidQuery("by: name the tag key, as in tag:feature")
         return "tag", tag_key
-    if text not in DIMENSIONS or text == "tag":
-        raise InvalidQuery(f"by: use one of {', '.join(d for d in DIMENSIONS if d != 'tag')} or tag:<key>")
-    return cast(Dimension, text), None
+    if text not in DIMENSIONS:
+        raise InvalidQuery(f"by: use one of {', '.join(DIMENSIONS)} or tag:<key>")
+    return text, None
 
 
-def _moment(text: str, name: str, now: float, tz: tzinfo) -> int:
+def moment(text: str, name: str, now: float, tz: tzinfo) -> int:
     """A relative span back from now (30d), a date (midnight in `tz`), or RFC 3339."""
     match = _RELATIVE.fullmatch(text)
     if match:
@@ -149,7 +159,7 @@ def _moment(text: str, name: str, now: float, tz: tzinfo) -> int:
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
-        raise InvalidQuery(f"{name}: use a date (2026-11-01), RFC 3339 or a span such as 30d") from None
+        raise InvalidQuery(f"{name}: use a duration back from now (30m, 24h, 7d, 2w), a date or RFC 3339") from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=tz)
     return int(moment.timestamp())
@@ -189,13 +199,13 @@ class UsageReport:
     buckets: list[datetime]  # each bucket's local start, with its offset
     groups: list[GroupLine]  # most cost first
     total: Totals = field(default_factory=Totals)
-    # With by=tag, requests carrying none of that key's tags: their totals, so the split adds up.
+    # With by=tag:<key>, the requests that carry no value of that key, so the split adds up.
     untagged: Totals | None = None
 
 
 def usage_report(store: Store, query: Query) -> UsageReport:
-    lines = store.rollup(query.since, query.until, query.filters, query.by, query.tag_key)
-    buckets, index_of = _local_buckets(query)
+    buckets, bucketing, index_of = _local_buckets(query)
+    lines = store.rollup(query.since, query.until, query.filters, query.by, query.tag_key, bucketing)
     groups: dict[str, GroupLine] = {}
     total = Totals()
     for line in lines:
@@ -208,41 +218,48 @@ def usage_report(store: Store, query: Query) -> UsageReport:
     ordered = sorted(groups.values(), key=lambda g: (-g.totals.cost_nanos, -g.totals.requests, g.group))
     report = UsageReport(query, buckets, ordered, total)
     if query.by == "tag":
-        # A request with two values of the key counts under each: the total is the requests',
-        # read without the split, and "untagged" is what no value of the key covers.
-        everything = Totals()
-        for line in store.rollup(query.since, query.until, query.filters, None):
-            everything.add(line.totals)
-        report.total = everything
-        report.untagged = _untagged(everything, total)
+        # A request with two values of the key counts under each: the total is the requests'
+        # own, and "untagged" is what carries no value of the key at all.
+        report.total = _sum(store.rollup(query.since, query.until, query.filters, None))
+        if query.tag_key is not None:
+            keys = store.rollup(query.since, query.until, query.filters, "tag_key")
+            carrying = _sum([line for line in keys if line.group == query.tag_key])
+            rest = Totals(*(getattr(report.total, n) - getattr(carrying, n) for n in Totals.__slots__))
+            report.untagged = rest if rest.requests else None
     return report
 
 
-def _untagged(everything: Totals, tagged: Totals) -> Totals | None:
-    rest = Totals(*(max(0, getattr(everything, n) - getattr(tagged, n)) for n in Totals.__slots__))
-    return rest if rest.requests else None
+def _sum(lines: list[RollupLine]) -> Totals:
+    total = Totals()
+    for line in lines:
+        total.add(line.totals)
+    return total
 
 
-def _local_buckets(query: Query) -> tuple[list[datetime], dict[int, int]]:
-    """The report's local buckets in order, and for each quarter hour of the range, its bucket."""
+def _local_buckets(query: Query) -> tuple[list[datetime], Bucketing, dict[int, int]]:
+    """The report's local buckets in order, the offsets in force over the range (for the store
+    to group by), and each bucket's index by its key (see `Bucketing.key`)."""
+    length: Literal[3600, 86400] = 86400 if query.bucket == "day" else 3600
     starts: list[datetime] = []
+    offsets: list[tuple[int, int]] = []
     index_of: dict[int, int] = {}
-    previous: tuple[object, ...] | None = None
     for quarter in range(query.since, query.until, BUCKET_SECONDS):
         local = datetime.fromtimestamp(quarter, query.tz)
-        if query.bucket == "day":
-            ident: tuple[object, ...] = (local.date(),)
-            start = datetime.combine(local.date(), datetime.min.time(), query.tz)
-        else:
-            # The offset is part of an hour's identity: the repeated hour of a change back from
-            # summer time is two buckets, 01:00+02:00 and 01:00+01:00.
-            start = local.replace(minute=0, second=0, microsecond=0)
-            ident = (start.replace(tzinfo=None), local.utcoffset())
-        if ident != previous:
-            starts.append(start)
-            previous = ident
-        index_of[quarter] = len(starts) - 1
-    return starts, index_of
+        delta = local.utcoffset()
+        offset = int(delta.total_seconds()) if delta is not None else 0
+        if not offsets or offsets[-1][1] != offset:
+            offsets.append((quarter, offset))
+        # Keyed by its UTC start, an hour repeated when summer time ends is two buckets,
+        # 01:00+02:00 and 01:00+01:00; a day is its local date, however long it is.
+        hour = (quarter + offset) // 3600 * 3600 - offset
+        key = (quarter + offset) // 86400 if length == 86400 else hour
+        if key not in index_of:
+            index_of[key] = len(starts)
+            if length == 86400:
+                starts.append(datetime.combine(local.date(), datetime.min.time(), query.tz))
+            else:
+                starts.append(datetime.fromtimestamp(hour, query.tz))
+    return starts, Bucketing(length, tuple(offsets)), index_of
 
 
 # --- cache economics -------------------------------------------------------------------------
@@ -288,3 +305,56 @@ def cache_report(store: Store, query: Query, prices: PriceBook) -> list[CacheLin
         lines.append(CacheLine(provider, model, totals, write, saved))
     lines.sort(key=lambda c: (-(c.saved_nanos or 0), -c.totals.cache_read_tokens, c.model))
     return lines
+
+
+# --- as JSON, for the admin API and `buzz usage --json` ---------------------------------------
+
+
+def totals_json(t: Totals) -> dict[str, object]:
+    return {
+        "requests": t.requests,
+        "errors": t.errors,
+        "input_tokens": t.input_tokens,
+        "output_tokens": t.output_tokens,
+        "cache_write_5m_tokens": t.cache_write_5m_tokens,
+        "cache_write_1h_tokens": t.cache_write_1h_tokens,
+        "cache_read_tokens": t.cache_read_tokens,
+        # Priced rows only; `unpriced` counts the others, so a consumer never takes a gap for $0.
+        "cost_usd": usd_exact(t.cost_nanos),
+        "list_cost_usd": usd_exact(t.list_cost_nanos),
+        "savings_usd": usd_exact(t.list_cost_nanos - t.cost_nanos),
+        "unpriced": t.unpriced,
+        "estimated": t.estimated,
+    }
+
+
+_FILTERS = ("project", "key", "model", "user", "tag", "status")
+_SERIES = ("requests", "errors", "input_tokens", "output_tokens", "cache_read_tokens", "cost_nanos", "unpriced")
+
+
+def report_json(report: UsageReport) -> dict[str, object]:
+    q = report.query
+    return {
+        "since": local_text(q.since, q.tz),
+        "until": local_text(q.until, q.tz),
+        "tz": q.tz.key,
+        "bucket": q.bucket,
+        "by": q.params().get("by"),
+        "filters": {name: value for name, value in q.params().items() if name in _FILTERS},
+        "buckets": [_stamp(start) for start in report.buckets],
+        "groups": [
+            {
+                "group": line.group,
+                "totals": totals_json(line.totals),
+                # Per bucket, aligned with "buckets": what a chart draws.
+                "series": {name: [getattr(t, name) for t in line.series] for name in _SERIES},
+            }
+            for line in report.groups
+        ],
+        "total": totals_json(report.total),
+        "untagged": None if report.untagged is None else totals_json(report.untagged),
+    }
+
+
+def _stamp(start: datetime) -> str:
+    return start.isoformat(timespec="seconds")

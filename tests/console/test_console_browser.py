@@ -17,8 +17,18 @@ from pathlib import Path
 
 import pytest
 from console_support import ADMIN_TOKEN
-from playwright.sync_api import BrowserContext, ConsoleMessage, Page, Request, Response, expect, sync_playwright
+from playwright.sync_api import (
+    Browser,
+    BrowserContext,
+    ConsoleMessage,
+    Page,
+    Request,
+    Response,
+    expect,
+    sync_playwright,
+)
 
+from buzz.console.present import usd
 from fakes.fake_anthropic import FakeAnthropic
 from support import BuzzProcess, raw_post
 
@@ -91,9 +101,10 @@ def buzz(tmp_path: Path, fake: FakeAnthropic) -> Iterator[BuzzProcess]:
         yield process
 
 
-def _call(buzz: BuzzProcess, key: str) -> int:
-    body = {"model": "claude-haiku-4-5", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
-    return raw_post(buzz.url, "/v1/messages", json.dumps(body).encode(), {"x-api-key": key})[0]
+def _call(buzz: BuzzProcess, key: str, model: str = "claude-haiku-4-5", tags: str = "") -> int:
+    body = {"model": model, "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
+    headers = {"x-api-key": key, **({"x-buzz-tags": tags} if tags else {})}
+    return raw_post(buzz.url, "/v1/messages", json.dumps(body).encode(), headers)[0]
 
 
 def _sign_in(page: Page, url: str, token: str) -> None:
@@ -101,7 +112,7 @@ def _sign_in(page: Page, url: str, token: str) -> None:
     expect(page).to_have_url(f"{url}/console/sign-in")  # no session: sent to sign in
     page.get_by_label("Token").fill(token)
     page.get_by_role("button", name="Sign in").click()
-    expect(page).to_have_url(f"{url}/console/keys")
+    expect(page).to_have_url(f"{url}/console/usage")  # the console's home
 
 
 def _create_project(page: Page, url: str, name: str, prepaid: bool = False) -> None:
@@ -132,6 +143,59 @@ def _shot(page: Page, folder: Path, name: str) -> None:
     # Nothing wider than the window: tables scroll inside their own box.
     width = page.evaluate("document.documentElement.scrollWidth")
     assert width <= page.viewport_size["width"], (name, width)  # type: ignore[index]
+
+
+# Counts the pixels of the chart's first series' colour (#1f5fbf): bars were drawn, not just axes.
+PAINTED = """() => {
+  const canvas = document.querySelector("#usage-chart canvas");
+  const data = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
+  let count = 0;
+  for (let i = 0; i < data.length; i += 4) {
+    if (data[i] === 31 && data[i + 1] === 95 && data[i + 2] === 191) count++;
+  }
+  return count;
+}"""
+
+
+def _reports(browser: Browser, problems: Problems, buzz: BuzzProcess, key: str, shots: Path) -> None:
+    """The report pages at 1280x900, on requests of three models, two of them tagged."""
+    for model, tags in (
+        ("claude-sonnet-4-6", "feature=search"),
+        ("claude-sonnet-4-6", "feature=chat"),
+        ("claude-opus-4-6", ""),
+    ):
+        assert _call(buzz, key, model, tags) == 200
+    url = buzz.url
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    problems.watch(context)
+    page = context.new_page()
+    _sign_in(page, url, ADMIN_TOKEN)
+    legend = page.locator("#usage-chart .u-legend")
+    for model in ("claude-sonnet-4-6", "claude-haiku-4-5", "claude-opus-4-6"):
+        expect(legend).to_contain_text(model)
+    assert page.evaluate(PAINTED) > 100
+    _shot(page, shots, "usage")
+    page.get_by_label("Split by").select_option("tag:feature")
+    page.get_by_label("Chart").select_option("requests")
+    page.get_by_role("button", name="Show").click()
+    # Only what was chosen goes into the URL: empty filters are left out.
+    expect(page).to_have_url(f"{url}/console/usage?range=7d&tz=UTC&by=tag%3Afeature&metric=requests")
+    expect(legend).to_contain_text("search")
+    page.goto(f"{url}/console/features")
+    expect(page.locator("#figures")).to_contain_text("chat")
+    assert page.evaluate(PAINTED) > 100
+    _shot(page, shots, "features")
+    page.goto(f"{url}/console/cache")
+    expect(page.locator("#cache")).to_contain_text("claude-sonnet-4-6")
+    _shot(page, shots, "cache")
+    page.goto(f"{url}/console/keys")
+    # What the live key's daily cap has left: $20 less the cost of its requests.
+    key_id = key.split("-")[1]
+    spent = sum(row["cost_nanos"] for row in buzz.ledger() if row["key_id"] == key_id)
+    headroom = page.locator(f'#keys tr[data-key="{key_id}"] .headroom')
+    expect(headroom).to_contain_text(f"{usd(20 * 10**9 - spent)} left")
+    _shot(page, shots, "keys")
+    context.close()
 
 
 def test_the_console_in_chromium(buzz: BuzzProcess, tmp_path: Path) -> None:
@@ -191,12 +255,16 @@ def test_the_console_in_chromium(buzz: BuzzProcess, tmp_path: Path) -> None:
             expect(page.locator(f'tr[data-key="{acme_id}"] .status')).to_have_text("revoked")
             assert _call(buzz, acme_key) == 401  # refused from its very next request
             assert _call(buzz, globex_key) == 200
+            _reports(browser, problems, buzz, globex_key, shots)
 
             phone = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
             problems.watch(phone)
             member = phone.new_page()
             _sign_in(member, url, member_token)
             expect(member.locator(".who")).to_contain_text("acme")
+            expect(member.locator("#figures")).to_contain_text("claude-haiku-4-5")  # its key's request
+            _shot(member, shots, "usage-member-phone")
+            member.goto(f"{url}/console/keys")
             expect(member.get_by_role("link", name="Projects")).to_have_count(0)
             expect(member.locator("#keys tbody tr")).to_have_count(1)
             expect(member.locator(f'tr[data-key="{acme_id}"]')).to_be_visible()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import signal
+import urllib.request
 from pathlib import Path
 
 from console_support import ADMIN_TOKEN, Client, make_key
@@ -36,6 +37,13 @@ def _every_page(client: Client, start: str) -> dict[str, str]:
         seen[path] = reply.body
         queue.extend(link.replace("&amp;", "&") for link in LINK.findall(reply.body))
     return seen
+
+
+def _read(url: str, bearer: str) -> bytes:
+    request = urllib.request.Request(url, headers={"authorization": f"Bearer {bearer}"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        body: bytes = response.read()
+        return body
 
 
 def test_the_console_shows_and_keeps_no_body(tmp_path: Path, fake: FakeAnthropic) -> None:
@@ -72,6 +80,13 @@ def test_the_console_shows_and_keeps_no_body(tmp_path: Path, fake: FakeAnthropic
         assert len([path for path in pages if path.startswith("/console/keys/")]) >= 2  # a key's page, its revoke
         for path, body in pages.items():
             assert CANARY not in body, path
+        # The export and the usage API hold metadata only, for the operator and for the member.
+        for bearer in (ADMIN_TOKEN, token[0]):
+            for path in ("/admin/api/usage/export?since=1d", "/admin/api/usage/export?since=1d&format=jsonl"):
+                exported = _read(process.url + path, bearer)
+                assert exported.count(b"\n") == (3 if "jsonl" in path else 4)  # the three rows, and a header
+                assert CANARY.encode() not in exported, path
+            assert CANARY.encode() not in _read(process.url + "/admin/api/usage?range=24h&by=user", bearer)
     finally:
         exit_code = process.stop(signal.SIGTERM)
     assert exit_code in (0, -signal.SIGTERM)

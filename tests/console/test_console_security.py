@@ -256,6 +256,10 @@ def test_every_answer_carries_the_security_headers(gateway: ConsoleGateway) -> N
     answers = {
         "sign-in": _client(gateway).get("/console/sign-in"),
         "keys": client.get("/console/keys"),
+        "usage": client.get("/console/usage?by=tag:feature"),
+        "features": client.get("/console/features"),
+        "cache": client.get("/console/cache"),
+        "bad query": client.get("/console/usage?tz=Nowhere"),
         "not found": client.get("/console/keys/nosuchkey000"),
         "no session": _client(gateway).get("/console/keys"),
         "style sheet": client.get("/console/static/console.css"),
@@ -277,7 +281,8 @@ def test_every_answer_carries_the_security_headers(gateway: ConsoleGateway) -> N
         == "text/css; charset=utf-8"
     )
     assert (answers["script"].header("content-type") or "").startswith(("text/javascript", "application/javascript"))
-    for name in ("sign-in", "keys", "not found"):
+    assert answers["bad query"].status == 400
+    for name in ("sign-in", "keys", "not found", "usage", "features", "cache", "bad query"):
         body = answers[name].body
         # No inline script or style: every script has a src, no element has a style attribute.
         assert not re.search(r"<script(?![^>]*\bsrc=)(?![^>]*application/json)", body), name

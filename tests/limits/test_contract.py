@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import replace
 from typing import NamedTuple
 
 import pytest
@@ -426,5 +427,68 @@ def test_changed_limits_apply_to_the_next_request(backend: Backend) -> None:
         assert left(remaining, Scope("key", "odd"), "otpm")[3:] == (2, 48.454546)  # 8.8833... short at 11 a minute
         _, remaining = await limiter.reserve([Scope("key", "odd", Limits(otpm=3))], FREE)
         assert left(remaining, Scope("key", "odd"), "otpm")[3:] == (2, 17.666667)  # cut to 3: 0.8833... short
+
+    backend.run(scenario, clock=clock)
+
+
+@pytest.mark.parametrize("uptime", UPTIMES)
+def test_headroom_shows_what_is_left_and_takes_nothing(backend: Backend, uptime: int) -> None:
+    key = Scope(
+        "key", "k", Limits(rpm=60, itpm=6000, otpm=700, concurrency=3, daily_nanos=DOLLAR, monthly_nanos=2 * DOLLAR)
+    )
+    project = Scope("project", "p", Limits(rpm=10), prepaid=True)
+    clock = Clock(uptime)
+
+    def figures(remaining: list[Remaining]) -> dict[str, tuple[int | None, int, float | None]]:
+        """limit -> (capacity, remaining, reset), resets to the microsecond."""
+        return {r[1]: (r[2], r[3], None if r[4] is None else round(r[4], 6)) for r in remaining}
+
+    async def scenario(limiter: Limiter) -> None:
+        await limiter.add_balance("p", DOLLAR)
+        day, month = round(seconds_to_next_day(clock.wall()), 6), round(seconds_to_next_month(clock.wall()), 6)
+        # Never used: every limit is whole, in the documented order; no limits, nothing to show.
+        fresh = await limiter.headroom(key)
+        assert [r[1] for r in fresh] == ["rpm", "itpm", "otpm", "concurrency", "daily", "monthly"]
+        assert figures(fresh) == {
+            "rpm": (60, 60, 0.0),
+            "itpm": (6000, 6000, 0.0),
+            "otpm": (700, 700, 0.0),
+            "concurrency": (3, 3, None),
+            "daily": (DOLLAR, DOLLAR, day),
+            "monthly": (2 * DOLLAR, 2 * DOLLAR, month),
+        }
+        assert figures(await limiter.headroom(project)) == {"rpm": (10, 10, 0.0), "balance": (None, DOLLAR, None)}
+        assert await limiter.headroom(Scope("key", "unlimited")) == []
+
+        first, reported = await limiter.reserve([key, project], Ask(23, 100, 5000))
+        # At the same moment, the same figures as the reserve reported.
+        assert figures(await limiter.headroom(key)) == figures([r for r in reported if r[0] == key])
+        assert figures(await limiter.headroom(project)) == figures([r for r in reported if r[0] == project])
+
+        # Asked again and again, it takes nothing: two more requests fit a concurrency of 3, a third does not.
+        for _ in range(20):
+            await limiter.headroom(key)
+        await limiter.reserve([key], FREE)
+        await limiter.reserve([key], FREE)
+        assert (await rejected(limiter, [key], FREE)).limit == "concurrency"
+        assert figures(await limiter.headroom(key))["concurrency"] == (3, 0, None)
+        await limiter.settle(first, 23, 100, 4000)
+        after = figures(await limiter.headroom(key))
+        assert after["concurrency"] == (3, 1, None)
+        assert after["daily"][1] == DOLLAR - 4000 and after["monthly"][1] == 2 * DOLLAR - 4000
+        assert after["rpm"][1] == 57
+        assert figures(await limiter.headroom(project))["balance"] == (None, DOLLAR - 4000, None)
+        clock.advance(0.23)  # the 23 input tokens are back, exactly
+        assert figures(await limiter.headroom(key))["itpm"] == (6000, 6000, 0.0)
+
+        # A limit changed since the scope's last request reads as its next reserve will apply it
+        # (the level kept), and the scope's stored figures stay as they were until then.
+        before = figures(await limiter.headroom(key))
+        raised = Scope("key", "k", replace(key.limits, otpm=1400))
+        seen = figures(await limiter.headroom(raised))
+        assert seen["otpm"][0] == 1400 and seen["otpm"][1] == before["otpm"][1]
+        assert figures(await limiter.headroom(key)) == before
+        _, reported = await limiter.reserve([raised], FREE)
+        assert figures(reported)["otpm"] == seen["otpm"]
 
     backend.run(scenario, clock=clock)

@@ -206,3 +206,30 @@ def test_the_lua_calendar_agrees_with_pythons(redis_client: redis.Redis) -> None
         # Microseconds until each period ends: exact, as the moments are quarters of a second.
         assert int(to_day) == seconds_to_next_day(moment) * 1_000_000, moment
         assert int(to_month) == seconds_to_next_month(moment) * 1_000_000, moment
+
+
+def test_headroom_only_reads(redis_prefix: str, redis_client: redis.Redis) -> None:
+    key = Scope("key", "k", Limits(rpm=60, otpm=700, concurrency=2, daily_nanos=10**9))
+    clock = Clock(10**9)
+
+    def stored() -> dict[bytes, bytes | None]:
+        return {name: redis_client.dump(name) for name in redis_client.scan_iter(match=redis_prefix + "*")}
+
+    async def scenario() -> None:
+        limiter = RedisLimiter(REDIS_URL, prefix=redis_prefix, lease_seconds=20, renew_every=3600, clock=clock.micros)
+        try:
+            await limiter.reserve([key], Ask(0, 100, 1000))
+            clock.advance(21)  # the slot's lease has run out, and nobody has removed it yet
+            before = stored()
+            assert len(before) == 5  # buckets, leases, day and month spend, the reservation
+            remaining = await limiter.headroom(key)
+            # A changed limit is converted for the answer only.
+            await limiter.headroom(Scope("key", "k", Limits(rpm=120, otpm=70, concurrency=1)))
+            assert stored() == before
+            # Full again after 21 s, and the slot free: its lease ended, so it is not counted.
+            expected = [("rpm", 60), ("otpm", 700), ("concurrency", 2), ("daily", 10**9 - 1000)]
+            assert [(r[1], r[3]) for r in remaining] == expected
+        finally:
+            await limiter.close()
+
+    asyncio.run(scenario())

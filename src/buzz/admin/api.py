@@ -15,6 +15,8 @@ from collections.abc import Callable
 import msgspec
 
 from buzz import console_tokens
+from buzz.admin.usage import ROUTES as USAGE_ROUTES
+from buzz.admin.usage import UsageAPI
 from buzz.asgi import Receive, Scope, Send, header_map, send_response
 from buzz.changes import (
     BalanceChange,
@@ -95,19 +97,25 @@ class AdminAPI:
         limiter: Limiter,
         counters: Counters,
         changed: Callable[[], None],
+        wall_clock: Callable[[], float],
     ) -> None:
         self._token = token
+        self._usage = UsageAPI(token, store, wall_clock)
         self._counters = counters
         self._store = store
         self._limiter = limiter
         self._changed = changed  # the request path must reread keys and limits
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope["path"][len(PREFIX) :]
         try:
+            if path in USAGE_ROUTES:  # readable with a project's console token as well
+                await self._usage(scope, path, receive, send)
+                return
             self._authorize(header_map(scope["headers"]))
             body = await _read(receive)
             try:
-                status, document = await self._route(scope["method"], scope["path"][len(PREFIX) :], body)
+                status, document = await self._route(scope["method"], path, body)
             except InvalidChange as exc:
                 raise GatewayError(Kind.INVALID_REQUEST, str(exc)) from None
             if scope["method"] != "GET":

@@ -1,6 +1,6 @@
 """What every console page shares: its dependencies, who is signed in, the CSRF check, rendering.
 
-Each page module (`signin`, `keys`, `projects`, `tokens`) takes one `Context` and returns its
+Each page module (`signin`, `keys`, `projects`, `tokens`, `usage`) takes one `Context` and returns its
 routes; nothing here is global, so a test can build a console around any store and clock.
 """
 
@@ -16,6 +16,7 @@ import jinja2
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
+from buzz.billing.pricing import PriceBook
 from buzz.console import forms, present
 from buzz.console.sessions import COOKIE, Session, Signer
 from buzz.counters import Counters
@@ -52,6 +53,7 @@ class Context:
         self,
         store: Store,
         limiter: Limiter,
+        prices: PriceBook,
         counters: Counters,
         changed: Callable[[], None],
         settings: Settings,
@@ -61,6 +63,7 @@ class Context:
     ) -> None:
         self.store = store
         self.limiter = limiter
+        self.prices = prices  # what the Cache page prices cache writes and reads at
         self.counters = counters
         self.changed = changed  # the request path must reread keys and limits
         self.settings = settings

@@ -6,6 +6,7 @@ or the form says. Every change calls `changed`, so the gateway applies it from i
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from starlette.requests import Request
@@ -16,6 +17,7 @@ from buzz.changes import InvalidChange, KeyChanges, NewKey, convert
 from buzz.console import forms, present
 from buzz.console.context import PREFIX, Context, NotFound, see_other
 from buzz.console.sessions import Session
+from buzz.limits.base import Limiter, LimiterUnavailable, Limits, Remaining, Scope
 from buzz.proxy.auth import generate_key
 from buzz.store.base import KeyRecord
 
@@ -36,8 +38,20 @@ def routes(ctx: Context) -> list[Route]:
         keys = ctx.store.list_keys(shown)
         now = ctx.wall_clock()
         views = [present.key_view(key, now) for key in keys]
+        last_used = await asyncio.to_thread(ctx.store.last_used, shown)
+        activity, reachable = await _activity(ctx.limiter, keys, last_used)
         projects = ctx.project_names(session)
-        return ctx.page(request, "keys.html", session, section="keys", keys=views, projects=projects, shown=shown)
+        return ctx.page(
+            request,
+            "keys.html",
+            session,
+            section="keys",
+            keys=views,
+            activity=activity,
+            limiter_reachable=reachable,
+            projects=projects,
+            shown=shown,
+        )
 
     async def new(request: Request) -> Response:
         session = ctx.session(request)
@@ -130,3 +144,33 @@ def _detail_page(
     return ctx.page(
         request, "key.html", session, 400 if error else 200, section="keys", key=view, fields=fields, error=error
     )
+
+
+async def _activity(
+    limiter: Limiter, keys: list[KeyRecord], last_used: dict[str, float]
+) -> tuple[dict[str, present.KeyActivity], bool]:
+    """Each key's last use, and for a live key with limits, its spend and headroom as the limiter
+    counts them: the figures its caps are enforced by. The limiter counts only keys with limits
+    (the request path charges no scope for the others), so those show "—". False: the limiter
+    could not be reached, and no key shows spend or headroom."""
+    limited = [key for key in keys if key.active and key.limits != Limits()]
+
+    async def ask(key: KeyRecord) -> tuple[tuple[int, int], list[Remaining]]:
+        scope = Scope("key", key.id, key.limits)
+        return await limiter.spend(scope), await limiter.headroom(scope)
+
+    try:
+        answers = dict(zip([k.id for k in limited], await asyncio.gather(*map(ask, limited)), strict=True))
+    except LimiterUnavailable:
+        answers, reachable = {}, False
+    else:
+        reachable = True
+    activity = {}
+    for key in keys:
+        answer = answers.get(key.id)
+        today, month = ("—", "—") if answer is None else (present.usd(answer[0][0]), present.usd(answer[0][1]))
+        headroom = None
+        if key.limits != Limits():
+            headroom = present.headroom_lines(key.limits, None if answer is None else answer[1])
+        activity[key.id] = present.KeyActivity(present.when(last_used.get(key.id)), today, month, headroom)
+    return activity, reachable

@@ -3,11 +3,12 @@ times in UTC, limits as people read them."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from buzz.console.forms import expiry_field
-from buzz.limits.base import Limits
+from buzz.limits.base import Limits, Remaining
 from buzz.money import UNPRICED, usd_exact
 from buzz.store.base import ConsoleTokenRecord, KeyRecord, ProjectRecord
 
@@ -35,7 +36,7 @@ def usd_field(nanos: int | None) -> str:
     return "" if nanos is None else usd_exact(nanos)
 
 
-def when(unix: int | None) -> str:
+def when(unix: float | None) -> str:
     return "never" if unix is None else datetime.fromtimestamp(unix, UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
@@ -156,3 +157,47 @@ def token_view(token: ConsoleTokenRecord) -> TokenView:
         stamp(token.revoked_at),
         token.revoked_at is None,
     )
+
+
+# The keys list's headroom: every limit a key can have, in this order, "—" for those not set.
+_HEADROOM = (
+    ("rpm", "rpm", "requests/min"),
+    ("itpm", "itpm", "input tokens/min"),
+    ("otpm", "otpm", "output tokens/min"),
+    ("concurrency", "concurrency", "concurrent"),
+    ("daily", "daily_nanos", "per day"),
+    ("monthly", "monthly_nanos", "per month"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class HeadroomLine:
+    name: str
+    limit: str  # "600", "$20.00", or "—" when not set
+    left: str  # "598 left", "" when not set or not known
+    short: bool  # nothing left
+
+
+def headroom_lines(limits: Limits, remaining: Sequence[Remaining] | None) -> list[HeadroomLine]:
+    """Each limit with what it has left now (`remaining` from `Limiter.headroom`; None when the
+    limiter could not be asked)."""
+    left: dict[str, int] = {} if remaining is None else {r[1]: r[3] for r in remaining}
+    lines = []
+    for name, field, label in _HEADROOM:
+        cap: int | None = getattr(limits, field)
+        if cap is None:
+            lines.append(HeadroomLine(label, "—", "", False))
+            continue
+        money = field.endswith("_nanos")
+        rest = left.get(name)
+        text = "" if rest is None else f"{usd(rest) if money else f'{rest:,}'} left"
+        lines.append(HeadroomLine(label, usd(cap) if money else f"{cap:,}", text, rest is not None and rest <= 0))
+    return lines
+
+
+@dataclass(frozen=True, slots=True)
+class KeyActivity:
+    last_used: str
+    today: str  # spend of the UTC day as the limiter counts it; "—" when it does not count this key
+    month: str
+    headroom: list[HeadroomLine] | None  # None: the key has no limits

@@ -20,8 +20,9 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from buzz.asgi import Message, Receive, Scope, Send, send_response
+from buzz.billing.pricing import PriceBook
 from buzz.config import Config
-from buzz.console import keys, projects, signin, tokens
+from buzz.console import keys, projects, signin, tokens, usage
 from buzz.console.context import (
     PREFIX,
     SIGN_IN,
@@ -59,8 +60,6 @@ _SECURITY_HEADERS = (
 # carries 190 random bits, so this is about the load of the attempts, not about guessing.
 SIGN_IN_FAILURES = 10
 SIGN_IN_WINDOW = 300.0
-# The pages whose figures come from the ledger's rollups: in the navigation, not built yet.
-LATER = {"usage": "Usage", "features": "Features", "cache": "Cache"}
 
 
 class Console:
@@ -68,6 +67,7 @@ class Console:
         self,
         store: Store,
         limiter: Limiter,
+        prices: PriceBook,
         counters: Counters,
         changed: Callable[[], None],
         config: Config,
@@ -79,7 +79,7 @@ class Console:
             config.admin_token, config.console_session_lifetime, (config.public_url or "").startswith("https://")
         )
         throttle = FailureThrottle(SIGN_IN_FAILURES, SIGN_IN_WINDOW, clock)
-        ctx = self._ctx = Context(store, limiter, counters, changed, settings, proxies, throttle, wall_clock)
+        ctx = self._ctx = Context(store, limiter, prices, counters, changed, settings, proxies, throttle, wall_clock)
         routes: list[BaseRoute] = [
             Route(PREFIX, self._home, methods=["GET"]),
             Route(f"{PREFIX}/", self._home, methods=["GET"]),
@@ -87,7 +87,7 @@ class Console:
             *keys.routes(ctx),
             *projects.routes(ctx),
             *tokens.routes(ctx),
-            *(Route(f"{PREFIX}/{section}", self._later, methods=["GET"]) for section in LATER),
+            *usage.routes(ctx),
             Mount(STATIC.rstrip("/"), StaticFiles(packages=[("buzz.console", "static")])),
         ]
         self._app = Starlette(
@@ -127,13 +127,9 @@ class Console:
                 await send_response(send, 500, b"internal error", b"text/plain; charset=utf-8", _SECURITY_HEADERS)
 
     async def _home(self, request: Request) -> Response:
+        # Spend over time is what most visits are for; every other page is one click away.
         self._ctx.session(request)
-        return see_other(keys.KEYS)
-
-    async def _later(self, request: Request) -> Response:
-        session = self._ctx.session(request)
-        section = request.url.path.rsplit("/", 1)[-1]
-        return self._ctx.page(request, "later.html", session, section=section, title=LATER[section])
+        return see_other(usage.USAGE)
 
     def _session_or_none(self, request: Request) -> Session | None:
         try:

@@ -170,6 +170,14 @@ class Limiter(Protocol):
         """Spend of the current UTC day and month, nano-dollars."""
         ...
 
+    async def headroom(self, scope: Scope) -> list[Remaining]:
+        """What each limit `scope.limits` sets has left now, taking nothing and changing nothing:
+        rpm, itpm, otpm, concurrency, daily, monthly, then the balance of a prepaid project, in
+        that order, with the figures a reserve would report (a limit changed since the scope's
+        last request is read as the next reserve would apply it). For people, not admission:
+        another request may take what it shows a moment later."""
+        ...
+
     async def close(self) -> None: ...
 
 

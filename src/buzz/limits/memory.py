@@ -94,6 +94,24 @@ class _Bucket:
         return Fraction(max(0, self.full_at - now * self.rate), self.token)
 
 
+def _retuned(buckets: tuple[_Bucket, ...], limits: Limits, now: int) -> tuple[_Bucket, ...]:
+    """The buckets of new limits: a bucket that has just been given a limit starts full, what
+    was left of one stays, and a lowered limit applies at once (a level above the new capacity
+    is cut to it). The old buckets are left as they were."""
+    before = {bucket.index: (bucket.capacity, bucket.deficit(now)) for bucket in buckets}
+    made = []
+    for i, cap in enumerate((limits.rpm, limits.itpm, limits.otpm)):
+        if cap is None:
+            continue
+        deficit = Fraction(0)
+        if i in before:
+            old_cap, old_deficit = before[i]
+            # The level (old_cap - old_deficit) stays, cut to the new capacity.
+            deficit = max(deficit, old_deficit + cap - old_cap)
+        made.append(_Bucket(i, cap, deficit, now))
+    return tuple(made)
+
+
 class _State:
     """One scope's live figures: its token buckets, requests in flight, spend so far."""
 
@@ -106,21 +124,8 @@ class _State:
         self.day, self.today, self.month, self.this_month = day, 0, month, 0
 
     def retune(self, limits: Limits, now: int) -> None:
-        """Adopt new limits: a bucket that has just been given a limit starts full, what was left
-        of one stays, and a lowered limit applies at once (a level above the new capacity is
-        cut to it)."""
-        before = {bucket.index: (bucket.capacity, bucket.deficit(now)) for bucket in self.buckets}
-        buckets = []
-        for i, cap in enumerate((limits.rpm, limits.itpm, limits.otpm)):
-            if cap is None:
-                continue
-            deficit = Fraction(0)
-            if i in before:
-                old_cap, old_deficit = before[i]
-                # The level (old_cap - old_deficit) stays, cut to the new capacity.
-                deficit = max(deficit, old_deficit + cap - old_cap)
-            buckets.append(_Bucket(i, cap, deficit, now))
-        self.buckets = tuple(buckets)
+        """Adopt new limits (see `_retuned`)."""
+        self.buckets = _retuned(self.buckets, limits, now)
         self.limits = limits
 
     def roll(self, day: int, month: int) -> None:
@@ -255,6 +260,42 @@ class MemoryLimiter:
             return 0, 0
         state.roll(self._periods.day, self._periods.month)
         return state.today, state.this_month
+
+    async def headroom(self, scope: Scope) -> list[Remaining]:
+        now, wall = self._clock(), self._wall()
+        periods = self._periods
+        periods.update(wall)  # the calendar's cache, not the scope's figures
+        state = self._states.get((scope.kind, scope.id))
+        limits = scope.limits
+        buckets: tuple[_Bucket, ...] = ()
+        inflight = today = this_month = 0
+        if state is not None:
+            # Limits changed since the scope's last request are read as its next reserve will
+            # apply them, on buckets made for the purpose: the scope's own stay as they are.
+            buckets = state.buckets if state.limits == limits else _retuned(state.buckets, limits, now)
+            inflight = state.inflight
+            today = state.today if state.day == periods.day else 0
+            this_month = state.this_month if state.month == periods.month else 0
+        left: list[Remaining] = []
+        made = {bucket.index: bucket for bucket in buckets}
+        for index, cap in enumerate((limits.rpm, limits.itpm, limits.otpm)):
+            if cap is None:
+                continue
+            bucket = made.get(index)
+            if bucket is None:  # never used: full
+                left.append((scope, _BUCKETS[index], cap, cap, 0.0))
+            else:
+                _left(scope, bucket, bucket.full_at - now * bucket.rate, left)
+        if limits.concurrency is not None:
+            left.append((scope, "concurrency", limits.concurrency, limits.concurrency - inflight, None))
+        if limits.daily_nanos is not None:
+            left.append((scope, "daily", limits.daily_nanos, limits.daily_nanos - today, periods.day_end - wall))
+        if limits.monthly_nanos is not None:
+            cap = limits.monthly_nanos
+            left.append((scope, "monthly", cap, cap - this_month, periods.month_end - wall))
+        if scope.prepaid:
+            left.append((scope, "balance", None, self._balance(scope.id), None))
+        return left
 
     def forget_balances(self) -> None:
         """Reread balances from the store on next use: an operator changed one from outside."""

@@ -131,6 +131,7 @@ class RedisLimiter:
         self._reserve: AsyncScript = self._redis.register_script(_script("reserve.lua"))
         self._settle: AsyncScript = self._redis.register_script(_script("settle.lua"))
         self._spend: AsyncScript = self._redis.register_script(_script("spend.lua"))
+        self._headroom: AsyncScript = self._redis.register_script(_script("headroom.lua"))
         renew: AsyncScript = self._redis.register_script(_script("renew.lua"))
         self._settlements = Settlements(
             lambda args: self._settle(args=args),
@@ -283,6 +284,35 @@ class RedisLimiter:
             args.append(self._clock())
         today, this_month = cast(list[int], await self._run(self._spend, args))
         return int(today), int(this_month)
+
+    async def headroom(self, scope: Scope) -> list[Remaining]:
+        limits = scope.limits
+        packed = _pack(
+            limits.rpm,
+            limits.itpm,
+            limits.otpm,
+            limits.concurrency,
+            limits.daily_nanos,
+            limits.monthly_nanos,
+            scope.prepaid,
+        )
+        args: list[int | float | str] = [self._base(scope.kind, scope.id), packed]
+        if self._clock is not None:
+            args.append(self._clock())
+        reply = str(await self._run(self._headroom, args))
+        if not reply:
+            return []
+        fields = reply.split(",")
+        return [
+            (
+                scope,
+                cast(LimitName, fields[at]),
+                None if fields[at + 1] == "" else int(fields[at + 1]),
+                int(fields[at + 2]),
+                None if fields[at + 3] == "" else float(fields[at + 3]),
+            )
+            for at in range(0, len(fields), 4)
+        ]
 
     async def close(self) -> None:
         """Stop renewing leases, try once more to deliver queued settlements, then disconnect."""

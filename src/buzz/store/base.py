@@ -9,8 +9,6 @@ from typing import Literal, Protocol
 from buzz.billing.ledger import LedgerRow
 from buzz.limits.base import Limits
 
-GroupBy = Literal["model", "key", "user", "tag", "day", "project", "provider"]
-
 
 @dataclass(frozen=True, slots=True)
 class KeyRecord:
@@ -48,29 +46,19 @@ class ConsoleTokenRecord:
     revoked_at: str | None
 
 
-@dataclass(frozen=True, slots=True)
-class UsageLine:
-    group: str
-    requests: int
-    input_tokens: int
-    output_tokens: int
-    cache_write_tokens: int
-    cache_read_tokens: int
-    cost_nanos: int
-    list_cost_nanos: int
-    unpriced: int  # rows whose cost is unknown: shown, never counted as zero
-    estimated: int  # rows whose usage was estimated, not reported by the vendor
-
-
 # --- reports ----------------------------------------------------------------------------------
 # The console, the admin API and `buzz usage` read aggregates from rollups the ledger writer keeps
-# in the same transaction as the rows: quarter-hour buckets, fine enough for any time zone's hours
-# and days (every UTC offset in use is a whole number of quarter hours).
+# in the same transaction as the rows, at quarter-hour, hour and UTC-day spans: a quarter hour is
+# fine enough for any time zone's hours and days (every UTC offset in use is a whole number of
+# quarter hours), and the coarser spans keep long ranges quick.
 
-BUCKET_SECONDS = 900
+BUCKET_SECONDS = 900  # the finest span: ranges are widened to whole quarter hours
 # What a report can be split by. "tag" needs a tag key: it splits by that key's values.
-# "provider_model" is for reports that need both (cache economics), joined by \x1f; not offered to users.
-Dimension = Literal["model", "provider", "key", "user", "tag", "project", "surface", "status", "provider_model"]
+# Two more for reports, not offered to users: "provider_model" (cache economics needs both, joined
+# by \x1f) and "tag_key" (each request once per tag key it carries).
+Dimension = Literal[
+    "model", "provider", "key", "user", "tag", "project", "surface", "status", "provider_model", "tag_key"
+]
 DIMENSIONS: tuple[Dimension, ...] = ("model", "provider", "key", "user", "tag", "project", "surface", "status")
 
 
@@ -108,8 +96,24 @@ class Totals:
 
 
 @dataclass(frozen=True, slots=True)
+class Bucketing:
+    """Local hours or days: the store groups rows into buckets of `length` seconds of local time,
+    local time being UTC plus the offset in force, from `offsets` (each a start, unix seconds,
+    and the offset in seconds from then on; the first applies from before the range)."""
+
+    length: Literal[3600, 86400]
+    offsets: tuple[tuple[int, int], ...]
+
+    def key(self, start: int, offset: int) -> int:
+        """The bucket's key in `RollupLine.bucket` for a bucket starting at `start` (unix) under
+        `offset`: an hour's UTC start (the hour repeated when summer time ends is two hours),
+        or a day's number since 1970-01-01 in local time."""
+        return (start + offset) // 86400 if self.length == 86400 else start
+
+
+@dataclass(frozen=True, slots=True)
 class RollupLine:
-    bucket: int  # unix seconds at the start of a quarter hour, UTC
+    bucket: int  # the local bucket's key (see `Bucketing.key`); 0 with no bucketing
     group: str  # the dimension's value; "" when the rows have none (no key, no user, no such tag)
     totals: Totals
 
@@ -178,17 +182,23 @@ class Store(Protocol):
 
     def write_ledger(self, rows: Sequence[LedgerRow]) -> None: ...
 
-    def usage(self, since: float, by: GroupBy) -> list[UsageLine]: ...
-
     # Report queries are synchronous and may take a while on a big ledger: callers on the event
     # loop run them in a thread. They never read raw ledger rows except `export_rows`, and the
     # one combination the rollups do not hold (a user and a tag together).
 
     def rollup(
-        self, since: int, until: int, filters: Filters, by: Dimension | None, tag_key: str | None = None
+        self,
+        since: int,
+        until: int,
+        filters: Filters,
+        by: Dimension | None,
+        tag_key: str | None = None,
+        bucketing: Bucketing | None = None,
     ) -> list[RollupLine]:
-        """Totals per quarter-hour bucket in [since, until) and per value of `by` (one group, "",
-        when `by` is None). `by="tag"` needs `tag_key`: rows without that key are left out."""
+        """Totals in [since, until) (multiples of BUCKET_SECONDS) per local bucket (one bucket, 0,
+        without `bucketing`) and per value of `by` (one group, "", when `by` is None).
+        `by="tag"` splits by the values of `tag_key`, leaving out rows without that key, or by
+        whole tags when `tag_key` is None; a row counts under each of its tags."""
         ...
 
     def tag_keys(self, since: int, until: int, project: str | None) -> list[str]:

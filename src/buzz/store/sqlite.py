@@ -17,14 +17,13 @@ from buzz.billing.ledger import LedgerRow
 from buzz.limits.base import Limits, ScopeKind
 from buzz.store import sqlite_reports as reports
 from buzz.store.base import (
+    Bucketing,
     ConsoleTokenRecord,
     Dimension,
     Filters,
-    GroupBy,
     KeyRecord,
     ProjectRecord,
     RollupLine,
-    UsageLine,
 )
 from buzz.store.timetext import RowTimes, iso
 
@@ -34,18 +33,6 @@ _LEDGER_COLUMNS = (
     "cost_nanos, list_cost_nanos, price_version, usage_source, latency_ms, ttfb_ms, upstream_request_id, usage_note"
 )
 _INSERT = f"INSERT INTO ledger ({_LEDGER_COLUMNS}) VALUES ({', '.join('?' * 24)})"  # noqa: S608
-
-# Each grouping is a fixed SQL expression, never text from the caller.
-_GROUPS: dict[str, tuple[str, str]] = {
-    "model": ("coalesce(model, '-')", ""),
-    "key": ("coalesce(key_id, '-')", ""),
-    "project": ("coalesce(project, '-')", ""),
-    "provider": ("coalesce(provider, '-')", ""),
-    "user": ("coalesce(user_id, '-')", ""),
-    "day": ("substr(ts, 1, 10)", ""),
-    "tag": ("coalesce(t.value, '-')", "LEFT JOIN json_each(ledger.tags) AS t"),
-}
-
 
 _LIMIT_COLUMNS = ("rpm", "itpm", "otpm", "concurrency", "daily_nanos", "monthly_nanos")
 _KEY_SELECT = (
@@ -402,26 +389,14 @@ class SQLiteStore:
                     [(delta, project) for project, delta in changes.items() if delta],
                 )
                 if params:
-                    reports.fold_new_rows(self._writer)
+                    users = any(r.user_id is not None for r in rows)
+                    tags = any(r.tags for r in rows)
+                    reports.fold_new_rows(self._writer, users, tags)
             except BaseException:
                 self._writer.execute("ROLLBACK")
                 raise
             self._writer.execute("COMMIT")
             self._balances.committed()
-
-    def usage(self, since: float, by: GroupBy) -> list[UsageLine]:
-        expression, join = _GROUPS[by]
-        sql = f"""
-            SELECT {expression} AS grp, count(*),
-                   sum(input_tokens), sum(output_tokens),
-                   sum(cache_write_5m_tokens + cache_write_1h_tokens), sum(cache_read_tokens),
-                   coalesce(sum(cost_nanos), 0), coalesce(sum(list_cost_nanos), 0),
-                   sum(cost_nanos IS NULL AND usage_source != 'none'), sum(usage_source = 'estimated')
-            FROM ledger {join}
-            WHERE ts >= ?
-            GROUP BY grp ORDER BY 7 DESC, 2 DESC, grp
-        """  # noqa: S608 - the interpolated parts are constants from _GROUPS
-        return [UsageLine(*row) for row in self._conn.execute(sql, (iso(since),))]
 
     # --- reports: each on a connection of its own, so a long read never holds up the request
     # path's lookups on the shared one -------------------------------------------------------
@@ -430,10 +405,16 @@ class SQLiteStore:
         return closing(_connect(self._path))
 
     def rollup(
-        self, since: int, until: int, filters: Filters, by: Dimension | None, tag_key: str | None = None
+        self,
+        since: int,
+        until: int,
+        filters: Filters,
+        by: Dimension | None,
+        tag_key: str | None = None,
+        bucketing: Bucketing | None = None,
     ) -> list[RollupLine]:
         with self._reader() as conn:
-            return reports.rollup(conn, since, until, filters, by, tag_key)
+            return reports.rollup(conn, since, until, filters, by, tag_key, bucketing)
 
     def tag_keys(self, since: int, until: int, project: str | None) -> list[str]:
         with self._reader() as conn:

@@ -1,0 +1,344 @@
+"""The rollups against the raw rows they sum, on the real SQLite store: every dimension and filter,
+the raw-row fallback, a ledger that predates the rollups, retention, and the regrouping of
+quarter hours into a time zone's hours and days."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import sqlite3
+from collections import defaultdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from buzz import reports
+from buzz.billing.ledger import LedgerRow
+from buzz.retention import Retention
+from buzz.store.base import Bucketing, Filters, RollupLine, Totals
+from buzz.store.sqlite import SQLiteStore
+from support import Clock
+
+START = int(datetime(2026, 3, 9, tzinfo=UTC).timestamp())
+FIELDS = Totals.__slots__
+
+
+def _rows(count: int, seed: int = 7) -> list[LedgerRow]:
+    rng = random.Random(seed)
+    rows = []
+    for i in range(count):
+        status = rng.choice([200] * 8 + [400, 429, 500, 529])
+        priced = rng.random() > 0.1
+        source = rng.choice(["reported"] * 6 + ["estimated", "none"])
+        tags = tuple(rng.sample(["feature=search", "feature=chat", "team=ml", "team=web", "plain"], rng.randint(0, 3)))
+        cost = rng.randint(0, 10_000)
+        rows.append(
+            LedgerRow(
+                id=f"req_{i:06d}",
+                ts=START + i * 97.123 % (3 * 86400) + rng.random(),
+                surface=rng.choice(["anthropic", "openai"]),
+                status=status,
+                usage_source=source,
+                latency_ms=1.5,
+                key_id=rng.choice(["k1", "k2", "k3", None]),
+                project=rng.choice(["acme", "globex", None]),
+                user_id=rng.choice(["u1", "u2", "Zoë", None]),
+                tags=tags,
+                provider=rng.choice(["anthropic", "openai"]),
+                model=rng.choice(["claude-haiku-4-5", "gpt-4o", None]),
+                input_tokens=rng.randint(0, 5000),
+                output_tokens=rng.randint(0, 900),
+                cache_write_5m_tokens=rng.randint(0, 100),
+                cache_write_1h_tokens=rng.randint(0, 100),
+                cache_read_tokens=rng.randint(0, 3000),
+                cost_nanos=cost if priced else None,
+                list_cost_nanos=cost * 2 if priced else None,
+            )
+        )
+    return rows
+
+
+def _totals(row: LedgerRow) -> Totals:
+    return Totals(
+        requests=1,
+        errors=int(row.status >= 400),
+        input_tokens=row.input_tokens,
+        output_tokens=row.output_tokens,
+        cache_write_5m_tokens=row.cache_write_5m_tokens,
+        cache_write_1h_tokens=row.cache_write_1h_tokens,
+        cache_read_tokens=row.cache_read_tokens,
+        cost_nanos=row.cost_nanos or 0,
+        list_cost_nanos=row.list_cost_nanos or 0,
+        unpriced=int(row.cost_nanos is None and row.usage_source != "none"),
+        estimated=int(row.usage_source == "estimated"),
+    )
+
+
+def _tag_split(tag: str) -> tuple[str, str]:
+    name, sep, value = tag.partition("=")
+    return (name, value) if sep else ("", tag)
+
+
+def _groups(row: LedgerRow, by: str | None, tag_key: str | None) -> list[str]:
+    values: dict[str, str | None] = {
+        "model": row.model,
+        "provider": row.provider,
+        "key": row.key_id,
+        "user": row.user_id,
+        "project": row.project,
+        "surface": row.surface,
+        "status": f"{row.status // 100}xx",
+        "provider_model": f"{row.provider or ''}\x1f{row.model or ''}",
+    }
+    if by is None:
+        return [""]
+    if by == "tag_key":
+        return sorted({_tag_split(t)[0] for t in row.tags})
+    if by == "tag":
+        if tag_key is None:
+            return list(row.tags)
+        return [_tag_split(t)[1] for t in row.tags if _tag_split(t)[0] == tag_key]
+    return [values[by] or ""]
+
+
+def _key(ts: float, bucketing: Bucketing | None) -> int:
+    """The bucket key the store gives a row, worked out independently: by UTC hour or local day."""
+    if bucketing is None:
+        return 0
+    [(_, offset)] = bucketing.offsets
+    if bucketing.length == 3600:
+        return int(ts) // 3600 * 3600
+    return (int(ts) + offset) // 86400
+
+
+def _expected(
+    rows: list[LedgerRow],
+    since: int,
+    until: int,
+    f: Filters,
+    by: str | None,
+    tag_key: str | None,
+    bucketing: Bucketing | None = None,
+) -> dict[tuple[int, str], Totals]:
+    out: dict[tuple[int, str], Totals] = defaultdict(Totals)
+    for row in rows:
+        if not since <= row.ts < until:
+            continue
+        if any(
+            wanted is not None and wanted != actual
+            for wanted, actual in (
+                (f.project, row.project),
+                (f.key_id, row.key_id),
+                (f.model, row.model),
+                (f.user_id, row.user_id),
+                (f.status_class, row.status // 100),
+            )
+        ):
+            continue
+        if f.tag is not None and f.tag not in row.tags:
+            continue
+        bucket = _key(row.ts, bucketing)
+        for group in _groups(row, by, tag_key):
+            out[(bucket, group)].add(_totals(row))
+    return dict(out)
+
+
+def _actual(lines: list[RollupLine]) -> dict[tuple[int, str], Totals]:
+    out: dict[tuple[int, str], Totals] = defaultdict(Totals)
+    for line in lines:
+        out[(line.bucket, line.group)].add(line.totals)
+    return dict(out)
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory: pytest.TempPathFactory) -> tuple[SQLiteStore, list[LedgerRow]]:
+    store = SQLiteStore(tmp_path_factory.mktemp("rollups") / "buzz.sqlite3")
+    rows = sorted(_rows(3000), key=lambda r: r.ts)
+    for start in range(0, len(rows), 250):  # batches, as the ledger writer hands them over
+        store.write_ledger(rows[start : start + 250])
+    return store, rows
+
+
+CASES: list[tuple[Filters, str | None, str | None]] = [
+    (Filters(), None, None),
+    *[(Filters(), by, None) for by in ("model", "provider", "key", "user", "project", "surface", "status")],
+    (Filters(), "provider_model", None),
+    (Filters(), "tag", "feature"),
+    (Filters(), "tag", ""),  # tags without "="
+    (Filters(), "tag", None),  # whole tags
+    (Filters(), "tag_key", None),  # each request once per key
+    (Filters(key_id="k1"), "tag_key", None),
+    (Filters(project="acme"), "model", None),
+    (Filters(project="globex", key_id="k2"), "user", None),
+    (Filters(model="gpt-4o", status_class=5), "key", None),
+    (Filters(user_id="Zoë"), "project", None),
+    (Filters(tag="team=ml"), "model", None),
+    (Filters(project="acme", tag="feature=chat"), "status", None),
+    # What no rollup holds, read from raw rows: a user with a tag, two tags.
+    (Filters(user_id="u1"), "tag", "feature"),
+    (Filters(tag="team=web"), "user", None),
+    (Filters(tag="team=web"), "tag", "feature"),
+    (Filters(user_id="u2"), "tag_key", None),
+]
+
+
+BUCKETINGS = {
+    "whole range": None,
+    "UTC hours": Bucketing(3600, ((0, 0),)),  # read from the hourly span
+    "UTC days": Bucketing(86400, ((0, 0),)),  # from the daily span
+    "Kolkata days": Bucketing(86400, ((0, 19800),)),  # from quarter hours: the days start at 18:30 UTC
+}
+
+
+@pytest.mark.parametrize("bucketing", BUCKETINGS.values(), ids=BUCKETINGS.keys())
+@pytest.mark.parametrize(("filters", "by", "tag_key"), CASES)
+def test_the_rollups_equal_sums_over_the_raw_rows(
+    written: tuple[SQLiteStore, list[LedgerRow]],
+    filters: Filters,
+    by: Any,
+    tag_key: str | None,
+    bucketing: Bucketing | None,
+) -> None:
+    store, rows = written
+    # A range inside the data: on whole days, or on quarter hours (the finest span).
+    since, until = (
+        (START + 86400, START + 3 * 86400)
+        if bucketing == BUCKETINGS["UTC days"]
+        else (START + 6 * 3600 + 900, START + 2 * 86400 + 1800)
+    )
+    expected = _expected(rows, since, until, filters, by, tag_key, bucketing)
+    assert expected  # the case selects something
+    assert _actual(store.rollup(since, until, filters, by, tag_key, bucketing)) == expected
+
+
+def test_tag_keys_and_last_use(written: tuple[SQLiteStore, list[LedgerRow]]) -> None:
+    store, rows = written
+    assert set(store.tag_keys(START, START + 4 * 86400, None)) == {"feature", "team"}
+    latest: dict[str, float] = {}
+    for row in rows:
+        if row.key_id is not None:
+            latest[row.key_id] = max(latest.get(row.key_id, 0.0), row.ts)
+    used = store.last_used(None)
+    assert used.keys() == latest.keys()
+    for key_id, ts in latest.items():
+        assert used[key_id] == pytest.approx(ts, abs=0.001)  # stored to the millisecond
+
+
+def _wipe_rollups(path: Path) -> None:
+    conn = sqlite3.connect(path)
+    with conn:
+        for table in ("rollup", "rollup_user", "rollup_tag", "key_last_used"):
+            conn.execute(f"DELETE FROM {table}")  # noqa: S608 - constants
+        conn.execute("UPDATE rollup_state SET last_rowid = 0")
+    conn.close()
+
+
+def test_a_ledger_older_than_the_rollups_is_added_to_them_at_start(tmp_path: Path) -> None:
+    path = tmp_path / "buzz.sqlite3"
+    rows = sorted(_rows(500, seed=3), key=lambda r: r.ts)
+    store = SQLiteStore(path)
+    store.write_ledger(rows)
+    store.close()
+    _wipe_rollups(path)  # as a ledger written before the rollups existed
+    reopened = SQLiteStore(path)
+    expected = _expected(rows, START, START + 4 * 86400, Filters(), "key", None)
+    hours = BUCKETINGS["UTC hours"]
+    expected = _expected(rows, START, START + 4 * 86400, Filters(), "key", None, hours)
+    assert _actual(reopened.rollup(START, START + 4 * 86400, Filters(), "key", None, hours)) == expected
+
+
+def test_retention_deletes_old_rows_in_chunks_and_keeps_every_sum(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "buzz.sqlite3")
+    rows = sorted(_rows(900, seed=5), key=lambda r: r.ts)  # a day of rows
+    store.write_ledger(rows)
+    hours = BUCKETINGS["UTC hours"]
+    before = _actual(store.rollup(START, START + 4 * 86400, Filters(), "model", None, hours))
+    clock = Clock(START + 86400 + 43200)  # a day's retention keeps the second half of the day
+    removed = asyncio.run(Retention(store, 1, clock, chunk=37).prune())
+    cutoff = clock() - 86400
+    old = [r for r in rows if r.ts < cutoff]
+    assert removed == len(old) > 37 * 3
+    left = store.ledger_rows()
+    assert [r["id"] for r in left] == [r.id for r in rows if r.ts >= cutoff]
+    assert _actual(store.rollup(START, START + 4 * 86400, Filters(), "model", None, hours)) == before
+    # Rows written after a pass are added to the rollups as ever.
+    late = LedgerRow("req_late", clock(), "anthropic", 200, "reported", 1.0, project="acme", model="m")
+    store.write_ledger([late])
+    assert store.rollup(int(clock()) - 900, int(clock()) + 900, Filters(project="acme"), "model")[0].group == "m"
+
+
+def test_retention_never_deletes_the_newest_row(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "buzz.sqlite3")
+    store.write_ledger([LedgerRow(f"r{i}", START + i, "anthropic", 200, "reported", 1.0) for i in range(3)])
+    assert asyncio.run(Retention(store, 1, Clock(START + 30 * 86400)).prune()) == 2
+    store.write_ledger([LedgerRow("r9", START + 40 * 86400, "anthropic", 200, "reported", 1.0, model="m")])
+    # The new row took a fresh rowid above the rollups' mark, so it was counted.
+    assert sum(line.totals.requests for line in store.rollup(START, START + 50 * 86400, Filters(), None)) == 4
+
+
+def _report(store: SQLiteStore, now: float, **params: str) -> reports.UsageReport:
+    return reports.usage_report(store, reports.parse_query(params, now, None))
+
+
+def test_days_and_hours_in_a_time_zone(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "buzz.sqlite3")
+    evening = datetime(2026, 3, 10, 20, 0, tzinfo=UTC).timestamp()  # 01:30 on the 11th in Kolkata
+    store.write_ledger([LedgerRow("r1", evening, "anthropic", 200, "reported", 1.0, project="acme", model="m")])
+    now = datetime(2026, 3, 12, 12, 0, tzinfo=UTC).timestamp()
+    kolkata = _report(store, now, range="7d", tz="Asia/Kolkata")
+    [line] = kolkata.groups
+    day = kolkata.buckets[[t.requests for t in line.series].index(1)]
+    assert day.isoformat() == "2026-03-11T00:00:00+05:30"
+    utc = _report(store, now, range="7d")
+    [line] = utc.groups
+    assert utc.buckets[[t.requests for t in line.series].index(1)].isoformat() == "2026-03-10T00:00:00+00:00"
+    assert len(utc.buckets) == 7 and utc.buckets[-1].isoformat() == "2026-03-12T00:00:00+00:00"
+
+
+def test_the_hour_repeated_when_summer_time_ends_is_two_buckets(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "buzz.sqlite3")
+    # Berlin goes back from 03:00+02:00 to 02:00+01:00 at 01:00 UTC on 2026-10-25.
+    first = datetime(2026, 10, 25, 0, 30, tzinfo=UTC).timestamp()  # 02:30+02:00
+    second = datetime(2026, 10, 25, 1, 30, tzinfo=UTC).timestamp()  # 02:30+01:00
+    store.write_ledger(
+        [LedgerRow(f"r{i}", ts, "anthropic", 200, "reported", 1.0) for i, ts in enumerate((first, second))]
+    )
+    params = {"range": "custom", "since": "2026-10-25", "until": "2026-10-26", "tz": "Europe/Berlin", "bucket": "hour"}
+    report = _report(store, second + 86400, **params)
+    assert len(report.buckets) == 25  # the day has 25 hours
+    [line] = report.groups
+    busy = [report.buckets[i].isoformat() for i, t in enumerate(line.series) if t.requests]
+    assert busy == ["2026-10-25T02:00:00+02:00", "2026-10-25T02:00:00+01:00"]
+
+
+def test_a_split_by_tag_key_adds_up_with_its_untagged_line(written: tuple[SQLiteStore, list[LedgerRow]]) -> None:
+    store, rows = written
+    now = START + 2 * 86400
+    since = datetime.fromtimestamp(START, UTC).isoformat()
+    report = _report(store, now, range="custom", since=since, by="tag:feature")
+    assert report.total.requests == sum(1 for r in rows if r.ts < now)
+    tagged = sum(line.totals.requests for line in report.groups)
+    untagged = report.untagged.requests if report.untagged else 0
+    with_feature = sum(1 for r in rows if any(t.startswith("feature=") for t in r.tags) and r.ts < now)
+    assert tagged >= with_feature  # a request with two features counts under both
+    assert untagged == report.total.requests - with_feature
+
+
+def test_a_member_cannot_widen_a_query() -> None:
+    query = reports.parse_query({"project": "globex", "by": "project"}, START, "acme")
+    assert query.filters.project == "acme"
+
+
+def test_a_report_reads_the_coarsest_span_that_fits_its_buckets() -> None:
+    from buzz.store.sqlite_reports import _span
+
+    day = START  # midnight UTC
+    assert _span(day, day + 30 * 86400, Bucketing(86400, ((0, 0),))) == 86400  # UTC days
+    assert _span(day, day + 30 * 86400, Bucketing(3600, ((0, 0),))) == 3600  # UTC hours
+    # Paris days start at 23:00 UTC and move an hour with summer time: hours fit.
+    paris = ((0, 3600), (int(datetime(2026, 3, 29, 1, tzinfo=UTC).timestamp()), 7200))
+    assert _span(day - 3600, day + 30 * 86400 - 7200, Bucketing(86400, paris)) == 3600
+    assert _span(day - 19800, day + 7 * 86400 - 19800, Bucketing(86400, ((0, 19800),))) == 900  # Kolkata
+    assert _span(day, day + 86400 + 900, None) == 900  # a range on a quarter hour
