@@ -3,11 +3,13 @@ after, so that rerunning the timings does not cost a new 10-million-row ledger."
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 import time
 from contextlib import closing
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,15 @@ import ledger_gen
 # Bumped whenever ledger_gen's distribution changes, so an older cached ledger is not reused.
 GENERATOR_VERSION = 1
 META = "ledger-scale.json"
-ROLLUP_TABLES = ("rollup", "rollup_user", "rollup_tag", "key_last_used")
+
+
+def schema() -> str:
+    """A digest of the store's migrations: a ledger made under another schema is made again."""
+    digest = hashlib.sha256()
+    folder = resources.files("buzz.store") / "migrations" / "sqlite"
+    for script in sorted(folder.iterdir(), key=lambda p: p.name):
+        digest.update(script.name.encode() + b"\0" + script.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +38,7 @@ class Params:
     seed: int
     batch: int
     generator: int = GENERATOR_VERSION
+    schema: str = field(default_factory=schema)
 
 
 def database(data_dir: Path) -> Path:
@@ -78,11 +89,20 @@ def ensure(data_dir: Path, params: Params, console: Console, regenerate: bool = 
 
 
 def describe(data_dir: Path) -> dict[str, Any]:
-    """Size on disk and row counts of the ledger and its rollups."""
+    """Size on disk and row counts of the ledger and its rollups (per span where they have one)."""
     path = database(data_dir)
     sizes = {p.name: p.stat().st_size for p in data_dir.glob("buzz.sqlite3*")}
     with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
-        counts = {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("ledger", *ROLLUP_TABLES)}  # noqa: S608
+        names = [row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
+        counts: dict[str, int] = {}
+        by_span: dict[str, dict[int, int]] = {}
+        for table in ("ledger", *(n for n in names if n.startswith("rollup") and n != "rollup_state"), "key_last_used"):
+            columns = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+            if "span" in columns:
+                by_span[table] = dict(conn.execute(f"SELECT span, count(*) FROM {table} GROUP BY span"))  # noqa: S608
+                counts[table] = sum(by_span[table].values())
+            else:
+                counts[table] = conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]  # noqa: S608
         page_size = conn.execute("PRAGMA page_size").fetchone()[0]
         try:
             tables = dict(conn.execute("SELECT name, sum(pgsize) FROM dbstat GROUP BY name ORDER BY 2 DESC").fetchall())
@@ -93,5 +113,6 @@ def describe(data_dir: Path) -> dict[str, Any]:
         "files": sizes,
         "page_size": page_size,
         "rows": counts,
+        "rows_by_span": by_span,
         "bytes_by_table": tables,
     }

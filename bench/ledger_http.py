@@ -17,20 +17,28 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC
 from http.cookies import SimpleCookie
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
 from buzz import console_tokens
+from buzz.reports import local_text
 from buzz.store.sqlite import SQLiteStore
 from ledger_queries import percentile
 from procs import LOCALHOST, Service, buzz_env, free_port, rss_kib, wait_ready
 
-CONSOLE_PAGES = ("usage", "features", "cache", "keys")
-# The query strings each page is timed with: the default view, and a month.
-PAGE_QUERIES = ("", "?range=30d")
+# Each page with the query strings it is timed with: its default view, and a month.
+CONSOLE_PAGES = {
+    "usage": ("", "?range=30d", "?range=30d&by=key", "?range=30d&by=user", "?range=30d&tz=Asia/Kolkata"),
+    "features": ("", "?range=30d"),
+    "cache": ("", "?range=30d"),
+    "keys": ("",),
+}
 ADMIN_USAGE = "/admin/api/usage"
+ADMIN_QUERIES = ("?range=7d", "?range=30d", "?range=30d&by=user", "?range=30d&by=tag:feature")
+EXPORT_CHUNK = 1 << 16
 _CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 
 
@@ -125,7 +133,35 @@ def _time(browser: Browser, path: str, repeat: int, headers: Mapping[str, str] |
     }
 
 
-def measure(data_dir: Path, project: str, repeat: int, work: Path, stack: contextlib.ExitStack) -> dict[str, Any]:
+def _export(port: int, path: str, token: str, pid: int) -> dict[str, Any]:
+    """One export read to the end as fast as the client can, the server's RSS sampled meanwhile."""
+    conn = http.client.HTTPConnection(LOCALHOST, port, timeout=300)
+    size = lines = 0
+    with RssSampler(pid) as rss:
+        started = time.perf_counter()
+        conn.request("GET", path, headers={"authorization": f"Bearer {token}"})
+        response = conn.getresponse()
+        while chunk := response.read(EXPORT_CHUNK):
+            size += len(chunk)
+            lines += chunk.count(b"\n")
+        seconds = time.perf_counter() - started
+    conn.close()
+    rows = lines - 1 if "format=csv" in path else lines  # the CSV header is a line, not a row
+    return {
+        "path": path,
+        "status": response.status,
+        "rows": rows,
+        "bytes": size,
+        "seconds": round(seconds, 2),
+        "rows_per_s": round(rows / seconds) if seconds else None,
+        "mib_per_s": round(size / seconds / 2**20, 1) if seconds else None,
+        "server_peak_rss_kib": rss.peak,
+    }
+
+
+def measure(
+    data_dir: Path, project: str, end: float, repeat: int, work: Path, stack: contextlib.ExitStack
+) -> dict[str, Any]:
     store = SQLiteStore(data_dir / "buzz.sqlite3")
     try:
         made = console_tokens.generate()
@@ -140,27 +176,45 @@ def measure(data_dir: Path, project: str, repeat: int, work: Path, stack: contex
     stack.callback(server.stop)
     server.start()
     wait_ready(server, f"http://{LOCALHOST}:{port}/healthz", timeout=120)
-    out: dict[str, Any] = {"pages": [], "skipped": [], "idle_rss_kib": rss_kib(server.pid)}
+    # The pages use the server's clock: they look back from now, which is `lag_s` after the
+    # ledger's last row. The exports name the ledger's own last 30 days.
+    out: dict[str, Any] = {"pages": [], "exports": [], "skipped": [], "idle_rss_kib": rss_kib(server.pid)}
+    out["lag_s"] = round(time.time() - end)
     unbuilt = unbuilt_pages()
     operator, member = Browser(port), Browser(port)
     operator.sign_in(admin_token)
     member.sign_in(made.token)
-    for page in CONSOLE_PAGES:
+    for page, queries in CONSOLE_PAGES.items():
         if page in unbuilt:
             out["skipped"].append(f"/console/{page}: not built yet on this revision")
             continue
         for who, browser in (("operator", operator), ("member", member)):
-            for query in PAGE_QUERIES:
+            for query in queries:
                 with RssSampler(server.pid) as rss:
                     result = _time(browser, f"/console/{page}{query}", repeat)
                 out["pages"].append({"who": who, **result, "server_peak_rss_kib": rss.peak})
-    bearer = {"authorization": f"Bearer {admin_token}"}
-    status, _ = Browser(port).request("GET", f"{ADMIN_USAGE}?range=30d", headers=bearer)
+    bearers = {"operator": admin_token, "member": made.token}
+    status, _ = Browser(port).request("GET", f"{ADMIN_USAGE}?range=7d", headers=_bearer(admin_token))
     if status == 404:
         out["skipped"].append(f"{ADMIN_USAGE}: not on this revision")
-    else:
-        for query in ("?range=7d", "?range=30d", "?range=30d&by=user"):
-            out["pages"].append({"who": "admin API", **_time(Browser(port), ADMIN_USAGE + query, repeat, bearer)})
+        return _stopped(server, out)
+    for who, token in bearers.items():
+        for query in ADMIN_QUERIES:
+            with RssSampler(server.pid) as rss:
+                result = _time(Browser(port), ADMIN_USAGE + query, repeat, _bearer(token))
+            out["pages"].append({"who": f"{who} (API)", **result, "server_peak_rss_kib": rss.peak})
+    since, until = local_text(end - 30 * 86400, UTC), local_text(end + 1, UTC)
+    for who, fmt in (("operator", "csv"), ("operator", "jsonl"), ("member", "csv")):
+        path = f"{ADMIN_USAGE}/export?{urlencode({'since': since, 'until': until, 'format': fmt})}"
+        out["exports"].append({"who": who, **_export(port, path, bearers[who], server.pid)})
+    return _stopped(server, out)
+
+
+def _bearer(token: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {token}"}
+
+
+def _stopped(server: Service, out: dict[str, Any]) -> dict[str, Any]:
     out["rss_after_kib"] = rss_kib(server.pid)
     server.stop()
     return out

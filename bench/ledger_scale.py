@@ -45,7 +45,6 @@ import ledger_http
 import ledger_queries as lq
 from buzz import reports
 from buzz.billing.pricing import PriceBook
-from buzz.store.sqlite import SQLiteStore
 from procs import ROOT, machine
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -63,16 +62,17 @@ def queries(path: Path, end: float, repeat: int, budget_s: float, console: Conso
     who = lq.subjects(path)
     console.print(f"store-level queries, {repeat} runs each (fewer past {budget_s:.0f} s); the member's "
                   f"project {who.project}, the key {who.key_id}, the user {who.user_id}")  # fmt: skip
-    store = SQLiteStore(path)
+    store = lq.TracingStore(path)
     results = []
     try:
-        for case in lq.cases(store, path, end, who, PriceBook()):
-            result = lq.time_case(case, repeat, budget_s)
+        for case in lq.cases(end, who, PriceBook()):
+            result = lq.time_case(case, store, path, repeat, budget_s)
             results.append(result)
             flag = " [red]SLOW[/]" if result["p95_ms"] > lq.SLOW_S * 1000 else ""
+            raw = " (raw rows)" if result["reads_raw_rows"] else ""
             console.print(
                 f"  {case.group:<13} {escape(case.name):<52} p50 {result['p50_ms']:>9,.1f} ms  "
-                f"p95 {result['p95_ms']:>9,.1f} ms  ({result['runs']} runs){flag}"
+                f"p95 {result['p95_ms']:>9,.1f} ms  ({result['runs']} runs){raw}{flag}"
             )
     finally:
         store.close()
@@ -80,16 +80,22 @@ def queries(path: Path, end: float, repeat: int, budget_s: float, console: Conso
 
 
 def exports(path: Path, end: float, project: str, console: Console) -> list[dict[str, Any]]:
+    """The last 30 days of the ledger: the store's rows as they come, for every project and for
+    the busiest one, then all of them as CSV and as JSON lines (`buzz.export.encode`)."""
     query = reports.parse_query({"range": "30d"}, end, None)
     out = []
-    for view, member in (("all projects", None), (f"project {project}", project)):
+    for view, member, fmt in (("all projects", None, None), (f"project {project}", project, None),
+                              ("all projects", None, "csv"), ("all projects", None, "jsonl")):  # fmt: skip
         argv = [sys.executable, str(BENCH_DIR / "ledger_export.py"), str(path), str(query.since), str(query.until)]
         argv += ["--project", member] if member else []
+        argv += ["--format", fmt] if fmt else []
         proc = subprocess.run(argv, capture_output=True, text=True, check=True, env=os.environ)
         result = json.loads(proc.stdout.strip().splitlines()[-1]) | {"view": view, "range": "30d"}
+        what = f"as {fmt}" if fmt else "export_rows"
+        size = f", {result['bytes'] / 2**20:,.0f} MiB" if result["bytes"] else ""
         console.print(
-            f"  export_rows, 30 days, {view}: {result['rows']:,} rows in {result['seconds']} s = "
-            f"{result['rows_per_s']:,} rows/s; VmRSS {result['rss_before_kib'] / 1024:.1f} -> peak "
+            f"  {what}, 30 days, {view}: {result['rows']:,} rows in {result['seconds']} s = "
+            f"{result['rows_per_s']:,} rows/s{size}; VmRSS {result['rss_before_kib'] / 1024:.1f} -> peak "
             f"{result['rss_peak_kib'] / 1024:.1f} MiB"
         )
         out.append(result)
@@ -106,7 +112,7 @@ def show(console: Console, results: dict[str, Any]) -> None:
     )
     console.print("rollups: " + ", ".join(f"{t} {n:,} rows" for t, n in data["rows"].items() if t != "ledger"))
     cases = results["queries"]["cases"]
-    table = Table(title="usage_report p95 ms (p50 in brackets)")
+    table = Table(title="usage_report p95 ms (p50 in brackets; raw: the store reads raw ledger rows)")
     table.add_column("range / split")
     columns = [(view, tz) for view in ("all", "member", "key") for tz in lq.ZONES]
     for view, tz in columns:
@@ -119,17 +125,18 @@ def show(console: Console, results: dict[str, Any]) -> None:
                 c = by_name[f"{range_name}/{bucket} by={by} {view} {tz}"]
                 over_target, over_slow = c["p95_ms"] > lq.TARGET_S * 1000, c["p95_ms"] > lq.SLOW_S * 1000
                 style = "red" if over_target else "yellow" if over_slow else ""
-                text = f"{c['p95_ms']:,.0f} ({c['p50_ms']:,.0f})"
+                text = f"{c['p95_ms']:,.0f} ({c['p50_ms']:,.0f})" + (" raw" if c["reads_raw_rows"] else "")
                 cells.append(f"[{style}]{text}[/]" if style else text)
             table.add_row(f"{range_name}/{bucket} by={by}", *cells)
     console.print(table)
     other = Table(title="Other store queries, and the raw fallback (a user and a tag split: raw rows)")
-    for column in ("query", "case", "runs", "p50 ms", "p95 ms", "max ms"):
-        other.add_column(column, justify="left" if column in ("query", "case") else "right")
+    for column in ("query", "case", "reads", "runs", "p50 ms", "p95 ms", "max ms"):
+        other.add_column(column, justify="left" if column in ("query", "case", "reads") else "right")
     for c in cases:
         if c["group"] != "usage_report":
-            other.add_row(c["group"], c["name"], str(c["runs"]), f"{c['p50_ms']:,.1f}", f"{c['p95_ms']:,.1f}",
-                          f"{c['max_ms']:,.1f}")  # fmt: skip
+            reads = "raw rows" if c["reads_raw_rows"] else "rollups"
+            timings = (f"{c[name]:,.1f}" for name in ("p50_ms", "p95_ms", "max_ms"))
+            other.add_row(c["group"], c["name"], reads, str(c["runs"]), *timings)
     console.print(other)
     slow = [c for c in cases if c["p95_ms"] > lq.SLOW_S * 1000]
     console.print(f"[bold]{len(slow)} of {len(cases)} queries over {lq.SLOW_S} s at p95[/]")
@@ -144,8 +151,8 @@ def show(console: Console, results: dict[str, Any]) -> None:
             console.print(escape(key))
     for e in results["export"]:
         console.print(
-            f"export_rows {e['range']} {e['view']}: {e['rows_per_s']:,} rows/s, "
-            f"VmRSS growth {e['rss_growth_kib'] / 1024:+.1f} MiB"
+            f"{'as ' + e['format'] if e['format'] else 'export_rows'} {e['range']} {e['view']}: "
+            f"{e['rows_per_s']:,} rows/s, VmRSS growth {e['rss_growth_kib'] / 1024:+.1f} MiB"
         )
     web = results.get("http", {})
     for line in web.get("skipped", []):
@@ -160,6 +167,11 @@ def show(console: Console, results: dict[str, Any]) -> None:
             status = ",".join(map(str, p["statuses"]))
             pages.add_row(p["who"], p["path"], status, *timings, f"{peak / 1024:.0f}" if peak else "-")
         console.print(pages)
+    for e in web.get("exports", []):
+        console.print(
+            f"HTTP export, {e['who']}: {e['rows']:,} rows in {e['seconds']} s = {e['rows_per_s']:,} rows/s "
+            f"({e['mib_per_s']} MiB/s, HTTP {e['status']}); server peak RSS {e['server_peak_rss_kib'] / 1024:.0f} MiB"
+        )
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
@@ -202,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         results["export"] = [] if "export" in args.skip else exports(path, end, project, console)
         if "http" not in args.skip:
             with tempfile.TemporaryDirectory(prefix="buzz-ledger-") as tmp, contextlib.ExitStack() as stack:
-                results["http"] = ledger_http.measure(data_dir, project, args.repeat, Path(tmp), stack)
+                results["http"] = ledger_http.measure(data_dir, project, end, args.repeat, Path(tmp), stack)
     except KeyboardInterrupt:
         console.print("[red]interrupted[/]")
         return 130

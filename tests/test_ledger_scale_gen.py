@@ -17,7 +17,6 @@ from pathlib import Path
 from types import ModuleType
 
 from buzz.billing.ledger import LedgerRow
-from buzz.store.base import BUCKET_SECONDS
 from buzz.store.sqlite import SQLiteStore
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,6 +26,7 @@ SUMS = (
 )
 END = 1_796_000_000.0  # a fixed moment: the generated ledger is the same on every run
 
+SPANS = (900, 3600, 86400)  # each rollup row is kept per quarter hour, hour and UTC day
 Sums = tuple[int, ...]
 
 
@@ -63,14 +63,18 @@ def add(into: dict[tuple[object, ...], Sums], key: tuple[object, ...], value: Su
 def expected(rows: list[LedgerRow]) -> dict[str, dict[tuple[object, ...], Sums]]:
     out: dict[str, dict[tuple[object, ...], Sums]] = defaultdict(dict)
     for r in rows:
-        head = (r.project or "", int(r.ts) // BUCKET_SECONDS * BUCKET_SECONDS)
-        tail = (r.key_id or "", r.provider or "", r.model or "", r.surface, r.status // 100)
         value = sums(r)
-        add(out["rollup"], (*head, *tail), value)
-        add(out["rollup_user"], (*head, r.user_id or "", *tail), value)
-        for tag in r.tags:
-            name, sep, rest = tag.partition("=")
-            add(out["rollup_tag"], (*head, *((name, rest) if sep else ("", tag)), *tail), value)
+        for span in SPANS:
+            head = (r.project or "", span, int(r.ts) // span * span)
+            tail = (r.key_id or "", r.provider or "", r.model or "", r.surface, r.status // 100)
+            add(out["rollup"], (*head, *tail), value)
+            if r.user_id is not None:
+                add(out["rollup_user"], (*head, r.user_id), value)
+            for tag in r.tags:
+                name, sep, rest = tag.partition("=")
+                add(out["rollup_tag"], (*head, *((name, rest) if sep else ("", tag))), value)
+            for name in {tag.partition("=")[0] if "=" in tag else "" for tag in r.tags}:
+                add(out["rollup_tag_key"], (*head, name), value)
     return out
 
 
@@ -99,9 +103,10 @@ def test_generated_rollups_equal_the_sums_of_the_raw_rows(tmp_path: Path) -> Non
     assert any(r.user_id is None for r in rows) and any(r.user_id for r in rows)
 
     want = expected(rows)
-    assert stored(path, "rollup", 7) == want["rollup"]
-    assert stored(path, "rollup_user", 8) == want["rollup_user"]
-    assert stored(path, "rollup_tag", 9) == want["rollup_tag"]
+    assert stored(path, "rollup", 8) == want["rollup"]
+    assert stored(path, "rollup_user", 4) == want["rollup_user"]
+    assert stored(path, "rollup_tag", 5) == want["rollup_tag"]
+    assert stored(path, "rollup_tag_key", 4) == want["rollup_tag_key"]
     latest: dict[str, float] = {}
     for r in rows:
         if r.key_id is not None:
