@@ -58,12 +58,14 @@ def _revision() -> str:
     return revision + (" (with uncommitted changes)" if git("status", "--porcelain", "--", "src") else "")
 
 
-def queries(path: Path, end: float, repeat: int, budget_s: float, console: Console) -> dict[str, Any]:
+def queries(path: Path, end: float, repeat: int, budget_s: float, console: Console, into: dict[str, Any]) -> None:
+    """Times every case into `into`, case by case, so an interrupted run keeps what it measured."""
     who = lq.subjects(path)
+    into["subjects"] = {"project": who.project, "key": who.key_id, "user": who.user_id}
+    results: list[dict[str, Any]] = into["cases"]
     console.print(f"store-level queries, {repeat} runs each (fewer past {budget_s:.0f} s); the member's "
                   f"project {who.project}, the key {who.key_id}, the user {who.user_id}")  # fmt: skip
     store = lq.TracingStore(path)
-    results = []
     try:
         for case in lq.cases(end, who, PriceBook()):
             result = lq.time_case(case, store, path, repeat, budget_s)
@@ -76,7 +78,6 @@ def queries(path: Path, end: float, repeat: int, budget_s: float, console: Conso
             )
     finally:
         store.close()
-    return {"subjects": {"project": who.project, "key": who.key_id, "user": who.user_id}, "cases": results}
 
 
 def exports(path: Path, end: float, project: str, console: Console) -> list[dict[str, Any]]:
@@ -202,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         "buzz_revision": _revision(),
         "sqlite": __import__("sqlite3").sqlite_version,
     }
+    status = 0
     try:
         params = ledger_data.Params(args.rows, args.days, args.seed, args.batch)
         results["generation"] = ledger_data.ensure(data_dir, params, console, args.regenerate)
@@ -209,23 +211,24 @@ def main(argv: list[str] | None = None) -> int:
         path, end = ledger_data.database(data_dir), results["generation"]["end"]
         results["queries"] = {"cases": []}
         if "queries" not in args.skip:
-            results["queries"] = queries(path, end, args.repeat, args.budget, console)
+            queries(path, end, args.repeat, args.budget, console, results["queries"])
         project = lq.subjects(path).project
         results["export"] = [] if "export" in args.skip else exports(path, end, project, console)
         if "http" not in args.skip:
             with tempfile.TemporaryDirectory(prefix="buzz-ledger-") as tmp, contextlib.ExitStack() as stack:
                 results["http"] = ledger_http.measure(data_dir, project, end, args.repeat, Path(tmp), stack)
     except KeyboardInterrupt:
-        console.print("[red]interrupted[/]")
-        return 130
+        console.print("[red]interrupted: the figures so far are written[/]")
+        results["interrupted"], status = True, 130
     results["loadavg_at_end"] = os.getloadavg()
     results["elapsed_s"] = round((datetime.now(UTC) - started_at).total_seconds(), 1)
-    show(console, results)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
+    if status == 0:
+        show(console, results)
     shown = data_dir.relative_to(ROOT) if data_dir.is_relative_to(ROOT) else data_dir
     console.print(f"results written to {out} ({results['elapsed_s']:.0f} s; the ledger is kept in {shown})")
-    return 0
+    return status
 
 
 if __name__ == "__main__":
