@@ -314,11 +314,14 @@ def _raw_rollup(
         args.append(filters.tag)
     source = "ledger"
     if by == "tag_key":
+        # The filters go inside, and each row is then fetched by rowid: with the filters outside,
+        # SQLite materialized every row of the range and scanned that list once per matching row.
         source = (
-            f"ledger JOIN (SELECT DISTINCT ledger.rowid AS rid, {_TAG_KEY} AS tag_key "  # noqa: S608 - constants
-            "FROM ledger, json_each(ledger.tags) AS t WHERE ts >= ? AND ts < ?) AS k ON k.rid = ledger.rowid"
+            f"(SELECT DISTINCT ledger.rowid AS rid, {_TAG_KEY} AS tag_key "  # noqa: S608 - constants
+            f"FROM ledger, json_each(ledger.tags) AS t WHERE {' AND '.join(where)}) AS k "
+            "CROSS JOIN ledger ON ledger.rowid = k.rid"
         )
-        args = args[:2] + args
+        where = ["1"]  # all applied in the subquery
     if by == "tag":
         source = "ledger, json_each(ledger.tags) AS t"
         if tag_key is not None:
