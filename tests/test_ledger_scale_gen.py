@@ -68,8 +68,7 @@ def expected(rows: list[LedgerRow]) -> dict[str, dict[tuple[object, ...], Sums]]
             head = (r.project or "", span, int(r.ts) // span * span)
             tail = (r.key_id or "", r.provider or "", r.model or "", r.surface, r.status // 100)
             add(out["rollup"], (*head, *tail), value)
-            if r.user_id is not None:
-                add(out["rollup_user"], (*head, r.user_id), value)
+            add(out["rollup_user"], (*head, r.user_id or ""), value)  # '' for rows without a user
             for tag in r.tags:
                 name, sep, rest = tag.partition("=")
                 add(out["rollup_tag"], (*head, *((name, rest) if sep else ("", tag))), value)
