@@ -20,7 +20,7 @@ from typing import Any
 
 from buzz import reports
 from buzz.billing.pricing import PriceBook
-from buzz.store.sqlite import SQLiteStore, _connect
+from buzz.store.sqlite import SQLiteStore
 
 RANGES = (("24h", "hour"), ("7d", "day"), ("30d", "day"), ("90d", "day"))
 BYS = ("model", "key", "user", "tag:feature", "project", "status")
@@ -80,9 +80,9 @@ class TracingStore(SQLiteStore):
         self.statements: list[str] = []
 
     def _reader(self) -> closing[sqlite3.Connection]:
-        conn = _connect(self._path)  # as SQLiteStore's own readers are opened
-        conn.set_trace_callback(self.statements.append)
-        return closing(conn)
+        reader = super()._reader()  # the connection exactly as the store opens it for a report
+        reader.thing.set_trace_callback(self.statements.append)
+        return reader
 
 
 def cases(now: float, who: Subjects, prices: PriceBook) -> list[Case]:

@@ -27,6 +27,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -58,7 +59,15 @@ def _revision() -> str:
     return revision + (" (with uncommitted changes)" if git("status", "--porcelain", "--", "src") else "")
 
 
-def queries(path: Path, end: float, repeat: int, budget_s: float, console: Console, into: dict[str, Any]) -> None:
+def queries(
+    path: Path,
+    end: float,
+    repeat: int,
+    budget_s: float,
+    pick: re.Pattern[str] | None,
+    console: Console,
+    into: dict[str, Any],
+) -> None:
     """Times every case into `into`, case by case, so an interrupted run keeps what it measured."""
     who = lq.subjects(path)
     into["subjects"] = {"project": who.project, "key": who.key_id, "user": who.user_id}
@@ -68,6 +77,8 @@ def queries(path: Path, end: float, repeat: int, budget_s: float, console: Conso
     store = lq.TracingStore(path)
     try:
         for case in lq.cases(end, who, PriceBook()):
+            if pick is not None and not pick.search(f"{case.group} {case.name}"):
+                continue
             result = lq.time_case(case, store, path, repeat, budget_s)
             results.append(result)
             flag = " [red]SLOW[/]" if result["p95_ms"] > lq.SLOW_S * 1000 else ""
@@ -123,7 +134,10 @@ def show(console: Console, results: dict[str, Any]) -> None:
         for by in lq.BYS:
             cells = []
             for view, tz in columns:
-                c = by_name[f"{range_name}/{bucket} by={by} {view} {tz}"]
+                c = by_name.get(f"{range_name}/{bucket} by={by} {view} {tz}")
+                if c is None:  # not timed in this run (--cases)
+                    cells.append("-")
+                    continue
                 over_target, over_slow = c["p95_ms"] > lq.TARGET_S * 1000, c["p95_ms"] > lq.SLOW_S * 1000
                 style = "red" if over_target else "yellow" if over_slow else ""
                 text = f"{c['p95_ms']:,.0f} ({c['p50_ms']:,.0f})" + (" raw" if c["reads_raw_rows"] else "")
@@ -190,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=20, help="runs per query")
     parser.add_argument("--budget", type=float, default=30.0, help="seconds per query before fewer runs")
     parser.add_argument("--skip", action="append", default=[], choices=("queries", "export", "http"))
+    parser.add_argument("--cases", type=re.compile, default=None, help="time only the queries whose name matches")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     started_at = datetime.now(UTC)
@@ -211,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         path, end = ledger_data.database(data_dir), results["generation"]["end"]
         results["queries"] = {"cases": []}
         if "queries" not in args.skip:
-            queries(path, end, args.repeat, args.budget, console, results["queries"])
+            queries(path, end, args.repeat, args.budget, args.cases, console, results["queries"])
         project = lq.subjects(path).project
         results["export"] = [] if "export" in args.skip else exports(path, end, project, console)
         if "http" not in args.skip:

@@ -316,8 +316,10 @@ def _raw_rollup(
     if by == "tag_key":
         # The filters go inside, and each row is then fetched by rowid: with the filters outside,
         # SQLite materialized every row of the range and scanned that list once per matching row.
+        # `+ledger.rowid`: DISTINCT on the bare rowid made SQLite read the whole table in rowid
+        # order rather than the range on an index (1.2 s against 37 ms for a key's day of 10M rows).
         source = (
-            f"(SELECT DISTINCT ledger.rowid AS rid, {_TAG_KEY} AS tag_key "  # noqa: S608 - constants
+            f"(SELECT DISTINCT +ledger.rowid AS rid, {_TAG_KEY} AS tag_key "  # noqa: S608 - constants
             f"FROM ledger, json_each(ledger.tags) AS t WHERE {' AND '.join(where)}) AS k "
             "CROSS JOIN ledger ON ledger.rowid = k.rid"
         )
