@@ -4,8 +4,8 @@
 
 Iterates `store.export_rows` over [SINCE, UNTIL) (unix seconds) and prints one JSON line: rows,
 seconds, rows/s, and VmRSS before, at its highest (sampled after every batch) and after. With
-`--format`, the rows also go through `buzz.export.encode`, as the export endpoints send them,
-and the bytes are counted and dropped.
+`--format`, it reads `buzz.export.lines` instead, the bytes the export endpoints send (rendered
+by the store), and counts them.
 """
 
 from __future__ import annotations
@@ -56,9 +56,11 @@ def main(argv: list[str] | None = None) -> int:
             pass
     else:
         query = export.ExportQuery(args.since, args.until, args.project, None, args.format, UTC)
-        for piece in export.encode(batches(), query):
+        for piece in export.lines(store, query):
             size += len(piece)
-        peak = max(peak, rss_kib())
+            rows += piece.count(b"\n")
+            peak = max(peak, rss_kib())
+        rows -= args.format == "csv"  # the header
     seconds = time.perf_counter() - started
     out: dict[str, Any] = {
         "format": args.format,

@@ -468,9 +468,7 @@ def export(
     _, store = _open(ctx)
     out = sys.stdout.buffer
     try:
-        for piece in export_module.encode(
-            store.export_rows(query.since, query.until, query.project, query.after), query
-        ):
+        for piece in export_module.lines(store, query):
             out.write(piece)
         out.flush()
     except BrokenPipeError:  # `buzz export ... | head`: the reader has what it wanted

@@ -9,8 +9,6 @@ the export resumes after that row, so a cut download is finished, not restarted.
 from __future__ import annotations
 
 import asyncio
-import csv
-import io
 import logging
 import re
 from collections.abc import Iterator, Mapping
@@ -26,6 +24,7 @@ from buzz.errors import where
 from buzz.money import usd_exact
 from buzz.reports import InvalidQuery, moment, zone
 from buzz.store.base import Store
+from buzz.store.timetext import iso
 
 log = logging.getLogger("buzz.export")
 
@@ -60,7 +59,8 @@ COLUMNS = (
     "upstream_request_id",
     "cursor",
 )
-_CURSOR = re.compile(r"(\d{1,15})-(\S{1,64})")
+# A row's place: its stored UTC time and its id, "2026-12-06T07:17:21.123Z~req_…".
+_CURSOR = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z)~(\S{1,64})")
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +99,7 @@ def parse_export(params: Mapping[str, str], now: float, member_project: str | No
         match = _CURSOR.fullmatch(cursor)
         if match is None:
             raise InvalidQuery("cursor: pass back the cursor of the last row received")
-        after = (int(match[1]) / 1000, match[2])
+        after = (datetime.fromisoformat(match[1]).timestamp(), match[2])
     project = member_project if member_project is not None else (params.get("project") or None)
     return ExportQuery(since, until, project, after, "csv" if fmt == "csv" else "jsonl", tz)
 
@@ -125,15 +125,48 @@ class _LocalTimes:
         return f"{head}.{fraction:03d}{offset}"
 
 
-def _values(row: LedgerRow, times: _LocalTimes) -> list[object]:
+class _Line(msgspec.Struct):
+    """One row as a JSON line: every ledger field, in COLUMNS' order, tags as a list."""
+
+    id: str
+    ts: str
+    project: str | None
+    key_id: str | None
+    user_id: str | None
+    tags: tuple[str, ...]
+    surface: str
+    provider: str | None
+    model: str | None
+    status: int
+    error_type: str | None
+    usage_source: str
+    usage_note: str | None
+    input_tokens: int
+    output_tokens: int
+    cache_write_5m_tokens: int
+    cache_write_1h_tokens: int
+    cache_read_tokens: int
+    cost_nanos: int | None
+    cost_usd: str | None
+    list_cost_nanos: int | None
+    list_cost_usd: str | None
+    price_version: str | None
+    latency_ms: float
+    ttfb_ms: float | None
+    upstream_request_id: str | None
+    cursor: str
+
+
+def _line(row: LedgerRow, times: _LocalTimes) -> _Line:
     millis = round(row.ts * 1000)
-    return [
+    cost, listed = row.cost_nanos, row.list_cost_nanos
+    return _Line(
         row.id,
         times(millis),
         row.project,
         row.key_id,
         row.user_id,
-        ",".join(row.tags),
+        row.tags,
         row.surface,
         row.provider,
         row.model,
@@ -146,39 +179,92 @@ def _values(row: LedgerRow, times: _LocalTimes) -> list[object]:
         row.cache_write_5m_tokens,
         row.cache_write_1h_tokens,
         row.cache_read_tokens,
-        row.cost_nanos,
-        None if row.cost_nanos is None else usd_exact(row.cost_nanos),
-        row.list_cost_nanos,
-        None if row.list_cost_nanos is None else usd_exact(row.list_cost_nanos),
+        cost,
+        None if cost is None else usd_exact(cost),
+        listed,
+        None if listed is None else usd_exact(listed),
         row.price_version,
         row.latency_ms,
         row.ttfb_ms,
         row.upstream_request_id,
-        f"{millis}-{row.id}",
-    ]
+        f"{iso(millis / 1000)}~{row.id}",
+    )
+
+
+def _csv_text(value: str | None) -> str:
+    """Text a client or the configuration chose, quoted as RFC 4180 says when it must be."""
+    if value is None:
+        return ""
+    if '"' in value or "," in value or "\n" in value or "\r" in value:
+        return '"' + value.replace('"', '""') + '"'
+    return value
+
+
+def _csv_row(row: LedgerRow, times: _LocalTimes) -> str:
+    # Written out field by field rather than by the csv module: an export formats a hundred
+    # thousand rows a second, and most fields are numbers or identifiers that never need quotes.
+    millis = round(row.ts * 1000)
+    cost, listed, ttfb = row.cost_nanos, row.list_cost_nanos, row.ttfb_ms
+    return (
+        f"{row.id},{times(millis)},{_csv_text(row.project)},{row.key_id or ''},{_csv_text(row.user_id)},"
+        f"{_csv_text(','.join(row.tags))},{row.surface},{row.provider or ''},{row.model or ''},{row.status},"
+        f"{row.error_type or ''},{row.usage_source},{row.usage_note or ''},{row.input_tokens},"
+        f"{row.output_tokens},{row.cache_write_5m_tokens},{row.cache_write_1h_tokens},{row.cache_read_tokens},"
+        f"{'' if cost is None else cost},{'' if cost is None else usd_exact(cost)},"
+        f"{'' if listed is None else listed},{'' if listed is None else usd_exact(listed)},"
+        f"{row.price_version or ''},{row.latency_ms!r},{'' if ttfb is None else repr(ttfb)},"
+        f"{row.upstream_request_id or ''},{iso(millis / 1000)}~{row.id}\r\n"
+    )
+
+
+def lines(store: Store, query: ExportQuery) -> Iterator[bytes]:
+    """The export's bytes, one piece per batch of rows (the CSV header first), rendered by the
+    store: what `encode` makes of the same rows, faster."""
+    if query.format == "csv":
+        yield HEADER
+    offsets = zone_offsets(query.tz, query.since, query.until)
+    yield from store.export_lines(query.since, query.until, query.project, query.after, query.format, offsets)
+
+
+HEADER = (",".join(COLUMNS) + "\r\n").encode()  # RFC 4180
+
+
+def zone_offsets(tz: tzinfo, since: int, until: int) -> list[tuple[int, int, str]]:
+    """The offsets `tz` has over [since, until): (from, seconds, "+05:30"), the first from since.
+    Walked by the hour, and to the quarter hour where the offset changed (every change in use
+    falls on one)."""
+
+    def at(t: int) -> tuple[int, str]:
+        local = datetime.fromtimestamp(t, tz)
+        delta = local.utcoffset()
+        return (int(delta.total_seconds()) if delta is not None else 0), local.isoformat(timespec="seconds")[19:]
+
+    first = at(since)
+    found = [(since, *first)]
+    t = since - since % 3600
+    while t < until:
+        following = t + 3600
+        if following < until and at(following)[0] != found[-1][1]:
+            change = next(q for q in range(t + 900, following + 1, 900) if at(q)[0] != found[-1][1])
+            found.append((change, *at(change)))
+        t = following
+    return found
 
 
 def encode(batches: Iterator[list[LedgerRow]], query: ExportQuery) -> Iterator[bytes]:
-    """The export's bytes, one piece per batch of rows (the CSV header first)."""
+    """The export's bytes made in Python from ledger rows, one piece per batch (the CSV header
+    first): the reference the stores' `export_lines` are held to."""
     times = _LocalTimes(query.tz)
     if query.format == "csv":
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\r\n")  # RFC 4180
-        writer.writerow(COLUMNS)
-        yield buffer.getvalue().encode()
+        yield HEADER
         for batch in batches:
-            buffer.seek(0)
-            buffer.truncate()
-            writer.writerows(_values(row, times) for row in batch)
-            yield buffer.getvalue().encode()
+            yield "".join([_csv_row(row, times) for row in batch]).encode()
         return
     json = msgspec.json.Encoder()
     for batch in batches:
         lines = bytearray()
         for row in batch:
-            values = _values(row, times)
-            values[5] = list(row.tags)  # a list in JSON; CSV joins them with commas, which no tag holds
-            json.encode_into(dict(zip(COLUMNS, values, strict=True)), lines, len(lines))
+            json.encode_into(_line(row, times), lines, len(lines))
             lines += b"\n"
         yield bytes(lines)
 
@@ -192,8 +278,7 @@ async def stream(store: Store, query: ExportQuery, receive: Receive, send: Send)
     Stops reading the ledger as soon as the client hangs up. A failure after the first byte
     cannot become an error answer any more: the response is left unfinished, which the client
     sees as a cut download it can resume with the last cursor it holds."""
-    batches = store.export_rows(query.since, query.until, query.project, query.after)
-    pieces = encode(batches, query)
+    pieces = lines(store, query)
     disposition = f'attachment; filename="{query.filename}"'.encode()
     gone = asyncio.Event()
 

@@ -287,6 +287,26 @@ def _local_buckets(query: Query) -> tuple[list[datetime], Bucketing, dict[int, i
     return starts, Bucketing(length, tuple(offsets)), index_of
 
 
+# --- each key's spend ------------------------------------------------------------------------
+
+
+def key_spend(store: Store, project: str | None, now: float) -> dict[str, tuple[Totals, Totals]]:
+    """Each key's totals for the UTC day and the UTC month so far, from the rollups: the month's
+    whole days from daily sums. Days and months in UTC, as spend caps count them."""
+    moment = datetime.fromtimestamp(now, UTC)
+    month = int(datetime(moment.year, moment.month, 1, tzinfo=UTC).timestamp())
+    today = int(now) // 86400
+    until = int(now) + 1
+    until += -until % BUCKET_SECONDS
+    spend: dict[str, tuple[Totals, Totals]] = {}
+    for line in store.rollup(month, until, Filters(project=project), "key", None, Bucketing(86400, ((month, 0),))):
+        day, whole = spend.setdefault(line.group, (Totals(), Totals()))
+        whole.add(line.totals)
+        if line.bucket == today:
+            day.add(line.totals)
+    return spend
+
+
 # --- cache economics -------------------------------------------------------------------------
 
 

@@ -13,13 +13,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from buzz import reports
 from buzz.changes import InvalidChange, KeyChanges, NewKey, convert
 from buzz.console import forms, present
 from buzz.console.context import PREFIX, Context, NotFound, see_other
 from buzz.console.sessions import Session
 from buzz.limits.base import Limiter, LimiterUnavailable, Limits, Remaining, Scope
 from buzz.proxy.auth import generate_key
-from buzz.store.base import KeyRecord
+from buzz.store.base import KeyRecord, Totals
 
 log = logging.getLogger("buzz.console")
 KEYS = f"{PREFIX}/keys"
@@ -39,7 +40,8 @@ def routes(ctx: Context) -> list[Route]:
         now = ctx.wall_clock()
         views = [present.key_view(key, now) for key in keys]
         last_used = await asyncio.to_thread(ctx.store.last_used, shown)
-        activity, reachable = await _activity(ctx.limiter, keys, last_used)
+        spend = await asyncio.to_thread(reports.key_spend, ctx.store, shown, ctx.wall_clock())
+        activity, reachable = await _activity(ctx.limiter, keys, last_used, spend)
         projects = ctx.project_names(session)
         return ctx.page(
             request,
@@ -147,17 +149,15 @@ def _detail_page(
 
 
 async def _activity(
-    limiter: Limiter, keys: list[KeyRecord], last_used: dict[str, float]
+    limiter: Limiter, keys: list[KeyRecord], last_used: dict[str, float], spend: dict[str, tuple[Totals, Totals]]
 ) -> tuple[dict[str, present.KeyActivity], bool]:
-    """Each key's last use, and for a live key with limits, its spend and headroom as the limiter
-    counts them: the figures its caps are enforced by. The limiter counts only keys with limits
-    (the request path charges no scope for the others), so those show "—". False: the limiter
-    could not be reached, and no key shows spend or headroom."""
+    """Each key's last use and spend (from the ledger's rollups, for every key), and for a live
+    key with limits, its headroom as the limiter counts it: what its caps are enforced by. False:
+    the limiter could not be reached, and no key shows headroom."""
     limited = [key for key in keys if key.active and key.limits != Limits()]
 
-    async def ask(key: KeyRecord) -> tuple[tuple[int, int], list[Remaining]]:
-        scope = Scope("key", key.id, key.limits)
-        return await limiter.spend(scope), await limiter.headroom(scope)
+    async def ask(key: KeyRecord) -> list[Remaining]:
+        return await limiter.headroom(Scope("key", key.id, key.limits))
 
     try:
         answers = dict(zip([k.id for k in limited], await asyncio.gather(*map(ask, limited)), strict=True))
@@ -166,11 +166,13 @@ async def _activity(
     else:
         reachable = True
     activity = {}
+    nothing = (Totals(), Totals())
     for key in keys:
-        answer = answers.get(key.id)
-        today, month = ("—", "—") if answer is None else (present.usd(answer[0][0]), present.usd(answer[0][1]))
+        today, month = spend.get(key.id, nothing)
         headroom = None
         if key.limits != Limits():
-            headroom = present.headroom_lines(key.limits, None if answer is None else answer[1])
-        activity[key.id] = present.KeyActivity(present.when(last_used.get(key.id)), today, month, headroom)
+            headroom = present.headroom_lines(key.limits, answers.get(key.id))
+        activity[key.id] = present.KeyActivity(
+            present.when(last_used.get(key.id)), present.spend(today), present.spend(month), headroom
+        )
     return activity, reachable

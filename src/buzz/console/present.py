@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from buzz.console.forms import expiry_field
 from buzz.limits.base import Limits, Remaining
 from buzz.money import UNPRICED, usd_exact
-from buzz.store.base import ConsoleTokenRecord, KeyRecord, ProjectRecord
+from buzz.store.base import ConsoleTokenRecord, KeyRecord, ProjectRecord, Totals
 
 # What a redirect after a change may say, by a fixed code in its query: never free text.
 NOTICES = {
@@ -34,6 +34,13 @@ def usd(nanos: int | None) -> str:
 def usd_field(nanos: int | None) -> str:
     """A stored amount as a form field's value, exact, so saving the form unchanged changes nothing."""
     return "" if nanos is None else usd_exact(nanos)
+
+
+def spend(totals: Totals) -> str:
+    """A sum that leaves unpriced requests out is a lower bound; with nothing priced, unknown."""
+    if totals.unpriced and not totals.cost_nanos:
+        return UNPRICED
+    return ("≥ " if totals.unpriced else "") + usd(totals.cost_nanos)
 
 
 def when(unix: float | None) -> str:
@@ -198,6 +205,6 @@ def headroom_lines(limits: Limits, remaining: Sequence[Remaining] | None) -> lis
 @dataclass(frozen=True, slots=True)
 class KeyActivity:
     last_used: str
-    today: str  # spend of the UTC day as the limiter counts it; "—" when it does not count this key
+    today: str  # spend of the UTC day, from the ledger
     month: str
     headroom: list[HeadroomLine] | None  # None: the key has no limits

@@ -232,6 +232,21 @@ class Store(Protocol):
         the row (ts, id) when resuming. Reads in constant memory, on its own connection."""
         ...
 
+    def export_lines(
+        self,
+        since: int,
+        until: int,
+        project: str | None,
+        after: tuple[float, str] | None,
+        fmt: Literal["csv", "jsonl"],
+        offsets: Sequence[tuple[int, int, str]],
+    ) -> Iterator[bytes]:
+        """`export_rows` rendered as `buzz.export.encode` renders them (CSV lines without the
+        header, or JSON lines), by the database where it can: times in local time, under
+        `offsets` (each a start in unix seconds, the offset in seconds from then on, and its
+        label, "+05:30"; the first applies from before the range)."""
+        ...
+
     def prune_ledger(self, before: float, limit: int) -> int:
         """Delete at most `limit` ledger rows older than `before`; the rollups keep their sums."""
         ...

@@ -11,12 +11,13 @@ from contextlib import closing
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
 from buzz.billing.ledger import LedgerRow
 from buzz.limits.base import Limits, ScopeKind
+from buzz.store import sqlite_export
 from buzz.store import sqlite_reports as reports
 from buzz.store.base import (
     Bucketing,
@@ -464,6 +465,18 @@ class SQLiteStore:
     ) -> Iterator[list[LedgerRow]]:
         with self._reader() as conn:
             yield from reports.export_rows(conn, since, until, project, after)
+
+    def export_lines(
+        self,
+        since: int,
+        until: int,
+        project: str | None,
+        after: tuple[float, str] | None,
+        fmt: Literal["csv", "jsonl"],
+        offsets: Sequence[tuple[int, int, str]],
+    ) -> Iterator[bytes]:
+        with self._reader() as conn:
+            yield from sqlite_export.export_lines(conn, since, until, project, after, fmt, offsets)
 
     def prune_ledger(self, before: float, limit: int) -> int:
         with self._writer_lock:

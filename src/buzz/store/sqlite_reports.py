@@ -360,9 +360,12 @@ def last_used(conn: sqlite3.Connection, project: str | None) -> dict[str, float]
 # --- export and retention ----------------------------------------------------------------------
 
 _EXPORT_COLUMNS = (
-    "id, ts, surface, status, usage_source, latency_ms, key_id, project, user_id, tags, provider, model, "
-    "error_type, input_tokens, output_tokens, cache_write_5m_tokens, cache_write_1h_tokens, cache_read_tokens, "
-    "cost_nanos, list_cost_nanos, price_version, ttfb_ms, upstream_request_id, usage_note"
+    # The time as unix milliseconds, worked out by SQLite: parsing the text here cost a third of
+    # an export's time.
+    "id, CAST(strftime('%s', ts) AS INTEGER) * 1000 + CAST(substr(ts, 21, 3) AS INTEGER), surface, status, "
+    "usage_source, latency_ms, key_id, project, user_id, tags, provider, model, error_type, input_tokens, "
+    "output_tokens, cache_write_5m_tokens, cache_write_1h_tokens, cache_read_tokens, cost_nanos, list_cost_nanos, "
+    "price_version, ttfb_ms, upstream_request_id, usage_note"
 )  # LedgerRow's field order
 EXPORT_BATCH = 5000
 
@@ -383,13 +386,12 @@ def export_rows(
         f"SELECT {_EXPORT_COLUMNS} FROM ledger WHERE {' AND '.join(where)} ORDER BY ts, id",  # noqa: S608
         args,
     )
-    times = TextTimes()
     decode = msgspec.json.decode
     while batch := cursor.fetchmany(EXPORT_BATCH):
         rows = []
         for row in batch:
             fields = list(row)
-            fields[1] = times(fields[1])
+            fields[1] /= 1000
             fields[9] = tuple(decode(fields[9])) if fields[9] != "[]" else ()
             rows.append(LedgerRow(*fields))
         yield rows
