@@ -66,7 +66,7 @@ def main(paths: list[str]) -> int:
         print("| export | rows | seconds | rows/s | MiB | VmRSS growth |")
         print("|---|---:|---:|---:|---:|---:|")
         for e in first["export"]:
-            what = f"`encode` as {e['format']}" if e.get("format") else "`export_rows`"
+            what = f"`export.lines` as {e['format']}" if e.get("format") else "`export_rows`"
             size = f"{e['bytes'] / 2**20:,.0f}" if e.get("bytes") else "-"
             print(
                 f"| {what}, 30 days, {e['view']} | {e['rows']:,} | {e['seconds']} | {e['rows_per_s']:,} | "

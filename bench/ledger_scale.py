@@ -9,13 +9,16 @@
    parameters (`--regenerate` makes a new one).
 2. Times every report query at the store: `reports.usage_report` per range, split, view (all
    projects, a member's project, one key) and time zone; `cache_report`, `tag_keys`,
-   `last_used`; and, apart, the one combination read from raw rows (a user and a tag split).
-   Queries are made by `reports.parse_query` with `now` at the ledger's end. Any query over
-   0.5 s at p95 is listed with SQLite's plan for each of its statements.
+   `last_used`; and, apart, a user with a tag split, which no rollup holds. Each case says
+   whether the store read raw ledger rows. Queries are made by `reports.parse_query` with `now`
+   at the ledger's end. Any query over 0.5 s at p95 is listed with SQLite's plan for each of its
+   statements.
 3. Export throughput: `store.export_rows` over the last 30 days, all projects and one project,
-   each in a process of its own (rows/s, peak VmRSS growth).
-4. Console pages and `/admin/api/usage` through a real `buzz serve`, as the operator and as a
-   member (pages not built yet are skipped and named).
+   then the CSV and JSON lines the export endpoints send (`buzz.export.lines`), each in a
+   process of its own (rows/s, peak VmRSS growth).
+4. Console pages, `/admin/api/usage` and its export through a real `buzz serve`, as the
+   operator and as a member (pages not built yet are skipped and named), the server's VmRSS
+   sampled meanwhile.
 
 Prints tables and writes a JSON file (default bench/results/ledger-scale-<time>.json).
 docs/performance.md ("A ledger of ten million rows") has the figures of a full run.
@@ -93,7 +96,8 @@ def queries(
 
 def exports(path: Path, end: float, project: str, console: Console) -> list[dict[str, Any]]:
     """The last 30 days of the ledger: the store's rows as they come, for every project and for
-    the busiest one, then all of them as CSV and as JSON lines (`buzz.export.encode`)."""
+    the busiest one, then all of them as CSV and as JSON lines as the export endpoints send them
+    (`buzz.export.lines`)."""
     query = reports.parse_query({"range": "30d"}, end, None)
     out = []
     for view, member, fmt in (("all projects", None, None), (f"project {project}", project, None),
