@@ -464,7 +464,7 @@ class SQLiteStore:
         self, since: int, until: int, project: str | None, after: tuple[float, str] | None
     ) -> Iterator[list[LedgerRow]]:
         with self._reader() as conn:
-            yield from reports.export_rows(conn, since, until, project, after)
+            yield from sqlite_export.export_rows(conn, since, until, project, after)
 
     def export_lines(
         self,

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import bisect
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import msgspec
 
-from buzz.billing.ledger import LedgerRow
 from buzz.store.base import BUCKET_SECONDS, Bucketing, Dimension, Filters, RollupLine, Totals
 from buzz.store.timetext import TextTimes, iso
 
@@ -357,45 +356,7 @@ def last_used(conn: sqlite3.Connection, project: str | None) -> dict[str, float]
     return {key_id: times(ts) for key_id, ts in rows}
 
 
-# --- export and retention ----------------------------------------------------------------------
-
-_EXPORT_COLUMNS = (
-    # The time as unix milliseconds, worked out by SQLite: parsing the text here cost a third of
-    # an export's time.
-    "id, CAST(strftime('%s', ts) AS INTEGER) * 1000 + CAST(substr(ts, 21, 3) AS INTEGER), surface, status, "
-    "usage_source, latency_ms, key_id, project, user_id, tags, provider, model, error_type, input_tokens, "
-    "output_tokens, cache_write_5m_tokens, cache_write_1h_tokens, cache_read_tokens, cost_nanos, list_cost_nanos, "
-    "price_version, ttfb_ms, upstream_request_id, usage_note"
-)  # LedgerRow's field order
-EXPORT_BATCH = 5000
-
-
-def export_rows(
-    conn: sqlite3.Connection, since: int, until: int, project: str | None, after: tuple[float, str] | None
-) -> Iterator[list[LedgerRow]]:
-    where = ["ts >= ? AND ts < ?"]
-    args: list[Any] = [iso(since), iso(until)]
-    if project is not None:
-        where.append("project = ?")
-        args.append(project)
-    if after is not None:
-        # Rows are stored at millisecond precision; `after` is a row's own time, so it is exact.
-        where.append("(ts, id) > (?, ?)")
-        args += [iso(after[0]), after[1]]
-    cursor = conn.execute(
-        f"SELECT {_EXPORT_COLUMNS} FROM ledger WHERE {' AND '.join(where)} ORDER BY ts, id",  # noqa: S608
-        args,
-    )
-    decode = msgspec.json.decode
-    while batch := cursor.fetchmany(EXPORT_BATCH):
-        rows = []
-        for row in batch:
-            fields = list(row)
-            fields[1] /= 1000
-            fields[9] = tuple(decode(fields[9])) if fields[9] != "[]" else ()
-            rows.append(LedgerRow(*fields))
-        yield rows
-
+# --- retention ----------------------------------------------------------------------
 
 PRUNE = (
     # Never the newest row: new rows take the highest rowid plus one, and the rollups' mark
