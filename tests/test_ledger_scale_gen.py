@@ -26,7 +26,7 @@ SUMS = (
 )
 END = 1_796_000_000.0  # a fixed moment: the generated ledger is the same on every run
 
-SPANS = (900, 3600, 86400)  # each rollup row is kept per quarter hour, hour and UTC day
+SPANS = (900, 3600, 21600, 86400)  # each rollup row is kept per quarter hour, hour, six hours and UTC day
 Sums = tuple[int, ...]
 
 

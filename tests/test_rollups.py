@@ -176,6 +176,11 @@ CASES: list[tuple[Filters, str | None, str | None]] = [
     (Filters(user_id="Zoë"), "project", None),
     (Filters(tag="team=ml"), "model", None),
     (Filters(project="acme", tag="feature=chat"), "status", None),
+    # One key's own view: its users and tags.
+    (Filters(key_id="k1"), "tag", "feature"),
+    (Filters(key_id="k3"), "tag", None),
+    (Filters(key_id="k2", tag="team=ml"), None, None),
+    (Filters(key_id="k2", user_id="u1"), "project", None),
     # What no rollup holds, read from raw rows: a user with a tag, two tags.
     (Filters(user_id="u1"), "tag", "feature"),
     (Filters(tag="team=web"), "user", None),
@@ -226,10 +231,15 @@ def test_tag_keys_and_last_use(written: tuple[SQLiteStore, list[LedgerRow]]) -> 
         assert used[key_id] == pytest.approx(ts, abs=0.001)  # stored to the millisecond
 
 
+FIRST_ROLLUPS = ("rollup", "rollup_user", "rollup_tag", "rollup_tag_key")  # those of 0008
+KEY_ROLLUPS = ("rollup_key_user", "rollup_key_tag", "rollup_key_tag_key")  # 0010
+ROLLUPS = (*FIRST_ROLLUPS, *KEY_ROLLUPS)
+
+
 def _wipe_rollups(path: Path) -> None:
     conn = sqlite3.connect(path)
     with conn:
-        for table in ("rollup", "rollup_user", "rollup_tag", "key_last_used"):
+        for table in (*ROLLUPS, "key_last_used"):
             conn.execute(f"DELETE FROM {table}")  # noqa: S608 - constants
         conn.execute("UPDATE rollup_state SET last_rowid = 0")
     conn.close()
@@ -243,10 +253,95 @@ def test_a_ledger_older_than_the_rollups_is_added_to_them_at_start(tmp_path: Pat
     store.close()
     _wipe_rollups(path)  # as a ledger written before the rollups existed
     reopened = SQLiteStore(path)
-    expected = _expected(rows, START, START + 4 * 86400, Filters(), "key", None)
     hours = BUCKETINGS["UTC hours"]
     expected = _expected(rows, START, START + 4 * 86400, Filters(), "key", None, hours)
     assert _actual(reopened.rollup(START, START + 4 * 86400, Filters(), "key", None, hours)) == expected
+
+
+def test_each_question_goes_to_the_smallest_rollup_that_holds_it() -> None:
+    from buzz.store.sqlite_reports import _table
+
+    assert _table(Filters(), "model") == "rollup"
+    assert _table(Filters(project="acme", key_id="k1", status_class=5), "provider_model") == "rollup"
+    assert _table(Filters(), "user") == "rollup_user"
+    assert _table(Filters(user_id="u1"), "project") == "rollup_user"
+    assert _table(Filters(tag="a=b"), None) == "rollup_tag"
+    assert _table(Filters(), "tag_key") == "rollup_tag_key"
+    assert _table(Filters(key_id="k1"), "user") == "rollup_key_user"
+    assert _table(Filters(key_id="k1", user_id="u1"), "project") == "rollup_key_user"
+    assert _table(Filters(key_id="k1"), "tag") == "rollup_key_tag"
+    assert _table(Filters(key_id="k1", tag="a=b"), "project") == "rollup_key_tag"
+    assert _table(Filters(key_id="k1"), "tag_key") == "rollup_key_tag_key"
+    # What no rollup holds is read from raw rows.
+    assert _table(Filters(model="m"), "user") is None
+    assert _table(Filters(status_class=5), "tag") is None
+    assert _table(Filters(user_id="u1"), "model") is None
+    assert _table(Filters(user_id="u1", tag="a=b"), None) is None
+    assert _table(Filters(tag="a=b"), "tag") is None
+    assert _table(Filters(key_id="k1", tag="a=b"), "tag_key") is None
+
+
+def _key_rows(path: Path) -> dict[str, list[tuple[Any, ...]]]:
+    conn = sqlite3.connect(path)
+    try:
+        return {
+            table: conn.execute(f"SELECT * FROM {table} ORDER BY 1, 2, 3, 4, 5, 6").fetchall()  # noqa: S608
+            for table in KEY_ROLLUPS
+        }
+    finally:
+        conn.close()
+
+
+def test_the_key_rollups_are_summed_from_the_ledger_when_a_database_from_before_them_opens(tmp_path: Path) -> None:
+    path = tmp_path / "buzz.sqlite3"
+    store = SQLiteStore(path)
+    rows = sorted(_rows(800, seed=11), key=lambda r: r.ts)
+    store.write_ledger(rows[:500])
+    store.close()
+    folded = _key_rows(path)
+    conn = sqlite3.connect(path)
+    with conn:  # as a database from before migration 0010
+        for table in KEY_ROLLUPS:
+            conn.execute(f"DROP TABLE {table}")
+        conn.execute("DELETE FROM schema_migrations WHERE version = '0010_key_rollups.sql'")
+    conn.close()
+    reopened = SQLiteStore(path)
+    assert _key_rows(path) == folded
+    reopened.write_ledger(rows[500:])  # and the writer goes on from there
+    for by, tag_key in (("user", None), ("tag", None), ("tag_key", None)):
+        for key_id in ("k1", "k2", "k3"):
+            expected = _expected(rows, START, START + 4 * 86400, Filters(key_id=key_id), by, tag_key)
+            actual = reopened.rollup(START, START + 4 * 86400, Filters(key_id=key_id), by, tag_key)  # type: ignore[arg-type]
+            assert _actual(actual) == expected
+
+
+def _six_hour_rows(path: Path) -> dict[str, list[tuple[Any, ...]]]:
+    conn = sqlite3.connect(path)
+    try:
+        return {
+            table: conn.execute(f"SELECT * FROM {table} WHERE span = 21600 ORDER BY 1, 2, 3, 4, 5").fetchall()  # noqa: S608
+            for table in FIRST_ROLLUPS
+        }
+    finally:
+        conn.close()
+
+
+def test_the_six_hour_span_is_summed_from_the_hours_when_a_ledger_from_before_it_opens(tmp_path: Path) -> None:
+    path = tmp_path / "buzz.sqlite3"
+    store = SQLiteStore(path)
+    store.write_ledger(sorted(_rows(500, seed=5), key=lambda r: r.ts))
+    store.close()
+    folded = _six_hour_rows(path)
+    assert all(folded.values())
+    conn = sqlite3.connect(path)
+    with conn:  # as a database from before migration 0009, its raw rows pruned by retention
+        for table in FIRST_ROLLUPS:
+            conn.execute(f"DELETE FROM {table} WHERE span = 21600")  # noqa: S608 - constants
+        conn.execute("DELETE FROM schema_migrations WHERE version = '0009_six_hour_span.sql'")
+        conn.execute("DELETE FROM ledger WHERE rowid < (SELECT max(rowid) FROM ledger)")
+    conn.close()
+    SQLiteStore(path).close()
+    assert _six_hour_rows(path) == folded
 
 
 def test_retention_deletes_old_rows_in_chunks_and_keeps_every_sum(tmp_path: Path) -> None:
@@ -346,14 +441,16 @@ def test_a_report_reads_the_coarsest_spans_that_fit_its_buckets() -> None:
         (3600, day + 86400, day + 86400 + 3600),
         (900, day + 86400 + 3600, day + 86400 + 4500),
     ]
-    # Kolkata's days start at 18:30 UTC: each is two quarters, 23 hours and two quarters.
+    # Kolkata's days start at 18:30 UTC: each is two quarters, five hours, three six-hour rows
+    # (00:00 to 18:00 UTC) and two quarters.
     kolkata = _cover(day - 19800, day + 2 * 86400 - 19800, Bucketing(86400, ((0, 19800),)))
-    assert [span for span, _, _ in kolkata] == [900, 3600, 900, 3600, 900]  # quarters of two days meet
+    assert [span for span, _, _ in kolkata] == [900, 3600, 21600, 900, 3600, 21600, 900]  # two days' quarters meet
+    assert kolkata[2] == (21600, day, day + 18 * 3600)
     assert sum(end - start for _, start, end in kolkata) == 2 * 86400
-    # Paris days move an hour with summer time: hours, and no daily span across the change.
+    # Paris days move an hour with summer time: hours and six-hour rows, never a UTC day.
     change = int(datetime(2026, 3, 29, 1, tzinfo=UTC).timestamp())
     paris = Bucketing(86400, ((0, 3600), (change, 7200)))
-    assert {span for span, _, _ in _cover(day - 3600, day + 30 * 86400 - 7200, paris)} == {3600}
+    assert {span for span, _, _ in _cover(day - 3600, day + 30 * 86400 - 7200, paris)} == {3600, 21600}
 
 
 def _mark_and_last(path: Path) -> tuple[int, int]:

@@ -19,7 +19,7 @@ import msgspec
 from buzz.store.base import BUCKET_SECONDS, Bucketing, Dimension, Filters, RollupLine, Totals
 from buzz.store.timetext import TextTimes, iso
 
-SPANS = (86400, 3600, BUCKET_SECONDS)  # coarsest first
+SPANS = (86400, 21600, 3600, BUCKET_SECONDS)  # coarsest first: a UTC day, six hours, an hour, a quarter
 _SPAN_TABLE = f"(SELECT {SPANS[0]} AS span{''.join(f' UNION ALL SELECT {span}' for span in SPANS[1:])}) AS s"
 _SUMS = (
     "requests",
@@ -55,20 +55,26 @@ _MAIN_DIMS = ("key_id", "provider", "model", "surface", "status_class")
 _MAIN_EXPRS = ("coalesce(key_id, '')", "coalesce(provider, '')", "coalesce(model, '')", "surface", "status / 100")
 
 
-def _fold(table: str, dims: tuple[str, ...], exprs: tuple[str, ...], source: str = "ledger") -> tuple[str, ...]:
+def _fold(
+    table: str, dims: tuple[str, ...], exprs: tuple[str, ...], source: str = "ledger", by_key: bool = False
+) -> tuple[str, ...]:
     """Statements that add the new rows to `table`: sum them per quarter hour into a temporary
     table (each row read and sorted once), then add those sums at every span (a handful of
-    groups, however many rows)."""
+    groups, however many rows). `by_key`: the table is keyed by the request's key too."""
     stage = f"temp.fold_{table}"
-    names = ("project", "bucket", *dims)
+    keyed = ("key_id",) if by_key else ()
+    names = ("project", *keyed, "bucket", *dims)
     groups = ", ".join(str(i + 1) for i in range(len(names)))
-    spans = ("project", "s.span", "bucket / s.span * s.span", *dims)
+    spans = ("project", *keyed, "s.span", "bucket / s.span * s.span", *dims)
     updates = ", ".join(f"{name} = {name} + excluded.{name}" for name in _SUMS)
+    key_expr = ("coalesce(ledger.key_id, '')",) if by_key else ()
     return (
         f"CREATE TEMP TABLE IF NOT EXISTS fold_{table} ({', '.join(names + _SUMS)})",
-        f"INSERT INTO {stage} SELECT coalesce(project, ''), {_UNIX} / {BUCKET_SECONDS} * {BUCKET_SECONDS}, "  # noqa: S608
+        f"INSERT INTO {stage} SELECT coalesce(project, ''), {', '.join(key_expr)}{', ' if by_key else ''}"  # noqa: S608
+        f"{_UNIX} / {BUCKET_SECONDS} * {BUCKET_SECONDS}, "
         f"{', '.join(exprs + _SUM_EXPRS)} FROM {source} WHERE {_NEW_ROWS} GROUP BY {groups}",
-        f"INSERT INTO {table} (project, span, {', '.join(names[1:] + _SUMS)}) "  # noqa: S608 - constants only
+        f"INSERT INTO {table} (project, {', '.join(keyed)}{', ' if by_key else ''}span, "  # noqa: S608 - constants
+        f"{', '.join(names[len(keyed) + 1 :] + _SUMS)}) "
         f"SELECT {', '.join(spans)}, {', '.join(f'sum({name})' for name in _SUMS)} FROM {stage}, {_SPAN_TABLE} "
         f"WHERE 1 GROUP BY {', '.join(str(i + 1) for i in range(len(spans)))} ON CONFLICT DO UPDATE SET {updates}",
         f"DELETE FROM {stage}",  # noqa: S608 - constants only
@@ -81,10 +87,16 @@ _KEYS_OF_NEW_ROWS = (
     f"FROM ledger, json_each(ledger.tags) AS t WHERE {_NEW_ROWS}) AS k ON k.rid = ledger.rowid"
 )
 _FOLD = _fold("rollup", _MAIN_DIMS, _MAIN_EXPRS)
-_FOLD_USERS = _fold("rollup_user", ("user_id",), ("coalesce(user_id, '')",))
+_TAGS_OF_NEW_ROWS = "ledger, json_each(ledger.tags) AS t"
+_FOLD_USERS = (
+    *_fold("rollup_user", ("user_id",), ("coalesce(user_id, '')",)),
+    *_fold("rollup_key_user", ("user_id",), ("coalesce(user_id, '')",), by_key=True),
+)
 _FOLD_TAGS = (
-    *_fold("rollup_tag", ("tag_key", "tag_value"), (_TAG_KEY, _TAG_VALUE), "ledger, json_each(ledger.tags) AS t"),
+    *_fold("rollup_tag", ("tag_key", "tag_value"), (_TAG_KEY, _TAG_VALUE), _TAGS_OF_NEW_ROWS),
     *_fold("rollup_tag_key", ("tag_key",), ("k.tag_key",), _KEYS_OF_NEW_ROWS),
+    *_fold("rollup_key_tag", ("tag_key", "tag_value"), (_TAG_KEY, _TAG_VALUE), _TAGS_OF_NEW_ROWS, by_key=True),
+    *_fold("rollup_key_tag_key", ("tag_key",), ("k.tag_key",), _KEYS_OF_NEW_ROWS, by_key=True),
 )
 _LAST_USED = (
     "INSERT INTO key_last_used (key_id, project, ts) "  # noqa: S608 - constants
@@ -143,23 +155,42 @@ def _split_tag(tag: str) -> tuple[str, str]:
     return (name, value) if sep else ("", tag)
 
 
+# Each rollup with the dimensions it can split or filter by (the project is in all of them),
+# smallest first: a question goes to the first that holds every dimension it names.
+_TABLES: tuple[tuple[str, frozenset[str]], ...] = (
+    ("rollup", _MAIN_GROUPS),
+    ("rollup_user", frozenset({"user"})),
+    ("rollup_tag_key", frozenset({"tag_key"})),
+    ("rollup_tag", frozenset({"tag"})),
+    ("rollup_key_user", frozenset({"key", "user"})),
+    ("rollup_key_tag_key", frozenset({"key", "tag_key"})),
+    ("rollup_key_tag", frozenset({"key", "tag"})),
+)
+
+
 def _table(filters: Filters, by: Dimension | None) -> str | None:
     """The rollup that holds this question, or None: it is read from raw rows."""
-    others = filters.key_id is not None or filters.model is not None or filters.status_class is not None
-    if filters.user_id is not None or by == "user":
-        return "rollup_user" if not others and filters.tag is None and by in ("user", None) else None
-    if filters.tag is not None or by in ("tag", "tag_key"):
-        if others or (filters.tag is not None and by is not None):
-            return None
-        return "rollup_tag_key" if by == "tag_key" else "rollup_tag"
-    return "rollup" if by is None or by in _MAIN_GROUPS else None
+    if filters.tag is not None and by in ("tag", "tag_key"):
+        return None  # two tags of one request: the tag tables hold one per row
+    named = {by or "project", "project"} | {
+        dimension
+        for dimension, value in (
+            ("key", filters.key_id),
+            ("model", filters.model),
+            ("user", filters.user_id),
+            ("status", filters.status_class),
+            ("tag", filters.tag),
+        )
+        if value is not None
+    }
+    return next((table for table, dimensions in _TABLES if named <= dimensions | {"project"}), None)
 
 
 def _cover(since: int, until: int, bucketing: Bucketing | None) -> list[tuple[int, int, int]]:
     """The rollup rows to read for [since, until): (span, first bucket, end) ranges, each bucket
     at the coarsest span that lies inside the range and inside one local bucket under one
     offset. A month of UTC days is thirty daily rows per group; a day in Kolkata (UTC+05:30) is
-    twenty-three hours and four quarter hours."""
+    three six-hour rows, five hours and four quarter hours."""
     offsets = bucketing.offsets if bucketing is not None else ((since, 0),)
     starts = [start for start, _ in offsets]
 
