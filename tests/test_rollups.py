@@ -176,7 +176,6 @@ CASES: list[tuple[Filters, str | None, str | None]] = [
     (Filters(user_id="Zoë"), "project", None),
     (Filters(tag="team=ml"), "model", None),
     (Filters(project="acme", tag="feature=chat"), "status", None),
-    # One key's own view: its users and tags.
     (Filters(key_id="k1"), "tag", "feature"),
     (Filters(key_id="k3"), "tag", None),
     (Filters(key_id="k2", tag="team=ml"), None, None),
@@ -231,9 +230,7 @@ def test_tag_keys_and_last_use(written: tuple[SQLiteStore, list[LedgerRow]]) -> 
         assert used[key_id] == pytest.approx(ts, abs=0.001)  # stored to the millisecond
 
 
-FIRST_ROLLUPS = ("rollup", "rollup_user", "rollup_tag", "rollup_tag_key")  # those of 0008
-KEY_ROLLUPS = ("rollup_key_user", "rollup_key_tag", "rollup_key_tag_key")  # 0010
-ROLLUPS = (*FIRST_ROLLUPS, *KEY_ROLLUPS)
+ROLLUPS = ("rollup", "rollup_user", "rollup_tag", "rollup_tag_key")
 
 
 def _wipe_rollups(path: Path) -> None:
@@ -267,12 +264,9 @@ def test_each_question_goes_to_the_smallest_rollup_that_holds_it() -> None:
     assert _table(Filters(user_id="u1"), "project") == "rollup_user"
     assert _table(Filters(tag="a=b"), None) == "rollup_tag"
     assert _table(Filters(), "tag_key") == "rollup_tag_key"
-    assert _table(Filters(key_id="k1"), "user") == "rollup_key_user"
-    assert _table(Filters(key_id="k1", user_id="u1"), "project") == "rollup_key_user"
-    assert _table(Filters(key_id="k1"), "tag") == "rollup_key_tag"
-    assert _table(Filters(key_id="k1", tag="a=b"), "project") == "rollup_key_tag"
-    assert _table(Filters(key_id="k1"), "tag_key") == "rollup_key_tag_key"
-    # What no rollup holds is read from raw rows.
+    # What no rollup holds is read from raw rows: a user or tag with another dimension.
+    assert _table(Filters(key_id="k1"), "user") is None
+    assert _table(Filters(key_id="k1"), "tag_key") is None
     assert _table(Filters(model="m"), "user") is None
     assert _table(Filters(status_class=5), "tag") is None
     assert _table(Filters(user_id="u1"), "model") is None
@@ -281,46 +275,12 @@ def test_each_question_goes_to_the_smallest_rollup_that_holds_it() -> None:
     assert _table(Filters(key_id="k1", tag="a=b"), "tag_key") is None
 
 
-def _key_rows(path: Path) -> dict[str, list[tuple[Any, ...]]]:
-    conn = sqlite3.connect(path)
-    try:
-        return {
-            table: conn.execute(f"SELECT * FROM {table} ORDER BY 1, 2, 3, 4, 5, 6").fetchall()  # noqa: S608
-            for table in KEY_ROLLUPS
-        }
-    finally:
-        conn.close()
-
-
-def test_the_key_rollups_are_summed_from_the_ledger_when_a_database_from_before_them_opens(tmp_path: Path) -> None:
-    path = tmp_path / "buzz.sqlite3"
-    store = SQLiteStore(path)
-    rows = sorted(_rows(800, seed=11), key=lambda r: r.ts)
-    store.write_ledger(rows[:500])
-    store.close()
-    folded = _key_rows(path)
-    conn = sqlite3.connect(path)
-    with conn:  # as a database from before migration 0010
-        for table in KEY_ROLLUPS:
-            conn.execute(f"DROP TABLE {table}")
-        conn.execute("DELETE FROM schema_migrations WHERE version = '0010_key_rollups.sql'")
-    conn.close()
-    reopened = SQLiteStore(path)
-    assert _key_rows(path) == folded
-    reopened.write_ledger(rows[500:])  # and the writer goes on from there
-    for by, tag_key in (("user", None), ("tag", None), ("tag_key", None)):
-        for key_id in ("k1", "k2", "k3"):
-            expected = _expected(rows, START, START + 4 * 86400, Filters(key_id=key_id), by, tag_key)
-            actual = reopened.rollup(START, START + 4 * 86400, Filters(key_id=key_id), by, tag_key)  # type: ignore[arg-type]
-            assert _actual(actual) == expected
-
-
 def _six_hour_rows(path: Path) -> dict[str, list[tuple[Any, ...]]]:
     conn = sqlite3.connect(path)
     try:
         return {
             table: conn.execute(f"SELECT * FROM {table} WHERE span = 21600 ORDER BY 1, 2, 3, 4, 5").fetchall()  # noqa: S608
-            for table in FIRST_ROLLUPS
+            for table in ROLLUPS
         }
     finally:
         conn.close()
@@ -335,7 +295,7 @@ def test_the_six_hour_span_is_summed_from_the_hours_when_a_ledger_from_before_it
     assert all(folded.values())
     conn = sqlite3.connect(path)
     with conn:  # as a database from before migration 0009, its raw rows pruned by retention
-        for table in FIRST_ROLLUPS:
+        for table in ROLLUPS:
             conn.execute(f"DELETE FROM {table} WHERE span = 21600")  # noqa: S608 - constants
         conn.execute("DELETE FROM schema_migrations WHERE version = '0009_six_hour_span.sql'")
         conn.execute("DELETE FROM ledger WHERE rowid < (SELECT max(rowid) FROM ledger)")

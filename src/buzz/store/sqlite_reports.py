@@ -55,26 +55,20 @@ _MAIN_DIMS = ("key_id", "provider", "model", "surface", "status_class")
 _MAIN_EXPRS = ("coalesce(key_id, '')", "coalesce(provider, '')", "coalesce(model, '')", "surface", "status / 100")
 
 
-def _fold(
-    table: str, dims: tuple[str, ...], exprs: tuple[str, ...], source: str = "ledger", by_key: bool = False
-) -> tuple[str, ...]:
+def _fold(table: str, dims: tuple[str, ...], exprs: tuple[str, ...], source: str = "ledger") -> tuple[str, ...]:
     """Statements that add the new rows to `table`: sum them per quarter hour into a temporary
     table (each row read and sorted once), then add those sums at every span (a handful of
-    groups, however many rows). `by_key`: the table is keyed by the request's key too."""
+    groups, however many rows)."""
     stage = f"temp.fold_{table}"
-    keyed = ("key_id",) if by_key else ()
-    names = ("project", *keyed, "bucket", *dims)
+    names = ("project", "bucket", *dims)
     groups = ", ".join(str(i + 1) for i in range(len(names)))
-    spans = ("project", *keyed, "s.span", "bucket / s.span * s.span", *dims)
+    spans = ("project", "s.span", "bucket / s.span * s.span", *dims)
     updates = ", ".join(f"{name} = {name} + excluded.{name}" for name in _SUMS)
-    key_expr = ("coalesce(ledger.key_id, '')",) if by_key else ()
     return (
         f"CREATE TEMP TABLE IF NOT EXISTS fold_{table} ({', '.join(names + _SUMS)})",
-        f"INSERT INTO {stage} SELECT coalesce(project, ''), {', '.join(key_expr)}{', ' if by_key else ''}"  # noqa: S608
-        f"{_UNIX} / {BUCKET_SECONDS} * {BUCKET_SECONDS}, "
+        f"INSERT INTO {stage} SELECT coalesce(project, ''), {_UNIX} / {BUCKET_SECONDS} * {BUCKET_SECONDS}, "  # noqa: S608
         f"{', '.join(exprs + _SUM_EXPRS)} FROM {source} WHERE {_NEW_ROWS} GROUP BY {groups}",
-        f"INSERT INTO {table} (project, {', '.join(keyed)}{', ' if by_key else ''}span, "  # noqa: S608 - constants
-        f"{', '.join(names[len(keyed) + 1 :] + _SUMS)}) "
+        f"INSERT INTO {table} (project, span, {', '.join(names[1:] + _SUMS)}) "  # noqa: S608 - constants only
         f"SELECT {', '.join(spans)}, {', '.join(f'sum({name})' for name in _SUMS)} FROM {stage}, {_SPAN_TABLE} "
         f"WHERE 1 GROUP BY {', '.join(str(i + 1) for i in range(len(spans)))} ON CONFLICT DO UPDATE SET {updates}",
         f"DELETE FROM {stage}",  # noqa: S608 - constants only
@@ -88,15 +82,10 @@ _KEYS_OF_NEW_ROWS = (
 )
 _FOLD = _fold("rollup", _MAIN_DIMS, _MAIN_EXPRS)
 _TAGS_OF_NEW_ROWS = "ledger, json_each(ledger.tags) AS t"
-_FOLD_USERS = (
-    *_fold("rollup_user", ("user_id",), ("coalesce(user_id, '')",)),
-    *_fold("rollup_key_user", ("user_id",), ("coalesce(user_id, '')",), by_key=True),
-)
+_FOLD_USERS = _fold("rollup_user", ("user_id",), ("coalesce(user_id, '')",))
 _FOLD_TAGS = (
     *_fold("rollup_tag", ("tag_key", "tag_value"), (_TAG_KEY, _TAG_VALUE), _TAGS_OF_NEW_ROWS),
     *_fold("rollup_tag_key", ("tag_key",), ("k.tag_key",), _KEYS_OF_NEW_ROWS),
-    *_fold("rollup_key_tag", ("tag_key", "tag_value"), (_TAG_KEY, _TAG_VALUE), _TAGS_OF_NEW_ROWS, by_key=True),
-    *_fold("rollup_key_tag_key", ("tag_key",), ("k.tag_key",), _KEYS_OF_NEW_ROWS, by_key=True),
 )
 _LAST_USED = (
     "INSERT INTO key_last_used (key_id, project, ts) "  # noqa: S608 - constants
@@ -162,9 +151,6 @@ _TABLES: tuple[tuple[str, frozenset[str]], ...] = (
     ("rollup_user", frozenset({"user"})),
     ("rollup_tag_key", frozenset({"tag_key"})),
     ("rollup_tag", frozenset({"tag"})),
-    ("rollup_key_user", frozenset({"key", "user"})),
-    ("rollup_key_tag_key", frozenset({"key", "tag_key"})),
-    ("rollup_key_tag", frozenset({"key", "tag"})),
 )
 
 
