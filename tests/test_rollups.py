@@ -16,6 +16,7 @@ import pytest
 
 from buzz import reports
 from buzz.billing.ledger import LedgerRow
+from buzz.billing.pricing import PriceBook
 from buzz.retention import Retention
 from buzz.store.base import Bucketing, Filters, RollupLine, Totals
 from buzz.store.sqlite import SQLiteStore
@@ -448,7 +449,8 @@ def test_the_writer_folds_once_a_second_and_a_report_folds_what_is_left(tmp_path
     }
 
 
-def test_past_the_first_groups_the_series_are_summed_and_still_add_up(tmp_path: Path) -> None:
+@pytest.mark.parametrize("key", ["", "k-one"], ids=["from the rollups", "from raw rows, in one read"])
+def test_past_the_first_groups_the_series_are_summed_and_still_add_up(tmp_path: Path, key: str) -> None:
     store = SQLiteStore(tmp_path / "buzz.sqlite3")
     rows = [
         LedgerRow(
@@ -459,6 +461,7 @@ def test_past_the_first_groups_the_series_are_summed_and_still_add_up(tmp_path: 
             "reported",
             1.0,
             project="acme",
+            key_id="k-one" if i % 3 else "k-two",
             model="m",
             user_id=None if i % 7 == 0 else f"user-{i % 31:02d}",
             tags=(f"feature=f{i % 25}",),
@@ -469,8 +472,15 @@ def test_past_the_first_groups_the_series_are_summed_and_still_add_up(tmp_path: 
     ]
     store.write_ledger(rows)
     now = START + 2 * 86400
+    rows = [r for r in rows if r.key_id == key or not key]
+    narrowed = {"key": key} if key else {}
     for by in ("user", "tag:feature"):
-        report = _report(store, now, range="custom", since="2026-03-09", until="2026-03-11", bucket="hour", by=by)
+        params = {"range": "custom", "since": "2026-03-09", "until": "2026-03-11", "bucket": "hour", "by": by}
+        report = _report(store, now, **params, **narrowed)
+        assert bool(
+            store.raw_rows(report.query.since, report.query.until, report.query.filters, report.query.by)
+        ) == bool(key)
+        assert report.total.requests == len(rows)
         assert len(report.groups) > reports.SERIES_GROUPS
         shown = report.groups[: reports.SERIES_GROUPS]
         assert all(g.series for g in shown) and not any(g.series for g in report.groups[reports.SERIES_GROUPS :])
@@ -485,3 +495,36 @@ def test_past_the_first_groups_the_series_are_summed_and_still_add_up(tmp_path: 
         assert sum(t.cost_nanos for t in report.rest) == hidden
     users = {line.group for line in store.rollup(START, now, Filters(), "user", only=["user-03", ""])}
     assert users == {"user-03", ""}
+
+
+def test_a_report_from_raw_rows_is_refused_past_its_limit_and_says_how_to_narrow_it(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "buzz.sqlite3")
+    store.create_key("k-one", "acme", "one", "hash")
+    rows = [
+        LedgerRow(f"r{i}", START + 600 * i, "anthropic", 200, "reported", 1.0, project=p, key_id=k, user_id=f"u{i % 5}")
+        for i in range(300)
+        for p, k in [("acme", "k-one") if i % 3 else ("globex", "k-two")]
+    ]
+    store.write_ledger(rows)
+    now = START + 300 * 600
+    params = {"range": "custom", "since": "2026-03-09", "until": "2026-03-11", "by": "user", "key": "k-one"}
+    query = reports.parse_query(params, now, None)
+    # A raw read walks every row of the range in the key's own project (a key never moves).
+    in_range = [r for r in rows if query.since <= r.ts < query.until]
+    walked = sum(1 for r in in_range if r.project == "acme")
+    assert walked < len(in_range)
+    assert store.raw_rows(query.since, query.until, query.filters, "user") == walked
+    assert store.raw_rows(query.since, query.until, query.filters, "model") == 0  # the rollup holds it
+    report = reports.usage_report(store, query, raw_limit=walked)  # at the limit: answered
+    assert report.total.requests == sum(1 for r in in_range if r.key_id == "k-one")
+    with pytest.raises(reports.TooManyRows) as refused:
+        reports.usage_report(store, query, raw_limit=walked - 1)
+    message = str(refused.value)
+    assert f"{walked:,} over this range, more than the {walked - 1:,}" in message
+    assert "a split by user narrowed to a key" in message and "Narrow the range to about" in message
+    # What the rollups hold is never refused, whatever the limit.
+    held = reports.parse_query({**params, "by": "model"}, now, None)
+    assert reports.usage_report(store, held, raw_limit=0).total.requests == report.total.requests
+    cache = reports.parse_query({**params, "user": "u1"}, now, None)
+    with pytest.raises(reports.TooManyRows):
+        reports.cache_report(store, cache, PriceBook(), raw_limit=1)

@@ -136,7 +136,15 @@ class Gateway:
             # The tokenizer for estimates takes ~0.4 s to load: pay it now, off the event loop,
             # not on the first stream that needs an estimate.
             await asyncio.to_thread(estimate.warm_up)
-        admin = AdminAPI(self.config.admin_token, store, limiter, self.counters, auth.invalidate, self._wall_clock)
+        admin = AdminAPI(
+            self.config.admin_token,
+            store,
+            limiter,
+            self.counters,
+            auth.invalidate,
+            self._wall_clock,
+            self.config.report_raw_rows_limit,
+        )
         models = ModelLists(self.config, self.catalogue, session, self._clock)
         console = None
         if self.config.console:

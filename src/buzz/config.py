@@ -67,6 +67,10 @@ class Config:
     discount: Decimal = Decimal("0")
     ledger_flush_interval: float = 0.05
     ledger_retention_days: int | None = None  # None: raw ledger rows are kept forever
+    # The raw ledger rows one console or usage-API report may walk (a question no rollup holds):
+    # past it the report is refused with a message that says how to narrow it, rather than hold
+    # a server thread, and a core the gateway needs, for seconds. `buzz usage` has no bound.
+    report_raw_rows_limit: int = 1_000_000
     log_level: str = "info"
     header_timeout: float = 10.0
     keep_alive_timeout: int = 75
@@ -333,6 +337,15 @@ SETTINGS: tuple[Setting, ...] = (
         _positive_int,
         "Days raw ledger rows are kept; older ones are deleted in chunks, and the rollups keep their sums. "
         "Unset: kept forever.",
+    ),
+    Setting(
+        "report_raw_rows_limit",
+        ("reports", "raw_rows_limit"),
+        "BUZZ_REPORTS_RAW_ROWS_LIMIT",
+        _positive_int,
+        "Raw ledger rows one console or usage-API report may read when no rollup holds its question "
+        "(a user or tag split narrowed by another dimension); past it the report is refused with a "
+        "message that says how to narrow it.",
     ),
 )
 

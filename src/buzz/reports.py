@@ -1,10 +1,11 @@
 """Usage reports from the ledger's rollups, for the console, the admin API and `buzz usage`.
 
 A report is a question (`Query`: a range, a time zone, hourly or daily buckets, a dimension to
-split by, filters) answered from the store's quarter-hour rollups, never from raw rows. The
-quarter-hour buckets are regrouped here into the asker's local hours or days, so a day in
-Kolkata (UTC+05:30) or across a daylight-saving change is exactly that day, and every bucket's
-label carries its offset.
+split by, filters) answered from the store's rollups, regrouped into the asker's local hours or
+days, so a day in Kolkata (UTC+05:30) or across a daylight-saving change is exactly that day,
+and every bucket's label carries its offset. A question no rollup holds (a user or a tag with
+another dimension) is read from raw rows, within a bound the caller sets (the console and the
+usage API: `reports.raw_rows_limit`).
 
 The query's parameters are the same everywhere: the console keeps them in its URL, the admin
 API takes them as its query string, so a view can be shared as a link.
@@ -44,6 +45,10 @@ MAX_BUCKETS = 24 * 400
 
 class InvalidQuery(ValueError):
     """A parameter that cannot be read; the message names it."""
+
+
+class TooManyRows(InvalidQuery):
+    """A question no rollup holds, over a range with more raw rows than the caller allows."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,33 +216,22 @@ class UsageReport:
     untagged: Totals | None = None
 
 
-def usage_report(store: Store, query: Query) -> UsageReport:
-    """Two reads: each group's totals over the whole range (its whole days from daily sums), then
-    the series per bucket of the groups that get one, and of everything, for the rest."""
+def usage_report(store: Store, query: Query, raw_limit: int | None = None) -> UsageReport:
+    """From the rollups, two reads: each group's totals over the whole range (its whole days from
+    daily sums), then the series per bucket of the groups that get one, and of everything, for
+    the rest. From raw rows, one read of every group's series, which the totals are summed from.
+    Raises TooManyRows when the raw reads would walk more than `raw_limit` rows."""
     buckets, bucketing, index_of = _local_buckets(query)
     since, until, filters, by, tag_key = query.since, query.until, query.filters, query.by, query.tag_key
-    groups = [GroupLine(line.group, line.totals, []) for line in store.rollup(since, until, filters, by, tag_key)]
-    groups.sort(key=lambda g: (-g.totals.cost_nanos, -g.totals.requests, g.group))
-    shown = groups[:SERIES_GROUPS]
-    for group in shown:
-        group.series = [Totals() for _ in buckets]
-    by_group = {group.group: group for group in shown}
-    only = list(by_group) if len(groups) > SERIES_GROUPS else None
-    for line in store.rollup(since, until, filters, by, tag_key, bucketing, only):
-        if (owner := by_group.get(line.group)) is not None:
-            owner.series[index_of[line.bucket]].add(line.totals)
-    rest = [Totals() for _ in buckets]
-    if only is not None:
-        # Every row is in exactly one group, except by tag (a row is in each of its tags'), so
-        # there the rest is read as it is; elsewhere it is everything less the groups shown.
-        rest_by = by if by == "tag" else None
-        for line in store.rollup(since, until, filters, rest_by, tag_key, bucketing):
-            if line.group not in by_group or rest_by is None:
-                rest[index_of[line.bucket]].add(line.totals)
-        if rest_by is None:
-            for group in shown:
-                for i, totals in enumerate(group.series):
-                    rest[i] = rest[i].minus(totals)
+    # A tag split also reads the requests' own total, and with a key, what carries none of it.
+    splits: tuple[Dimension | None, ...] = (
+        (by, None, *(("tag_key",) if tag_key is not None else ())) if by == "tag" else (by,)
+    )
+    raw = check_raw_rows(store, query, raw_limit, splits)
+    if raw[0]:
+        groups, rest = _from_series(store.rollup(since, until, filters, by, tag_key, bucketing), len(buckets), index_of)
+    else:
+        groups, rest = _from_rollups(store, query, bucketing, len(buckets), index_of)
     total = Totals()
     for group in groups:
         total.add(group.totals)
@@ -252,6 +246,91 @@ def usage_report(store: Store, query: Query) -> UsageReport:
             rest_total = report.total.minus(carrying)
             report.untagged = rest_total if rest_total.requests else None
     return report
+
+
+def check_raw_rows(
+    store: Store, query: Query, raw_limit: int | None, splits: tuple[Dimension | None, ...]
+) -> list[int]:
+    """The raw rows each of a report's reads (one per split) walks, 0 where a rollup holds it;
+    TooManyRows when together they pass `raw_limit`."""
+    walked = [store.raw_rows(query.since, query.until, query.filters, split) for split in splits]
+    if raw_limit is not None and sum(walked) > raw_limit:
+        raise TooManyRows(_too_many(query, walked, raw_limit))
+    return walked
+
+
+def _too_many(query: Query, walked: list[int], limit: int) -> str:
+    named = [
+        name
+        for name, value in (
+            ("a key", query.filters.key_id),
+            ("a model", query.filters.model),
+            ("a user", query.filters.user_id),
+            ("a tag", query.filters.tag),
+            ("a status", query.filters.status_class),
+        )
+        if value is not None
+    ]
+    split = f"a split by {query.params().get('by')}" if query.by is not None else "a total"
+    rows, reads = max(walked), sum(1 for n in walked if n)
+    times = "" if reads == 1 else f", read {'twice' if reads == 2 else f'{reads} times'} ({sum(walked):,} in all)"
+    days = (query.until - query.since) / 86400 * limit / sum(walked)
+    narrower = f"about {days:.0f} days" if days >= 1.5 else f"about {days * 24:.0f} hours"
+    return (
+        f"no rollup holds {split} narrowed to {' and '.join(named) or 'these filters'}, so it is read from raw "
+        f"ledger rows: {rows:,} over this range{times}, more than the {limit:,} a report here may read. "
+        f"Narrow the range to {narrower}, or remove a filter; `buzz usage` and the export read any range"
+    )
+
+
+def _from_series(
+    lines: list[RollupLine], buckets: int, index_of: dict[int, int]
+) -> tuple[list[GroupLine], list[Totals]]:
+    """Groups most cost first, each with its series and totals, from one read of every group's
+    lines per bucket; the series past the first SERIES_GROUPS summed into the rest."""
+    by_group: dict[str, GroupLine] = {}
+    for line in lines:
+        group = by_group.get(line.group)
+        if group is None:
+            group = by_group[line.group] = GroupLine(line.group, Totals(), [Totals() for _ in range(buckets)])
+        group.totals.add(line.totals)
+        group.series[index_of[line.bucket]].add(line.totals)
+    groups = sorted(by_group.values(), key=lambda g: (-g.totals.cost_nanos, -g.totals.requests, g.group))
+    rest = [Totals() for _ in range(buckets)]
+    for group in groups[SERIES_GROUPS:]:
+        for i, totals in enumerate(group.series):
+            rest[i].add(totals)
+        group.series = []
+    return groups, rest
+
+
+def _from_rollups(
+    store: Store, query: Query, bucketing: Bucketing, buckets: int, index_of: dict[int, int]
+) -> tuple[list[GroupLine], list[Totals]]:
+    since, until, filters, by, tag_key = query.since, query.until, query.filters, query.by, query.tag_key
+    groups = [GroupLine(line.group, line.totals, []) for line in store.rollup(since, until, filters, by, tag_key)]
+    groups.sort(key=lambda g: (-g.totals.cost_nanos, -g.totals.requests, g.group))
+    shown = groups[:SERIES_GROUPS]
+    for group in shown:
+        group.series = [Totals() for _ in range(buckets)]
+    by_group = {group.group: group for group in shown}
+    only = list(by_group) if len(groups) > SERIES_GROUPS else None
+    for line in store.rollup(since, until, filters, by, tag_key, bucketing, only):
+        if (owner := by_group.get(line.group)) is not None:
+            owner.series[index_of[line.bucket]].add(line.totals)
+    rest = [Totals() for _ in range(buckets)]
+    if only is not None:
+        # Every row is in exactly one group, except by tag (a row is in each of its tags'), so
+        # there the rest is read as it is; elsewhere it is everything less the groups shown.
+        rest_by = by if by == "tag" else None
+        for line in store.rollup(since, until, filters, rest_by, tag_key, bucketing):
+            if line.group not in by_group or rest_by is None:
+                rest[index_of[line.bucket]].add(line.totals)
+        if rest_by is None:
+            for group in shown:
+                for i, totals in enumerate(group.series):
+                    rest[i] = rest[i].minus(totals)
+    return groups, rest
 
 
 def _sum(lines: list[RollupLine]) -> Totals:
@@ -326,9 +405,10 @@ class CacheLine:
         return t.cache_read_tokens / total_input if total_input else 0.0
 
 
-def cache_report(store: Store, query: Query, prices: PriceBook) -> list[CacheLine]:
+def cache_report(store: Store, query: Query, prices: PriceBook, raw_limit: int | None = None) -> list[CacheLine]:
     """Per model, from metadata only. Costs use the price in force at the range's end, at the
     base tier: a model's price change inside the range is not split out."""
+    check_raw_rows(store, query, raw_limit, ("provider_model",))
     per_model: dict[str, Totals] = {}
     for line in store.rollup(query.since, query.until, query.filters, "provider_model"):
         per_model.setdefault(line.group, Totals()).add(line.totals)

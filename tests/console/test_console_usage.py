@@ -437,3 +437,64 @@ def test_requests_through_the_gateway_reach_the_usage_and_keys_pages(
         free_spent = sum(row["cost_nanos"] for row in rows if row["key_id"] == free.key_id)
         assert free_spend is not None and nanos(free_spend[1]) == nanos(free_spend[2]) == free_spent > 0
         assert '<span class="muted">none</span>' in other[0]
+
+
+def test_a_report_past_the_raw_row_limit_is_refused_with_a_way_to_narrow_it(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    data_dir = tmp_path_factory.mktemp("console-raw-limit") / "data"
+    env = {"BUZZ_ADMIN_TOKEN": ADMIN_TOKEN, "BUZZ_REPORTS_RAW_ROWS_LIMIT": "2"}
+    with ConsoleGateway(data_dir, env, Clock(), Clock(NOW)) as gateway:
+        store = open_store(data_dir)
+        try:
+            store.save_project("acme", {}, create=True)
+            key = generate_key()
+            store.create_key(key.key_id, "acme", "web app", key.secret_hash)
+            store.write_ledger(
+                [
+                    _row(
+                        n,
+                        f"2026-03-11T0{n}:00:00Z",
+                        "acme",
+                        key.key_id,
+                        "claude-haiku-4-5",
+                        user_id=f"u{n}",
+                        tags=("feature=search",),
+                    )
+                    for n in range(1, 4)
+                ]
+            )
+        finally:
+            store.close()
+        operator = Client(gateway.url)
+        assert operator.sign_in(ADMIN_TOKEN).status == 303
+        # Three raw rows to read, over a limit of two: refused, on every page that would read them.
+        for path in (
+            f"/console/usage?range=7d&by=user&key={key.key_id}",
+            f"/console/features?range=7d&key={key.key_id}",
+            "/console/cache?range=7d&user=u1",
+        ):
+            reply = operator.get(path)
+            assert reply.status == 400, path
+            if "features" in path:  # a tag split also reads what carries no feature
+                assert "3 over this range, read twice (6 in all)" in html.unescape(reply.body)
+            text = html.unescape(reply.body)
+            assert "read from raw ledger rows: 3 over this range" in text, path
+            assert "more than the 2 a report here may read" in text, path
+            assert "Narrow the range" in text and '<form method="get"' in reply.body
+        # What the rollups hold is answered, whatever the limit.
+        lines = table(operator.get(f"/console/usage?range=7d&by=model&key={key.key_id}").body)
+        assert number(lines["claude-haiku-4-5"]["requests"]) == 3
+        # The usage API says the same, as a gateway error.
+        status, body = _api(gateway.url, f"/admin/api/usage?range=7d&by=user&key={key.key_id}")
+        assert status == 400
+        error = json.loads(body)["error"]
+        assert error["type"] == "gateway_invalid_request_error"
+        assert "more than the 2 a report here may read" in error["message"]
+        status, body = _api(gateway.url, f"/admin/api/usage?range=7d&by=model&key={key.key_id}")
+        assert status == 200 and json.loads(body)["total"]["requests"] == 3
+
+
+def _api(url: str, path: str) -> tuple[int, bytes]:
+    reply = Client(url).get(path, {"authorization": f"Bearer {ADMIN_TOKEN}"})
+    return reply.status, reply.body.encode()

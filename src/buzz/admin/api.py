@@ -98,9 +98,10 @@ class AdminAPI:
         counters: Counters,
         changed: Callable[[], None],
         wall_clock: Callable[[], float],
+        raw_rows_limit: int,
     ) -> None:
         self._token = token
-        self._usage = UsageAPI(token, store, wall_clock)
+        self._usage = UsageAPI(token, store, wall_clock, raw_rows_limit)
         self._counters = counters
         self._store = store
         self._limiter = limiter

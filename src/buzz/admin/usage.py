@@ -48,10 +48,13 @@ def query_params(scope: Scope) -> dict[str, str]:
 
 
 class UsageAPI:
-    def __init__(self, admin_token: str | None, store: Store, wall_clock: Callable[[], float]) -> None:
+    def __init__(
+        self, admin_token: str | None, store: Store, wall_clock: Callable[[], float], raw_rows_limit: int
+    ) -> None:
         self._admin_token = admin_token
         self._store = store
         self._wall_clock = wall_clock
+        self._raw_rows_limit = raw_rows_limit
 
     def member_project(self, scope: Scope) -> str | None:
         """None for the operator, the project's name for a console token; else 401."""
@@ -77,7 +80,7 @@ class UsageAPI:
         try:
             if path == "/usage":
                 query = reports.parse_query(params, now, project)
-                report = await asyncio.to_thread(reports.usage_report, self._store, query)
+                report = await asyncio.to_thread(reports.usage_report, self._store, query, self._raw_rows_limit)
                 body = msgspec.json.encode(reports.report_json(report))
                 await send({"type": "http.response.start", "status": 200, "headers": _headers(b"application/json")})
                 await send({"type": "http.response.body", "body": body})

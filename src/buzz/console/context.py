@@ -46,6 +46,7 @@ class Settings:
     admin_token: str | None
     session_lifetime: int
     public_https: bool  # server.public_url is https: cookies are Secure
+    raw_rows_limit: int  # reports.raw_rows_limit
 
 
 class Context:

@@ -28,7 +28,15 @@ from buzz.console.context import PREFIX, Context, NotFound
 from buzz.console.figures import Metric
 from buzz.console.sessions import Session
 from buzz.export import ExportQuery, parse_export, stream
-from buzz.reports import InvalidQuery, Query, UsageReport, cache_report, local_text, parse_query, usage_report
+from buzz.reports import (
+    InvalidQuery,
+    Query,
+    UsageReport,
+    cache_report,
+    local_text,
+    parse_query,
+    usage_report,
+)
 from buzz.store.base import Store
 
 USAGE = f"{PREFIX}/usage"
@@ -162,9 +170,9 @@ def routes(ctx: Context) -> list[Route]:
         session = ctx.session(request)
         try:
             query, metric = await read(request, session)
+            report, tag_keys = await asyncio.to_thread(_usage, ctx.store, query, ctx.settings.raw_rows_limit)
         except InvalidQuery as error:
             return invalid(request, session, "usage.html", "usage", error)
-        report, tag_keys = await asyncio.to_thread(_usage, ctx.store, query)
         names = key_names(session, query.filters.project)
         values = _values(query, metric)
         export = {kind: f"{EXPORT}?{urlencode(_export_params(query, kind))}" for kind in ("csv", "jsonl")}
@@ -197,7 +205,10 @@ def routes(ctx: Context) -> list[Route]:
                 request, "features.html", session, section="features", form=page_form, error="", report=None
             )
         query = replace(query, by="tag", tag_key=chosen)
-        report = await asyncio.to_thread(usage_report, ctx.store, query)
+        try:
+            report = await asyncio.to_thread(usage_report, ctx.store, query, ctx.settings.raw_rows_limit)
+        except InvalidQuery as error:
+            return invalid(request, session, "features.html", "features", error)
         values = _values(query, metric)
         return ctx.page(
             request,
@@ -215,9 +226,9 @@ def routes(ctx: Context) -> list[Route]:
         session = ctx.session(request)
         try:
             query, _ = await read(request, session)
+            lines = await asyncio.to_thread(cache_report, ctx.store, query, ctx.prices, ctx.settings.raw_rows_limit)
         except InvalidQuery as error:
             return invalid(request, session, "cache.html", "cache", error)
-        lines = await asyncio.to_thread(cache_report, ctx.store, query, ctx.prices)
         values = query.params()
         return ctx.page(
             request,
@@ -260,9 +271,9 @@ class _Export(Response):
         await stream(self._store, self._query, receive, send)
 
 
-def _usage(store: Store, query: Query) -> tuple[UsageReport, list[str]]:
+def _usage(store: Store, query: Query, raw_rows_limit: int) -> tuple[UsageReport, list[str]]:
     """The report and the tag keys seen in its range (the dimension picker offers them)."""
-    return usage_report(store, query), store.tag_keys(query.since, query.until, query.filters.project)
+    return usage_report(store, query, raw_rows_limit), store.tag_keys(query.since, query.until, query.filters.project)
 
 
 @dataclass(frozen=True, slots=True)

@@ -76,7 +76,10 @@ class Console:
         wall_clock: Callable[[], float],
     ) -> None:
         settings = Settings(
-            config.admin_token, config.console_session_lifetime, (config.public_url or "").startswith("https://")
+            config.admin_token,
+            config.console_session_lifetime,
+            (config.public_url or "").startswith("https://"),
+            config.report_raw_rows_limit,
         )
         throttle = FailureThrottle(SIGN_IN_FAILURES, SIGN_IN_WINDOW, clock)
         ctx = self._ctx = Context(store, limiter, prices, counters, changed, settings, proxies, throttle, wall_clock)

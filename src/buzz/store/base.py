@@ -217,6 +217,11 @@ class Store(Protocol):
         whole tags when `tag_key` is None; a row counts under each of its tags."""
         ...
 
+    def raw_rows(self, since: int, until: int, filters: Filters, by: Dimension | None) -> int:
+        """0 when the rollups hold this question; otherwise how many ledger rows `rollup` walks to
+        answer it (every row of the range in the scope it reads), so a caller can bound its work."""
+        ...
+
     def tag_keys(self, since: int, until: int, project: str | None) -> list[str]:
         """The tag keys seen in the range ("feature" for `feature=search`), most used first."""
         ...

@@ -452,6 +452,12 @@ class SQLiteStore:
         with self._reader() as conn:
             return reports.rollup(conn, since, until, filters, by, tag_key, bucketing, only)
 
+    def raw_rows(self, since: int, until: int, filters: Filters, by: Dimension | None) -> int:
+        if reports.holds(filters, by):
+            return 0
+        with self._reader() as conn:
+            return reports.raw_rows(conn, since, until, filters)
+
     def tag_keys(self, since: int, until: int, project: str | None) -> list[str]:
         with self._reader() as conn:
             return reports.tag_keys(conn, since, until, project)

@@ -172,6 +172,28 @@ def _table(filters: Filters, by: Dimension | None) -> str | None:
     return next((table for table, dimensions in _TABLES if named <= dimensions | {"project"}), None)
 
 
+def holds(filters: Filters, by: Dimension | None) -> bool:
+    """Whether a rollup holds this question (else it is read from raw rows)."""
+    return _table(filters, by) is not None
+
+
+def raw_rows(conn: sqlite3.Connection, since: int, until: int, filters: Filters) -> int:
+    """How many ledger rows a raw read of [since, until) with these filters walks: every row of
+    the range in the project it reads on the (project, ts) index, or in all of them on ts."""
+    project = _walked_project(conn, filters)
+    lines = rollup(conn, since, until, Filters(project=project), None, None, None)
+    return sum(line.totals.requests for line in lines)
+
+
+def _walked_project(conn: sqlite3.Connection, filters: Filters) -> str | None:
+    """The project whose rows a raw read walks: the one named, or the key's own (a key never
+    changes project, so its rows are all in it), or None for every project."""
+    if filters.project is not None or filters.key_id is None:
+        return filters.project
+    row = conn.execute("SELECT project FROM keys WHERE id = ?", (filters.key_id,)).fetchone()
+    return row[0] if row is not None else None
+
+
 def _cover(since: int, until: int, bucketing: Bucketing | None) -> list[tuple[int, int, int]]:
     """The rollup rows to read for [since, until): (span, first bucket, end) ranges, each bucket
     at the coarsest span that lies inside the range and inside one local bucket under one
@@ -314,7 +336,7 @@ def _raw_rollup(
     where = ["ts >= ? AND ts < ?"]
     args: list[Any] = [iso(since), iso(until)]
     for column, value in (
-        ("project", filters.project),
+        ("project", _walked_project(conn, filters)),
         ("key_id", filters.key_id),
         ("model", filters.model),
         ("user_id", filters.user_id),
