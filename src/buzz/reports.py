@@ -223,11 +223,8 @@ def usage_report(store: Store, query: Query, raw_limit: int | None = None) -> Us
     Raises TooManyRows when the raw reads would walk more than `raw_limit` rows."""
     buckets, bucketing, index_of = _local_buckets(query)
     since, until, filters, by, tag_key = query.since, query.until, query.filters, query.by, query.tag_key
-    # A tag split also reads the requests' own total, and with a key, what carries none of it.
-    splits: tuple[Dimension | None, ...] = (
-        (by, None, *(("tag_key",) if tag_key is not None else ())) if by == "tag" else (by,)
-    )
-    raw = check_raw_rows(store, query, raw_limit, splits)
+    raw = raw_reads(store, query)
+    _bound(query, raw, raw_limit)
     if raw[0]:
         groups, rest = _from_series(store.rollup(since, until, filters, by, tag_key, bucketing), len(buckets), index_of)
     else:
@@ -248,15 +245,20 @@ def usage_report(store: Store, query: Query, raw_limit: int | None = None) -> Us
     return report
 
 
-def check_raw_rows(
-    store: Store, query: Query, raw_limit: int | None, splits: tuple[Dimension | None, ...]
-) -> list[int]:
-    """The raw rows each of a report's reads (one per split) walks, 0 where a rollup holds it;
-    TooManyRows when together they pass `raw_limit`."""
-    walked = [store.raw_rows(query.since, query.until, query.filters, split) for split in splits]
+def raw_reads(store: Store, query: Query) -> list[int]:
+    """The raw ledger rows each read of `usage_report` walks, 0 for those a rollup holds: the
+    split itself, and for a tag split the requests' own total and, with a tag key, what carries
+    none of it."""
+    by = query.by
+    splits: tuple[Dimension | None, ...] = (by,)
+    if by == "tag":
+        splits = (by, None, "tag_key") if query.tag_key is not None else (by, None)
+    return [store.raw_rows(query.since, query.until, query.filters, split) for split in splits]
+
+
+def _bound(query: Query, walked: list[int], raw_limit: int | None) -> None:
     if raw_limit is not None and sum(walked) > raw_limit:
         raise TooManyRows(_too_many(query, walked, raw_limit))
-    return walked
 
 
 def _too_many(query: Query, walked: list[int], limit: int) -> str:
@@ -408,7 +410,7 @@ class CacheLine:
 def cache_report(store: Store, query: Query, prices: PriceBook, raw_limit: int | None = None) -> list[CacheLine]:
     """Per model, from metadata only. Costs use the price in force at the range's end, at the
     base tier: a model's price change inside the range is not split out."""
-    check_raw_rows(store, query, raw_limit, ("provider_model",))
+    _bound(query, [store.raw_rows(query.since, query.until, query.filters, "provider_model")], raw_limit)
     per_model: dict[str, Totals] = {}
     for line in store.rollup(query.since, query.until, query.filters, "provider_model"):
         per_model.setdefault(line.group, Totals()).add(line.totals)
