@@ -231,7 +231,8 @@ def test_tag_keys_and_last_use(written: tuple[SQLiteStore, list[LedgerRow]]) -> 
         assert used[key_id] == pytest.approx(ts, abs=0.001)  # stored to the millisecond
 
 
-ROLLUPS = ("rollup", "rollup_user", "rollup_tag", "rollup_tag_key")
+FIRST_ROLLUPS = ("rollup", "rollup_user", "rollup_tag", "rollup_tag_key")  # 0008's
+ROLLUPS = (*FIRST_ROLLUPS, "rollup_project")
 
 
 def _wipe_rollups(path: Path) -> None:
@@ -259,6 +260,8 @@ def test_a_ledger_older_than_the_rollups_is_added_to_them_at_start(tmp_path: Pat
 def test_each_question_goes_to_the_smallest_rollup_that_holds_it() -> None:
     from buzz.store.sqlite_reports import _table
 
+    assert _table(Filters(), None) == "rollup_project"
+    assert _table(Filters(project="acme"), "project") == "rollup_project"
     assert _table(Filters(), "model") == "rollup"
     assert _table(Filters(project="acme", key_id="k1", status_class=5), "provider_model") == "rollup"
     assert _table(Filters(), "user") == "rollup_user"
@@ -281,7 +284,7 @@ def _six_hour_rows(path: Path) -> dict[str, list[tuple[Any, ...]]]:
     try:
         return {
             table: conn.execute(f"SELECT * FROM {table} WHERE span = 21600 ORDER BY 1, 2, 3, 4, 5").fetchall()  # noqa: S608
-            for table in ROLLUPS
+            for table in FIRST_ROLLUPS
         }
     finally:
         conn.close()
@@ -296,13 +299,33 @@ def test_the_six_hour_span_is_summed_from_the_hours_when_a_ledger_from_before_it
     assert all(folded.values())
     conn = sqlite3.connect(path)
     with conn:  # as a database from before migration 0009, its raw rows pruned by retention
-        for table in ROLLUPS:
+        for table in FIRST_ROLLUPS:
             conn.execute(f"DELETE FROM {table} WHERE span = 21600")  # noqa: S608 - constants
         conn.execute("DELETE FROM schema_migrations WHERE version = '0009_six_hour_span.sql'")
         conn.execute("DELETE FROM ledger WHERE rowid < (SELECT max(rowid) FROM ledger)")
     conn.close()
     SQLiteStore(path).close()
     assert _six_hour_rows(path) == folded
+
+
+def test_the_project_rollup_is_summed_from_the_main_one_when_a_database_from_before_it_opens(tmp_path: Path) -> None:
+    path = tmp_path / "buzz.sqlite3"
+    store = SQLiteStore(path)
+    store.write_ledger(sorted(_rows(500, seed=9), key=lambda r: r.ts))
+    store.close()
+    read = "SELECT * FROM rollup_project ORDER BY 1, 2, 3"
+    conn = sqlite3.connect(path)
+    folded = conn.execute(read).fetchall()
+    assert {span for _, span, *_ in folded} == {900, 3600, 21600, 86400}
+    with conn:  # as a database from before migration 0010, its raw rows pruned by retention
+        conn.execute("DROP TABLE rollup_project")
+        conn.execute("DELETE FROM schema_migrations WHERE version = '0010_rollup_project.sql'")
+        conn.execute("DELETE FROM ledger WHERE rowid < (SELECT max(rowid) FROM ledger)")
+    conn.close()
+    SQLiteStore(path).close()
+    conn = sqlite3.connect(path)
+    assert conn.execute(read).fetchall() == folded
+    conn.close()
 
 
 def test_retention_deletes_old_rows_in_chunks_and_keeps_every_sum(tmp_path: Path) -> None:

@@ -80,7 +80,15 @@ _KEYS_OF_NEW_ROWS = (
     f"ledger JOIN (SELECT DISTINCT ledger.rowid AS rid, {_TAG_KEY} AS tag_key "  # noqa: S608 - constants
     f"FROM ledger, json_each(ledger.tags) AS t WHERE {_NEW_ROWS}) AS k ON k.rid = ledger.rowid"
 )
-_FOLD = _fold("rollup", _MAIN_DIMS, _MAIN_EXPRS)
+_FOLD_MAIN = _fold("rollup", _MAIN_DIMS, _MAIN_EXPRS)
+# rollup_project from the same quarter-hour sums, before they are cleared: no second pass over the rows.
+_FOLD_PROJECT = (
+    f"INSERT INTO rollup_project (project, span, bucket, {', '.join(_SUMS)}) "  # noqa: S608 - constants only
+    f"SELECT project, s.span, bucket / s.span * s.span, {', '.join(f'sum({name})' for name in _SUMS)} "
+    f"FROM temp.fold_rollup, {_SPAN_TABLE} WHERE 1 GROUP BY 1, 2, 3 "
+    f"ON CONFLICT DO UPDATE SET {', '.join(f'{name} = {name} + excluded.{name}' for name in _SUMS)}"
+)
+_FOLD = (*_FOLD_MAIN[:-1], _FOLD_PROJECT, _FOLD_MAIN[-1])
 _TAGS_OF_NEW_ROWS = "ledger, json_each(ledger.tags) AS t"
 _FOLD_USERS = _fold("rollup_user", ("user_id",), ("coalesce(user_id, '')",))
 _FOLD_TAGS = (
@@ -147,6 +155,7 @@ def _split_tag(tag: str) -> tuple[str, str]:
 # Each rollup with the dimensions it can split or filter by (the project is in all of them),
 # smallest first: a question goes to the first that holds every dimension it names.
 _TABLES: tuple[tuple[str, frozenset[str]], ...] = (
+    ("rollup_project", frozenset()),
     ("rollup", _MAIN_GROUPS),
     ("rollup_user", frozenset({"user"})),
     ("rollup_tag_key", frozenset({"tag_key"})),
