@@ -16,19 +16,30 @@ from typing import Any
 from rich.console import Console
 
 import ledger_gen
+from buzz.store.sqlite import SQLiteStore
 
 # Bumped whenever ledger_gen's distribution changes, so an older cached ledger is not reused.
 GENERATOR_VERSION = 1
 META = "ledger-scale.json"
 
 
-def schema() -> str:
-    """A digest of the store's migrations: a ledger made under another schema is made again."""
-    digest = hashlib.sha256()
+def schema() -> list[str]:
+    """The store's migrations, each as "name:digest". A ledger made under a prefix of them is
+    reused, and the store applies the rest when it opens it, as it would in production; one made
+    under a migration that has since changed is made again."""
     folder = resources.files("buzz.store") / "migrations" / "sqlite"
-    for script in sorted(folder.iterdir(), key=lambda p: p.name):
-        digest.update(script.name.encode() + b"\0" + script.read_bytes())
-    return digest.hexdigest()[:16]
+    return [
+        f"{script.name}:{hashlib.sha256(script.read_bytes()).hexdigest()[:12]}"
+        for script in sorted(folder.iterdir(), key=lambda p: p.name)
+        if script.name.endswith(".sql")
+    ]
+
+
+def _reusable(made: dict[str, Any], params: Params) -> bool:
+    wanted = asdict(params)
+    same = all(made.get(name) == value for name, value in wanted.items() if name != "schema")
+    earlier = made.get("schema")
+    return same and isinstance(earlier, list) and earlier == wanted["schema"][: len(earlier)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +49,7 @@ class Params:
     seed: int
     batch: int
     generator: int = GENERATOR_VERSION
-    schema: str = field(default_factory=schema)
+    schema: list[str] = field(default_factory=schema)
 
 
 def database(data_dir: Path) -> Path:
@@ -51,8 +62,17 @@ def ensure(data_dir: Path, params: Params, console: Console, regenerate: bool = 
     meta_path = data_dir / META
     if not regenerate and meta_path.exists():
         meta: dict[str, Any] = json.loads(meta_path.read_text())
-        if meta.get("params") == asdict(params) and meta.get("complete") and database(data_dir).exists():
+        if _reusable(meta.get("params", {}), params) and meta.get("complete") and database(data_dir).exists():
             console.print(f"reusing the ledger in {data_dir} (made {meta['generated_at']})")
+            added = params.schema[len(meta["params"]["schema"]) :]
+            if added:
+                started = time.monotonic()
+                SQLiteStore(database(data_dir)).close()  # applies the migrations added since
+                took = round(time.monotonic() - started, 1)
+                console.print(f"  applied {', '.join(a.split(':')[0] for a in added)} in {took} s")
+                meta["params"]["schema"] = params.schema
+                meta.setdefault("migrations_applied", []).append({"added": added, "seconds": took})
+                meta_path.write_text(json.dumps(meta, indent=2) + "\n")
             meta["reused"] = True
             return meta
     data_dir.mkdir(parents=True, exist_ok=True)

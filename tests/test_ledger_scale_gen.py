@@ -9,6 +9,8 @@ recomputed in Python from the raw rows and compared, row for row.
 from __future__ import annotations
 
 import importlib.util
+import json
+import re
 import sqlite3
 import sys
 from collections import defaultdict
@@ -111,3 +113,39 @@ def test_generated_rollups_equal_the_sums_of_the_raw_rows(tmp_path: Path) -> Non
         if r.key_id is not None:
             latest[r.key_id] = max(latest.get(r.key_id, 0.0), r.ts)
     assert last_used == latest
+
+
+def test_a_cached_ledger_is_reused_under_later_migrations_and_made_again_when_one_changed(tmp_path: Path) -> None:
+    load_generator()
+    spec = importlib.util.spec_from_file_location("ledger_data", ROOT / "bench" / "ledger_data.py")
+    assert spec is not None and spec.loader is not None
+    data = importlib.util.module_from_spec(spec)
+    sys.modules["ledger_data"] = data
+    spec.loader.exec_module(data)
+    from rich.console import Console
+
+    quiet = Console(file=open(tmp_path / "out.txt", "w"))  # noqa: SIM115 - closed with the test's process
+    params = data.Params(rows=2_000, days=1, seed=3, batch=500)
+    made = data.ensure(tmp_path, params, quiet)
+    assert not made["reused"] and made["rows"] == 2_000
+    path = data.database(tmp_path)
+    # As if it had been made before the newest migration: that one is applied, the rows kept.
+    meta = json.loads((tmp_path / data.META).read_text())
+    newest = params.schema[-1].split(":")[0]
+    meta["params"]["schema"] = params.schema[:-1]
+    (tmp_path / data.META).write_text(json.dumps(meta))
+    script = (ROOT / "src" / "buzz" / "store" / "migrations" / "sqlite" / newest).read_text()
+    with closing(sqlite3.connect(path)) as conn, conn:
+        conn.execute("DELETE FROM schema_migrations WHERE version = ?", (newest,))
+        for table in re.findall(r"CREATE TABLE (\w+)", script):
+            conn.execute(f"DROP TABLE {table}")
+    again = data.ensure(tmp_path, params, quiet)
+    assert again["reused"] and again["migrations_applied"][0]["added"] == params.schema[-1:]
+    with closing(sqlite3.connect(path)) as conn:
+        assert conn.execute("SELECT count(*) FROM schema_migrations WHERE version = ?", (newest,)).fetchone() == (1,)
+        assert conn.execute("SELECT count(*) FROM ledger").fetchone() == (2_000,)
+    # A migration it was made under has changed since: a new ledger.
+    meta = json.loads((tmp_path / data.META).read_text())
+    meta["params"]["schema"][0] = meta["params"]["schema"][0].split(":")[0] + ":000000000000"
+    (tmp_path / data.META).write_text(json.dumps(meta))
+    assert not data.ensure(tmp_path, params, quiet)["reused"]
