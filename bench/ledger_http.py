@@ -204,9 +204,16 @@ def measure(
                 result = _time(Browser(port), ADMIN_USAGE + query, repeat, _bearer(token))
             out["pages"].append({"who": f"{who} (API)", **result, "server_peak_rss_kib": rss.peak})
     since, until = local_text(end - 30 * 86400, UTC), local_text(end + 1, UTC)
-    for who, fmt in (("operator", "csv"), ("operator", "jsonl"), ("member", "csv")):
-        path = f"{ADMIN_USAGE}/export?{urlencode({'since': since, 'until': until, 'format': fmt})}"
-        out["exports"].append({"who": who, **_export(port, path, bearers[who], server.pid)})
+    for who, fmt, tz in (
+        ("operator", "csv", "UTC"),
+        ("operator", "jsonl", "UTC"),
+        ("operator", "csv", "Europe/Paris"),
+        ("member", "csv", "UTC"),
+    ):
+        params = {"since": since, "until": until, "format": fmt, "tz": tz}
+        out["exports"].append(
+            {"who": who, **_export(port, f"{ADMIN_USAGE}/export?{urlencode(params)}", bearers[who], server.pid)}
+        )
     return _stopped(server, out)
 
 

@@ -12,6 +12,7 @@ import json
 import sys
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl
 
 import ledger_queries as lq
 
@@ -51,6 +52,11 @@ def other_table(cases: dict[str, dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _kind(path: str) -> str:
+    params = dict(parse_qsl(path.partition("?")[2]))
+    return f"{params.get('format', 'csv')}, {params.get('tz', 'UTC')}"
+
+
 def main(paths: list[str]) -> int:
     runs = [json.loads(Path(p).read_text()) for p in paths]
     cases: dict[str, dict[str, Any]] = {}
@@ -85,7 +91,7 @@ def main(paths: list[str]) -> int:
             print(f"| {p['who']} | `{p['path']}` | {status} | {timings} | {rss} |")
     for e in web.get("exports", []):
         print(
-            f"\nHTTP export ({e['who']}, `{e['path'].split('?')[0]}`, {e['path'].rsplit('format=', 1)[-1]}): "
+            f"\nHTTP export ({e['who']}, `{e['path'].split('?')[0]}`, {_kind(e['path'])}): "
             f"{e['rows']:,} rows, {e['bytes'] / 2**20:,.0f} MiB in {e['seconds']} s = {e['rows_per_s']:,} rows/s; "
             f"server peak RSS {e['server_peak_rss_kib'] / 1024:.0f} MiB"
         )

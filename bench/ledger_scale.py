@@ -39,6 +39,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 from typing import Any
+from urllib.parse import parse_qsl
 
 from rich.console import Console
 from rich.markup import escape
@@ -52,6 +53,12 @@ from buzz.billing.pricing import PriceBook
 from procs import ROOT, machine
 
 BENCH_DIR = Path(__file__).resolve().parent
+
+
+def _export_kind(path: str) -> str:
+    """ "csv, UTC" from an export's path."""
+    params = dict(parse_qsl(path.partition("?")[2]))
+    return f"{params.get('format', 'csv')}, {params.get('tz', 'UTC')}"
 
 
 def _revision() -> str:
@@ -188,7 +195,8 @@ def show(console: Console, results: dict[str, Any]) -> None:
         console.print(pages)
     for e in web.get("exports", []):
         console.print(
-            f"HTTP export, {e['who']}: {e['rows']:,} rows in {e['seconds']} s = {e['rows_per_s']:,} rows/s "
+            f"HTTP export, {e['who']}, {_export_kind(e['path'])}: {e['rows']:,} rows in {e['seconds']} s "
+            f"= {e['rows_per_s']:,} rows/s "
             f"({e['mib_per_s']} MiB/s, HTTP {e['status']}); server peak RSS {e['server_peak_rss_kib'] / 1024:.0f} MiB"
         )
 
