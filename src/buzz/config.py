@@ -69,8 +69,10 @@ class Config:
     ledger_retention_days: int | None = None  # None: raw ledger rows are kept forever
     # The raw ledger rows one console or usage-API report may walk (a question no rollup holds):
     # past it the report is refused with a message that says how to narrow it, rather than hold
-    # a server thread, and a core the gateway needs, for seconds. `buzz usage` has no bound.
-    report_raw_rows_limit: int = 1_000_000
+    # a server thread, and a core the gateway needs, for seconds. Raw reads walk 0.65 to 0.9
+    # million rows a second on the machine of docs/performance.md, so this is under a second
+    # there. `buzz usage` has no bound.
+    report_raw_rows_limit: int = 500_000
     log_level: str = "info"
     header_timeout: float = 10.0
     keep_alive_timeout: int = 75
