@@ -197,8 +197,8 @@ class Store(Protocol):
     def write_ledger(self, rows: Sequence[LedgerRow]) -> None: ...
 
     # Report queries are synchronous and may take a while on a big ledger: callers on the event
-    # loop run them in a thread. They never read raw ledger rows except `export_rows`, and the
-    # one combination the rollups do not hold (a user and a tag together).
+    # loop run them in a thread. They read the rollups, except the exports and the questions no
+    # rollup holds (a user or a tag with another dimension), whose cost `raw_rows` tells first.
 
     def rollup(
         self,
