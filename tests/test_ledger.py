@@ -40,6 +40,7 @@ LEDGER_COLUMNS = [
 ]
 
 ROLLUPS = {
+    "rollup_project": [],
     "rollup": ["key_id", "provider", "model", "surface", "status_class"],
     "rollup_user": ["user_id"],
     "rollup_tag": ["tag_key", "tag_value"],
