@@ -56,6 +56,11 @@ _SETTLE_GRACE = 5.0
 _NO_STORE = ((b"cache-control", b"private, no-store"),)
 
 
+def open_store(config: Config) -> SQLiteStore:
+    """The configured store, its migrations applied."""
+    return SQLiteStore(config.database_path)
+
+
 def make_limiter(config: Config, store: SQLiteStore, counters: Counters) -> Limiter:
     """Redis when several processes share limits; else in process, balances kept in SQLite."""
     if config.redis_url:
@@ -110,7 +115,7 @@ class Gateway:
     async def startup(self) -> None:
         if self.access_log is not None:
             self.access_log.start()
-        store = SQLiteStore(self.config.database_path)
+        store = open_store(self.config)
         ledger = LedgerWriter(store.write_ledger, self.config.ledger_flush_interval)
         ledger.start()
         session = make_session(self.config.connect_timeout, self.config.read_timeout)

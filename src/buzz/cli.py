@@ -96,21 +96,27 @@ def main() -> None:
 @main.command()
 @click.option("--host", default=None, help="Address to listen on (default 127.0.0.1).")
 @click.option("--port", type=int, default=None, help="Port to listen on (default 8080).")
+@click.option(
+    "--workers",
+    default=None,
+    help="Processes serving the port (default 1; 'auto': one per core). More than one needs BUZZ_REDIS_URL.",
+)
 @common_options
 @click.pass_context
-def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
+def serve(ctx: click.Context, host: str | None, port: int | None, workers: str | None) -> None:
     """Run the gateway (SQLite in the data directory, migrations applied at start).
 
     It prints where the data is and which vendors have a credential, then "listening" once the
     socket serves; an address it cannot listen on is a one-line error and exit status 1.
     """
-    config = _config(ctx, host=host, port=port)
-    from buzz.server import ListenError, run  # the server stack is imported only when serving
+    config = _config(ctx, host=host, port=port, workers=workers)
+    from buzz.server import StartError, run  # the server stack is imported only when serving
 
     try:
-        run(config)
-    except ListenError as exc:
+        status = run(config)
+    except StartError as exc:
         raise click.ClickException(str(exc)) from exc
+    ctx.exit(status)
 
 
 @main.group()

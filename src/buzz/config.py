@@ -59,6 +59,7 @@ class PriceOverride:
 class Config:
     host: str = "127.0.0.1"
     port: int = 8080
+    workers: int = 1
     data_dir: Path = Path("./buzz-data")
     max_body_bytes: int = 32 * 1024 * 1024
     connect_timeout: float = 10.0
@@ -108,6 +109,13 @@ def _positive_int(value: Any) -> int:
     if number <= 0:
         raise ValueError("must be positive")
     return number
+
+
+def _workers(value: Any) -> int:
+    """A count of processes, or "auto": one per core this process may run on."""
+    if str(value).strip().lower() == "auto":
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return _positive_int(value)
 
 
 def _port(value: Any) -> int:
@@ -189,6 +197,14 @@ class Setting:
 SETTINGS: tuple[Setting, ...] = (
     Setting("host", ("server", "host"), "BUZZ_HOST", str, "Address to listen on."),
     Setting("port", ("server", "port"), "BUZZ_PORT", _port, "Port to listen on."),
+    Setting(
+        "workers",
+        ("server", "workers"),
+        "BUZZ_WORKERS",
+        _workers,
+        "Processes serving the port, each with its own ledger writer; `auto` is one per core. More than "
+        "one needs `limits.redis_url`, so that every limit is held once for all of them.",
+    ),
     Setting("data_dir", ("server", "data_dir"), "BUZZ_DATA_DIR", Path, "Directory of the SQLite database."),
     Setting(
         "max_body_bytes",
@@ -389,9 +405,11 @@ def load(
     values["providers"] = _providers(document.get("providers", {}), env, path)
     values["price_overrides"] = _overrides(document.get("pricing", {}).get("models", {}), path)
     values["routing_models"], values["routing_patterns"] = _routing(document.get("routing", {}), path)
+    by_name = {setting.name: setting for setting in SETTINGS}
     for name, value in (flags or {}).items():
         if value is not None:
-            values[name] = value
+            flagged = by_name.get(name)
+            values[name] = _parse(flagged, value, f"--{name}") if flagged is not None else value
     return replace(Config(), **values)
 
 

@@ -2,7 +2,7 @@
 
 buzz binds its listening socket itself, before anything else starts, so a port already taken is
 one clear error and not a half-started gateway; it says it is listening only once uvicorn serves
-on that socket.
+on that socket. With `workers` above 1, `supervisor.py` forks that many processes onto it.
 """
 
 from __future__ import annotations
@@ -10,13 +10,15 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import socket
+from collections.abc import Callable
 from typing import Literal, TypedDict
 
 import uvicorn
 
 from buzz import providers
-from buzz.app import Gateway, create_app
+from buzz.app import Gateway, create_app, open_store
 from buzz.asgi import Receive, Scope, Send
 from buzz.config import PROVIDERS, Config
 from buzz.connections import (
@@ -28,11 +30,16 @@ from buzz.connections import (
     refuse,
 )
 from buzz.proxy.forward import ResponseAborted
+from buzz.supervisor import supervise
 
 log = logging.getLogger("buzz")
 
 
-class ListenError(Exception):
+class StartError(Exception):
+    """buzz cannot start as configured; the message says why, in one line."""
+
+
+class ListenError(StartError):
     """The address cannot be listened on (taken, not local, not permitted)."""
 
 
@@ -103,16 +110,21 @@ def bind(host: str, port: int) -> socket.socket:
 class _Server(uvicorn.Server):
     """uvicorn's server, which starts the connection guard and says when it really serves."""
 
-    def __init__(self, config: uvicorn.Config, guard: ConnectionGuard, address: str) -> None:
+    def __init__(
+        self, config: uvicorn.Config, guard: ConnectionGuard, address: str, ready: Callable[[], None] | None
+    ) -> None:
         super().__init__(config)
         self._guard = guard
         self._address = address
+        self._ready = ready  # told once it serves, under a supervisor
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         self._guard.start(asyncio.get_running_loop())
         await super().startup(sockets=sockets)
         if self.started:
             log.info("buzz listening on %s", self._address)
+            if self._ready is not None:
+                self._ready()
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         self._guard.stop()
@@ -153,8 +165,15 @@ def describe(config: Config, cap: int, descriptors: int) -> None:
 _GC_THRESHOLDS = (20_000, 20, 20)
 
 
-def run(config: Config) -> None:
-    """Serve until SIGTERM or SIGINT; `ListenError` before anything started if the bind fails."""
+def run(config: Config) -> int:
+    """Serve until SIGTERM or SIGINT, and return the exit status; `StartError` before anything
+    started if the configuration cannot be served or the bind fails."""
+    if config.workers > 1 and not config.redis_url:
+        raise StartError(
+            f"{config.workers} workers need limits.redis_url (BUZZ_REDIS_URL): each process would otherwise "
+            "count limits, spend caps and balances on its own, so a key allowed 100 requests a minute "
+            f"could make {100 * config.workers}. Run one worker, or give buzz a Redis."
+        )
     gc.set_threshold(*_GC_THRESHOLDS)
     logging.basicConfig(level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("uvicorn.error").addFilter(_QuietAborts())
@@ -162,11 +181,34 @@ def run(config: Config) -> None:
     sock = bind(config.host, config.port)
     host, port = sock.getsockname()[:2]
     address = f"http://[{host}]:{port}" if sock.family == socket.AF_INET6 else f"http://{host}:{port}"
-    app = create_app(config)
     cap = connection_cap(descriptors, config.max_connections)
-    guard = ConnectionGuard(cap, config.header_timeout, app.counters, _refusal(app))
     describe(config, cap, descriptors)
-    _Server(uvicorn_config(config, app, guard), guard, address).run(sockets=[sock])
+    if config.workers == 1:
+        _serve(config, sock, cap, address)
+        return 0
+    # The workers' connections queue on the socket from now on, whichever worker is ready first.
+    sock.listen(_BACKLOG)
+    # Migrations once, here: several processes applying them at once would race.
+    open_store(config).close()
+    log.info("buzz starting %d workers on %s", config.workers, address)
+
+    def worker(number: int, ready: Callable[[], None]) -> None:
+        label = f"{address} (worker {number} of {config.workers}, pid {os.getpid()})"
+        _serve(config, sock, cap, label, ready)
+
+    return supervise(config.workers, worker)
+
+
+# uvicorn's own default, for the socket the parent listens on before any worker does.
+_BACKLOG = 2048
+
+
+def _serve(
+    config: Config, sock: socket.socket, cap: int, address: str, ready: Callable[[], None] | None = None
+) -> None:
+    app = create_app(config)
+    guard = ConnectionGuard(cap, config.header_timeout, app.counters, _refusal(app))
+    _Server(uvicorn_config(config, app, guard), guard, address, ready).run(sockets=[sock])
 
 
 def _refusal(app: Gateway) -> App:
