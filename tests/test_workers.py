@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -88,6 +89,17 @@ def test_each_worker_serves_and_a_revoked_key_is_refused_by_both(two_workers: tu
             assert _send(buzz, token) == 401
         finally:
             os.kill(stopped, signal.SIGCONT)
+
+
+def test_both_writers_write_at_once_and_lose_nothing(two_workers: tuple[BuzzProcess, str, str]) -> None:
+    buzz, _, token = two_workers
+    with ThreadPoolExecutor(8) as pool:  # eight clients at once, spread over both workers
+        statuses = list(pool.map(lambda _: _send(buzz, token), range(200)))
+    assert statuses == [200] * 200
+    assert len(buzz.ledger(200)) == 200
+    assert buzz.stop() == 0
+    assert len(buzz.ledger()) == 200
+    assert b"Traceback" not in buzz.output() and b"locked" not in buzz.output()
 
 
 def test_a_worker_that_dies_is_replaced_and_sigterm_flushes_every_row(

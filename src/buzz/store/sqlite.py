@@ -398,7 +398,10 @@ class SQLiteStore:
                 for r in rows
             ]
             changes = self._balances.take()
-            self._writer.execute("BEGIN")
+            # IMMEDIATE: the write lock is taken here, waiting under busy_timeout while another
+            # worker's writer holds it, so no statement of this transaction runs on a read
+            # snapshot another writer has moved past (SQLite fails that at once, without waiting).
+            self._writer.execute("BEGIN IMMEDIATE")
             try:
                 self._writer.executemany(_INSERT, params)
                 self._writer.executemany(
