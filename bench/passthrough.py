@@ -4,12 +4,16 @@ A plain ASGI app, served with buzz's own uvicorn settings, that forwards each re
 upstream through buzz's own aiohttp session and relays the answer chunk by chunk. No key check,
 no routing, no meter, no ledger. What buzz costs beyond this is buzz's own work.
 
-    python bench/passthrough.py --port 9100 --upstream http://127.0.0.1:9001
+    python bench/passthrough.py --port 9100 --upstream http://127.0.0.1:9001 [--workers N]
+
+With `--workers N` it runs N processes on the port the way `buzz serve --workers N` does (the
+same supervisor), so that the two scale under the same process model.
 """
 
 from __future__ import annotations
 
 import argparse
+import socket
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -18,7 +22,8 @@ import uvicorn
 from yarl import URL
 
 from buzz.proxy.forward import make_session
-from buzz.server import proxy_server_options
+from buzz.server import bind, proxy_server_options
+from buzz.supervisor import supervise
 
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -78,10 +83,32 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--upstream", required=True, help="base URL, e.g. http://127.0.0.1:9001")
+    parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args()
-    uvicorn.run(
-        Passthrough(args.upstream), host="127.0.0.1", port=args.port, log_level="warning", **proxy_server_options()
-    )
+    if args.workers == 1:
+        uvicorn.run(
+            Passthrough(args.upstream), host="127.0.0.1", port=args.port, log_level="warning", **proxy_server_options()
+        )
+        return
+    sock = bind("127.0.0.1", args.port)
+    sock.listen(2048)
+
+    def worker(_number: int, ready: Callable[[], None]) -> None:
+        config = uvicorn.Config(Passthrough(args.upstream), log_level="warning", **proxy_server_options())
+        _ReadyServer(config, ready).run(sockets=[sock])
+
+    raise SystemExit(supervise(args.workers, worker))
+
+
+class _ReadyServer(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, ready: Callable[[], None]) -> None:
+        super().__init__(config)
+        self._ready = ready
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        if self.started:
+            self._ready()
 
 
 if __name__ == "__main__":
