@@ -26,6 +26,15 @@ MODEL = "claude-haiku-4-5-20251001"
 BODY = json.dumps({"model": MODEL, "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]}).encode()
 
 
+def _alive(pid: int) -> bool:
+    """Running, not a zombie waiting for whoever adopted it to reap it."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] not in ("Z", "X")
+
+
 def _children(pid: int) -> list[int]:
     """The live processes whose parent is `pid`, from /proc."""
     found = []
@@ -117,6 +126,20 @@ def test_a_worker_that_dies_is_replaced_and_sigterm_flushes_every_row(
     assert buzz.stop() == 0
     assert len(buzz.ledger()) == 20  # both writers flushed before the parent exited
     assert b"exited (status -9): starting another" in buzz.output()
+
+
+def test_workers_stop_and_flush_when_the_parent_is_killed(two_workers: tuple[BuzzProcess, str, str]) -> None:
+    buzz, _, token = two_workers
+    assert buzz.process is not None
+    workers = _children(buzz.process.pid)
+    for _ in range(10):
+        assert _send(buzz, token) == 200
+    buzz.process.kill()  # SIGKILL: the parent cannot forward anything
+    buzz.process.wait()
+    # The kernel tells each worker (SIGTERM); each stops as it would on its own SIGTERM.
+    assert wait_until(lambda: not any(_alive(pid) for pid in workers), timeout=20)
+    assert len(buzz.ledger(10)) == 10
+    assert buzz.output().count(b"ledger flushed") == 2
 
 
 def test_several_workers_without_redis_refuse_to_start(tmp_path: Path) -> None:
