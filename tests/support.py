@@ -49,8 +49,11 @@ def free_port() -> int:
 class BuzzProcess:
     """`buzz serve` in a child process, as an operator would run it."""
 
-    def __init__(self, data_dir: Path, upstream_url: str, env: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self, data_dir: Path, upstream_url: str, env: Mapping[str, str] | None = None, new_session: bool = False
+    ) -> None:
         self.data_dir = data_dir
+        self.new_session = new_session  # its own process group, as a shell gives a command it runs
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {
@@ -73,6 +76,7 @@ class BuzzProcess:
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,
+            start_new_session=self.new_session,
         )
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:

@@ -62,13 +62,15 @@ def _send(buzz: BuzzProcess, token: str) -> int:
 
 @pytest.fixture
 def two_workers(tmp_path: Path, fake_session: FakeAnthropic) -> Iterator[tuple[BuzzProcess, str, str]]:
+    # In a process group of its own, as a shell runs it, so a test can send Ctrl-C's SIGINT to it.
     data_dir = tmp_path / "data"
     data_dir.mkdir()
     store = SQLiteStore(data_dir / "buzz.sqlite3")
     key = generate_key()
     store.create_key(key.key_id, "acme", "web", key.secret_hash)
     store.close()
-    buzz = BuzzProcess(data_dir, fake_session.url, {"BUZZ_WORKERS": "2", "BUZZ_REDIS_URL": redis_url(3)})
+    env = {"BUZZ_WORKERS": "2", "BUZZ_REDIS_URL": redis_url(3)}
+    buzz = BuzzProcess(data_dir, fake_session.url, env, new_session=True)
     with buzz:
         assert wait_until(lambda: _listening(buzz) == 2, timeout=20)
         yield buzz, key.key_id, key.token
@@ -126,6 +128,19 @@ def test_a_worker_that_dies_is_replaced_and_sigterm_flushes_every_row(
     assert buzz.stop() == 0
     assert len(buzz.ledger()) == 20  # both writers flushed before the parent exited
     assert b"exited (status -9): starting another" in buzz.output()
+
+
+def test_ctrl_c_stops_every_worker_gracefully_once(two_workers: tuple[BuzzProcess, str, str]) -> None:
+    buzz, _, token = two_workers
+    assert buzz.process is not None
+    for _ in range(10):
+        assert _send(buzz, token) == 200
+    # Ctrl-C in a terminal sends SIGINT to the whole foreground process group. A worker that got
+    # it from there and again from the parent would exit at once, without flushing its rows.
+    os.killpg(buzz.process.pid, signal.SIGINT)
+    assert buzz.process.wait(timeout=20) == 0
+    assert len(buzz.ledger()) == 10
+    assert buzz.output().count(b"ledger flushed") == 2
 
 
 def test_workers_stop_and_flush_when_the_parent_is_killed(two_workers: tuple[BuzzProcess, str, str]) -> None:

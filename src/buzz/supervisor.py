@@ -41,6 +41,10 @@ def supervise(count: int, serve: Callable[[int, Callable[[], None]], None]) -> i
         pid = os.fork()
         if pid == 0:  # the worker: default signal handling (uvicorn installs its own), then serve
             os.close(ready_read)
+            # A process group of its own: Ctrl-C's SIGINT goes to the terminal's foreground group,
+            # and a worker that got it from there and again from the parent would take the second
+            # as "exit now", skipping its graceful stop and the ledger flush. It hears the parent only.
+            os.setpgid(0, 0)
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.SIG_DFL)
             _stop_with(parent)
