@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from decimal import Decimal
 from pathlib import Path
 
@@ -102,3 +103,15 @@ def test_readme_documents_every_setting() -> None:
     for provider in providers.REGISTRY:
         assert f"`{provider.credential_env}`" in readme
         assert f"`{provider.base_url_env}`" in readme
+
+
+def test_workers_are_a_count_or_one_per_core() -> None:
+    assert load(None, env={}).workers == 1
+    assert load(None, env={"BUZZ_WORKERS": "3"}).workers == 3
+    assert load(None, env={"BUZZ_WORKERS": "auto"}).workers == len(os.sched_getaffinity(0))
+    assert load(None, env={"BUZZ_WORKERS": "2"}, flags={"workers": "AUTO"}).workers == len(os.sched_getaffinity(0))
+    for bad in ("0", "-2", "many"):
+        with pytest.raises(ConfigError, match="is not valid"):
+            load(None, env={"BUZZ_WORKERS": bad})
+    with pytest.raises(ConfigError, match="--workers: 'none' is not valid"):
+        load(None, env={}, flags={"workers": "none"})
