@@ -18,6 +18,7 @@ from fakes.replies import (
     JSON_TYPE,
     SLOW_EVENT_GAP,
     SSE_TYPE,
+    TICKS,
     Reply,
     header_seconds,
     json_delivery,
@@ -204,6 +205,8 @@ def _stream_events(model: str, request: dict[str, Any], usage: dict[str, Any], k
         return sse.text_stream_events(
             model, ["I can't"], start, final, pad, stop_reason="refusal", stop_details=details, message_id=mid
         )
+    if "ticks" in kinds:
+        return sse.text_stream_events(model, [" tick"] * TICKS, start, final, pad, message_id=mid)
     return sse.text_stream_events(model, DEFAULT_TEXT_PIECES, start, final, pad, message_id=mid)
 
 

@@ -33,6 +33,7 @@ The request header `x-fake-scenario` (comma-separated, combinable) changes the d
 - `cache-read`: report the cached amount above as `cache_read_input_tokens` instead of writes.
 - `pad`: whitespace padding inside every event's JSON, as the real API does.
 - `slow`: 100 ms between stream events (100 ms before the headers when not streaming).
+- `ticks`: a text stream of 100 deltas (and its framing events), every event 50 ms after the last.
 - `gzip`: gzip the response body (streams are gzipped per event with a sync flush).
 - `drop`: close the connection halfway through the body, without the terminating chunk.
 - `reset`: reset the connection before sending anything.

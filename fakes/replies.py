@@ -20,6 +20,9 @@ SSE_TYPE = "text/event-stream; charset=utf-8"
 
 # Long enough that a meter or relay blocking on the next chunk shows up in timing tests.
 SLOW_EVENT_GAP = 0.1
+# `ticks`: a long text stream at a steady pace, for measuring many open streams at once.
+TICKS = 100
+TICK_GAP = 0.05
 
 _ALPHANUMERIC = string.ascii_letters + string.digits
 # json.dumps with options builds a new encoder per call, a noticeable share of a stream's cost;
@@ -100,11 +103,13 @@ def json_delivery(body: bytes, kinds: frozenset[str], headers: Sequence[tuple[st
 
 
 def stream_delivery(chunks: list[bytes], kinds: frozenset[str], headers: Sequence[tuple[str, str]] = ()) -> Reply:
-    """Chunks shaped by `slow` (a gap before each but the first), `gzip` and `drop` (halfway)."""
+    """Chunks shaped by `slow` or `ticks` (a gap before each but the first), `gzip` and `drop`
+    (halfway)."""
+    gap = SLOW_EVENT_GAP if "slow" in kinds else TICK_GAP if "ticks" in kinds else None
     return Reply(
         headers=list(headers),
         chunks=chunks,
-        delays=[0.0] + [SLOW_EVENT_GAP] * (len(chunks) - 1) if "slow" in kinds else None,
+        delays=[0.0] + [gap] * (len(chunks) - 1) if gap is not None else None,
         gzip="gzip" in kinds,
         drop_after_chunks=len(chunks) // 2 if "drop" in kinds else None,
     )

@@ -411,3 +411,14 @@ def test_standalone_cli_serves_and_stops() -> None:
             exit_code = proc.wait(timeout=60)
     assert status == 200 and body.endswith(b'event: message_stop\ndata: {"type":"message_stop"}\n\n')
     assert exit_code == 0
+
+
+def test_ticks_stream_a_hundred_deltas_fifty_milliseconds_apart(fake: FakeAnthropic) -> None:
+    headers = {"x-fake-scenario": "ticks"}
+    status, _, body = raw(fake.url + "/v1/messages", json={"model": MODEL, "stream": True}, headers=headers)
+    assert status == 200
+    assert body.count(b"event: content_block_delta") == 100 and body.count(b'"text":" tick"') == 100
+    events = body.count(b"\n\nevent: ") + 1
+    sent = fake.chunk_times()
+    # One write per event, each 50 ms or more after the last: a sleep never ends early.
+    assert len(sent) == events and all(b - a >= 0.05 for a, b in itertools.pairwise(sent))
