@@ -147,6 +147,17 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _CLK_TCK
 
 
+def children(pid: int) -> list[int]:
+    """The processes whose parent is `pid` (a supervisor's workers), from /proc."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if int((entry / "stat").read_text().rpartition(")")[2].split()[1]) == pid:
+                    found.append(int(entry.name))
+    return found
+
+
 def cpu_jiffies() -> dict[int, tuple[int, int, int]]:
     """Per core (busy, steal, total) jiffies from /proc/stat; busy includes steal."""
     out = {}

@@ -36,21 +36,27 @@ import aiohttp
 from rich.console import Console
 from rich.table import Table
 
-from procs import LOCALHOST, ROOT, Service, buzz_env, cpu_seconds, create_key, free_port, machine, rss_kib, wait_ready
+from procs import (
+    LOCALHOST,
+    ROOT,
+    Service,
+    buzz_env,
+    children,
+    cpu_seconds,
+    create_key,
+    free_port,
+    machine,
+    rss_kib,
+    wait_ready,
+)
 
 MODEL = "claude-haiku-4-5"
 BODY = json.dumps({"model": MODEL, "max_tokens": 16, "stream": True, "messages": [{"role": "user", "content": "hi"}]})
 
 
 def _tree(pid: int) -> list[int]:
-    """`pid` and its children (the workers)."""
-    found = [pid]
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                if int((entry / "stat").read_text().rpartition(")")[2].split()[1]) == pid:
-                    found.append(int(entry.name))
-    return found
+    """`pid` and its workers."""
+    return [pid, *children(pid)]
 
 
 def _cpu(pid: int) -> float:

@@ -31,28 +31,17 @@ from rich.console import Console
 from rich.table import Table
 
 import loadgen
-from procs import LOCALHOST, ROOT, Service, buzz_env, cpu_seconds, create_key, free_port, machine, wait_ready
+from procs import LOCALHOST, ROOT, Service, buzz_env, children, cpu_seconds, create_key, free_port, machine, wait_ready
 
 BENCH_DIR = Path(__file__).resolve().parent
 SMALL = 1024
-
-
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                fields = (entry / "stat").read_text().rpartition(")")[2].split()
-                if int(fields[1]) == pid:
-                    found.append(int(entry.name))
-    return found
 
 
 def _cpu(service: Service) -> float:
     """The service's CPU seconds, its workers' included (reaped children are not counted, and
     none is reaped while it runs)."""
     total = 0.0
-    for pid in (service.pid, *_children(service.pid)):
+    for pid in (service.pid, *children(service.pid)):
         with contextlib.suppress(OSError):
             total += cpu_seconds(pid)
     return total
