@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from fakes.fake_anthropic import FakeAnthropic
+from stores import Postgres
 from support import BuzzProcess
 
 
@@ -41,3 +42,11 @@ def buzz(buzz_module: BuzzProcess, fake: FakeAnthropic) -> BuzzProcess:
 @pytest.fixture(scope="module")
 def key(buzz_module: BuzzProcess) -> str:
     return buzz_module.create_key(project="acme", name="tests")
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    """Fresh schemas on the shared PostgreSQL, dropped when the run ends."""
+    databases = Postgres()
+    yield databases
+    databases.close()

@@ -1,6 +1,6 @@
-"""The export as the SQLite store renders it, byte for byte what `buzz.export.encode` makes of
-the same rows in Python: every field, text that needs quoting, times in zones with half-hour
-offsets and across summer time, and a resumed export."""
+"""The export as each store renders it (SQLite in its SQL, PostgreSQL from its rows), byte for
+byte what `buzz.export.encode` makes of the same rows in Python: every field, text that needs
+quoting, times in zones with half-hour offsets and across summer time, and a resumed export."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import csv
 import io
 import json
 import random
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
@@ -15,7 +16,8 @@ import pytest
 
 from buzz import export
 from buzz.billing.ledger import LedgerRow
-from buzz.store.sqlite import SQLiteStore
+from buzz.store.base import Store
+from stores import BACKENDS, Postgres, open_backend
 
 START = int(datetime(2026, 3, 28, tzinfo=UTC).timestamp())  # Europe changes to summer time on the 29th
 
@@ -58,19 +60,20 @@ def _rows(count: int) -> list[LedgerRow]:
     return rows
 
 
-@pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> SQLiteStore:
-    store = SQLiteStore(tmp_path_factory.mktemp("export") / "buzz.sqlite3")
+@pytest.fixture(scope="module", params=BACKENDS)
+def store(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, postgres: Postgres
+) -> Iterator[Store]:
+    store = open_backend(request.param, tmp_path_factory.mktemp("export"), postgres)
     store.write_ledger(_rows(2000))  # about five days, across the change to summer time
-    return store
+    yield store
+    store.close()
 
 
 @pytest.mark.parametrize("fmt", ["csv", "jsonl"])
 @pytest.mark.parametrize("tz", ["UTC", "Asia/Kolkata", "Europe/Berlin", "America/St_Johns"])
 @pytest.mark.parametrize("project", [None, "big, co"])
-def test_the_store_renders_the_export_as_python_does(
-    store: SQLiteStore, fmt: str, tz: str, project: str | None
-) -> None:
+def test_the_store_renders_the_export_as_python_does(store: Store, fmt: str, tz: str, project: str | None) -> None:
     query = export.ExportQuery(
         START, START + 6 * 86400, project, None, "csv" if fmt == "csv" else "jsonl", ZoneInfo(tz)
     )
@@ -80,7 +83,7 @@ def test_the_store_renders_the_export_as_python_does(
     assert rendered.count(b"\n") > 300
 
 
-def test_the_export_parses_back_to_the_rows(store: SQLiteStore) -> None:
+def test_the_export_parses_back_to_the_rows(store: Store) -> None:
     query = export.ExportQuery(START, START + 6 * 86400, None, None, "csv", ZoneInfo("Europe/Berlin"))
     lines = list(csv.DictReader(io.StringIO(b"".join(export.lines(store, query)).decode(), newline="")))
 

@@ -1,4 +1,4 @@
-"""The rollups against the raw rows they sum, on the real SQLite store: every dimension and filter,
+"""The rollups against the raw rows they sum, on both real stores (SQLite and PostgreSQL): every dimension and filter,
 the raw-row fallback, a ledger that predates the rollups, retention, and the regrouping of
 quarter hours into a time zone's hours and days."""
 
@@ -8,6 +8,7 @@ import asyncio
 import random
 import sqlite3
 from collections import defaultdict
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -18,8 +19,9 @@ from buzz import reports
 from buzz.billing.ledger import LedgerRow
 from buzz.billing.pricing import PriceBook
 from buzz.retention import Retention
-from buzz.store.base import Bucketing, Filters, RollupLine, Totals
+from buzz.store.base import Bucketing, Filters, RollupLine, Store, Totals
 from buzz.store.sqlite import SQLiteStore
+from stores import BACKENDS, Postgres, open_backend
 from support import Clock
 
 START = int(datetime(2026, 3, 9, tzinfo=UTC).timestamp())
@@ -153,13 +155,16 @@ def _actual(lines: list[RollupLine]) -> dict[tuple[int, str], Totals]:
     return dict(out)
 
 
-@pytest.fixture(scope="module")
-def written(tmp_path_factory: pytest.TempPathFactory) -> tuple[SQLiteStore, list[LedgerRow]]:
-    store = SQLiteStore(tmp_path_factory.mktemp("rollups") / "buzz.sqlite3")
+@pytest.fixture(scope="module", params=BACKENDS)
+def written(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, postgres: Postgres
+) -> Iterator[tuple[Store, list[LedgerRow]]]:
+    store = open_backend(request.param, tmp_path_factory.mktemp("rollups"), postgres)
     rows = sorted(_rows(3000), key=lambda r: r.ts)
     for start in range(0, len(rows), 250):  # batches, as the ledger writer hands them over
         store.write_ledger(rows[start : start + 250])
-    return store, rows
+    yield store, rows
+    store.close()
 
 
 CASES: list[tuple[Filters, str | None, str | None]] = [
@@ -200,7 +205,7 @@ BUCKETINGS = {
 @pytest.mark.parametrize("bucketing", BUCKETINGS.values(), ids=BUCKETINGS.keys())
 @pytest.mark.parametrize(("filters", "by", "tag_key"), CASES)
 def test_the_rollups_equal_sums_over_the_raw_rows(
-    written: tuple[SQLiteStore, list[LedgerRow]],
+    written: tuple[Store, list[LedgerRow]],
     filters: Filters,
     by: Any,
     tag_key: str | None,
@@ -218,7 +223,7 @@ def test_the_rollups_equal_sums_over_the_raw_rows(
     assert _actual(store.rollup(since, until, filters, by, tag_key, bucketing)) == expected
 
 
-def test_tag_keys_and_last_use(written: tuple[SQLiteStore, list[LedgerRow]]) -> None:
+def test_tag_keys_and_last_use(written: tuple[Store, list[LedgerRow]]) -> None:
     store, rows = written
     assert set(store.tag_keys(START, START + 4 * 86400, None)) == {"feature", "team"}
     latest: dict[str, float] = {}
@@ -258,7 +263,7 @@ def test_a_ledger_older_than_the_rollups_is_added_to_them_at_start(tmp_path: Pat
 
 
 def test_each_question_goes_to_the_smallest_rollup_that_holds_it() -> None:
-    from buzz.store.sqlite_reports import _table
+    from buzz.store.plan import table_for as _table
 
     assert _table(Filters(), None) == "rollup_project"
     assert _table(Filters(project="acme"), "project") == "rollup_project"
@@ -328,8 +333,11 @@ def test_the_project_rollup_is_summed_from_the_main_one_when_a_database_from_bef
     conn.close()
 
 
-def test_retention_deletes_old_rows_in_chunks_and_keeps_every_sum(tmp_path: Path) -> None:
-    store = SQLiteStore(tmp_path / "buzz.sqlite3")
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_retention_deletes_old_rows_in_chunks_and_keeps_every_sum(
+    tmp_path: Path, postgres: Postgres, backend: str
+) -> None:
+    store = open_backend(backend, tmp_path, postgres)
     rows = sorted(_rows(900, seed=5), key=lambda r: r.ts)  # a day of rows
     store.write_ledger(rows)
     hours = BUCKETINGS["UTC hours"]
@@ -357,12 +365,13 @@ def test_retention_never_deletes_the_newest_row(tmp_path: Path) -> None:
     assert sum(line.totals.requests for line in store.rollup(START, START + 50 * 86400, Filters(), None)) == 4
 
 
-def _report(store: SQLiteStore, now: float, **params: str) -> reports.UsageReport:
+def _report(store: Store, now: float, **params: str) -> reports.UsageReport:
     return reports.usage_report(store, reports.parse_query(params, now, None))
 
 
-def test_days_and_hours_in_a_time_zone(tmp_path: Path) -> None:
-    store = SQLiteStore(tmp_path / "buzz.sqlite3")
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_days_and_hours_in_a_time_zone(tmp_path: Path, postgres: Postgres, backend: str) -> None:
+    store = open_backend(backend, tmp_path, postgres)
     evening = datetime(2026, 3, 10, 20, 0, tzinfo=UTC).timestamp()  # 01:30 on the 11th in Kolkata
     store.write_ledger([LedgerRow("r1", evening, "anthropic", 200, "reported", 1.0, project="acme", model="m")])
     now = datetime(2026, 3, 12, 12, 0, tzinfo=UTC).timestamp()
@@ -376,8 +385,11 @@ def test_days_and_hours_in_a_time_zone(tmp_path: Path) -> None:
     assert len(utc.buckets) == 7 and utc.buckets[-1].isoformat() == "2026-03-12T00:00:00+00:00"
 
 
-def test_the_hour_repeated_when_summer_time_ends_is_two_buckets(tmp_path: Path) -> None:
-    store = SQLiteStore(tmp_path / "buzz.sqlite3")
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_the_hour_repeated_when_summer_time_ends_is_two_buckets(
+    tmp_path: Path, postgres: Postgres, backend: str
+) -> None:
+    store = open_backend(backend, tmp_path, postgres)
     # Berlin goes back from 03:00+02:00 to 02:00+01:00 at 01:00 UTC on 2026-10-25.
     first = datetime(2026, 10, 25, 0, 30, tzinfo=UTC).timestamp()  # 02:30+02:00
     second = datetime(2026, 10, 25, 1, 30, tzinfo=UTC).timestamp()  # 02:30+01:00
@@ -392,7 +404,7 @@ def test_the_hour_repeated_when_summer_time_ends_is_two_buckets(tmp_path: Path) 
     assert busy == ["2026-10-25T02:00:00+02:00", "2026-10-25T02:00:00+01:00"]
 
 
-def test_a_split_by_tag_key_adds_up_with_its_untagged_line(written: tuple[SQLiteStore, list[LedgerRow]]) -> None:
+def test_a_split_by_tag_key_adds_up_with_its_untagged_line(written: tuple[Store, list[LedgerRow]]) -> None:
     store, rows = written
     now = START + 2 * 86400
     since = datetime.fromtimestamp(START, UTC).isoformat()
@@ -411,7 +423,7 @@ def test_a_member_cannot_widen_a_query() -> None:
 
 
 def test_a_report_reads_the_coarsest_spans_that_fit_its_buckets() -> None:
-    from buzz.store.sqlite_reports import _cover
+    from buzz.store.plan import cover as _cover
 
     day = START  # midnight UTC
     utc_days, utc_hours = Bucketing(86400, ((0, 0),)), Bucketing(3600, ((0, 0),))

@@ -257,3 +257,8 @@ class Store(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+class StoreUnavailable(Exception):
+    """The store could not be reached (a networked database that is down or unreachable): a
+    request that needs it is answered 503, never as if a key were unknown."""

@@ -17,7 +17,7 @@ import msgspec
 
 from buzz.billing.ledger import LedgerRow
 from buzz.limits.base import Limits, ScopeKind
-from buzz.store import sqlite_export
+from buzz.store import plan, sqlite_export
 from buzz.store import sqlite_reports as reports
 from buzz.store.base import (
     Bucketing,
@@ -28,6 +28,20 @@ from buzz.store.base import (
     ProjectRecord,
     RollupLine,
 )
+from buzz.store.records import (
+    CONSOLE_SELECT,
+    KEY_CHANGES,
+    KEY_SELECT,
+    NO_LIMITS,
+    PROJECT_CHANGES,
+    PROJECT_SELECT,
+    PendingBalances,
+    checked_changes,
+    key_record,
+    limit_values,
+    models_json,
+    project_record,
+)
 from buzz.store.timetext import RowTimes, iso
 
 _LEDGER_COLUMNS = (
@@ -37,41 +51,6 @@ _LEDGER_COLUMNS = (
 )
 _INSERT = f"INSERT INTO ledger ({_LEDGER_COLUMNS}) VALUES ({', '.join('?' * 24)})"  # noqa: S608
 
-_LIMIT_COLUMNS = ("rpm", "itpm", "otpm", "concurrency", "daily_nanos", "monthly_nanos")
-_KEY_SELECT = (
-    "SELECT id, project, name, secret_hash, created_at, revoked_at, rpm, itpm, otpm, concurrency, "
-    "daily_nanos, monthly_nanos, expires_unix, allowed_models FROM keys"
-)
-_PROJECT_SELECT = (
-    "SELECT name, rpm, itpm, otpm, concurrency, daily_nanos, monthly_nanos, prepaid, balance_nanos, created_at "
-    "FROM projects"
-)
-_NO_LIMITS = Limits()
-_CONSOLE_SELECT = "SELECT id, project, name, secret_hash, created_at, revoked_at FROM console_tokens"
-# Columns an update may set, each a fixed name: the SQL is built only from these.
-_KEY_CHANGES = frozenset({*_LIMIT_COLUMNS, "expires_unix", "allowed_models", "name"})
-_PROJECT_CHANGES = frozenset({*_LIMIT_COLUMNS, "prepaid"})
-
-
-def _key(row: tuple[Any, ...]) -> KeyRecord:
-    models = row[13]
-    key_id, project, name, secret_hash, created_at, revoked_at = row[:6]
-    return KeyRecord(
-        id=key_id,
-        project=project,
-        name=name,
-        secret_hash=secret_hash,
-        created_at=created_at,
-        revoked_at=revoked_at,
-        limits=Limits(*row[6:12]),
-        expires_at=row[12],
-        allowed_models=tuple(msgspec.json.decode(models)) if isinstance(models, str) else None,
-    )
-
-
-def _project(row: tuple[Any, ...]) -> ProjectRecord:
-    return ProjectRecord(row[0], Limits(*row[1:7]), bool(row[7]), row[8], row[9])
-
 
 def _connect(path: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
@@ -80,10 +59,6 @@ def _connect(path: Path) -> sqlite3.Connection:
     conn.execute("PRAGMA busy_timeout=30000")
     conn.execute("PRAGMA temp_store=MEMORY")  # the rollups' per-fold staging tables: small, and never kept
     return conn
-
-
-def _limit_values(limits: Limits) -> tuple[int | None, ...]:
-    return tuple(getattr(limits, name) for name in _LIMIT_COLUMNS)
 
 
 class _Transaction:
@@ -97,44 +72,6 @@ class _Transaction:
 
     def __exit__(self, kind: object, error: object, trace: object) -> None:
         self._conn.execute("COMMIT" if error is None else "ROLLBACK")
-
-
-class _Balances:
-    """Prepaid balances as the in-process limiter sees them: the database's figure plus the
-    changes not yet written.
-
-    The limiter changes a balance twice a request (reserve, settle); writing each change on the
-    event loop cost more than the rest of the limiter together. Changes are kept here and written
-    by the ledger thread, in the same transaction as the ledger rows they belong to.
-    """
-
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self._conn = conn
-        self._lock = threading.Lock()
-        self._pending: dict[str, int] = {}  # not yet taken by the writer
-        self._writing: dict[str, int] = {}  # taken by the writer, not yet committed
-
-    def get(self, project: str) -> int:
-        row = self._conn.execute("SELECT balance_nanos FROM projects WHERE name = ?", (project,)).fetchone()
-        with self._lock:
-            unwritten = self._pending.get(project, 0) + self._writing.get(project, 0)
-        return (int(row[0]) if row else 0) + unwritten
-
-    def add(self, project: str, delta: int) -> None:
-        with self._lock:
-            self._pending[project] = self._pending.get(project, 0) + delta
-
-    def take(self) -> dict[str, int]:
-        """For the writer: the changes to write now (they still count in `get` until committed)."""
-        with self._lock:
-            for project, delta in self._pending.items():
-                self._writing[project] = self._writing.get(project, 0) + delta
-            self._pending = {}
-            return dict(self._writing)
-
-    def committed(self) -> None:
-        with self._lock:
-            self._writing = {}
 
 
 # How often the ledger writer adds its rows to the rollups. Each fold costs a fixed tens of
@@ -162,7 +99,7 @@ class SQLiteStore:
         self._writer_lock = threading.Lock()
         self._data_version = -1
         self._keys_version = 0
-        self._balances = _Balances(self._conn)
+        self._balances = PendingBalances(self._balance)
         self._row_times = RowTimes()  # the writer thread's, under _writer_lock
         self._version_cursor = self._conn.cursor()  # kept: a cursor per request costs more than the read
 
@@ -187,15 +124,15 @@ class SQLiteStore:
     # --- keys -----------------------------------------------------------------------------
 
     async def find_key(self, key_id: str) -> KeyRecord | None:
-        row = self._conn.execute(f"{_KEY_SELECT} WHERE id = ?", (key_id,)).fetchone()
-        return _key(row) if row else None
+        row = self._conn.execute(f"{KEY_SELECT} WHERE id = ?", (key_id,)).fetchone()
+        return key_record(row) if row else None
 
     async def find_project(self, name: str) -> ProjectRecord | None:
         return self.project(name)
 
     def project(self, name: str) -> ProjectRecord | None:
-        row = self._conn.execute(f"{_PROJECT_SELECT} WHERE name = ?", (name,)).fetchone()
-        return _project(row) if row else None
+        row = self._conn.execute(f"{PROJECT_SELECT} WHERE name = ?", (name,)).fetchone()
+        return project_record(row) if row else None
 
     def keys_version(self) -> int:
         # data_version moves only when another connection commits: one cheap read per request,
@@ -214,39 +151,39 @@ class SQLiteStore:
         project: str,
         name: str | None,
         secret_hash: bytes,
-        limits: Limits = _NO_LIMITS,
+        limits: Limits = NO_LIMITS,
         expires_at: int | None = None,
         allowed_models: Sequence[str] | None = None,
     ) -> KeyRecord:
         created = iso(datetime.now(UTC).timestamp())
-        models = None if allowed_models is None else msgspec.json.encode(list(allowed_models)).decode()
+        models = models_json(allowed_models)
         with self._transaction():
             self._conn.execute("INSERT OR IGNORE INTO projects (name, created_at) VALUES (?, ?)", (project, created))
             self._conn.execute(
                 "INSERT INTO keys (id, project, name, secret_hash, created_at, rpm, itpm, otpm, concurrency, "
                 "daily_nanos, monthly_nanos, expires_unix, allowed_models) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (key_id, project, name, secret_hash, created, *_limit_values(limits), expires_at, models),
+                (key_id, project, name, secret_hash, created, *limit_values(limits), expires_at, models),
             )
-        record = self._conn.execute(f"{_KEY_SELECT} WHERE id = ?", (key_id,)).fetchone()
-        return _key(record)
+        record = self._conn.execute(f"{KEY_SELECT} WHERE id = ?", (key_id,)).fetchone()
+        return key_record(record)
 
     def list_keys(self, project: str | None = None) -> list[KeyRecord]:
-        sql = _KEY_SELECT
+        sql = KEY_SELECT
         args: tuple[str, ...] = ()
         if project is not None:
             sql += " WHERE project = ?"
             args = (project,)
-        return [_key(row) for row in self._conn.execute(sql + " ORDER BY created_at, id", args)]
+        return [key_record(row) for row in self._conn.execute(sql + " ORDER BY created_at, id", args)]
 
     def update_key(self, key_id: str, changes: dict[str, object]) -> KeyRecord | None:
         changes = dict(changes)
-        if "allowed_models" in changes and changes["allowed_models"] is not None:
+        if "allowed_models" in changes:
             models: Any = changes["allowed_models"]
-            changes["allowed_models"] = msgspec.json.encode(list(models)).decode()
-        self._update("keys", "id", key_id, changes, _KEY_CHANGES)
-        row = self._conn.execute(f"{_KEY_SELECT} WHERE id = ?", (key_id,)).fetchone()
-        return _key(row) if row else None
+            changes["allowed_models"] = models_json(models)
+        self._update("keys", "id", key_id, changes, KEY_CHANGES)
+        row = self._conn.execute(f"{KEY_SELECT} WHERE id = ?", (key_id,)).fetchone()
+        return key_record(row) if row else None
 
     def save_project(self, name: str, changes: dict[str, object], create: bool) -> ProjectRecord:
         if create:
@@ -255,14 +192,14 @@ class SQLiteStore:
                 self._conn.execute("INSERT INTO projects (name, created_at) VALUES (?, ?)", (name, created))
             except sqlite3.IntegrityError as exc:
                 raise ValueError(f"project {name!r} already exists") from exc
-        self._update("projects", "name", name, changes, _PROJECT_CHANGES)
-        row = self._conn.execute(f"{_PROJECT_SELECT} WHERE name = ?", (name,)).fetchone()
+        self._update("projects", "name", name, changes, PROJECT_CHANGES)
+        row = self._conn.execute(f"{PROJECT_SELECT} WHERE name = ?", (name,)).fetchone()
         if row is None:
             raise ValueError(f"no project {name!r}")
-        return _project(row)
+        return project_record(row)
 
     def list_projects(self) -> list[ProjectRecord]:
-        return [_project(row) for row in self._conn.execute(f"{_PROJECT_SELECT} ORDER BY name")]
+        return [project_record(row) for row in self._conn.execute(f"{PROJECT_SELECT} ORDER BY name")]
 
     def add_balance(self, project: str, nanos: int) -> int:
         """An operator's top-up: the running gateway rereads the balance on its next request."""
@@ -276,7 +213,11 @@ class SQLiteStore:
             raise ValueError(f"no project {project!r}")
         return int(row[0])
 
-    def balances(self) -> _Balances:
+    def _balance(self, project: str) -> int:
+        row = self._conn.execute("SELECT balance_nanos FROM projects WHERE name = ?", (project,)).fetchone()
+        return int(row[0]) if row else 0
+
+    def balances(self) -> PendingBalances:
         """Prepaid balances for the in-process limiter: read on the event loop, written in batches."""
         return self._balances
 
@@ -299,12 +240,9 @@ class SQLiteStore:
     def _update(
         self, table: str, id_column: str, ident: str, changes: dict[str, object], allowed: frozenset[str]
     ) -> None:
-        unknown = set(changes) - allowed
-        if unknown:
-            raise ValueError(f"cannot change {sorted(unknown)[0]}")
-        if not changes:
+        names = checked_changes(changes, allowed)
+        if not names:
             return
-        names = sorted(changes)
         assignments = ", ".join(f"{name} = ?" for name in names)  # names come from `allowed` only
         self._conn.execute(
             f"UPDATE {table} SET {assignments} WHERE {id_column} = ?",  # noqa: S608
@@ -338,12 +276,12 @@ class SQLiteStore:
         return record
 
     def find_console_token(self, token_id: str) -> ConsoleTokenRecord | None:
-        row = self._conn.execute(f"{_CONSOLE_SELECT} WHERE id = ?", (token_id,)).fetchone()
+        row = self._conn.execute(f"{CONSOLE_SELECT} WHERE id = ?", (token_id,)).fetchone()
         return ConsoleTokenRecord(*row) if row else None
 
     def list_console_tokens(self, project: str | None = None) -> list[ConsoleTokenRecord]:
         where, args = ("WHERE project = ?", (project,)) if project is not None else ("", ())
-        rows = self._conn.execute(f"{_CONSOLE_SELECT} {where} ORDER BY created_at, id", args)
+        rows = self._conn.execute(f"{CONSOLE_SELECT} {where} ORDER BY created_at, id", args)
         return [ConsoleTokenRecord(*row) for row in rows]
 
     def revoke_console_token(self, token_id: str) -> bool:
@@ -456,7 +394,7 @@ class SQLiteStore:
             return reports.rollup(conn, since, until, filters, by, tag_key, bucketing, only)
 
     def raw_rows(self, since: int, until: int, filters: Filters, by: Dimension | None) -> int:
-        if reports.holds(filters, by):
+        if plan.holds(filters, by):
             return 0
         with self._reader() as conn:
             return reports.raw_rows(conn, since, until, filters)

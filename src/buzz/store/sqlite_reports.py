@@ -9,7 +9,6 @@ one line per local bucket and group, whatever the span.
 
 from __future__ import annotations
 
-import bisect
 import sqlite3
 from collections.abc import Sequence
 from typing import Any
@@ -17,23 +16,10 @@ from typing import Any
 import msgspec
 
 from buzz.store.base import BUCKET_SECONDS, Bucketing, Dimension, Filters, RollupLine, Totals
+from buzz.store.plan import SPANS, SUMS, cover, local, split_tag, table_for
 from buzz.store.timetext import TextTimes, iso
 
-SPANS = (86400, 21600, 3600, BUCKET_SECONDS)  # coarsest first: a UTC day, six hours, an hour, a quarter
 _SPAN_TABLE = f"(SELECT {SPANS[0]} AS span{''.join(f' UNION ALL SELECT {span}' for span in SPANS[1:])}) AS s"
-_SUMS = (
-    "requests",
-    "errors",
-    "input_tokens",
-    "output_tokens",
-    "cache_write_5m_tokens",
-    "cache_write_1h_tokens",
-    "cache_read_tokens",
-    "cost_nanos",
-    "list_cost_nanos",
-    "unpriced",
-    "estimated",
-)
 _SUM_EXPRS = (
     "count(*)",
     "sum(status >= 400)",
@@ -63,13 +49,13 @@ def _fold(table: str, dims: tuple[str, ...], exprs: tuple[str, ...], source: str
     names = ("project", "bucket", *dims)
     groups = ", ".join(str(i + 1) for i in range(len(names)))
     spans = ("project", "s.span", "bucket / s.span * s.span", *dims)
-    updates = ", ".join(f"{name} = {name} + excluded.{name}" for name in _SUMS)
+    updates = ", ".join(f"{name} = {name} + excluded.{name}" for name in SUMS)
     return (
-        f"CREATE TEMP TABLE IF NOT EXISTS fold_{table} ({', '.join(names + _SUMS)})",
+        f"CREATE TEMP TABLE IF NOT EXISTS fold_{table} ({', '.join(names + SUMS)})",
         f"INSERT INTO {stage} SELECT coalesce(project, ''), {_UNIX} / {BUCKET_SECONDS} * {BUCKET_SECONDS}, "  # noqa: S608
         f"{', '.join(exprs + _SUM_EXPRS)} FROM {source} WHERE {_NEW_ROWS} GROUP BY {groups}",
-        f"INSERT INTO {table} (project, span, {', '.join(names[1:] + _SUMS)}) "  # noqa: S608 - constants only
-        f"SELECT {', '.join(spans)}, {', '.join(f'sum({name})' for name in _SUMS)} FROM {stage}, {_SPAN_TABLE} "
+        f"INSERT INTO {table} (project, span, {', '.join(names[1:] + SUMS)}) "  # noqa: S608 - constants only
+        f"SELECT {', '.join(spans)}, {', '.join(f'sum({name})' for name in SUMS)} FROM {stage}, {_SPAN_TABLE} "
         f"WHERE 1 GROUP BY {', '.join(str(i + 1) for i in range(len(spans)))} ON CONFLICT DO UPDATE SET {updates}",
         f"DELETE FROM {stage}",  # noqa: S608 - constants only
     )
@@ -83,10 +69,10 @@ _KEYS_OF_NEW_ROWS = (
 _FOLD_MAIN = _fold("rollup", _MAIN_DIMS, _MAIN_EXPRS)
 # rollup_project from the same quarter-hour sums, before they are cleared: no second pass over the rows.
 _FOLD_PROJECT = (
-    f"INSERT INTO rollup_project (project, span, bucket, {', '.join(_SUMS)}) "  # noqa: S608 - constants only
-    f"SELECT project, s.span, bucket / s.span * s.span, {', '.join(f'sum({name})' for name in _SUMS)} "
+    f"INSERT INTO rollup_project (project, span, bucket, {', '.join(SUMS)}) "  # noqa: S608 - constants only
+    f"SELECT project, s.span, bucket / s.span * s.span, {', '.join(f'sum({name})' for name in SUMS)} "
     f"FROM temp.fold_rollup, {_SPAN_TABLE} WHERE 1 GROUP BY 1, 2, 3 "
-    f"ON CONFLICT DO UPDATE SET {', '.join(f'{name} = {name} + excluded.{name}' for name in _SUMS)}"
+    f"ON CONFLICT DO UPDATE SET {', '.join(f'{name} = {name} + excluded.{name}' for name in SUMS)}"
 )
 _FOLD = (*_FOLD_MAIN[:-1], _FOLD_PROJECT, _FOLD_MAIN[-1])
 _TAGS_OF_NEW_ROWS = "ledger, json_each(ledger.tags) AS t"
@@ -144,46 +130,6 @@ _RAW_GROUP_EXPRS: dict[str, str] = {
     "tag_key": "k.tag_key",
     "provider_model": "coalesce(provider, '') || char(31) || coalesce(model, '')",
 }
-_MAIN_GROUPS = frozenset({"model", "provider", "key", "project", "surface", "status", "provider_model"})
-
-
-def _split_tag(tag: str) -> tuple[str, str]:
-    name, sep, value = tag.partition("=")
-    return (name, value) if sep else ("", tag)
-
-
-# Each rollup with the dimensions it can split or filter by (the project is in all of them),
-# smallest first: a question goes to the first that holds every dimension it names.
-_TABLES: tuple[tuple[str, frozenset[str]], ...] = (
-    ("rollup_project", frozenset()),
-    ("rollup", _MAIN_GROUPS),
-    ("rollup_user", frozenset({"user"})),
-    ("rollup_tag_key", frozenset({"tag_key"})),
-    ("rollup_tag", frozenset({"tag"})),
-)
-
-
-def _table(filters: Filters, by: Dimension | None) -> str | None:
-    """The rollup that holds this question, or None: it is read from raw rows."""
-    if filters.tag is not None and by in ("tag", "tag_key"):
-        return None  # two tags of one request: the tag tables hold one per row
-    named = {by or "project", "project"} | {
-        dimension
-        for dimension, value in (
-            ("key", filters.key_id),
-            ("model", filters.model),
-            ("user", filters.user_id),
-            ("status", filters.status_class),
-            ("tag", filters.tag),
-        )
-        if value is not None
-    }
-    return next((table for table, dimensions in _TABLES if named <= dimensions | {"project"}), None)
-
-
-def holds(filters: Filters, by: Dimension | None) -> bool:
-    """Whether a rollup holds this question (else it is read from raw rows)."""
-    return _table(filters, by) is not None
 
 
 def raw_rows(conn: sqlite3.Connection, since: int, until: int, filters: Filters) -> int:
@@ -203,68 +149,6 @@ def _walked_project(conn: sqlite3.Connection, filters: Filters) -> str | None:
     return row[0] if row is not None else None
 
 
-def _cover(since: int, until: int, bucketing: Bucketing | None) -> list[tuple[int, int, int]]:
-    """The rollup rows to read for [since, until): (span, first bucket, end) ranges, each bucket
-    at the coarsest span that lies inside the range and inside one local bucket under one
-    offset. A month of UTC days is thirty daily rows per group; a day in Kolkata (UTC+05:30) is
-    three six-hour rows, five hours and four quarter hours."""
-    offsets = bucketing.offsets if bucketing is not None else ((since, 0),)
-    starts = [start for start, _ in offsets]
-
-    def offset(t: int) -> int:
-        return offsets[max(0, bisect.bisect_right(starts, t) - 1)][1]
-
-    def fits(t: int, span: int) -> bool:
-        if t % span or t + span > until:
-            return False
-        if bucketing is None:
-            return True
-        last = t + span - 1
-        if offset(t) != offset(last) or span > bucketing.length:
-            return False
-        return bucketing.key(_start(t, offset(t), bucketing.length), offset(t)) == bucketing.key(
-            _start(last, offset(last), bucketing.length), offset(last)
-        )
-
-    ranges: list[tuple[int, int, int]] = []
-    t = since
-    while t < until:
-        span = next(span for span in SPANS if fits(t, span))
-        if ranges and ranges[-1][0] == span and ranges[-1][2] == t:
-            ranges[-1] = (span, ranges[-1][1], t + span)
-        else:
-            ranges.append((span, t, t + span))
-        t += span
-    return ranges
-
-
-def _start(t: int, offset: int, length: int) -> int:
-    """The UTC start of the local bucket of `length` that `t` is in, under `offset`."""
-    return (t + offset) // length * length - offset
-
-
-def _local(column: str, bucketing: Bucketing | None) -> str:
-    """SQL for a row's local bucket key (see `Bucketing.key`); the figures are our own integers."""
-    if bucketing is None:
-        return "0"
-    length = bucketing.length
-
-    def key(offset: int) -> str:
-        if length == 86400:
-            return f"(({column} + {offset}) / 86400)"
-        return f"(({column} + {offset}) / 3600 * 3600 - {offset})"
-
-    (_, first), *changes = bucketing.offsets
-    if not changes:
-        return key(first)
-    cases = []
-    offset = first
-    for start, following in changes:
-        cases.append(f"WHEN {column} < {int(start)} THEN {key(int(offset))}")
-        offset = following
-    return f"CASE {' '.join(cases)} ELSE {key(int(offset))} END"
-
-
 def rollup(
     conn: sqlite3.Connection,
     since: int,
@@ -275,7 +159,7 @@ def rollup(
     bucketing: Bucketing | None,
     only: Sequence[str] | None = None,
 ) -> list[RollupLine]:
-    table = _table(filters, by)
+    table = table_for(filters, by)
     if table is None:
         return _raw_rollup(conn, since, until, filters, by, tag_key, bucketing, only)
     where, args = _project_clause(table, filters.project)
@@ -290,7 +174,7 @@ def rollup(
             args.append(value)
     if filters.tag is not None:
         where.append("tag_key = ? AND tag_value = ?")
-        args += _split_tag(filters.tag)
+        args += split_tag(filters.tag)
     if by == "tag" and tag_key is not None:
         where.append("tag_key = ?")
         args.append(tag_key)
@@ -299,11 +183,11 @@ def rollup(
         where.append(f"{group} IN ({', '.join('?' * len(only))})")
         args += only
     sql = (
-        f"{_RANGES} SELECT {_local('bucket', bucketing)}, {group}, "  # noqa: S608 - constants
-        f"{', '.join(f'sum(t.{name})' for name in _SUMS)} FROM r JOIN {table} AS t ON {_IN_RANGE} "
+        f"{_RANGES} SELECT {local('bucket', bucketing)}, {group}, "  # noqa: S608 - constants
+        f"{', '.join(f'sum(t.{name})' for name in SUMS)} FROM r JOIN {table} AS t ON {_IN_RANGE} "
         f"WHERE {' AND '.join(where)} GROUP BY 1, 2"
     )
-    ranges = msgspec.json.encode(_cover(since, until, bucketing)).decode()
+    ranges = msgspec.json.encode(cover(since, until, bucketing)).decode()
     return [RollupLine(row[0], row[1], Totals(*row[2:])) for row in conn.execute(sql, [ranges, *args])]
 
 
@@ -381,7 +265,7 @@ def _raw_rollup(
         where.append(f"{group} IN ({', '.join('?' * len(only))})")
         args += only
     sql = (
-        f"SELECT {_local(_UNIX, bucketing)}, {group}, {', '.join(_SUM_EXPRS)} "  # noqa: S608 - constants
+        f"SELECT {local(_UNIX, bucketing)}, {group}, {', '.join(_SUM_EXPRS)} "  # noqa: S608 - constants
         f"FROM {source} WHERE {' AND '.join(where)} GROUP BY 1, 2"
     )
     return [RollupLine(row[0], row[1], Totals(*row[2:])) for row in conn.execute(sql, args)]
@@ -393,7 +277,7 @@ def tag_keys(conn: sqlite3.Connection, since: int, until: int, project: str | No
         f"{_RANGES} SELECT t.tag_key FROM r JOIN rollup_tag_key AS t ON {_IN_RANGE} "  # noqa: S608 - constants
         f"WHERE {' AND '.join(where)} AND t.tag_key != '' GROUP BY t.tag_key ORDER BY sum(t.requests) DESC, t.tag_key"
     )
-    ranges = msgspec.json.encode(_cover(since, until, None)).decode()
+    ranges = msgspec.json.encode(cover(since, until, None)).decode()
     return [row[0] for row in conn.execute(sql, [ranges, *args])]
 
 

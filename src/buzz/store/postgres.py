@@ -1,0 +1,601 @@
+"""The scaled-out store: keys, projects, console tokens, the ledger and its rollups in PostgreSQL,
+shared by every buzz process on every host (BUZZ_DATABASE_URL=postgresql://…).
+
+Connections, each with one job:
+- one for lookups and operators' changes (the request path reaches it only on a key-cache miss,
+  through a thread, so a slow database never stalls the event loop);
+- one for the ledger writer's thread;
+- one listening for changes (`LISTEN buzz`), so a key revoked on any process is refused by
+  every process as soon as the notification lands, well within a second;
+- one per report or export, opened for it and closed after.
+A connection that broke is replaced on its next use; while the database is away, operations
+raise `StoreUnavailable`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from importlib import resources
+from typing import Any, Literal
+
+import psycopg
+from psycopg import errors
+
+from buzz.billing.ledger import LedgerRow
+from buzz.limits.base import Limits, ScopeKind
+from buzz.store import plan
+from buzz.store import postgres_reports as reports
+from buzz.store.base import (
+    Bucketing,
+    ConsoleTokenRecord,
+    Dimension,
+    Filters,
+    KeyRecord,
+    ProjectRecord,
+    RollupLine,
+    StoreUnavailable,
+)
+from buzz.store.lines import OffsetTimes, render
+from buzz.store.records import (
+    CONSOLE_SELECT,
+    KEY_CHANGES,
+    KEY_SELECT,
+    NO_LIMITS,
+    PROJECT_CHANGES,
+    PROJECT_SELECT,
+    PendingBalances,
+    checked_changes,
+    key_record,
+    limit_values,
+    models_json,
+    project_record,
+)
+from buzz.store.timetext import iso
+
+log = logging.getLogger("buzz.store")
+
+CHANNEL = "buzz"
+_CONNECT_TIMEOUT = 5  # seconds: an unreachable host fails a lookup within this, never hangs it
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_LEDGER_COLUMNS = (
+    "id",
+    "ts",
+    "key_id",
+    "project",
+    "user_id",
+    "tags",
+    "surface",
+    "provider",
+    "model",
+    "status",
+    "error_type",
+    "input_tokens",
+    "output_tokens",
+    "cache_write_5m_tokens",
+    "cache_write_1h_tokens",
+    "cache_read_tokens",
+    "cost_nanos",
+    "list_cost_nanos",
+    "price_version",
+    "usage_source",
+    "latency_ms",
+    "ttfb_ms",
+    "upstream_request_id",
+    "usage_note",
+)
+_COPY_TYPES = (
+    "text",
+    "timestamptz",
+    "text",
+    "text",
+    "text",
+    "text[]",
+    "text",
+    "text",
+    "text",
+    "int4",
+    "text",
+    *("int8",) * 7,
+    "text",
+    "text",
+    "float8",
+    "float8",
+    "text",
+    "text",
+)
+# The batch arrives by COPY into `ledger_stage`; the rows the insert really added (not those a
+# replay already wrote) land in `ledger_new`, which the rollups are summed from. Both are this
+# connection's own, and empty again at every commit.
+_STAGING = (
+    "CREATE TEMP TABLE IF NOT EXISTS ledger_stage (LIKE ledger INCLUDING DEFAULTS) ON COMMIT DELETE ROWS",
+    f"CREATE TEMP TABLE IF NOT EXISTS {reports.NEW_ROWS} (LIKE ledger INCLUDING DEFAULTS) ON COMMIT DELETE ROWS",
+)
+_INSERT_NEW = (
+    f"WITH added AS (INSERT INTO ledger SELECT * FROM ledger_stage ON CONFLICT DO NOTHING RETURNING *) "  # noqa: S608
+    f"INSERT INTO {reports.NEW_ROWS} SELECT * FROM added"
+)
+# Held while migrating and while adding a month's partition: several processes start at once.
+_MIGRATION_LOCK = "SELECT pg_advisory_lock(hashtext('buzz-migrations:' || current_schema()))"
+_MIGRATION_UNLOCK = "SELECT pg_advisory_unlock(hashtext('buzz-migrations:' || current_schema()))"
+_PARTITION_LOCK = "SELECT pg_advisory_xact_lock(hashtext('buzz-partitions:' || current_schema()))"
+
+
+def _millis(ts: float) -> datetime:
+    """A row's time to the millisecond, cut as the SQLite store cuts it (after rounding to the µs)."""
+    micros = round(ts * 1_000_000)
+    return _EPOCH + timedelta(milliseconds=micros // 1000)
+
+
+def _month_start(year: int, month: int) -> str:
+    return f"{year:04d}-{month:02d}-01 00:00:00+00"
+
+
+class PostgresStore:
+    def __init__(self, url: str) -> None:
+        self._url = url
+        self._lock = threading.Lock()  # the lookup connection, for threads and the event loop
+        self._conn: psycopg.Connection[Any] | None = None
+        self._writer: psycopg.Connection[Any] | None = None
+        self._writer_lock = threading.Lock()
+        self._months: set[tuple[int, int]] = set()  # partitions known to exist
+        self._migrate()
+        with self._session() as conn:
+            (self._schema,) = _one(conn.execute("SELECT current_schema()"))
+        self._balances = PendingBalances(self._balance)
+        # Moved by the listener on every change it hears of, and when it (re)connects, since
+        # changes made while it was away were not heard.
+        self._version = 0
+        self._listening = threading.Event()
+        self._stopping = threading.Event()
+        self._listener = threading.Thread(target=self._listen, name="buzz-store-listen", daemon=True)
+        self._listener.start()
+
+    # --- connections ----------------------------------------------------------------------
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        return psycopg.connect(self._url, autocommit=True, connect_timeout=_CONNECT_TIMEOUT)
+
+    @contextmanager
+    def _session(self) -> Iterator[psycopg.Connection[Any]]:
+        """The lookup connection, reopened if it broke; StoreUnavailable while the database is away."""
+        with self._lock:
+            try:
+                if self._conn is None or self._conn.closed:
+                    self._conn = self._connect()
+                yield self._conn
+            except psycopg.OperationalError as exc:
+                raise StoreUnavailable(f"database unreachable ({type(exc).__name__})") from exc
+
+    @contextmanager
+    def _reader(self) -> Iterator[psycopg.Connection[Any]]:
+        """A connection of its own for a report or an export, so a long read holds nothing else up."""
+        try:
+            conn = self._connect()
+        except psycopg.OperationalError as exc:
+            raise StoreUnavailable(f"database unreachable ({type(exc).__name__})") from exc
+        with conn:
+            yield conn
+
+    def _migrate(self) -> None:
+        """Apply the migrations not yet applied, one transaction each, under an advisory lock:
+        of several processes starting at once, one migrates and the others then find it done."""
+        with self._reader() as conn:
+            conn.execute(_MIGRATION_LOCK)
+            try:
+                conn.execute(
+                    "CREATE TABLE IF NOT EXISTS schema_migrations (version TEXT PRIMARY KEY, applied_at TEXT NOT NULL)"
+                )
+                applied = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
+                folder = resources.files("buzz.store") / "migrations" / "postgres"
+                for script in sorted(folder.iterdir(), key=lambda p: p.name):
+                    if not script.name.endswith(".sql") or script.name in applied:
+                        continue
+                    with conn.transaction():
+                        conn.execute(script.read_text().encode())
+                        conn.execute(
+                            "INSERT INTO schema_migrations VALUES (%s, %s)",
+                            (script.name, iso(datetime.now(UTC).timestamp())),
+                        )
+            finally:
+                conn.execute(_MIGRATION_UNLOCK)
+
+    # --- changes from other processes -------------------------------------------------------
+
+    def keys_version(self) -> int:
+        return self._version
+
+    def wait_listening(self, timeout: float) -> bool:
+        """Whether the listener is connected (for startup and tests): changes are heard from then on."""
+        return self._listening.wait(timeout)
+
+    def _listen(self) -> None:
+        pause = 0.1
+        while not self._stopping.is_set():
+            try:
+                with self._connect() as conn:
+                    conn.execute(f"LISTEN {CHANNEL}")
+                    self._version += 1
+                    self._listening.set()
+                    pause = 0.1
+                    while not self._stopping.is_set():
+                        for note in conn.notifies(timeout=0.5):
+                            if note.payload == self._schema:
+                                self._version += 1
+            except psycopg.Error as exc:
+                if self._listening.is_set():
+                    log.warning("store: change notifications lost (%s); reconnecting", type(exc).__name__)
+                self._listening.clear()
+                self._stopping.wait(pause)
+                pause = min(pause * 2, 2.0)
+
+    # --- keys -----------------------------------------------------------------------------
+
+    async def find_key(self, key_id: str) -> KeyRecord | None:
+        return await asyncio.to_thread(self._find_key, key_id)
+
+    def _find_key(self, key_id: str) -> KeyRecord | None:
+        with self._session() as conn:
+            row = conn.execute(f"{KEY_SELECT} WHERE id = %s", (key_id,)).fetchone()
+        return key_record(row) if row else None
+
+    async def find_project(self, name: str) -> ProjectRecord | None:
+        return await asyncio.to_thread(self.project, name)
+
+    def project(self, name: str) -> ProjectRecord | None:
+        with self._session() as conn:
+            row = conn.execute(f"{PROJECT_SELECT} WHERE name = %s", (name,)).fetchone()
+        return project_record(row) if row else None
+
+    def create_key(
+        self,
+        key_id: str,
+        project: str,
+        name: str | None,
+        secret_hash: bytes,
+        limits: Limits = NO_LIMITS,
+        expires_at: int | None = None,
+        allowed_models: Sequence[str] | None = None,
+    ) -> KeyRecord:
+        created = iso(datetime.now(UTC).timestamp())
+        with self._session() as conn, conn.transaction():
+            conn.execute(
+                "INSERT INTO projects (name, created_at) VALUES (%s, %s) ON CONFLICT DO NOTHING", (project, created)
+            )
+            models = models_json(allowed_models)
+            conn.execute(
+                "INSERT INTO keys (id, project, name, secret_hash, created_at, rpm, itpm, otpm, concurrency, "
+                "daily_nanos, monthly_nanos, expires_unix, allowed_models) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                (key_id, project, name, secret_hash, created, *limit_values(limits), expires_at, models),
+            )
+            row = _one(conn.execute(f"{KEY_SELECT} WHERE id = %s", (key_id,)))
+        return key_record(row)
+
+    def list_keys(self, project: str | None = None) -> list[KeyRecord]:
+        where, args = (" WHERE project = %s", (project,)) if project is not None else ("", ())
+        with self._session() as conn:
+            return [key_record(row) for row in conn.execute(f"{KEY_SELECT}{where} ORDER BY created_at, id", args)]
+
+    def update_key(self, key_id: str, changes: dict[str, object]) -> KeyRecord | None:
+        changes = dict(changes)
+        if "allowed_models" in changes:
+            models: Any = changes["allowed_models"]
+            changes["allowed_models"] = models_json(models)
+        self._update("keys", "id", key_id, changes, KEY_CHANGES)
+        with self._session() as conn:
+            row = conn.execute(f"{KEY_SELECT} WHERE id = %s", (key_id,)).fetchone()
+        return key_record(row) if row else None
+
+    def save_project(self, name: str, changes: dict[str, object], create: bool) -> ProjectRecord:
+        if create:
+            try:
+                with self._session() as conn:
+                    conn.execute(
+                        "INSERT INTO projects (name, created_at) VALUES (%s, %s)",
+                        (name, iso(datetime.now(UTC).timestamp())),
+                    )
+            except errors.UniqueViolation as exc:
+                raise ValueError(f"project {name!r} already exists") from exc
+        self._update("projects", "name", name, changes, PROJECT_CHANGES)
+        record = self.project(name)
+        if record is None:
+            raise ValueError(f"no project {name!r}")
+        return record
+
+    def list_projects(self) -> list[ProjectRecord]:
+        with self._session() as conn:
+            return [project_record(row) for row in conn.execute(f"{PROJECT_SELECT} ORDER BY name")]
+
+    def add_balance(self, project: str, nanos: int) -> int:
+        """An operator's top-up, announced so every process rereads the balance."""
+        with self._session() as conn, conn.transaction():
+            row = conn.execute(
+                "UPDATE projects SET balance_nanos = balance_nanos + %s WHERE name = %s RETURNING balance_nanos",
+                (nanos, project),
+            ).fetchone()
+            conn.execute("SELECT pg_notify(%s, current_schema())", (CHANNEL,))
+        if row is None:
+            raise ValueError(f"no project {project!r}")
+        return int(row[0])
+
+    def _balance(self, project: str) -> int:
+        with self._session() as conn:
+            row = conn.execute("SELECT balance_nanos FROM projects WHERE name = %s", (project,)).fetchone()
+        return int(row[0]) if row else 0
+
+    def balances(self) -> PendingBalances:
+        return self._balances
+
+    def spend_now(self) -> list[tuple[ScopeKind, str, int, int]]:
+        now = datetime.now(UTC)
+        day = now.replace(hour=0, minute=0, second=0, microsecond=0)
+        month = day.replace(day=1)
+        result: list[tuple[ScopeKind, str, int, int]] = []
+        with self._reader() as conn:
+            for column, kind in (("key_id", "key"), ("project", "project")):
+                rows = conn.execute(
+                    f"SELECT {column}, coalesce(sum(cost_nanos) FILTER (WHERE ts >= %s), 0)::bigint, "  # noqa: S608
+                    f"coalesce(sum(cost_nanos), 0)::bigint FROM ledger WHERE ts >= %s AND {column} IS NOT NULL "
+                    f"GROUP BY {column}",
+                    (day, month),
+                )
+                scope_kind: ScopeKind = "key" if kind == "key" else "project"
+                result.extend((scope_kind, str(scope), int(today), int(total)) for scope, today, total in rows)
+        return result
+
+    def _update(
+        self, table: str, id_column: str, ident: str, changes: dict[str, object], allowed: frozenset[str]
+    ) -> None:
+        names = checked_changes(changes, allowed)
+        if not names:
+            return
+        assignments = ", ".join(f"{name} = %s" for name in names)  # names come from `allowed` only
+        with self._session() as conn:
+            conn.execute(
+                f"UPDATE {table} SET {assignments} WHERE {id_column} = %s",  # noqa: S608
+                (*(changes[name] for name in names), ident),
+            )
+
+    def revoke_key(self, key_id: str) -> bool:
+        with self._session() as conn:
+            cursor = conn.execute(
+                "UPDATE keys SET revoked_at = %s WHERE id = %s AND revoked_at IS NULL",
+                (iso(datetime.now(UTC).timestamp()), key_id),
+            )
+            return cursor.rowcount == 1
+
+    # --- console tokens -------------------------------------------------------------------
+
+    def create_console_token(
+        self, token_id: str, project: str, name: str | None, secret_hash: bytes
+    ) -> ConsoleTokenRecord:
+        if self.project(project) is None:
+            raise ValueError(f"no project {project!r}")
+        with self._session() as conn:
+            conn.execute(
+                "INSERT INTO console_tokens (id, project, name, secret_hash, created_at) VALUES (%s, %s, %s, %s, %s)",
+                (token_id, project, name, secret_hash, iso(datetime.now(UTC).timestamp())),
+            )
+        record = self.find_console_token(token_id)
+        assert record is not None
+        return record
+
+    def find_console_token(self, token_id: str) -> ConsoleTokenRecord | None:
+        with self._session() as conn:
+            row = conn.execute(f"{CONSOLE_SELECT} WHERE id = %s", (token_id,)).fetchone()
+        return ConsoleTokenRecord(*row) if row else None
+
+    def list_console_tokens(self, project: str | None = None) -> list[ConsoleTokenRecord]:
+        where, args = ("WHERE project = %s", (project,)) if project is not None else ("", ())
+        with self._session() as conn:
+            rows = conn.execute(f"{CONSOLE_SELECT} {where} ORDER BY created_at, id", args)
+            return [ConsoleTokenRecord(*row) for row in rows]
+
+    def revoke_console_token(self, token_id: str) -> bool:
+        with self._session() as conn:
+            cursor = conn.execute(
+                "UPDATE console_tokens SET revoked_at = %s WHERE id = %s AND revoked_at IS NULL",
+                (iso(datetime.now(UTC).timestamp()), token_id),
+            )
+            return cursor.rowcount == 1
+
+    def console_secret(self, candidate: bytes) -> bytes:
+        with self._session() as conn:
+            conn.execute(
+                "INSERT INTO console_secret (id, secret, created_at) VALUES (1, %s, %s) ON CONFLICT DO NOTHING",
+                (candidate, iso(datetime.now(UTC).timestamp())),
+            )
+            (secret,) = _one(conn.execute("SELECT secret FROM console_secret WHERE id = 1"))
+        return bytes(secret)
+
+    # --- ledger ---------------------------------------------------------------------------
+
+    def write_ledger(self, rows: Sequence[LedgerRow]) -> None:
+        """One transaction: the rows by COPY, inserted unless already there, summed into the
+        rollups, and the balance changes. Safe to repeat after a failure: nothing counts twice."""
+        with self._writer_lock:
+            try:
+                self._write(rows)
+            except psycopg.OperationalError as exc:
+                raise StoreUnavailable(f"database unreachable ({type(exc).__name__})") from exc
+
+    def _write(self, rows: Sequence[LedgerRow]) -> None:
+        if self._writer is None or self._writer.closed:
+            self._writer = self._connect()
+            for statement in _STAGING:
+                self._writer.execute(statement)
+        conn = self._writer
+        times = [_millis(row.ts) for row in rows]
+        for year, month in sorted({(t.year, t.month) for t in times} - self._months):
+            self._add_partition(conn, year, month)
+        changes = self._balances.take()
+        with conn.transaction(), conn.cursor() as cursor:
+            if rows:
+                with cursor.copy(f"COPY ledger_stage ({', '.join(_LEDGER_COLUMNS)}) FROM STDIN") as copy:
+                    copy.set_types(_COPY_TYPES)
+                    for row, ts in zip(rows, times, strict=True):
+                        copy.write_row(_values(row, ts))
+                cursor.execute(_INSERT_NEW)
+                if cursor.rowcount:
+                    for statement in reports.FOLD:
+                        cursor.execute(statement)
+            updates = [(delta, project) for project, delta in sorted(changes.items()) if delta]
+            if updates:
+                cursor.executemany("UPDATE projects SET balance_nanos = balance_nanos + %s WHERE name = %s", updates)
+        self._balances.committed()
+
+    def _add_partition(self, conn: psycopg.Connection[Any], year: int, month: int) -> None:
+        following = (year + month // 12, month % 12 + 1)
+        with conn.transaction():
+            conn.execute(_PARTITION_LOCK)
+            conn.execute(
+                f"CREATE TABLE IF NOT EXISTS ledger_{year:04d}{month:02d} PARTITION OF ledger "
+                f"FOR VALUES FROM ('{_month_start(year, month)}') TO ('{_month_start(*following)}')"
+            )
+        self._months.add((year, month))
+
+    def prune_ledger(self, before: float, limit: int) -> int:
+        """Whole months older than `before` are dropped (no row by row deletion, no bloat); in
+        the month `before` falls in, rows are deleted `limit` at a time."""
+        cutoff = datetime.fromtimestamp(before, UTC)
+        with self._reader() as conn:
+            for name, year, month in _partitions(conn):
+                following = datetime(year + month // 12, month % 12 + 1, 1, tzinfo=UTC)
+                if following <= cutoff:
+                    (count,) = _one(conn.execute(f"SELECT count(*) FROM {name}"))  # noqa: S608 - our own name
+                    conn.execute(f"DROP TABLE {name}")
+                    self._months.discard((year, month))
+                    return int(count)
+            cursor = conn.execute(
+                "DELETE FROM ledger WHERE (ts, id) IN (SELECT ts, id FROM ledger WHERE ts < %s ORDER BY ts LIMIT %s)",
+                (cutoff, limit),
+            )
+            return cursor.rowcount
+
+    # --- reports --------------------------------------------------------------------------
+
+    def rollup(
+        self,
+        since: int,
+        until: int,
+        filters: Filters,
+        by: Dimension | None,
+        tag_key: str | None = None,
+        bucketing: Bucketing | None = None,
+        only: Sequence[str] | None = None,
+    ) -> list[RollupLine]:
+        with self._reader() as conn:
+            return reports.rollup(conn, since, until, filters, by, tag_key, bucketing, only)
+
+    def raw_rows(self, since: int, until: int, filters: Filters, by: Dimension | None) -> int:
+        if plan.holds(filters, by):
+            return 0
+        with self._reader() as conn:
+            return reports.raw_rows(conn, since, until, filters)
+
+    def tag_keys(self, since: int, until: int, project: str | None) -> list[str]:
+        with self._reader() as conn:
+            return reports.tag_keys(conn, since, until, project)
+
+    def last_used(self, project: str | None) -> dict[str, float]:
+        with self._reader() as conn:
+            return reports.last_used(conn, project)
+
+    def export_rows(
+        self, since: int, until: int, project: str | None, after: tuple[float, str] | None
+    ) -> Iterator[list[LedgerRow]]:
+        with self._reader() as conn:
+            yield from reports.export_rows(conn, since, until, project, after)
+
+    def export_lines(
+        self,
+        since: int,
+        until: int,
+        project: str | None,
+        after: tuple[float, str] | None,
+        fmt: Literal["csv", "jsonl"],
+        offsets: Sequence[tuple[int, int, str]],
+    ) -> Iterator[bytes]:
+        yield from render(self.export_rows(since, until, project, after), fmt, OffsetTimes(offsets))
+
+    def ledger_rows(self) -> list[dict[str, object]]:
+        """Every row, as column -> value in the SQLite store's forms; for tests."""
+        columns = [
+            *_LEDGER_COLUMNS[:1],
+            "to_char(ts AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') AS ts",
+            *_LEDGER_COLUMNS[2:5],
+            "to_json(tags)::text AS tags",
+            *_LEDGER_COLUMNS[6:],
+        ]
+        with self._reader() as conn:
+            cursor = conn.execute(f"SELECT {', '.join(columns)} FROM ledger ORDER BY ts, id")  # noqa: S608
+            names = [d.name for d in cursor.description or ()]
+            return [dict(zip(names, row, strict=True)) for row in cursor]
+
+    def close(self) -> None:
+        self._stopping.set()
+        self._listener.join(timeout=5)
+        with self._writer_lock:
+            if self._writer is not None:
+                self._writer.close()
+                self._writer = None
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+
+def _values(row: LedgerRow, ts: datetime) -> tuple[Any, ...]:
+    return (
+        row.id,
+        ts,
+        row.key_id,
+        row.project,
+        row.user_id,
+        list(row.tags),
+        row.surface,
+        row.provider,
+        row.model,
+        row.status,
+        row.error_type,
+        row.input_tokens,
+        row.output_tokens,
+        row.cache_write_5m_tokens,
+        row.cache_write_1h_tokens,
+        row.cache_read_tokens,
+        row.cost_nanos,
+        row.list_cost_nanos,
+        row.price_version,
+        row.usage_source,
+        round(row.latency_ms, 3),
+        None if row.ttfb_ms is None else round(row.ttfb_ms, 3),
+        row.upstream_request_id,
+        row.usage_note,
+    )
+
+
+def _partitions(conn: psycopg.Connection[Any]) -> list[tuple[str, int, int]]:
+    """The ledger's monthly partitions, oldest first, as (name, year, month)."""
+    rows = conn.execute(
+        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+        "WHERE i.inhparent = 'ledger'::regclass ORDER BY c.relname"
+    )
+    found = []
+    for (name,) in rows:
+        digits = name.removeprefix("ledger_")
+        if len(digits) == 6 and digits.isdigit():
+            found.append((name, int(digits[:4]), int(digits[4:])))
+    return found
+
+
+def _one(cursor: psycopg.Cursor[Any]) -> Any:
+    """The row a statement must return (psycopg types fetchone() as optional)."""
+    row = cursor.fetchone()
+    if row is None:
+        raise StoreUnavailable("the database returned no row where one must be")
+    return row
