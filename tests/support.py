@@ -21,7 +21,8 @@ import uvicorn
 from buzz import config as buzz_config
 from buzz.app import Gateway
 from buzz.proxy.auth import generate_key
-from buzz.store.sqlite import SQLiteStore
+from buzz.store import open_store
+from buzz.store.base import Store
 
 UPSTREAM_KEY = "sk-ant-upstream-secret-for-tests"
 
@@ -112,8 +113,12 @@ class BuzzProcess:
     def output(self) -> bytes:
         return self.log_path.read_bytes() if self.log_path.exists() else b""
 
+    def store(self) -> Store:
+        """The store this gateway serves from (its SQLite file, or its PostgreSQL database)."""
+        return open_store(self.data_dir / "buzz.sqlite3", self.env.get("BUZZ_DATABASE_URL"))
+
     def create_key(self, project: str = "test", name: str | None = None) -> str:
-        store = SQLiteStore(self.data_dir / "buzz.sqlite3")
+        store = self.store()
         new = generate_key()
         store.create_key(new.key_id, project, name, new.secret_hash)
         store.close()
@@ -132,9 +137,13 @@ class BuzzProcess:
     ) -> list[dict[str, Any]]:
         """Ledger rows (those matching `where`), waiting until at least `count` have been flushed."""
         deadline = time.monotonic() + timeout
+        store = self.store() if "BUZZ_DATABASE_URL" in self.env else None
         while True:
-            rows = [row for row in read_ledger(self.data_dir / "buzz.sqlite3") if where is None or where(row)]
+            written = store.ledger_rows() if store is not None else read_ledger(self.data_dir / "buzz.sqlite3")
+            rows = [row for row in written if where is None or where(row)]
             if count is None or len(rows) >= count or time.monotonic() > deadline:
+                if store is not None:
+                    store.close()
                 return rows
             time.sleep(0.02)
 
@@ -201,7 +210,7 @@ class InProcessGateway:
         self._thread.join(timeout=20)
 
     def create_key(self, project: str = "test", allowed_models: Sequence[str] | None = None) -> str:
-        store = SQLiteStore(self.data_dir / "buzz.sqlite3")
+        store = open_store(self.data_dir / "buzz.sqlite3", self.config.database_url)
         new = generate_key()
         store.create_key(new.key_id, project, None, new.secret_hash, allowed_models=allowed_models)
         store.close()

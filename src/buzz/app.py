@@ -43,7 +43,8 @@ from buzz.proxy.settle import Settler
 from buzz.public import catalog, script
 from buzz.retention import Retention
 from buzz.routes import CLAUDE_CODE_SCRIPT, HEALTHZ, KEY_INFO, MODELS_PAGE, PRICING, Endpoint, Surface, match
-from buzz.store.sqlite import SQLiteStore
+from buzz.store import open_store as open_backend
+from buzz.store.base import Store
 from buzz.upstreams import estimate, openai_models
 from buzz.upstreams.model_lists import ModelLists
 
@@ -56,13 +57,13 @@ _SETTLE_GRACE = 5.0
 _NO_STORE = ((b"cache-control", b"private, no-store"),)
 
 
-def open_store(config: Config) -> SQLiteStore:
+def open_store(config: Config) -> Store:
     """The configured store, its migrations applied."""
-    return SQLiteStore(config.database_path)
+    return open_backend(config.database_path, config.database_url)
 
 
-def make_limiter(config: Config, store: SQLiteStore, counters: Counters) -> Limiter:
-    """Redis when several processes share limits; else in process, balances kept in SQLite."""
+def make_limiter(config: Config, store: Store, counters: Counters) -> Limiter:
+    """Redis when several processes share limits; else in process, balances kept in the store."""
     if config.redis_url:
         return RedisLimiter(config.redis_url, fail_open=config.limits_fail_open, counters=counters)
     limiter = MemoryLimiter(balances=store.balances())
@@ -79,7 +80,7 @@ def price_book(config: Config) -> PriceBook:
 class _Running:
     """What exists only between startup and shutdown (it needs the event loop)."""
 
-    store: SQLiteStore
+    store: Store
     ledger: LedgerWriter
     pipeline: Pipeline
     auth: Authenticator

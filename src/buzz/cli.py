@@ -73,6 +73,8 @@ def _open(ctx: click.Context, create: bool = False) -> tuple[Config, Store]:
     """The configured store. Only commands that make something may create a database: the others
     say where they looked, rather than making an empty one in the wrong directory."""
     config = _config(ctx)
+    if config.database_url:
+        return config, open_store(config.database_path, config.database_url)
     path = config.database_path.resolve()
     if not path.exists():
         if not create:

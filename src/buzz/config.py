@@ -61,6 +61,7 @@ class Config:
     port: int = 8080
     workers: int = 1
     data_dir: Path = Path("./buzz-data")
+    database_url: str | None = None  # PostgreSQL; None: the SQLite file in data_dir
     max_body_bytes: int = 32 * 1024 * 1024
     connect_timeout: float = 10.0
     read_timeout: float = 600.0
@@ -116,6 +117,13 @@ def _workers(value: Any) -> int:
     if str(value).strip().lower() == "auto":
         return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return _positive_int(value)
+
+
+def _database_url(value: Any) -> str:
+    text = str(value).strip()
+    if not text.startswith(("postgresql://", "postgres://")):
+        raise ValueError("must be a postgresql:// URL")
+    return text
 
 
 def _port(value: Any) -> int:
@@ -206,6 +214,14 @@ SETTINGS: tuple[Setting, ...] = (
         "one needs `limits.redis_url`, so that every limit is held once for all of them.",
     ),
     Setting("data_dir", ("server", "data_dir"), "BUZZ_DATA_DIR", Path, "Directory of the SQLite database."),
+    Setting(
+        "database_url",
+        ("server", "database_url"),
+        "BUZZ_DATABASE_URL",
+        _database_url,
+        "PostgreSQL for keys, projects, console tokens and the ledger, shared by every buzz process on "
+        "every host (postgresql://user@host/db). Needs `limits.redis_url`. Default: SQLite in data_dir.",
+    ),
     Setting(
         "max_body_bytes",
         ("server", "max_body_bytes"),

@@ -174,6 +174,12 @@ def run(config: Config) -> int:
             "count limits, spend caps and balances on its own, so a key allowed 100 requests a minute "
             f"could make {100 * config.workers}. Run one worker, or give buzz a Redis."
         )
+    if config.database_url and not config.redis_url:
+        raise StartError(
+            "server.database_url (BUZZ_DATABASE_URL) needs limits.redis_url (BUZZ_REDIS_URL): PostgreSQL is "
+            "for several buzz processes, and without Redis each would hold limits, spend caps and balances on "
+            "its own. Give buzz a Redis, or leave the database unset to run on SQLite."
+        )
     gc.set_threshold(*_GC_THRESHOLDS)
     logging.basicConfig(level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("uvicorn.error").addFilter(_QuietAborts())

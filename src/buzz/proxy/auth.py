@@ -19,7 +19,7 @@ from urllib.parse import unquote_to_bytes
 
 from buzz.errors import GatewayError, Kind
 from buzz.limits.base import Limits, Scope
-from buzz.store.base import KeyRecord, ProjectRecord, Store
+from buzz.store.base import KeyRecord, ProjectRecord, Store, StoreUnavailable
 
 _ID_ALPHABET = string.ascii_lowercase + string.digits
 _SECRET_ALPHABET = string.ascii_letters + string.digits
@@ -128,10 +128,14 @@ class Authenticator:
         return principal
 
     async def _load(self, key_id: str) -> Principal:
-        record = await self._store.find_key(key_id)
-        if record is None:
-            return Principal(key_id, "")  # not cached: a key created later must be found
-        project = await self._store.find_project(record.project)
+        try:
+            record = await self._store.find_key(key_id)
+            if record is None:
+                return Principal(key_id, "")  # not cached: a key created later must be found
+            project = await self._store.find_project(record.project)
+        except StoreUnavailable as exc:
+            # Never a 401: the key may well be good, and a client told it is bad stops retrying.
+            raise GatewayError(Kind.UNAVAILABLE, "the key store is unreachable; try again shortly") from exc
         principal = self._cache[key_id] = Principal(
             record.id, record.project, record, project, charged_scopes(record, project)
         )

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from buzz.billing.ledger import LedgerRow
-from buzz.limits.base import Limits
+from buzz.limits.base import BalanceStore, Limits, ScopeKind
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,7 +194,24 @@ class Store(Protocol):
         there is none yet (every process on the database then agrees on the first one stored)."""
         ...
 
-    def write_ledger(self, rows: Sequence[LedgerRow]) -> None: ...
+    def balances(self) -> BalanceStore:
+        """Prepaid balances for the in-process limiter: read on the event loop, and changes
+        written with the next ledger batch."""
+        ...
+
+    def spend_now(self) -> list[tuple[ScopeKind, str, int, int]]:
+        """Each key's and project's spend this UTC day and month, from the ledger (to seed limits)."""
+        ...
+
+    def write_ledger(self, rows: Sequence[LedgerRow]) -> None:
+        """Write a batch in one transaction, with the rollups and the balance changes. A row
+        already written (same id and time) is not written or counted again, so a batch may be
+        written again after any failure."""
+        ...
+
+    def ledger_rows(self) -> list[dict[str, object]]:
+        """Every row, as column -> value (times as stored text, tags as a JSON list); for tests."""
+        ...
 
     # Report queries are synchronous and may take a while on a big ledger: callers on the event
     # loop run them in a thread. They read the rollups, except the exports and the questions no

@@ -49,7 +49,7 @@ _LEDGER_COLUMNS = (
     "input_tokens, output_tokens, cache_write_5m_tokens, cache_write_1h_tokens, cache_read_tokens, "
     "cost_nanos, list_cost_nanos, price_version, usage_source, latency_ms, ttfb_ms, upstream_request_id, usage_note"
 )
-_INSERT = f"INSERT INTO ledger ({_LEDGER_COLUMNS}) VALUES ({', '.join('?' * 24)})"  # noqa: S608
+_INSERT = f"INSERT OR IGNORE INTO ledger ({_LEDGER_COLUMNS}) VALUES ({', '.join('?' * 24)})"  # noqa: S608
 
 
 def _connect(path: Path) -> sqlite3.Connection:
