@@ -24,6 +24,7 @@ from buzz.admin.api import AdminAPI
 from buzz.asgi import Receive, Scope, Send, header_map, send_response
 from buzz.billing.ledger import LedgerWriter
 from buzz.billing.pricing import PriceBook
+from buzz.billing.spool import Spool
 from buzz.catalogue import Catalogue
 from buzz.changes import rfc3339
 from buzz.config import PROVIDERS, Config
@@ -117,7 +118,7 @@ class Gateway:
         if self.access_log is not None:
             self.access_log.start()
         store = open_store(self.config)
-        ledger = LedgerWriter(store.write_ledger, self.config.ledger_flush_interval)
+        ledger = LedgerWriter(store.write_ledger, self.config.ledger_flush_interval, Spool(self.config.spool_dir))
         ledger.start()
         session = make_session(self.config.connect_timeout, self.config.read_timeout)
         limiter = make_limiter(self.config, store, self.counters)

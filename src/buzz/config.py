@@ -101,6 +101,11 @@ class Config:
     def database_path(self) -> Path:
         return self.data_dir / "buzz.sqlite3"
 
+    @property
+    def spool_dir(self) -> Path:
+        """Where ledger rows wait for the store (buzz.billing.spool)."""
+        return self.data_dir / "spool"
+
     def provider(self, name: str) -> ProviderConfig:
         return self.providers[name]
 

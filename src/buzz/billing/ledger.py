@@ -9,8 +9,12 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from buzz.billing.usage import UsageSource
+
+if TYPE_CHECKING:
+    from buzz.billing.spool import Spool
 
 log = logging.getLogger("buzz.ledger")
 
@@ -45,7 +49,9 @@ class LedgerRow:
     usage_note: str | None = None  # why the meter left part of the answer unread (a fixed string)
 
 
-_ATTEMPTS = 5
+_ATTEMPTS = 5  # without a spool: tries of one batch before it is given up
+_BACKOFF_CAP = 2.0  # seconds between tries while the store is down: its return is noticed this soon
+_REPLAY_BATCH = 5000  # rows per transaction when writing a spool file
 
 
 class LedgerWriter:
@@ -55,21 +61,43 @@ class LedgerWriter:
     `flush_interval`, so the thread wakes once per batch, not once per request (a wake-up per
     row costs the event loop measurable time under load). `close()` hands over what is left and
     waits for the thread, so a graceful shutdown (SIGTERM) loses no row.
+
+    With a spool (`buzz.billing.spool`), the thread appends each batch to a local file before it
+    writes it, and empties the file once the store has it all. While the store is down, batches
+    go on landing in the file, not in memory, and the thread tries the store again at most every
+    `_BACKOFF_CAP` seconds; once it answers, the file is written, oldest row first. The files of
+    processes that died are written at start, and whenever the store comes back.
     """
 
-    def __init__(self, write: Callable[[Sequence[LedgerRow]], None], flush_interval: float = 0.05) -> None:
+    def __init__(
+        self,
+        write: Callable[[Sequence[LedgerRow]], None],
+        flush_interval: float = 0.05,
+        spool: Spool | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._write = write
         self._flush_interval = flush_interval
+        self._spool = spool
+        self._clock = clock
         self._pending: list[LedgerRow] = []
         self._timer: asyncio.TimerHandle | None = None
         self._queue: queue.SimpleQueue[list[LedgerRow] | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="buzz-ledger", daemon=True)
         self._written = 0
         self._failed = 0
+        self._next_try = 0.0  # while the store is down: when to try it again
+        self._pause = 0.0
+        self._orphans_checked = False
 
     @property
     def written(self) -> int:
         return self._written
+
+    @property
+    def backlog(self) -> int:
+        """Rows in the spool that the store does not have yet."""
+        return self._spool.rows if self._spool is not None else 0
 
     def start(self) -> None:
         self._thread.start()
@@ -98,22 +126,101 @@ class LedgerWriter:
         self._thread.join(timeout)
 
     def _run(self) -> None:
-        self._loop()
-        # A last write even with no rows: it carries changes kept beside the rows (balances).
-        self._flush([])
+        if self._spool is None:
+            self._loop_unspooled()
+            # A last write even with no rows: it carries changes kept beside the rows (balances).
+            self._flush([])
+            return
+        try:
+            self._loop_spooled(self._spool)
+        finally:
+            self._spool.close()
 
-    def _loop(self) -> None:
-        while (batch := self._queue.get()) is not None:
-            # Merge whatever else is already waiting into one transaction.
-            while True:
+    # --- with a spool ---------------------------------------------------------------------
+
+    def _loop_spooled(self, spool: Spool) -> None:
+        stopping = False
+        while not stopping:
+            wait = max(0.0, self._next_try - self._clock()) if spool.rows else None
+            try:
+                batch = self._queue.get(timeout=wait)
+            except queue.Empty:
+                batch = []  # time to try the store again
+            if batch is None:
+                batch, stopping = [], True
+            stopping |= self._drain_into(batch)
+            if batch:
                 try:
-                    more = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
+                    spool.append(batch)
+                except OSError as exc:  # a full or failing disk: the store directly, as without a spool
+                    log.error("ledger: spool append failed (%s); writing straight to the store", type(exc).__name__)
                     self._flush(batch)
-                    return
-                batch.extend(more)
+                    continue
+            if self._clock() >= self._next_try or stopping:
+                self._catch_up(spool, batch, final=stopping)
+
+    def _drain_into(self, batch: list[LedgerRow]) -> bool:
+        """Merge whatever else is already waiting into `batch`; True if `close` was among it."""
+        while True:
+            try:
+                more = self._queue.get_nowait()
+            except queue.Empty:
+                return False
+            if more is None:
+                return True
+            batch.extend(more)
+
+    def _catch_up(self, spool: Spool, batch: list[LedgerRow], final: bool) -> None:
+        """Write what the spool holds: `batch` alone when it is all there is (the usual case,
+        no file read), else the whole file."""
+        try:
+            if spool.rows == len(batch):
+                self._write(batch)
+            else:
+                for chunk in spool.batches(_REPLAY_BATCH):
+                    self._write(chunk)
+                log.info("ledger: the store is back; %d spooled rows written", spool.rows)
+        except Exception as exc:
+            # Only the exception's type: its text could quote the parameters of the statement.
+            if self._pause == 0.0:
+                log.warning("ledger: store write failed (%s); rows are kept in %s", type(exc).__name__, spool.path)
+            self._pause = min(_BACKOFF_CAP, max(0.1, self._pause * 2))
+            self._orphans_checked = False  # a dead process's file may wait on the store too
+            self._next_try = self._clock() + self._pause
+            return
+        self._written += spool.rows
+        spool.clear()
+        self._pause = 0.0
+        self._next_try = 0.0
+        if not self._orphans_checked and not final:
+            self._orphans_checked = self._write_left_behind(spool)
+
+    def _write_left_behind(self, spool: Spool) -> bool:
+        """Write the files dead processes left; True once there were none left to write."""
+        from buzz.billing.spool import left_behind, read_batches  # a module away from the hot path
+
+        with left_behind(spool.folder) as found:
+            for path, _ in found:
+                try:
+                    count = 0
+                    for chunk in read_batches(path, _REPLAY_BATCH):
+                        self._write(chunk)
+                        count += len(chunk)
+                except Exception as exc:
+                    log.warning("ledger: could not yet write %s (%s)", path.name, type(exc).__name__)
+                    return False
+                path.unlink()
+                self._written += count
+                log.info("ledger: %d rows left by a stopped process written from %s", count, path.name)
+        return True
+
+    # --- without one ----------------------------------------------------------------------
+
+    def _loop_unspooled(self) -> None:
+        while (batch := self._queue.get()) is not None:
+            if self._drain_into(batch):
+                self._flush(batch)
+                return
             self._flush(batch)
 
     def _flush(self, batch: list[LedgerRow]) -> None:
