@@ -35,7 +35,7 @@ from buzz.limits.base import Limiter, Limits
 from buzz.money import usd_exact
 from buzz.proxy.auth import generate_key
 from buzz.routes import Surface
-from buzz.store.base import ConsoleTokenRecord, KeyRecord, ProjectRecord, Store
+from buzz.store.base import ConsoleTokenRecord, KeyRecord, ProjectRecord, Store, StoreUnavailable
 
 PREFIX = "/admin/api"
 log = logging.getLogger("buzz.admin")
@@ -123,6 +123,10 @@ class AdminAPI:
                 self._changed()
         except GatewayError as error:
             await send_error(send, error, "admin", Surface.OPENAI)
+            return
+        except StoreUnavailable:
+            unreachable = GatewayError(Kind.UNAVAILABLE, "the database is unreachable; try again shortly")
+            await send_error(send, unreachable, "admin", Surface.OPENAI)
             return
         except Exception as exc:
             # Its message could quote the request: only its type and place are logged.

@@ -141,7 +141,10 @@ class LedgerWriter:
     def _loop_spooled(self, spool: Spool) -> None:
         stopping = False
         while not stopping:
-            wait = max(0.0, self._next_try - self._clock()) if spool.rows else None
+            # Behind: rows in the spool, or files dead processes left that are not written yet
+            # (looked for at once at start): the store is tried again when the pause is over.
+            behind = spool.rows or not self._orphans_checked
+            wait = max(0.0, self._next_try - self._clock()) if behind else None
             try:
                 batch = self._queue.get(timeout=wait)
             except queue.Empty:

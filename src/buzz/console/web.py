@@ -40,7 +40,7 @@ from buzz.errors import where
 from buzz.forwarded import TrustedProxies
 from buzz.limits.base import Limiter
 from buzz.proxy.auth import FailureThrottle
-from buzz.store.base import Store
+from buzz.store.base import Store, StoreUnavailable
 
 log = logging.getLogger("buzz.console")
 STATIC = f"{PREFIX}/static/"
@@ -167,5 +167,8 @@ class Console:
 
     async def _internal(self, request: Request, exc: Exception) -> Response:
         # No session lookup: what failed may be the store itself.
+        if isinstance(exc, StoreUnavailable):
+            message = "The database is unreachable. Requests through the gateway go on; try this page again shortly."
+            return self._ctx.page(request, "error.html", None, 503, section="", title="Unavailable", message=message)
         message = "Something went wrong inside buzz. It has been logged."
         return self._ctx.page(request, "error.html", None, 500, section="", title="Internal error", message=message)
