@@ -142,11 +142,11 @@ def run(requests: int, buzz_core: int | None, load_core: int | None, redis_url: 
         envs = {"plain": buzz_env(work / "data", ports["messages"], ports["chat"])}
         envs["limits"] = envs[""] = envs["plain"]
         keys = {"plain": create_key(envs["plain"])}
-        keys["limits"] = limits.create_limited_key(envs["limits"], work / "data" / "buzz.sqlite3", "bench-limits").key
+        keys["limits"] = limits.create_limited_key(envs["limits"], "bench-limits").key
         if redis_url is not None:
             envs["redis"] = {**buzz_env(work / "redis", ports["messages"], ports["chat"]), "BUZZ_REDIS_URL": redis_url}
             project = f"bench-limits-{uuid.uuid4().hex[:8]}"  # its own keys in the shared Redis, deleted after
-            redis_key = limits.create_limited_key(envs["redis"], work / "redis" / "buzz.sqlite3", project)
+            redis_key = limits.create_limited_key(envs["redis"], project)
             keys["redis"] = redis_key.key
         results: dict[str, int] = {}
         for workload in WORKLOADS:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shlex
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -25,6 +24,8 @@ from types import TracebackType
 from typing import Any
 
 import redis
+
+from buzz.store import open_store
 
 KEY_LIMITS = {
     "--rpm": "100000000",
@@ -79,7 +80,7 @@ class LimitedKey:
     commands: tuple[str, ...]  # as run, key and data dir left out
 
 
-def create_limited_key(env: dict[str, str], database: Path, project: str) -> LimitedKey:
+def create_limited_key(env: dict[str, str], project: str) -> LimitedKey:
     """A prepaid project with limits and BALANCE_USD on it, and one key in it with every limit set."""
     steps = [
         ["projects", "create", project, "--prepaid", *_flags(PROJECT_LIMITS)],
@@ -89,36 +90,24 @@ def create_limited_key(env: dict[str, str], database: Path, project: str) -> Lim
     _buzz(env, steps[0])
     balance = _nanos(_buzz(env, steps[1]))  # prints the new balance: in Redis when BUZZ_REDIS_URL is set
     key = _buzz(env, steps[2])
-    with contextlib.closing(sqlite3.connect(database)) as db:
-        ids = [row[0] for row in db.execute("SELECT id FROM keys WHERE project = ?", (project,))]
-    if len(ids) != 1:
-        raise RuntimeError(f"expected one key in project {project!r}, found {len(ids)}")
+    key_id = key.split("-")[1]  # buzz-<id>-<secret>
     commands = tuple(shlex.join([sys.executable, "-m", "buzz", *step]) for step in steps)
-    return LimitedKey(project, key, ids[0], balance, commands)
+    return LimitedKey(project, key, key_id, balance, commands)
 
 
 def verify(env: dict[str, str], database: Path, limited: LimitedKey, client_errors: int) -> dict[str, Any]:
     """After the gateway has stopped (its ledger flushed): what the ledger holds for the key, and
     whether the prepaid balance went down by exactly the ledger's cost."""
     balance_end = _nanos(_buzz(env, ["balance", "add", limited.project, "0"]))
-    with contextlib.closing(sqlite3.connect(database)) as db:
-        by_status = {
-            str(status): n
-            for status, n in db.execute(
-                "SELECT status, count(*) FROM ledger WHERE key_id = ? GROUP BY status", (limited.key_id,)
-            )
-        }
-        errors = {
-            str(error): n
-            for error, n in db.execute(
-                "SELECT error_type, count(*) FROM ledger WHERE key_id = ? AND error_type IS NOT NULL GROUP BY 1",
-                (limited.key_id,),
-            )
-        }
-        cost, unpriced = db.execute(
-            "SELECT coalesce(sum(cost_nanos), 0), sum(cost_nanos IS NULL) FROM ledger WHERE key_id = ?",
-            (limited.key_id,),
-        ).fetchone()
+    store = open_store(database, env.get("BUZZ_DATABASE_URL"))
+    try:
+        rows = [row for row in store.ledger_rows() if row["key_id"] == limited.key_id]
+    finally:
+        store.close()
+    by_status = {str(status): n for status, n in Counter(row["status"] for row in rows).items()}
+    errors = {str(e): n for e, n in Counter(row["error_type"] for row in rows if row["error_type"]).items()}
+    cost = sum(int(row["cost_nanos"] or 0) for row in rows)
+    unpriced = sum(row["cost_nanos"] is None for row in rows)
     rejected = sum(n for status, n in by_status.items() if int(status) not in _NOT_REJECTED)
     drop = limited.balance_start_nanos - balance_end
     return {

@@ -360,7 +360,7 @@ def redis_phase(
     data_dir.mkdir()
     redis_env = env | {"BUZZ_DATA_DIR": str(data_dir), "BUZZ_REDIS_URL": redis_url}
     # Redis outlives the run and may be shared: a project name of its own, and its keys removed after.
-    limited = limits.create_limited_key(redis_env, data_dir / "buzz.sqlite3", f"bench-limits-{uuid.uuid4().hex[:8]}")
+    limited = limits.create_limited_key(redis_env, f"bench-limits-{uuid.uuid4().hex[:8]}")
     stack.callback(limits.forget_redis_state, redis_url, limited)
     server = limits.redis_server(redis_url)
     port = free_port()
@@ -413,7 +413,7 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
         database = data_dir / "buzz.sqlite3"
         env = buzz_env(data_dir, fake_port, fake_openai_port)
         key = create_key(env)
-        limited = limits.create_limited_key(env, database, "bench-limits")
+        limited = limits.create_limited_key(env, "bench-limits")
 
         fake_argv = [*pin_prefix(load_core), sys.executable, "-m", "fakes.fake_anthropic"]
         fake_argv += ["--port", str(fake_port), "--workers", str(args.fake_workers)]

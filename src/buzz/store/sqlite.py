@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import math
 import sqlite3
 import threading
@@ -87,10 +88,15 @@ class SQLiteStore:
     ) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._path = path
-        self._conn = _connect(path)
-        self._migrate()
-        with self._transaction():  # rows written before the rollups existed, once
-            reports.fold_new_rows(self._conn)
+        # Several processes may open the file at once (workers, the CLI): the first to hold the
+        # lock sets WAL and migrates, the others then find it done. Neither step waits on
+        # busy_timeout by itself.
+        with open(path.with_name(path.name + ".open-lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            self._conn = _connect(path)
+            self._migrate()
+            with self._transaction():  # rows written before the rollups existed, once
+                reports.fold_new_rows(self._conn)
         self._fold_interval = fold_interval
         self._clock = clock
         self._folded_at = -math.inf
