@@ -26,14 +26,6 @@ from collections.abc import Callable, Sequence
 from importlib.resources import files
 from typing import Any, cast
 
-from redis.asyncio import BlockingConnectionPool, Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import EqualJitterBackoff
-from redis.commands.core import AsyncScript
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import OutOfMemoryError, ReadOnlyError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-
 from buzz.counters import Counters
 from buzz.limits.base import (
     CONCURRENCY_RETRY_HINT,
@@ -49,9 +41,11 @@ from buzz.limits.base import (
     utc_month,
 )
 from buzz.limits.redis_upkeep import Leases, Settlements
+from buzz.limits.resp import Redis, Script
 
-# What "Redis cannot serve us right now" looks like; any other error is a fault in buzz.
-_UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, ReadOnlyError, OutOfMemoryError, OSError)
+# What "Redis cannot serve us right now" looks like (buzz.limits.resp raises these for a lost or
+# refused connection, a deadline passed, a read-only or full Redis); anything else is a fault.
+_UNAVAILABLE = (OSError,)
 _MICROS = 1_000_000
 _HINT_MICROS = round(CONCURRENCY_RETRY_HINT * _MICROS)
 
@@ -90,8 +84,6 @@ class RedisLimiter:
         fail_open: bool = False,
         *,
         timeout: float = 1.0,
-        max_connections: int = 64,
-        pool_timeout: float = 5.0,
         lease_seconds: float = 30.0,
         renew_every: float | None = None,
         settle_window: int = 86400,
@@ -102,11 +94,10 @@ class RedisLimiter:
         clock: Callable[[], int] | None = None,
     ) -> None:
         """`timeout` bounds each attempt at a Redis call (two are made): a Redis that hangs
-        fails a request within about two seconds, one that refuses at once. `pool_timeout`
-        bounds the wait for a free connection, which under a burst is queueing behind healthy
-        calls, not an outage. A concurrency slot is a lease of `lease_seconds`, renewed every
-        `renew_every` (a third of a lease by default) while its request is in flight: it
-        bounds how long a slot outlives a request whose settlement never reached Redis.
+        fails a request within two to three timeouts, one that refuses at once. A concurrency
+        slot is a lease of `lease_seconds`, renewed every `renew_every` (a third of a lease by
+        default) while its request is in flight: it bounds how long a slot outlives a request
+        whose settlement never reached Redis.
         `settle_window` is how long a reservation can still be settled. Up to `settle_queue`
         settlements Redis did not take wait for it, retried after the first of `retry_delays`,
         doubling up to the second; `close` tries them once more for up to `close_timeout`.
@@ -117,24 +108,15 @@ class RedisLimiter:
         self._window = settle_window
         self._clock = clock
         self._counters = counters if counters is not None else Counters()
-        # One quick retry, not redis-py's default ten: the request path is waiting.
-        pool = BlockingConnectionPool.from_url(
-            url,
-            max_connections=max_connections,
-            timeout=pool_timeout,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            retry=Retry(EqualJitterBackoff(cap=0.1, base=0.01), retries=1),
-            decode_responses=True,
-        )
-        self._redis: Redis = Redis.from_pool(pool)
-        self._reserve: AsyncScript = self._redis.register_script(_script("reserve.lua"))
-        self._settle: AsyncScript = self._redis.register_script(_script("settle.lua"))
-        self._spend: AsyncScript = self._redis.register_script(_script("spend.lua"))
-        self._headroom: AsyncScript = self._redis.register_script(_script("headroom.lua"))
-        renew: AsyncScript = self._redis.register_script(_script("renew.lua"))
+        # One connection, calls pipelined on it; each call is tried once more on a new connection.
+        self._redis = Redis(url, timeout=timeout, connect_timeout=timeout)
+        self._reserve = Script(self._redis, _script("reserve.lua"))
+        self._settle = Script(self._redis, _script("settle.lua"))
+        self._spend = Script(self._redis, _script("spend.lua"))
+        self._headroom = Script(self._redis, _script("headroom.lua"))
+        renew = Script(self._redis, _script("renew.lua"))
         self._settlements = Settlements(
-            lambda args: self._settle(args=args),
+            self._settle,
             _UNAVAILABLE,
             self._counters,
             limit=settle_queue,
@@ -143,7 +125,7 @@ class RedisLimiter:
             close_timeout=close_timeout,
         )
         self._leases = Leases(
-            lambda args: renew(args=args),
+            renew,
             _UNAVAILABLE,
             self._counters,
             lease_us=self._lease_us,
@@ -159,9 +141,9 @@ class RedisLimiter:
     def _base(self, kind: str, scope_id: str) -> str:
         return f"{self._prefix}{kind}:{scope_id}:"
 
-    async def _run(self, script: AsyncScript, args: list[int | float | str]) -> Any:
+    async def _run(self, script: Script, args: list[int | float | str]) -> Any:
         try:
-            return await script(args=args)
+            return await script(args)
         except _UNAVAILABLE as error:
             raise LimiterUnavailable(f"limiter store unreachable: {type(error).__name__}") from error
 
@@ -253,7 +235,7 @@ class RedisLimiter:
             settlements.keep(args)  # an outage is under way
             return
         try:
-            await self._settle(args=args)
+            await self._settle(args)
         except _UNAVAILABLE as error:
             settlements.keep(args, error)
 
@@ -267,13 +249,13 @@ class RedisLimiter:
 
     async def add_balance(self, project: str, nanos: int) -> int:
         try:
-            return int(await self._redis.incrby(self._base("project", project) + "bal", nanos))
+            return int(await self._redis.call("INCRBY", self._base("project", project) + "bal", nanos))
         except _UNAVAILABLE as error:
             raise LimiterUnavailable(f"limiter store unreachable: {type(error).__name__}") from error
 
     async def balance(self, project: str) -> int:
         try:
-            value = await self._redis.get(self._base("project", project) + "bal")
+            value = await self._redis.call("GET", self._base("project", project) + "bal")
         except _UNAVAILABLE as error:
             raise LimiterUnavailable(f"limiter store unreachable: {type(error).__name__}") from error
         return int(value or 0)
@@ -318,4 +300,4 @@ class RedisLimiter:
         """Stop renewing leases, try once more to deliver queued settlements, then disconnect."""
         await self._leases.close()
         await self._settlements.close()
-        await self._redis.aclose()
+        await self._redis.close()
