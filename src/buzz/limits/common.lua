@@ -88,22 +88,36 @@ local function periods(sec, now)
   return day, month, day_end(day) * SECOND - now, month_end(month) * SECOND - now
 end
 
--- A bucket as stored: how many units short of full it was at a moment, and the capacity those
--- units belong to. Brought up to `now` at that capacity's rate; a missing bucket is full (its
--- key expired because it was full) and returns nil. The clock of a failed-over Redis may step
--- back: no time then passes.
-local function load(hash, name, now)
-  local raw = redis.call('HMGET', hash, name, name .. ':t', name .. ':c')
-  local short, at, capacity = tonumber(raw[1]), tonumber(raw[2]), tonumber(raw[3])
-  if short == nil or at == nil or capacity == nil then return 0, nil end
-  local _, rate = units(capacity)
-  local elapsed = now - at
-  if elapsed > 0 then
-    -- Compared before subtracting: the product may pass 2^53, but then it exceeds `short`.
-    local refill = elapsed * rate
-    if refill >= short then short = 0 else short = short - refill end
+-- Buckets as stored, all of a scope's in one read: for each name, how many units short of full
+-- it was at a moment, and the capacity those units belong to. Brought up to `now` at that
+-- capacity's rate; a missing bucket is full (its key expired because it was full): short 0 and
+-- no capacity. The clock of a failed-over Redis may step back: no time then passes.
+local function load(hash, names, now)
+  local fields = {}
+  for _, name in ipairs(names) do
+    fields[#fields + 1] = name
+    fields[#fields + 1] = name .. ':t'
+    fields[#fields + 1] = name .. ':c'
   end
-  return short, capacity
+  local out = {}
+  if #fields == 0 then return out end
+  local raw = redis.call('HMGET', hash, unpack(fields))
+  for i, name in ipairs(names) do
+    local short, at, capacity = tonumber(raw[3 * i - 2]), tonumber(raw[3 * i - 1]), tonumber(raw[3 * i])
+    if short == nil or at == nil or capacity == nil then
+      out[name] = {0, nil}
+    else
+      local _, rate = units(capacity)
+      local elapsed = now - at
+      if elapsed > 0 then
+        -- Compared before subtracting: the product may pass 2^53, but then it exceeds `short`.
+        local refill = elapsed * rate
+        if refill >= short then short = 0 else short = short - refill end
+      end
+      out[name] = {short, capacity}
+    end
+  end
+  return out
 end
 
 -- A stored shortfall moved to another capacity's units, the level it leaves kept and cut to
@@ -136,12 +150,31 @@ local function keep(hash, micros)
   if ttl < ms then redis.call('PEXPIRE', hash, ms) end
 end
 
--- Store a bucket's shortfall at `now`, in the units of `capacity`, and how long until it is full.
-local function store(hash, name, short, capacity, now)
-  redis.call('HSET', hash, name, int(short), name .. ':t', int(now), name .. ':c', int(capacity))
-  local _, rate = units(capacity)
-  if rate > 0 then return ceil_div(short, rate) end
-  return 0
+-- Store buckets' shortfalls at `now` in one write, each {name, short, capacity} in the units of
+-- its capacity; returns how long until the last of them is full (-1 with none).
+local function store(hash, buckets, now)
+  local fields, full_in = {}, -1
+  for _, b in ipairs(buckets) do
+    local name, short, capacity = b[1], b[2], b[3]
+    fields[#fields + 1] = name
+    fields[#fields + 1] = int(short)
+    fields[#fields + 1] = name .. ':t'
+    fields[#fields + 1] = int(now)
+    fields[#fields + 1] = name .. ':c'
+    fields[#fields + 1] = int(capacity)
+    local _, rate = units(capacity)
+    local full = 0
+    if rate > 0 then full = ceil_div(short, rate) end
+    if full > full_in then full_in = full end
+  end
+  if #fields > 0 then redis.call('HSET', hash, unpack(fields)) end
+  return full_in
+end
+
+-- Add `amount` to a spend counter, which lives until `ttl` seconds from now: set when the
+-- counter is made (or held nothing), since each later call would set the same end again.
+local function spend(key, amount, ttl)
+  if redis.call('INCRBY', key, amount) == amount then redis.call('EXPIRE', key, ttl) end
 end
 
 -- Make a key live at least `seconds` longer, never shorter: other processes may need more.

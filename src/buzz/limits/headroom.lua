@@ -19,10 +19,11 @@ local function left(name, capacity, remaining, reset)
   out[#out + 1] = reset
 end
 
+local loaded = load(base .. 'bx', {'rpm', 'itpm', 'otpm'}, now)
 for i, name in ipairs({'rpm', 'itpm', 'otpm'}) do
   local capacity = tonumber(limits[i])
   if capacity ~= nil then
-    local short, was = load(base .. 'bx', name, now)
+    local short, was = loaded[name][1], loaded[name][2]
     if was ~= nil and was ~= capacity then short = convert(short, was, capacity) end
     if short <= 0 or capacity == 0 then
       left(name, capacity, capacity, '0.000000')

@@ -50,15 +50,20 @@ local function turn_away(i, name, retry)
 end
 
 for i, s in ipairs(scopes) do
+  local names, changed = {}, {}
+  for _, b in ipairs(s.buckets) do
+    if b[2] ~= nil then names[#names + 1] = b[1] end
+  end
+  local loaded = load(s.base .. 'bx', names, now)
   for _, b in ipairs(s.buckets) do
     local name, capacity, need = b[1], b[2], b[3]
     if capacity ~= nil then
-      local short, was = load(s.base .. 'bx', name, now)
+      local short, was = loaded[name][1], loaded[name][2]
       if was ~= nil and was ~= capacity then
         -- A changed limit applies from now, even to a request it turns away: from this
         -- moment on, the bucket refills at the new rate.
         short = convert(short, was, capacity)
-        keep(s.base .. 'bx', store(s.base .. 'bx', name, short, capacity, now))
+        changed[#changed + 1] = {name, short, capacity}
       end
       s.shorts[name] = short
       local token, rate = units(capacity)
@@ -75,6 +80,7 @@ for i, s in ipairs(scopes) do
       end
     end
   end
+  if #changed > 0 then keep(s.base .. 'bx', store(s.base .. 'bx', changed, now)) end
   if s.conc ~= nil then
     -- A lease that ran out belongs to a request whose process stopped renewing it: it died,
     -- or the request ended and its settlement was lost.
@@ -134,15 +140,16 @@ local verdict = never or latest or busy
 if verdict then return report({'no', int(verdict[1]), verdict[2], verdict[3]}) end
 
 for _, s in ipairs(scopes) do
-  local full_in = -1
+  local taken = {}
   for _, b in ipairs(s.buckets) do
     local name, capacity, need = b[1], b[2], b[3]
     if capacity ~= nil then
       local short = s.shorts[name] + need * b[4]
       s.shorts[name] = short
-      full_in = math.max(full_in, store(s.base .. 'bx', name, short, capacity, now))
+      taken[#taken + 1] = {name, short, capacity}
     end
   end
+  local full_in = store(s.base .. 'bx', taken, now)
   if full_in >= 0 then keep(s.base .. 'bx', full_in) end
   if s.conc ~= nil then
     -- A lease, renewed by the holder's process while the request is in flight (renew.lua).
@@ -152,10 +159,8 @@ for _, s in ipairs(scopes) do
   end
   if cost > 0 then
     -- Spend counters outlive their period by the settle window, so a late settle still finds them.
-    redis.call('INCRBY', s.base .. 'd:' .. day, cost)
-    redis.call('EXPIRE', s.base .. 'd:' .. day, ceil_div(to_day, SECOND) + window)
-    redis.call('INCRBY', s.base .. 'm:' .. month, cost)
-    redis.call('EXPIRE', s.base .. 'm:' .. month, ceil_div(to_month, SECOND) + window)
+    spend(s.base .. 'd:' .. day, cost, ceil_div(to_day, SECOND) + window)
+    spend(s.base .. 'm:' .. month, cost, ceil_div(to_month, SECOND) + window)
   end
   s.today, s.month = s.today + cost, s.month + cost
   if s.prepaid then

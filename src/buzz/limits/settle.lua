@@ -17,30 +17,35 @@ if redis.call('DEL', marker) == 0 then return 0 end
 local _, now = now_of(ARGV[10 + 2 * n])
 for i = 1, n do
   local base, limits = ARGV[8 + 2 * i], split(ARGV[9 + 2 * i])
-  local full_in = -1
+  local corrections = {}
   for _, b in ipairs({{'itpm', tonumber(limits[1]), extra_in}, {'otpm', tonumber(limits[2]), extra_out}}) do
-    local name, capacity, extra = b[1], b[2], b[3]
-    if capacity ~= nil and extra ~= 0 then
+    if b[2] ~= nil and b[3] ~= 0 then corrections[#corrections + 1] = b end
+  end
+  if #corrections > 0 then
+    local names = {}
+    for _, b in ipairs(corrections) do names[#names + 1] = b[1] end
+    local loaded = load(base .. 'bx', names, now)
+    local corrected = {}
+    for _, b in ipairs(corrections) do
+      local name, extra = b[1], b[3]
       -- Corrected as the bucket is configured now (its stored capacity), as in process.
-      local short, was = load(base .. 'bx', name, now)
-      capacity = was or capacity
+      local short, was = loaded[name][1], loaded[name][2]
+      local capacity = was or b[2]
       local token = units(capacity)
       short = short + extra * token
       if short < 0 then short = 0 end
-      full_in = math.max(full_in, store(base .. 'bx', name, short, capacity, now))
+      corrected[#corrected + 1] = {name, short, capacity}
     end
+    local full_in = store(base .. 'bx', corrected, now)
+    if full_in >= 0 then keep(base .. 'bx', full_in) end
   end
-  if full_in >= 0 then keep(base .. 'bx', full_in) end
   if limits[3] == '1' then redis.call('ZREM', base .. 'cx', id) end
   if cost ~= 0 then
     -- Same lifetime as reserve gives a counter: its period, then the settle window. A counter
     -- may not exist yet (nothing was reserved for a request thought free).
     for _, c in ipairs({{base .. 'd:' .. day, day_end(day)}, {base .. 'm:' .. month, month_end(month)}}) do
       local ttl = ceil_div(c[2] * SECOND - now, SECOND) + window
-      if ttl > 0 then
-        redis.call('INCRBY', c[1], cost)
-        redis.call('EXPIRE', c[1], ttl)
-      end
+      if ttl > 0 then spend(c[1], cost, ttl) end
     end
     if limits[4] == '1' then redis.call('DECRBY', base .. 'bal', cost) end
   end
