@@ -118,7 +118,12 @@ class Gateway:
         if self.access_log is not None:
             self.access_log.start()
         store = open_store(self.config)
-        ledger = LedgerWriter(store.write_ledger, self.config.ledger_flush_interval, Spool(self.config.spool_dir))
+        ledger = LedgerWriter(
+            store.write_ledger,
+            self.config.ledger_flush_interval,
+            Spool(self.config.spool_dir),
+            write_every=store.write_every,
+        )
         ledger.start()
         session = make_session(self.config.connect_timeout, self.config.read_timeout)
         limiter = make_limiter(self.config, store, self.counters)

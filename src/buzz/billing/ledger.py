@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import queue
 import threading
 import time
@@ -75,8 +76,14 @@ class LedgerWriter:
         flush_interval: float = 0.05,
         spool: Spool | None = None,
         clock: Callable[[], float] = time.monotonic,
+        write_every: float = 0.0,
     ) -> None:
         self._write = write
+        # With a spool, the least time between two writes to the store: a networked store pays a
+        # fixed cost per transaction (its round trips, and summing a batch into the rollups), so
+        # batches are merged until it is due. The rows wait in the spool, so none is at risk.
+        self._write_every = write_every
+        self._written_at = -math.inf
         self._flush_interval = flush_interval
         self._spool = spool
         self._clock = clock
@@ -140,15 +147,19 @@ class LedgerWriter:
 
     def _loop_spooled(self, spool: Spool) -> None:
         stopping = False
+        # Rows spooled since the last write, kept while they are all the spool holds (the file is
+        # read back only after a failed write).
+        unwritten: list[LedgerRow] = []
         while not stopping:
             # Behind: rows in the spool, or files dead processes left that are not written yet
-            # (looked for at once at start): the store is tried again when the pause is over.
+            # (looked for at once at start): the store is tried when the pause is over.
+            due = max(self._next_try, self._written_at + self._write_every)
             behind = spool.rows or not self._orphans_checked
-            wait = max(0.0, self._next_try - self._clock()) if behind else None
+            wait = max(0.0, due - self._clock()) if behind else None
             try:
                 batch = self._queue.get(timeout=wait)
             except queue.Empty:
-                batch = []  # time to try the store again
+                batch = []  # time to write
             if batch is None:
                 batch, stopping = [], True
             stopping |= self._drain_into(batch)
@@ -159,8 +170,10 @@ class LedgerWriter:
                     log.error("ledger: spool append failed (%s); writing straight to the store", type(exc).__name__)
                     self._flush(batch)
                     continue
-            if self._clock() >= self._next_try or stopping:
-                self._catch_up(spool, batch, final=stopping)
+                unwritten.extend(batch)
+            if self._clock() >= due or stopping:
+                self._catch_up(spool, unwritten, final=stopping)
+                unwritten = []  # written, or in the file to be read back
 
     def _drain_into(self, batch: list[LedgerRow]) -> bool:
         """Merge whatever else is already waiting into `batch`; True if `close` was among it."""
@@ -173,12 +186,12 @@ class LedgerWriter:
                 return True
             batch.extend(more)
 
-    def _catch_up(self, spool: Spool, batch: list[LedgerRow], final: bool) -> None:
-        """Write what the spool holds: `batch` alone when it is all there is (the usual case,
-        no file read), else the whole file."""
+    def _catch_up(self, spool: Spool, rows: list[LedgerRow], final: bool) -> None:
+        """Write what the spool holds: `rows` when they are all there is (the usual case, no
+        file read), else the whole file."""
         try:
-            if spool.rows == len(batch):
-                self._write(batch)
+            if spool.rows == len(rows):
+                self._write(rows)
             else:
                 for chunk in spool.batches(_REPLAY_BATCH):
                     self._write(chunk)
@@ -192,6 +205,7 @@ class LedgerWriter:
             self._next_try = self._clock() + self._pause
             return
         self._written += spool.rows
+        self._written_at = self._clock()
         spool.clear()
         self._pause = 0.0
         self._next_try = 0.0

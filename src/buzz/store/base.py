@@ -140,6 +140,10 @@ class Store(Protocol):
     local file costs microseconds.
     """
 
+    # The least time between two ledger writes: what one transaction costs beyond its rows
+    # (round trips, the rollups' upkeep) decides it. The ledger writer merges batches until then.
+    write_every: float
+
     async def find_key(self, key_id: str) -> KeyRecord | None: ...
 
     def keys_version(self) -> int:

@@ -83,6 +83,8 @@ FOLD_INTERVAL = 1.0
 
 
 class SQLiteStore:
+    write_every = 0.0  # a local commit costs little, and the rollups are folded once a second anyway
+
     def __init__(
         self, path: Path, fold_interval: float = FOLD_INTERVAL, clock: Callable[[], float] = time.monotonic
     ) -> None:
