@@ -4,6 +4,7 @@ exactly once when the database returns, and neither SIGTERM nor SIGKILL loses a 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import urllib.request
@@ -72,7 +73,8 @@ def test_known_keys_are_served_through_an_outage_and_every_row_is_written_once(
         assert len(rows) == 201 and len({row["id"] for row in rows}) == 201
         assert wait_until(lambda: _spooled(buzz.data_dir) == 0, timeout=10)
         assert _send(buzz, token)[0] == 200  # and on it goes
-        assert len(buzz.ledger(count=202)) == 202
+        assert _send(buzz, buzz.create_key("acme"))[0] == 200  # a key it must look up: no 503
+        assert len(buzz.ledger(count=203)) == 203
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
@@ -97,3 +99,20 @@ def test_rows_spooled_during_an_outage_survive_the_process_and_are_written_once(
         assert wait_until(lambda: not list((data_dir / "spool").glob("ledger-*.jsonl"))[1:], timeout=10)
         assert _spooled(data_dir) == 0
         assert len(again.ledger()) == 61  # nothing written twice
+
+
+def test_a_lookup_after_the_database_came_back_does_not_fail_on_the_connection_it_lost(
+    database: PostgresServer,
+) -> None:
+    from buzz.store.postgres import PostgresStore
+
+    store = PostgresStore(database.url)
+    try:
+        store.create_key("k1", "acme", None, b"h" * 32)
+        assert asyncio.run(store.find_key("k1")) is not None
+        database.stop()  # the lookup connection dies, and nothing uses it meanwhile
+        database.start()
+        assert asyncio.run(store.find_key("k1")) is not None
+        assert store.project("acme") is not None
+    finally:
+        store.close()

@@ -177,6 +177,22 @@ class PostgresStore:
             except psycopg.OperationalError as exc:
                 raise StoreUnavailable(f"database unreachable ({type(exc).__name__})") from exc
 
+    def _read_one(self, sql: str, args: tuple[Any, ...]) -> Any:
+        """One row of a read on the lookup connection, tried once more on a new connection when
+        the one it had died unnoticed (while the database was away, every key came from the
+        cache): a read is safe to repeat, and the request path must not get a 503 for it."""
+        with self._lock:
+            for attempt in range(2):
+                fresh = self._conn is None or self._conn.closed
+                try:
+                    if self._conn is None or self._conn.closed:
+                        self._conn = self._connect()
+                    return self._conn.execute(sql, args).fetchone()
+                except psycopg.OperationalError as exc:
+                    if fresh or attempt:
+                        raise StoreUnavailable(f"database unreachable ({type(exc).__name__})") from exc
+            raise AssertionError("unreachable")
+
     @contextmanager
     def _reader(self) -> Iterator[psycopg.Connection[Any]]:
         """A connection of its own for a report or an export, so a long read holds nothing else up."""
@@ -245,16 +261,14 @@ class PostgresStore:
         return await asyncio.to_thread(self._find_key, key_id)
 
     def _find_key(self, key_id: str) -> KeyRecord | None:
-        with self._session() as conn:
-            row = conn.execute(f"{KEY_SELECT} WHERE id = %s", (key_id,)).fetchone()
+        row = self._read_one(f"{KEY_SELECT} WHERE id = %s", (key_id,))
         return key_record(row) if row else None
 
     async def find_project(self, name: str) -> ProjectRecord | None:
         return await asyncio.to_thread(self.project, name)
 
     def project(self, name: str) -> ProjectRecord | None:
-        with self._session() as conn:
-            row = conn.execute(f"{PROJECT_SELECT} WHERE name = %s", (name,)).fetchone()
+        row = self._read_one(f"{PROJECT_SELECT} WHERE name = %s", (name,))
         return project_record(row) if row else None
 
     def create_key(
