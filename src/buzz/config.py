@@ -67,7 +67,9 @@ class Config:
     read_timeout: float = 600.0
     shutdown_timeout: float = 30.0
     discount: Decimal = Decimal("0")
-    ledger_flush_interval: float = 0.05
+    # How long a row waits on the event loop before the writer thread has it (and spools it):
+    # what a SIGKILL can lose. The store itself is written at its own pace (Store.write_every).
+    ledger_flush_interval: float = 0.01
     ledger_retention_days: int | None = None  # None: raw ledger rows are kept forever
     # The raw ledger rows one console or usage-API report may walk (a question no rollup holds):
     # past it the report is refused with a message that says how to narrow it, rather than hold
@@ -367,7 +369,7 @@ SETTINGS: tuple[Setting, ...] = (
         ("ledger", "flush_interval"),
         "BUZZ_LEDGER_FLUSH_INTERVAL",
         _positive_float,
-        "Seconds between batched ledger writes.",
+        "Longest a ledger row waits before the writer thread spools it (and what a SIGKILL can lose).",
     ),
     Setting(
         "ledger_retention_days",

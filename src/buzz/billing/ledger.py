@@ -73,7 +73,7 @@ class LedgerWriter:
     def __init__(
         self,
         write: Callable[[Sequence[LedgerRow]], None],
-        flush_interval: float = 0.05,
+        flush_interval: float = 0.01,
         spool: Spool | None = None,
         clock: Callable[[], float] = time.monotonic,
         write_every: float = 0.0,

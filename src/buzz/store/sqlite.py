@@ -83,7 +83,9 @@ FOLD_INTERVAL = 1.0
 
 
 class SQLiteStore:
-    write_every = 0.0  # a local commit costs little, and the rollups are folded once a second anyway
+    # A transaction every 50 ms at most: a local commit costs little, and the rollups are folded
+    # once a second anyway.
+    write_every = 0.05
 
     def __init__(
         self, path: Path, fold_interval: float = FOLD_INTERVAL, clock: Callable[[], float] = time.monotonic
