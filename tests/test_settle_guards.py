@@ -14,6 +14,7 @@ from typing import Any
 from buzz import config as config_module
 from buzz.billing.ledger import LedgerRow, LedgerWriter
 from buzz.billing.pricing import PriceBook
+from buzz.billing.spool import Spool
 from buzz.catalogue import Catalogue
 from buzz.counters import Counters
 from buzz.forwarded import TrustedProxies
@@ -80,7 +81,7 @@ def _run(
     def write(rows: Sequence[LedgerRow]) -> None:
         written.extend(rows)
 
-    ledger = (FailingLedger if broken_ledger else LedgerWriter)(write, 0.01)
+    ledger = (FailingLedger if broken_ledger else LedgerWriter)(write, Spool(tmp_path / "spool"), 0.01)
     ledger.start()
     prices = PriceBook()
     counters = Counters()

@@ -120,9 +120,9 @@ class Gateway:
         store = open_store(self.config)
         ledger = LedgerWriter(
             store.write_ledger,
-            self.config.ledger_flush_interval,
             Spool(self.config.spool_dir),
-            write_every=store.write_every,
+            self.config.ledger_flush_interval,
+            store.write_every,
         )
         ledger.start()
         session = make_session(self.config.connect_timeout, self.config.read_timeout)

@@ -50,49 +50,49 @@ class LedgerRow:
     usage_note: str | None = None  # why the meter left part of the answer unread (a fixed string)
 
 
-_ATTEMPTS = 5  # without a spool: tries of one batch before it is given up
+_ATTEMPTS = 5  # tries of a batch the spool could not take (a failing disk) before it is given up
 _BACKOFF_CAP = 2.0  # seconds between tries while the store is down: its return is noticed this soon
-_REPLAY_BATCH = 5000  # rows per transaction when writing a spool file
+_REPLAY_BATCH = 5000  # rows per transaction when writing spool files
 
 
 class LedgerWriter:
-    """Collects rows on the event loop and writes them from one thread, in batches.
+    """Collects rows on the event loop, spools them to disk, and writes them to the store from
+    one thread, in batches.
 
-    `submit` only appends to a list; a timer hands the list to the writer thread once per
-    `flush_interval`, so the thread wakes once per batch, not once per request (a wake-up per
-    row costs the event loop measurable time under load). `close()` hands over what is left and
-    waits for the thread, so a graceful shutdown (SIGTERM) loses no row.
-
-    With a spool (`buzz.billing.spool`), the thread appends each batch to a local file before it
-    writes it, and empties the file once the store has it all. While the store is down, batches
-    go on landing in the file, not in memory, and the thread tries the store again at most every
-    `_BACKOFF_CAP` seconds; once it answers, the file is written, oldest row first. The files of
-    processes that died are written at start, and whenever the store comes back.
+    `submit` only appends to a list. A timer hands the list over once per `flush_interval`: it is
+    appended to the spool (`buzz.billing.spool`) there and then, on the event loop, so that a
+    killed process loses at most that interval's rows, and the writer thread is told. The
+    thread writes what the spool holds to the store, at most once per `write_every` (a networked
+    store pays a fixed cost per transaction, so batches are merged until it is due), and empties
+    the spool as the store commits. While the store is down, rows pile up in the spool, not in
+    memory, and the thread tries the store again at most every `_BACKOFF_CAP` seconds. The files
+    of processes that died are written at start, and whenever the store comes back. `close()`
+    hands over what is left and waits for the thread, so a graceful shutdown (SIGTERM) loses no
+    row: what the store could not take stays in the spool for the next start.
     """
 
     def __init__(
         self,
         write: Callable[[Sequence[LedgerRow]], None],
+        spool: Spool,
         flush_interval: float = 0.01,
-        spool: Spool | None = None,
-        clock: Callable[[], float] = time.monotonic,
         write_every: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._write = write
-        # With a spool, the least time between two writes to the store: a networked store pays a
-        # fixed cost per transaction (its round trips, and summing a batch into the rollups), so
-        # batches are merged until it is due. The rows wait in the spool, so none is at risk.
-        self._write_every = write_every
-        self._written_at = -math.inf
-        self._flush_interval = flush_interval
         self._spool = spool
+        self._flush_interval = flush_interval
+        self._write_every = write_every
         self._clock = clock
         self._pending: list[LedgerRow] = []
         self._timer: asyncio.TimerHandle | None = None
-        self._queue: queue.SimpleQueue[list[LedgerRow] | None] = queue.SimpleQueue()
+        # What the thread is told: rows were spooled (True), a batch the spool could not take
+        # (a list, written straight to the store), or close (None).
+        self._queue: queue.SimpleQueue[list[LedgerRow] | bool | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="buzz-ledger", daemon=True)
         self._written = 0
         self._failed = 0
+        self._written_at = -math.inf
         self._next_try = 0.0  # while the store is down: when to try it again
         self._pause = 0.0
         self._orphans_checked = False
@@ -104,7 +104,7 @@ class LedgerWriter:
     @property
     def backlog(self) -> int:
         """Rows in the spool that the store does not have yet."""
-        return self._spool.rows if self._spool is not None else 0
+        return self._spool.rows
 
     def start(self) -> None:
         self._thread.start()
@@ -122,8 +122,15 @@ class LedgerWriter:
     def _handoff(self) -> None:
         self._timer = None
         batch, self._pending = self._pending, []
-        if batch:
+        if not batch:
+            return
+        try:
+            self._spool.append(batch)
+        except OSError as exc:  # a full or failing disk: to the store without the spool's safety
+            log.error("ledger: spool append failed (%s); writing straight to the store", type(exc).__name__)
             self._queue.put(batch)
+            return
+        self._queue.put(True)
 
     def close(self, timeout: float | None = None) -> None:
         if self._timer is not None:
@@ -133,91 +140,75 @@ class LedgerWriter:
         self._thread.join(timeout)
 
     def _run(self) -> None:
-        if self._spool is None:
-            self._loop_unspooled()
-            # A last write even with no rows: it carries changes kept beside the rows (balances).
-            self._flush([])
-            return
         try:
-            self._loop_spooled(self._spool)
+            self._loop()
         finally:
             self._spool.close()
 
-    # --- with a spool ---------------------------------------------------------------------
-
-    def _loop_spooled(self, spool: Spool) -> None:
+    def _loop(self) -> None:
         stopping = False
-        # Rows spooled since the last write, kept while they are all the spool holds (the file is
-        # read back only after a failed write).
-        unwritten: list[LedgerRow] = []
         while not stopping:
             # Behind: rows in the spool, or files dead processes left that are not written yet
-            # (looked for at once at start): the store is tried when the pause is over.
+            # (looked for at once at start): the store is written when that is due.
             due = max(self._next_try, self._written_at + self._write_every)
-            behind = spool.rows or not self._orphans_checked
+            behind = self._spool.rows or not self._orphans_checked
             wait = max(0.0, due - self._clock()) if behind else None
             try:
-                batch = self._queue.get(timeout=wait)
+                item = self._queue.get(timeout=wait)
             except queue.Empty:
-                batch = []  # time to write
-            if batch is None:
-                batch, stopping = [], True
-            stopping |= self._drain_into(batch)
-            if batch:
+                item = False  # time to write
+            unspooled: list[LedgerRow] = []
+            while True:
+                if item is None:
+                    stopping = True
+                elif isinstance(item, list):
+                    unspooled.extend(item)
                 try:
-                    spool.append(batch)
-                except OSError as exc:  # a full or failing disk: the store directly, as without a spool
-                    log.error("ledger: spool append failed (%s); writing straight to the store", type(exc).__name__)
-                    self._flush(batch)
-                    continue
-                unwritten.extend(batch)
-            if self._clock() >= due or stopping:
-                self._catch_up(spool, unwritten, final=stopping)
-                unwritten = []  # written, or in the file to be read back
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+            if unspooled:
+                self._flush(unspooled)
+            if stopping or self._clock() >= due:
+                self._catch_up(final=stopping)
 
-    def _drain_into(self, batch: list[LedgerRow]) -> bool:
-        """Merge whatever else is already waiting into `batch`; True if `close` was among it."""
-        while True:
-            try:
-                more = self._queue.get_nowait()
-            except queue.Empty:
-                return False
-            if more is None:
-                return True
-            batch.extend(more)
-
-    def _catch_up(self, spool: Spool, rows: list[LedgerRow], final: bool) -> None:
-        """Write what the spool holds: `rows` when they are all there is (the usual case, no
-        file read), else the whole file."""
+    def _catch_up(self, final: bool) -> None:
+        """Write every sealed segment of the spool to the store, oldest first."""
         try:
-            if spool.rows == len(rows):
-                self._write(rows)
-            else:
-                for chunk in spool.batches(_REPLAY_BATCH):
+            segments = self._spool.seal()
+            for segment in segments:
+                for chunk in segment.batches(_REPLAY_BATCH):
                     self._write(chunk)
-                log.info("ledger: the store is back; %d spooled rows written", spool.rows)
+                self._written += segment.rows
+                self._spool.written(segment)
+            if final or not segments:
+                # Changes kept beside the rows (SQLite's prepaid balances) ride on a write:
+                # one with no rows carries them when there were none.
+                self._write([])
         except Exception as exc:
             # Only the exception's type: its text could quote the parameters of the statement.
             if self._pause == 0.0:
-                log.warning("ledger: store write failed (%s); rows are kept in %s", type(exc).__name__, spool.path)
+                log.warning(
+                    "ledger: store write failed (%s); rows are kept in %s", type(exc).__name__, self._spool.folder
+                )
             self._pause = min(_BACKOFF_CAP, max(0.1, self._pause * 2))
-            self._orphans_checked = False  # a dead process's file may wait on the store too
             self._next_try = self._clock() + self._pause
+            self._orphans_checked = False  # a dead process's file may wait on the store too
             return
-        self._written += spool.rows
+        if self._pause:
+            log.info("ledger: the store is back; the spool is written")
         self._written_at = self._clock()
-        spool.clear()
         self._pause = 0.0
         self._next_try = 0.0
         if not self._orphans_checked and not final:
-            self._orphans_checked = self._write_left_behind(spool)
+            self._orphans_checked = self._write_left_behind()
 
-    def _write_left_behind(self, spool: Spool) -> bool:
+    def _write_left_behind(self) -> bool:
         """Write the files dead processes left; True once there were none left to write."""
         from buzz.billing.spool import left_behind, read_batches  # a module away from the hot path
 
-        with left_behind(spool.folder) as found:
-            for path, _ in found:
+        with left_behind(self._spool.folder) as found:
+            for path in found:
                 try:
                     count = 0
                     for chunk in read_batches(path, _REPLAY_BATCH):
@@ -231,28 +222,15 @@ class LedgerWriter:
                 log.info("ledger: %d rows left by a stopped process written from %s", count, path.name)
         return True
 
-    # --- without one ----------------------------------------------------------------------
-
-    def _loop_unspooled(self) -> None:
-        while (batch := self._queue.get()) is not None:
-            if self._drain_into(batch):
-                self._flush(batch)
-                return
-            self._flush(batch)
-
     def _flush(self, batch: list[LedgerRow]) -> None:
-        # A busy or briefly unavailable database must not cost rows: retry with backoff before
-        # giving up (and then say so loudly).
+        """A batch the spool could not take: written now, retried with backoff, then given up
+        (and said so loudly) rather than held without bound."""
         for attempt in range(_ATTEMPTS):
             try:
                 self._write(batch)
             except Exception as exc:
-                # Only the exception's type: its text could quote the parameters of the statement.
                 log.warning(
-                    "ledger write of %d rows failed (%s), attempt %d",
-                    len(batch),
-                    type(exc).__name__,
-                    attempt + 1,
+                    "ledger write of %d rows failed (%s), attempt %d", len(batch), type(exc).__name__, attempt + 1
                 )
                 time.sleep(min(2.0, 0.1 * 2**attempt))
             else:

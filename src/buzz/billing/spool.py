@@ -1,17 +1,21 @@
 """Ledger rows on local disk until the store has committed them.
 
-The ledger writer appends every batch here before it writes it to the store, and empties the file
-once the store has committed everything in it. So:
-- a database that is down costs no row and no memory: batches pile up in the file (one JSON line
+The event loop appends every batch of rows here when it hands the batch over (each
+`ledger.flush_interval`, 10 ms by default), and the writer thread writes the store from these
+files, removing each once the store has committed all of it. So:
+- a database that is down costs no row and no memory: batches pile up in files (one JSON line
   per row), and are written, oldest first, when it returns;
-- a process killed outright (SIGKILL, a crash) leaves its file behind, and the next buzz process
-  on this data directory writes it. Only the rows not yet handed to the writer are lost: those
-  settled in the last flush interval;
-- a batch is never counted twice: the store ignores a row it already holds (same id and time), so
+- a process killed outright (SIGKILL, a crash) leaves its files behind, and the next buzz process
+  on this data directory writes them. Only rows not yet handed over are lost: those settled in
+  the last flush interval. The rows are in the kernel's page cache once written, which a killed
+  process cannot take with it (a power cut can: the files are not synced, which would cost a
+  disk flush per batch);
+- a row is never counted twice: the store ignores a row it already holds (same id and time), so
   writing a file again after a failure that came after the commit changes nothing.
 
-Each writer has a file of its own, `ledger-<pid>-<random>.jsonl`, held under an exclusive lock
-(flock) for as long as the process lives. A file nobody holds was left by a dead process.
+Rows go to the current segment, `ledger-<pid>-<random>.jsonl`. The writer seals it (appends go
+to a new one from then on), writes what it holds, and removes it. Every segment is held under an
+exclusive lock (flock) while its process lives; a file nobody holds was left by a dead process.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import fcntl
 import logging
 import os
 import secrets
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,57 +37,89 @@ log = logging.getLogger("buzz.ledger")
 _PATTERN = "ledger-*.jsonl"
 
 
+class Segment:
+    """One spool file, locked for as long as this process holds it."""
+
+    def __init__(self, folder: Path) -> None:
+        name = f"ledger-{os.getpid()}-{secrets.token_hex(6)}.jsonl"
+        # Made under a name no one looks for, locked, then renamed: another process looking for
+        # files left behind can never find it unlocked.
+        hidden = folder / f".{name}"
+        self.fd = os.open(hidden, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o600)
+        fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        self.path = folder / name
+        os.rename(hidden, self.path)
+        self.rows = 0
+
+    def batches(self, size: int) -> Iterator[list[LedgerRow]]:
+        return read_batches(self.path, size)
+
+    def remove(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+        os.close(self.fd)
+
+    def release(self) -> None:
+        """Let go of the file, left for the next buzz process on this data directory."""
+        os.close(self.fd)
+
+
 class Spool:
     def __init__(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         self.folder = folder
-        name = f"ledger-{os.getpid()}-{secrets.token_hex(4)}.jsonl"
-        # Made under a name no one looks for, locked, then renamed: another process looking for
-        # files left behind can never find it unlocked.
-        hidden = folder / f".{name}"
-        self._fd = os.open(hidden, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o600)
-        fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        self.path = folder / name
-        os.rename(hidden, self.path)
-        self._rows = 0  # in the file, not yet committed by the store
+        self._lock = threading.Lock()  # `append` runs on the event loop, `seal` in the writer thread
+        self._current = Segment(folder)
+        self._sealed: list[Segment] = []
         self._encoder = msgspec.json.Encoder()
 
     @property
     def rows(self) -> int:
-        return self._rows
+        """Rows in the spool: handed over, not yet committed by the store."""
+        with self._lock:
+            return self._current.rows + sum(segment.rows for segment in self._sealed)
 
     def append(self, batch: list[LedgerRow]) -> None:
         lines = bytearray()
         for row in batch:
             self._encoder.encode_into(row, lines, len(lines))
             lines += b"\n"
-        view = memoryview(lines)
-        while view:
-            written = os.write(self._fd, view)
-            view = view[written:]
-        self._rows += len(batch)
+        with self._lock:
+            view = memoryview(lines)
+            while view:
+                written = os.write(self._current.fd, view)
+                view = view[written:]
+            self._current.rows += len(batch)
 
-    def batches(self, size: int) -> Iterator[list[LedgerRow]]:
-        """What the file holds, oldest first, `size` rows at a time."""
-        return read_batches(self.path, size)
+    def seal(self) -> list[Segment]:
+        """For the writer: every segment with rows, oldest first; appends go to a new one."""
+        with self._lock:
+            empty = self._current.rows == 0
+        if not empty:
+            fresh = Segment(self.folder)  # made outside the lock: appends do not wait on it
+            with self._lock:
+                self._sealed.append(self._current)
+                self._current = fresh
+        with self._lock:
+            return list(self._sealed)
 
-    def clear(self) -> None:
-        """Everything in the file is committed: empty it (appends go on at its new end)."""
-        os.ftruncate(self._fd, 0)
-        self._rows = 0
+    def written(self, segment: Segment) -> None:
+        """The store has every row of `segment`."""
+        with self._lock:
+            self._sealed.remove(segment)
+        segment.remove()
 
     def close(self) -> None:
-        """Remove the file if the store has every row; else leave it for the next start."""
-        if self._rows == 0:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.path)
-        else:
+        """Remove what the store has; leave the rest, loudly, for the next start."""
+        self.seal()
+        self._current.remove()
+        for segment in self._sealed:
             log.error(
                 "ledger: %d rows not yet in the store are kept in %s; the next buzz on this data directory writes them",
-                self._rows,
-                self.path,
+                segment.rows,
+                segment.path,
             )
-        os.close(self._fd)
+            segment.release()
 
 
 def read_batches(path: Path, size: int) -> Iterator[list[LedgerRow]]:
@@ -91,7 +128,7 @@ def read_batches(path: Path, size: int) -> Iterator[list[LedgerRow]]:
     with path.open("rb") as lines:
         for line in lines:
             if not line.endswith(b"\n"):
-                break  # a line cut by a crash mid-write: its row never reached the writer's caller
+                break  # a line cut by a crash mid-write: its row had not been handed over
             batch.append(decoder.decode(line))
             if len(batch) >= size:
                 yield batch
@@ -101,9 +138,9 @@ def read_batches(path: Path, size: int) -> Iterator[list[LedgerRow]]:
 
 
 @contextlib.contextmanager
-def left_behind(folder: Path) -> Iterator[list[tuple[Path, int]]]:
-    """The files of processes that died, each locked for the caller while it writes them: (path,
-    open descriptor). Files another live process holds are not among them."""
+def left_behind(folder: Path) -> Iterator[list[Path]]:
+    """The files of processes that died, each locked for the caller while it writes them. Files
+    another live process holds are not among them."""
     found: list[tuple[Path, int]] = []
     try:
         for path in sorted(folder.glob(_PATTERN)):
@@ -120,7 +157,7 @@ def left_behind(folder: Path) -> Iterator[list[tuple[Path, int]]]:
                 os.close(fd)
                 continue
             found.append((path, fd))
-        yield found
+        yield [path for path, _ in found]
     finally:
         for _, fd in found:
             os.close(fd)
