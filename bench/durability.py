@@ -8,7 +8,7 @@ On a PostgreSQL of its own (made with initdb, as the tests' outage server is) an
 2. **An outage under load.** 16 clients send small `/v1/messages` requests without pause; the
    database is stopped for `--outage-seconds`, then started. Reports the answers by status
    during the outage, the most rows waiting in the spool, buzz's peak RSS, how long after the
-   database's return the spool was empty, and whether the ledger holds exactly one row per
+   database's return the spool was down to the last moments' rows, and whether the ledger holds exactly one row per
    request answered.
 3. **SIGKILL under load.** The same load, the database up; buzz is killed with SIGKILL, started
    again on the same data directory, and the ledger compared with the answers the clients got:
@@ -93,7 +93,13 @@ def _ledger_ids(url: str) -> list[str]:
 
 
 def _spooled(data_dir: Path) -> int:
-    return sum(path.read_bytes().count(b"\n") for path in (data_dir / "spool").glob("ledger-*.jsonl"))
+    total = 0
+    for path in (data_dir / "spool").glob("ledger-*.jsonl"):
+        try:
+            total += path.read_bytes().count(b"\n")
+        except FileNotFoundError:  # written and removed since the listing
+            continue
+    return total
 
 
 def _buzz(name: str, env: dict[str, str], work: Path) -> tuple[Service, str]:
@@ -158,7 +164,7 @@ def outage(env: dict[str, str], url: str, server: PostgresServer, work: Path, se
         during = Counter(load.statuses) - at_stop
         server.start()
         back = time.monotonic()
-        while _spooled(data_dir):
+        while _spooled(data_dir) > 1000:  # under load there is always the last few ms of rows
             peak_rss = max(peak_rss, rss_kib(buzz.pid))
             time.sleep(0.05)
         drained = time.monotonic() - back
@@ -174,7 +180,7 @@ def outage(env: dict[str, str], url: str, server: PostgresServer, work: Path, se
         "answers_in_all": {str(k): v for k, v in sorted(load.statuses.items())},
         "peak_spooled_rows": peak_spool,
         "peak_rss_kib": peak_rss,
-        "spool_empty_after_return_s": round(drained, 2),
+        "spool_drained_after_return_s": round(drained, 2),
         "rows": len(ids),
         "distinct_rows": len(set(ids)),
         "answered_without_row": len(answered - set(ids)),

@@ -41,7 +41,13 @@ def _send(buzz: BuzzProcess, token: str) -> tuple[int, bytes]:
 
 def _spooled(data_dir: Path) -> int:
     """Rows waiting in the data directory's spool files."""
-    return sum(path.read_bytes().count(b"\n") for path in (data_dir / "spool").glob("ledger-*.jsonl"))
+    total = 0
+    for path in (data_dir / "spool").glob("ledger-*.jsonl"):
+        try:
+            total += path.read_bytes().count(b"\n")
+        except FileNotFoundError:  # written and removed since the listing
+            continue
+    return total
 
 
 def _under_load(buzz: BuzzProcess, token: str, count: int) -> list[int]:
