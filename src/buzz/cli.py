@@ -178,7 +178,7 @@ def keys_create(
         store.create_key(new.key_id, key.project, key.name or None, new.secret_hash, *key.stored())
     finally:
         store.close()
-    where = config.database_path.resolve()
+    where = "the PostgreSQL database" if config.database_url else config.database_path.resolve()
     click.echo(f"created key {new.key_id} for project {project!r} in {where}; it is shown once, store it now", err=True)
     click.echo(new.token)
 

@@ -14,6 +14,7 @@ import os
 import socket
 from collections.abc import Callable
 from typing import Literal, TypedDict
+from urllib.parse import urlsplit
 
 import uvicorn
 
@@ -133,7 +134,14 @@ class _Server(uvicorn.Server):
 
 def describe(config: Config, cap: int, descriptors: int) -> None:
     """What an operator needs to know at start: where the data is, which vendors can be reached."""
-    log.info("data in %s (database %s)", config.data_dir.resolve(), config.database_path.resolve())
+    if config.database_url:
+        # Host and database only: the URL may carry a password.
+        where = urlsplit(config.database_url)
+        log.info(
+            "data in PostgreSQL at %s%s; ledger spool in %s", where.hostname, where.path, config.spool_dir.resolve()
+        )
+    else:
+        log.info("data in %s (database %s)", config.data_dir.resolve(), config.database_path.resolve())
     configured = [name for name in PROVIDERS if config.provider(name).api_key]
     missing = [name for name in PROVIDERS if name not in configured]
     if configured:
