@@ -177,7 +177,7 @@ class LedgerWriter:
         try:
             segments = self._spool.seal()
             for segment in segments:
-                for chunk in segment.batches(_REPLAY_BATCH):
+                for chunk in segment.batches(_REPLAY_BATCH, self._spool.decoder):
                     self._write(chunk)
                 self._written += segment.rows
                 self._spool.written(segment)
@@ -191,6 +191,7 @@ class LedgerWriter:
                 log.warning(
                     "ledger: store write failed (%s); rows are kept in %s", type(exc).__name__, self._spool.folder
                 )
+            self._spool.failed()
             self._pause = min(_BACKOFF_CAP, max(0.1, self._pause * 2))
             self._next_try = self._clock() + self._pause
             self._orphans_checked = False  # a dead process's file may wait on the store too
@@ -211,7 +212,7 @@ class LedgerWriter:
             for path in found:
                 try:
                     count = 0
-                    for chunk in read_batches(path, _REPLAY_BATCH):
+                    for chunk in read_batches(path, _REPLAY_BATCH, self._spool.decoder):
                         self._write(chunk)
                         count += len(chunk)
                 except Exception as exc:

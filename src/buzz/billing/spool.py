@@ -50,9 +50,20 @@ class Segment:
         self.path = folder / name
         os.rename(hidden, self.path)
         self.rows = 0
+        # The rows as appended, so that the writer need not read the file back; let go of once a
+        # write failed (the file has them), so that an outage never holds them in memory.
+        self.kept: list[LedgerRow] | None = []
 
-    def batches(self, size: int) -> Iterator[list[LedgerRow]]:
-        return read_batches(self.path, size)
+    def batches(self, size: int, decoder: msgspec.json.Decoder[LedgerRow]) -> Iterator[list[LedgerRow]]:
+        if self.kept is not None:
+            return iter([self.kept])
+        return read_batches(self.path, size, decoder)
+
+    def reset(self) -> None:
+        """Empty, for reuse: its rows are committed."""
+        os.ftruncate(self.fd, 0)
+        self.rows = 0
+        self.kept = []
 
     def remove(self) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -71,7 +82,9 @@ class Spool:
         self._lock = threading.Lock()  # `append` runs on the event loop, `seal` in the writer thread
         self._current = Segment(folder)
         self._sealed: list[Segment] = []
+        self._spare: Segment | None = None  # a written segment, emptied, for the next seal
         self._encoder = msgspec.json.Encoder()
+        self.decoder = msgspec.json.Decoder(LedgerRow)
 
     @property
     def rows(self) -> int:
@@ -90,13 +103,16 @@ class Spool:
                 written = os.write(self._current.fd, view)
                 view = view[written:]
             self._current.rows += len(batch)
+            if self._current.kept is not None:
+                self._current.kept.extend(batch)
 
     def seal(self) -> list[Segment]:
         """For the writer: every segment with rows, oldest first; appends go to a new one."""
         with self._lock:
             empty = self._current.rows == 0
         if not empty:
-            fresh = Segment(self.folder)  # made outside the lock: appends do not wait on it
+            # The spare, or a new file made outside the lock: appends never wait on a file's creation.
+            fresh, self._spare = self._spare or Segment(self.folder), None
             with self._lock:
                 self._sealed.append(self._current)
                 self._current = fresh
@@ -104,15 +120,27 @@ class Spool:
             return list(self._sealed)
 
     def written(self, segment: Segment) -> None:
-        """The store has every row of `segment`."""
+        """The store has every row of `segment`: emptied, it becomes the spare."""
         with self._lock:
             self._sealed.remove(segment)
-        segment.remove()
+        if self._spare is None:
+            segment.reset()
+            self._spare = segment
+        else:
+            segment.remove()
+
+    def failed(self) -> None:
+        """A write failed: the sealed segments' rows are read back from their files from now on."""
+        with self._lock:
+            for segment in self._sealed:
+                segment.kept = None
 
     def close(self) -> None:
         """Remove what the store has; leave the rest, loudly, for the next start."""
         self.seal()
         self._current.remove()
+        if self._spare is not None:
+            self._spare.remove()
         for segment in self._sealed:
             log.error(
                 "ledger: %d rows not yet in the store are kept in %s; the next buzz on this data directory writes them",
@@ -122,8 +150,7 @@ class Spool:
             segment.release()
 
 
-def read_batches(path: Path, size: int) -> Iterator[list[LedgerRow]]:
-    decoder = msgspec.json.Decoder(LedgerRow)
+def read_batches(path: Path, size: int, decoder: msgspec.json.Decoder[LedgerRow]) -> Iterator[list[LedgerRow]]:
     batch: list[LedgerRow] = []
     with path.open("rb") as lines:
         for line in lines:

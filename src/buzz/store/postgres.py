@@ -138,8 +138,8 @@ def _month_start(year: int, month: int) -> str:
 
 
 class PostgresStore:
-    # Each write is a dozen statements whatever its size: at 50 ms batches that fixed cost was
-    # most of PostgreSQL's CPU per row on light traffic (docs/performance.md).
+    # Each write runs eight statements whatever its size: written every 50 ms, that fixed cost was
+    # most of PostgreSQL's CPU per row under the benchmark's load (docs/performance.md).
     write_every = 0.25
 
     def __init__(self, url: str) -> None:
@@ -197,11 +197,10 @@ class PostgresStore:
     def _reader(self) -> Iterator[psycopg.Connection[Any]]:
         """A connection of its own for a report or an export, so a long read holds nothing else up."""
         try:
-            conn = self._connect()
+            with self._connect() as conn:
+                yield conn
         except psycopg.OperationalError as exc:
             raise StoreUnavailable(f"database unreachable ({type(exc).__name__})") from exc
-        with conn:
-            yield conn
 
     def _migrate(self) -> None:
         """Apply the migrations not yet applied, one transaction each, under an advisory lock:
