@@ -370,13 +370,22 @@ class FakeUpstream:
         self.stop()
 
 
-def _serve_foreground(make: Callable[[], FakeUpstream], sock: socket.socket) -> None:
+def _serve_foreground(make: Callable[[], FakeUpstream], sock: socket.socket, early: threading.Event) -> None:
+    """Serve until SIGTERM or SIGINT; `early` is set if one came before the loop could take it."""
     fake = make()
 
     async def serve() -> None:
+        # The loop's own signal handling wakes it at once; an exception raised from a plain
+        # signal handler waited for the next I/O event.
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        if early.is_set():
+            return
         runner = await fake.open(sock)
         try:
-            await asyncio.Event().wait()
+            await stop.wait()
         finally:
             await runner.cleanup()
 
@@ -413,22 +422,24 @@ def serve_main(
     parser.add_argument("--workers", type=int, default=1, help="processes sharing the listening socket")
     args = parser.parse_args(argv)
     sock = socket.create_server((args.host, args.port), backlog=1024)
+    # Until each process's loop takes them over, a stop request is only noted (workers inherit it).
+    early = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: early.set())
     children: list[int] = []
     for _ in range(max(1, args.workers) - 1):
         pid = os.fork()
         if pid == 0:
             try:
-                _serve_foreground(make, sock)
+                _serve_foreground(make, sock, early)
             except KeyboardInterrupt:
                 pass
             finally:
                 os._exit(0)
         children.append(pid)
-    # SIGTERM must reach the finally below, or the workers would outlive the parent.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
     print(f"fake {name} listening on http://{args.host}:{sock.getsockname()[1]}", flush=True)
     try:
-        _serve_foreground(make, sock)
+        _serve_foreground(make, sock, early)
     except KeyboardInterrupt:
         pass
     finally:
