@@ -342,9 +342,12 @@ def test_a_rejection_by_one_scope_consumes_nothing_from_the_other(backend: Backe
         assert await limiter.balance("p") == 9000
         assert await limiter.spend(project) == (1000, 1000)
         _, remaining = await limiter.reserve([project], FREE)
-        assert left(remaining, project, "rpm").remaining == 8
-        assert left(remaining, project, "itpm").remaining == 900
-        assert left(remaining, project, "concurrency").remaining == 3
+        # A reserve reports a project's balance only; its other limits are read with headroom.
+        assert [(r[1], r[3]) for r in remaining] == [("balance", 9000)]
+        headroom = await limiter.headroom(project)
+        assert left(headroom, project, "rpm").remaining == 8
+        assert left(headroom, project, "itpm").remaining == 900
+        assert left(headroom, project, "concurrency").remaining == 3
 
         # And the other way round: the project's balance turns it away, the key keeps its request.
         other = Scope("key", "other", Limits(rpm=1))
@@ -463,7 +466,9 @@ def test_headroom_shows_what_is_left_and_takes_nothing(backend: Backend, uptime:
         first, reported = await limiter.reserve([key, project], Ask(23, 100, 5000))
         # At the same moment, the same figures as the reserve reported.
         assert figures(await limiter.headroom(key)) == figures([r for r in reported if r[0] == key])
-        assert figures(await limiter.headroom(project)) == figures([r for r in reported if r[0] == project])
+        # Of a project, a reserve reports the balance alone (what the headers show).
+        assert figures([r for r in reported if r[0] == project]) == {"balance": (None, DOLLAR - 5000, None)}
+        assert figures(await limiter.headroom(project))["balance"] == (None, DOLLAR - 5000, None)
 
         # Asked again and again, it takes nothing: two more requests fit a concurrency of 3, a third does not.
         for _ in range(20):

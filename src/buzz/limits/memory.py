@@ -375,11 +375,14 @@ class MemoryLimiter:
         left: list[Remaining],
     ) -> None:
         """Takes the ask (already checked to fit) and appends the scope's headroom to `left`."""
+        reported = scope.reported
         for bucket in state.buckets:
             at, full_at = bucket.at, bucket.full_at
             if full_at < at:
                 full_at = at
             bucket.full_at = full_at = full_at + needs[bucket.index] * bucket.token
+            if not reported:
+                continue
             # As `_left` does, inline: this runs for every bucket of every admitted request.
             deficit, cap = full_at - at, bucket.capacity
             if deficit <= 0 or not cap:
@@ -398,12 +401,17 @@ class MemoryLimiter:
 
     def _report(self, scope: Scope, state: _State, wall: float, left: list[Remaining]) -> None:
         """Appends the scope's headroom as it stands to `left`, with a rejection (`_check` ran)."""
-        for bucket in state.buckets:
-            _left(scope, bucket, bucket.full_at - bucket.at, left)
+        if scope.reported:
+            for bucket in state.buckets:
+                _left(scope, bucket, bucket.full_at - bucket.at, left)
         self._report_rest(scope, state, wall, left)
 
     def _report_rest(self, scope: Scope, state: _State, wall: float, left: list[Remaining]) -> None:
         """Appends the headroom of the scope's limits other than its buckets."""
+        if not scope.reported:
+            if scope.prepaid:
+                left.append((scope, "balance", None, self._balance(scope.id), None))
+            return
         limits = scope.limits
         if limits.concurrency is not None:
             left.append((scope, "concurrency", limits.concurrency, limits.concurrency - state.inflight, None))

@@ -175,6 +175,7 @@ class RedisLimiter:
                     limits.daily_nanos,
                     limits.monthly_nanos,
                     scope.prepaid,
+                    scope.reported,
                 ),
             ]
             if limits.concurrency is not None:

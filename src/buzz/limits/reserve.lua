@@ -4,7 +4,8 @@
 --
 -- ARGV: marker, id, settle window (s), concurrency lease (us), input, output, cost, n,
 --       concurrency retry hint (us), then per scope: key prefix,
---       "rpm,itpm,otpm,concurrency,daily,monthly,prepaid" ("" = unlimited; prepaid "1"/"0"),
+--       "rpm,itpm,otpm,concurrency,daily,monthly,prepaid,reported" ("" = unlimited; flags "1"/"0";
+--       reported "0": only the balance is in the reply's tail, as the response headers need),
 --       then, from tests only, a clock (us since the epoch) in place of Redis's TIME
 -- Keys are built here from the scope prefixes because spend keys depend on Redis's clock.
 -- Returns "ok,day,month" or "no,scope,limit,retry_after", each followed by
@@ -33,6 +34,7 @@ for i = 1, n do
                {'otpm', tonumber(limits[3]), ask_out}},
     conc = tonumber(limits[4]), daily = tonumber(limits[5]), monthly = tonumber(limits[6]),
     prepaid = limits[7] == '1',
+    reported = limits[8] ~= '0',
     shorts = {},
   }
 end
@@ -116,21 +118,23 @@ local function report(out)
     out[#out + 1] = reset
   end
   for i, s in ipairs(scopes) do
-    for _, b in ipairs(s.buckets) do
-      local name, capacity = b[1], b[2]
-      if capacity ~= nil then
-        local short = s.shorts[name]
-        if short <= 0 or capacity == 0 then
-          left(i, name, capacity, capacity, '0.000000')
-        else
-          -- Whole tokens left (rounded down), and the time to full rounded up to the microsecond.
-          left(i, name, capacity, capacity - ceil_div(short, b[4]), seconds(ceil_div(short, b[5])))
+    if s.reported then
+      for _, b in ipairs(s.buckets) do
+        local name, capacity = b[1], b[2]
+        if capacity ~= nil then
+          local short = s.shorts[name]
+          if short <= 0 or capacity == 0 then
+            left(i, name, capacity, capacity, '0.000000')
+          else
+            -- Whole tokens left (rounded down), and the time to full rounded up to the microsecond.
+            left(i, name, capacity, capacity - ceil_div(short, b[4]), seconds(ceil_div(short, b[5])))
+          end
         end
       end
+      if s.conc ~= nil then left(i, 'concurrency', s.conc, s.conc - s.inflight, '') end
+      if s.daily ~= nil then left(i, 'daily', s.daily, s.daily - s.today, seconds(to_day)) end
+      if s.monthly ~= nil then left(i, 'monthly', s.monthly, s.monthly - s.month, seconds(to_month)) end
     end
-    if s.conc ~= nil then left(i, 'concurrency', s.conc, s.conc - s.inflight, '') end
-    if s.daily ~= nil then left(i, 'daily', s.daily, s.daily - s.today, seconds(to_day)) end
-    if s.monthly ~= nil then left(i, 'monthly', s.monthly, s.monthly - s.month, seconds(to_month)) end
     if s.prepaid then left(i, 'balance', '', s.balance, '') end
   end
   return table.concat(out, ',')
