@@ -92,12 +92,13 @@ for i, s in ipairs(scopes) do
       if s.conc > 0 then turn_away(i, 'concurrency', HINT) else turn_away(i, 'concurrency', nil) end
     end
   end
+  -- Spend and balance in one read.
+  local money = redis.call('MGET', s.base .. 'd:' .. day, s.base .. 'm:' .. month, s.base .. 'bal')
+  s.today, s.month = tonumber(money[1] or '0'), tonumber(money[2] or '0')
   if s.prepaid then
-    s.balance = tonumber(redis.call('GET', s.base .. 'bal') or '0')
+    s.balance = tonumber(money[3] or '0')
     if s.balance - cost < 0 then turn_away(i, 'balance', nil) end
   end
-  s.today = tonumber(redis.call('GET', s.base .. 'd:' .. day) or '0')
-  s.month = tonumber(redis.call('GET', s.base .. 'm:' .. month) or '0')
   -- Monthly first: when both are spent, waiting for tomorrow would not help.
   for _, c in ipairs({{'monthly', s.monthly, s.month, to_month}, {'daily', s.daily, s.today, to_day}}) do
     local name, cap, spent, wait = c[1], c[2], c[3], c[4]
