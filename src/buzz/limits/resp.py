@@ -203,9 +203,11 @@ class Redis:
             connection = await asyncio.wait_for(self._open(), self._connect_timeout)
         except BaseException as exc:
             error = exc if isinstance(exc, OSError) else ConnectionError(f"cannot connect to Redis: {exc!r}")
-            self._connecting.set_exception(error)
+            self._connecting.set_exception(error)  # the calls sharing this attempt fail with it
             self._connecting.exception()  # retrieved: a failed connect with no other waiter is not an error to log
             self._connecting = None
+            if isinstance(exc, asyncio.CancelledError):
+                raise  # this call was cancelled: that, not a connection error, is what it raises
             raise error from exc
         self._connection = connection
         self._connecting.set_result(connection)
