@@ -19,7 +19,7 @@ import logging
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from importlib import resources
 from typing import Any, Literal
 
@@ -29,6 +29,7 @@ from psycopg import errors
 from buzz.billing.ledger import LedgerRow
 from buzz.limits.base import Limits, ScopeKind
 from buzz.store import plan
+from buzz.store import postgres_ledger as ledger
 from buzz.store import postgres_reports as reports
 from buzz.store.base import (
     Bucketing,
@@ -61,80 +62,9 @@ log = logging.getLogger("buzz.store")
 
 CHANNEL = "buzz"
 _CONNECT_TIMEOUT = 5  # seconds: an unreachable host fails a lookup within this, never hangs it
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_LEDGER_COLUMNS = (
-    "id",
-    "ts",
-    "key_id",
-    "project",
-    "user_id",
-    "tags",
-    "surface",
-    "provider",
-    "model",
-    "status",
-    "error_type",
-    "input_tokens",
-    "output_tokens",
-    "cache_write_5m_tokens",
-    "cache_write_1h_tokens",
-    "cache_read_tokens",
-    "cost_nanos",
-    "list_cost_nanos",
-    "price_version",
-    "usage_source",
-    "latency_ms",
-    "ttfb_ms",
-    "upstream_request_id",
-    "usage_note",
-)
-_COPY_TYPES = (
-    "text",
-    "timestamptz",
-    "text",
-    "text",
-    "text",
-    "text[]",
-    "text",
-    "text",
-    "text",
-    "int4",
-    "text",
-    *("int8",) * 7,
-    "text",
-    "text",
-    "float8",
-    "float8",
-    "text",
-    "text",
-)
-# The batch arrives by COPY into `ledger_stage`; the rows the insert really added (not those a
-# replay already wrote) land in `ledger_new`, which the rollups are summed from. Both are this
-# connection's own, and empty again at every commit.
-_STAGING = (
-    "CREATE TEMP TABLE IF NOT EXISTS ledger_stage (LIKE ledger INCLUDING DEFAULTS) ON COMMIT DELETE ROWS",
-    f"CREATE TEMP TABLE IF NOT EXISTS {reports.NEW_ROWS} (LIKE ledger INCLUDING DEFAULTS) ON COMMIT DELETE ROWS",
-)
-_INSERT_NEW = (
-    f"WITH added AS (INSERT INTO ledger SELECT * FROM ledger_stage ON CONFLICT DO NOTHING RETURNING *) "  # noqa: S608
-    f"INSERT INTO {reports.NEW_ROWS} SELECT * FROM added"
-)
-# One round trip: the statements go as one simple query (they take no parameters).
-_INSERT_AND_FOLD = ";\n".join((_INSERT_NEW, *reports.FOLD)).encode()
 # Held while migrating and while adding a month's partition: several processes start at once.
 _MIGRATION_LOCK = "SELECT pg_advisory_lock(hashtext('buzz-migrations:' || current_schema()))"
 _MIGRATION_UNLOCK = "SELECT pg_advisory_unlock(hashtext('buzz-migrations:' || current_schema()))"
-_PARTITION_LOCK = "SELECT pg_advisory_xact_lock(hashtext('buzz-partitions:' || current_schema()))"
-
-
-def _millis(ts: float) -> datetime:
-    """A row's time to the millisecond, cut as the SQLite store cuts it (after rounding to the µs)."""
-    micros = round(ts * 1_000_000)
-    return _EPOCH + timedelta(milliseconds=micros // 1000)
-
-
-def _month_start(year: int, month: int) -> str:
-    return f"{year:04d}-{month:02d}-01 00:00:00+00"
 
 
 class PostgresStore:
@@ -446,52 +376,21 @@ class PostgresStore:
     def _write(self, rows: Sequence[LedgerRow]) -> None:
         if self._writer is None or self._writer.closed:
             self._writer = self._connect()
-            for statement in _STAGING:
-                self._writer.execute(statement)
-        conn = self._writer
-        times = [_millis(row.ts) for row in rows]
+            ledger.prepare(self._writer)
+        times = [ledger.millis(row.ts) for row in rows]
         for year, month in sorted({(t.year, t.month) for t in times} - self._months):
-            self._add_partition(conn, year, month)
-        changes = self._balances.take()
-        with conn.transaction(), conn.cursor() as cursor:
-            if rows:
-                with cursor.copy(f"COPY ledger_stage ({', '.join(_LEDGER_COLUMNS)}) FROM STDIN") as copy:
-                    copy.set_types(_COPY_TYPES)
-                    for row, ts in zip(rows, times, strict=True):
-                        copy.write_row(_values(row, ts))
-                cursor.execute(_INSERT_AND_FOLD)
-            updates = [(delta, project) for project, delta in sorted(changes.items()) if delta]
-            if updates:
-                cursor.executemany("UPDATE projects SET balance_nanos = balance_nanos + %s WHERE name = %s", updates)
+            ledger.add_partition(self._writer, year, month)
+            self._months.add((year, month))
+        ledger.write(self._writer, rows, times, self._balances.take())
         self._balances.committed()
-
-    def _add_partition(self, conn: psycopg.Connection[Any], year: int, month: int) -> None:
-        following = (year + month // 12, month % 12 + 1)
-        with conn.transaction():
-            conn.execute(_PARTITION_LOCK)
-            conn.execute(
-                f"CREATE TABLE IF NOT EXISTS ledger_{year:04d}{month:02d} PARTITION OF ledger "
-                f"FOR VALUES FROM ('{_month_start(year, month)}') TO ('{_month_start(*following)}')"
-            )
-        self._months.add((year, month))
 
     def prune_ledger(self, before: float, limit: int) -> int:
         """Whole months older than `before` are dropped (no row by row deletion, no bloat); in
         the month `before` falls in, rows are deleted `limit` at a time."""
-        cutoff = datetime.fromtimestamp(before, UTC)
         with self._reader() as conn:
-            for name, year, month in _partitions(conn):
-                following = datetime(year + month // 12, month % 12 + 1, 1, tzinfo=UTC)
-                if following <= cutoff:
-                    (count,) = _one(conn.execute(f"SELECT count(*) FROM {name}"))  # noqa: S608 - our own name
-                    conn.execute(f"DROP TABLE {name}")
-                    self._months.discard((year, month))
-                    return int(count)
-            cursor = conn.execute(
-                "DELETE FROM ledger WHERE (ts, id) IN (SELECT ts, id FROM ledger WHERE ts < %s ORDER BY ts LIMIT %s)",
-                (cutoff, limit),
-            )
-            return cursor.rowcount
+            count, dropped = ledger.prune(conn, datetime.fromtimestamp(before, UTC), limit)
+        self._months.discard(dropped or (0, 0))
+        return count
 
     # --- reports --------------------------------------------------------------------------
 
@@ -541,17 +440,8 @@ class PostgresStore:
 
     def ledger_rows(self) -> list[dict[str, object]]:
         """Every row, as column -> value in the SQLite store's forms; for tests."""
-        columns = [
-            *_LEDGER_COLUMNS[:1],
-            "to_char(ts AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') AS ts",
-            *_LEDGER_COLUMNS[2:5],
-            "to_json(tags)::text AS tags",
-            *_LEDGER_COLUMNS[6:],
-        ]
         with self._reader() as conn:
-            cursor = conn.execute(f"SELECT {', '.join(columns)} FROM ledger ORDER BY ts, id")  # noqa: S608
-            names = [d.name for d in cursor.description or ()]
-            return [dict(zip(names, row, strict=True)) for row in cursor]
+            return ledger.rows_as_text(conn)
 
     def close(self) -> None:
         self._stopping.set()
@@ -564,49 +454,6 @@ class PostgresStore:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
-
-
-def _values(row: LedgerRow, ts: datetime) -> tuple[Any, ...]:
-    return (
-        row.id,
-        ts,
-        row.key_id,
-        row.project,
-        row.user_id,
-        list(row.tags),
-        row.surface,
-        row.provider,
-        row.model,
-        row.status,
-        row.error_type,
-        row.input_tokens,
-        row.output_tokens,
-        row.cache_write_5m_tokens,
-        row.cache_write_1h_tokens,
-        row.cache_read_tokens,
-        row.cost_nanos,
-        row.list_cost_nanos,
-        row.price_version,
-        row.usage_source,
-        round(row.latency_ms, 3),
-        None if row.ttfb_ms is None else round(row.ttfb_ms, 3),
-        row.upstream_request_id,
-        row.usage_note,
-    )
-
-
-def _partitions(conn: psycopg.Connection[Any]) -> list[tuple[str, int, int]]:
-    """The ledger's monthly partitions, oldest first, as (name, year, month)."""
-    rows = conn.execute(
-        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
-        "WHERE i.inhparent = 'ledger'::regclass ORDER BY c.relname"
-    )
-    found = []
-    for (name,) in rows:
-        digits = name.removeprefix("ledger_")
-        if len(digits) == 6 and digits.isdigit():
-            found.append((name, int(digits[:4]), int(digits[4:])))
-    return found
 
 
 def _one(cursor: psycopg.Cursor[Any]) -> Any:
