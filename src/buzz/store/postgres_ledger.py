@@ -16,34 +16,9 @@ import psycopg
 
 from buzz.billing.ledger import LedgerRow
 from buzz.store import postgres_reports as reports
+from buzz.store.records import LEDGER_COLUMNS, ledger_values
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_LEDGER_COLUMNS = (
-    "id",
-    "ts",
-    "key_id",
-    "project",
-    "user_id",
-    "tags",
-    "surface",
-    "provider",
-    "model",
-    "status",
-    "error_type",
-    "input_tokens",
-    "output_tokens",
-    "cache_write_5m_tokens",
-    "cache_write_1h_tokens",
-    "cache_read_tokens",
-    "cost_nanos",
-    "list_cost_nanos",
-    "price_version",
-    "usage_source",
-    "latency_ms",
-    "ttfb_ms",
-    "upstream_request_id",
-    "usage_note",
-)
 _COPY_TYPES = (
     "text",
     "timestamptz",
@@ -92,32 +67,7 @@ def _month_start(year: int, month: int) -> str:
 
 
 def values(row: LedgerRow, ts: datetime) -> tuple[Any, ...]:
-    return (
-        row.id,
-        ts,
-        row.key_id,
-        row.project,
-        row.user_id,
-        list(row.tags),
-        row.surface,
-        row.provider,
-        row.model,
-        row.status,
-        row.error_type,
-        row.input_tokens,
-        row.output_tokens,
-        row.cache_write_5m_tokens,
-        row.cache_write_1h_tokens,
-        row.cache_read_tokens,
-        row.cost_nanos,
-        row.list_cost_nanos,
-        row.price_version,
-        row.usage_source,
-        round(row.latency_ms, 3),
-        None if row.ttfb_ms is None else round(row.ttfb_ms, 3),
-        row.upstream_request_id,
-        row.usage_note,
-    )
+    return ledger_values(row, ts, list(row.tags))
 
 
 def partitions(conn: psycopg.Connection[Any]) -> list[tuple[str, int, int]]:
@@ -157,7 +107,7 @@ def write(
     """One transaction: the rows (each at its time in `times`), the rollups, the balance changes."""
     with conn.transaction(), conn.cursor() as cursor:
         if rows:
-            with cursor.copy(f"COPY ledger_stage ({', '.join(_LEDGER_COLUMNS)}) FROM STDIN") as copy:
+            with cursor.copy(f"COPY ledger_stage ({', '.join(LEDGER_COLUMNS)}) FROM STDIN") as copy:
                 copy.set_types(_COPY_TYPES)
                 for row, ts in zip(rows, times, strict=True):
                     copy.write_row(values(row, ts))
@@ -186,11 +136,11 @@ def prune(conn: psycopg.Connection[Any], cutoff: datetime, limit: int) -> tuple[
 def rows_as_text(conn: psycopg.Connection[Any]) -> list[dict[str, object]]:
     """Every row, as column -> value in the SQLite store's forms (time as text, tags as JSON)."""
     columns = [
-        *_LEDGER_COLUMNS[:1],
+        *LEDGER_COLUMNS[:1],
         "to_char(ts AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') AS ts",
-        *_LEDGER_COLUMNS[2:5],
+        *LEDGER_COLUMNS[2:5],
         "to_json(tags)::text AS tags",
-        *_LEDGER_COLUMNS[6:],
+        *LEDGER_COLUMNS[6:],
     ]
     cursor = conn.execute(f"SELECT {', '.join(columns)} FROM ledger ORDER BY ts, id")  # noqa: S608
     names = [d.name for d in cursor.description or ()]

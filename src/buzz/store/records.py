@@ -9,6 +9,7 @@ from typing import Any
 
 import msgspec
 
+from buzz.billing.ledger import LedgerRow
 from buzz.limits.base import Limits
 from buzz.store.base import KeyRecord, ProjectRecord
 
@@ -101,3 +102,62 @@ class PendingBalances:
     def committed(self) -> None:
         with self._lock:
             self._writing = {}
+
+
+# The ledger's columns, in the order both stores write them.
+LEDGER_COLUMNS = (
+    "id",
+    "ts",
+    "key_id",
+    "project",
+    "user_id",
+    "tags",
+    "surface",
+    "provider",
+    "model",
+    "status",
+    "error_type",
+    "input_tokens",
+    "output_tokens",
+    "cache_write_5m_tokens",
+    "cache_write_1h_tokens",
+    "cache_read_tokens",
+    "cost_nanos",
+    "list_cost_nanos",
+    "price_version",
+    "usage_source",
+    "latency_ms",
+    "ttfb_ms",
+    "upstream_request_id",
+    "usage_note",
+)
+
+
+def ledger_values(row: LedgerRow, ts: object, tags: object) -> tuple[Any, ...]:
+    """A row's values in LEDGER_COLUMNS' order, its time and tags as the store keeps them."""
+    return (
+        row.id,
+        ts,
+        row.key_id,
+        row.project,
+        row.user_id,
+        tags,
+        row.surface,
+        row.provider,
+        row.model,
+        row.status,
+        row.error_type,
+        row.input_tokens,
+        row.output_tokens,
+        row.cache_write_5m_tokens,
+        row.cache_write_1h_tokens,
+        row.cache_read_tokens,
+        row.cost_nanos,
+        row.list_cost_nanos,
+        row.price_version,
+        row.usage_source,
+        round(row.latency_ms, 3),
+        None if row.ttfb_ms is None else round(row.ttfb_ms, 3),
+        row.upstream_request_id,
+        row.usage_note,
+    )

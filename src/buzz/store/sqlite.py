@@ -33,23 +33,21 @@ from buzz.store.records import (
     CONSOLE_SELECT,
     KEY_CHANGES,
     KEY_SELECT,
+    LEDGER_COLUMNS,
     NO_LIMITS,
     PROJECT_CHANGES,
     PROJECT_SELECT,
     PendingBalances,
     checked_changes,
     key_record,
+    ledger_values,
     limit_values,
     models_json,
     project_record,
 )
 from buzz.store.timetext import RowTimes, iso
 
-_LEDGER_COLUMNS = (
-    "id, ts, key_id, project, user_id, tags, surface, provider, model, status, error_type, "
-    "input_tokens, output_tokens, cache_write_5m_tokens, cache_write_1h_tokens, cache_read_tokens, "
-    "cost_nanos, list_cost_nanos, price_version, usage_source, latency_ms, ttfb_ms, upstream_request_id, usage_note"
-)
+_LEDGER_COLUMNS = ", ".join(LEDGER_COLUMNS)
 _INSERT = f"INSERT OR IGNORE INTO ledger ({_LEDGER_COLUMNS}) VALUES ({', '.join('?' * 24)})"  # noqa: S608
 
 
@@ -317,33 +315,7 @@ class SQLiteStore:
                 self._writer = _connect(self._path)
             stamp = self._row_times
             params = [
-                (
-                    r.id,
-                    stamp(r.ts),
-                    r.key_id,
-                    r.project,
-                    r.user_id,
-                    msgspec.json.encode(r.tags).decode() if r.tags else "[]",
-                    r.surface,
-                    r.provider,
-                    r.model,
-                    r.status,
-                    r.error_type,
-                    r.input_tokens,
-                    r.output_tokens,
-                    r.cache_write_5m_tokens,
-                    r.cache_write_1h_tokens,
-                    r.cache_read_tokens,
-                    r.cost_nanos,
-                    r.list_cost_nanos,
-                    r.price_version,
-                    r.usage_source,
-                    round(r.latency_ms, 3),
-                    None if r.ttfb_ms is None else round(r.ttfb_ms, 3),
-                    r.upstream_request_id,
-                    r.usage_note,
-                )
-                for r in rows
+                ledger_values(r, stamp(r.ts), msgspec.json.encode(r.tags).decode() if r.tags else "[]") for r in rows
             ]
             changes = self._balances.take()
             # IMMEDIATE: the write lock is taken here, waiting under busy_timeout while another
