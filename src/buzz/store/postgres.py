@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from importlib import resources
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import psycopg
 from psycopg import errors
@@ -93,6 +94,11 @@ class PostgresStore:
 
     # --- connections ----------------------------------------------------------------------
 
+    def _unreachable(self, exc: Exception) -> StoreUnavailable:
+        # The host and database only: the URL may carry a password, the error's text a query.
+        where = urlsplit(self._url)
+        return StoreUnavailable(f"PostgreSQL at {where.hostname}{where.path} unreachable ({type(exc).__name__})")
+
     def _connect(self) -> psycopg.Connection[Any]:
         return psycopg.connect(self._url, autocommit=True, connect_timeout=_CONNECT_TIMEOUT)
 
@@ -105,7 +111,7 @@ class PostgresStore:
                     self._conn = self._connect()
                 yield self._conn
             except psycopg.OperationalError as exc:
-                raise StoreUnavailable(f"database unreachable ({type(exc).__name__})") from exc
+                raise self._unreachable(exc) from exc
 
     def _read_one(self, sql: str, args: tuple[Any, ...]) -> Any:
         """One row of a read on the lookup connection, tried once more on a new connection when
@@ -120,7 +126,7 @@ class PostgresStore:
                     return self._conn.execute(sql, args).fetchone()
                 except psycopg.OperationalError as exc:
                     if fresh or attempt:
-                        raise StoreUnavailable(f"database unreachable ({type(exc).__name__})") from exc
+                        raise self._unreachable(exc) from exc
             raise AssertionError("unreachable")
 
     @contextmanager
@@ -130,7 +136,7 @@ class PostgresStore:
             with self._connect() as conn:
                 yield conn
         except psycopg.OperationalError as exc:
-            raise StoreUnavailable(f"database unreachable ({type(exc).__name__})") from exc
+            raise self._unreachable(exc) from exc
 
     def _migrate(self) -> None:
         """Apply the migrations not yet applied, one transaction each, under an advisory lock:
@@ -371,7 +377,7 @@ class PostgresStore:
             try:
                 self._write(rows)
             except psycopg.OperationalError as exc:
-                raise StoreUnavailable(f"database unreachable ({type(exc).__name__})") from exc
+                raise self._unreachable(exc) from exc
 
     def _write(self, rows: Sequence[LedgerRow]) -> None:
         if self._writer is None or self._writer.closed:
