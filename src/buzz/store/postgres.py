@@ -384,10 +384,20 @@ class PostgresStore:
             self._writer = self._connect()
             ledger.prepare(self._writer)
         times = [ledger.millis(row.ts) for row in rows]
-        for year, month in sorted({(t.year, t.month) for t in times} - self._months):
-            ledger.add_partition(self._writer, year, month)
-            self._months.add((year, month))
-        ledger.write(self._writer, rows, times, self._balances.take())
+        months = {(t.year, t.month) for t in times}
+        for attempt in range(2):
+            for year, month in sorted(months - self._months):
+                ledger.add_partition(self._writer, year, month)
+                self._months.add((year, month))
+            try:
+                ledger.write(self._writer, rows, times, self._balances.take())
+                break
+            except errors.CheckViolation:
+                # No partition for a row: another process's retention dropped a month this one
+                # thought was there (rows that old come from a spool written long after).
+                if attempt:
+                    raise
+                self._months.clear()
         self._balances.committed()
 
     def prune_ledger(self, before: float, limit: int) -> int:
