@@ -101,11 +101,6 @@ class LedgerWriter:
     def written(self) -> int:
         return self._written
 
-    @property
-    def backlog(self) -> int:
-        """Rows in the spool that the store does not have yet."""
-        return self._spool.rows
-
     def start(self) -> None:
         self._thread.start()
 

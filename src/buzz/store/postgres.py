@@ -87,7 +87,6 @@ class PostgresStore:
         # Moved by the listener on every change it hears of, and when it (re)connects, since
         # changes made while it was away were not heard.
         self._version = 0
-        self._listening = threading.Event()
         self._stopping = threading.Event()
         self._listener = threading.Thread(target=self._listen, name="buzz-store-listen", daemon=True)
         self._listener.start()
@@ -166,27 +165,24 @@ class PostgresStore:
     def keys_version(self) -> int:
         return self._version
 
-    def wait_listening(self, timeout: float) -> bool:
-        """Whether the listener is connected (for startup and tests): changes are heard from then on."""
-        return self._listening.wait(timeout)
-
     def _listen(self) -> None:
         pause = 0.1
+        listening = False
         while not self._stopping.is_set():
             try:
                 with self._connect() as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
                     self._version += 1
-                    self._listening.set()
+                    listening = True
                     pause = 0.1
                     while not self._stopping.is_set():
                         for note in conn.notifies(timeout=0.5):
                             if note.payload == self._schema:
                                 self._version += 1
             except psycopg.Error as exc:
-                if self._listening.is_set():
+                if listening:
                     log.warning("store: change notifications lost (%s); reconnecting", type(exc).__name__)
-                self._listening.clear()
+                listening = False
                 self._stopping.wait(pause)
                 pause = min(pause * 2, 2.0)
 
