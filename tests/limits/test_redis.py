@@ -233,3 +233,61 @@ def test_headroom_only_reads(redis_prefix: str, redis_client: redis.Redis) -> No
             await limiter.close()
 
     asyncio.run(scenario())
+
+
+def test_requests_that_come_together_go_in_one_call_and_are_taken_one_by_one(
+    redis_client: redis.Redis, redis_prefix: str
+) -> None:
+    """Reserves and settles that arrive while a call is in flight wait and go in one call, which
+    decides them in order: the headers count down as if each had been sent alone."""
+    scope = Scope("key", "k", Limits(rpm=50, concurrency=80))
+
+    def evalsha_calls() -> int:
+        return int(redis_client.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0))
+
+    async def scenario() -> None:
+        limiter = RedisLimiter(REDIS_URL, prefix=redis_prefix)
+        try:
+            await limiter.reserve([scope], FREE)  # the scripts are loaded and the connection open
+            before = evalsha_calls()
+            reserves = (limiter.reserve([scope], FREE) for _ in range(100))
+            outcomes = await asyncio.gather(*reserves, return_exceptions=True)
+            assert evalsha_calls() - before == 2  # the first at once; the 99 that came meanwhile in one
+            admitted = [outcome for outcome in outcomes if isinstance(outcome, tuple)]
+            refused = [outcome for outcome in outcomes if isinstance(outcome, LimitExceeded)]
+            assert (len(admitted), len(refused)) == (49, 51)
+            assert {refusal.rejection.limit for refusal in refused} == {"rpm"}
+            left = sorted(next(r[3] for r in remaining if r[1] == "rpm") for _, remaining in admitted)
+            assert left == list(range(49))  # 48 left after the first of them, ..., 0 after the last
+            slots = sorted(next(r[3] for r in remaining if r[1] == "concurrency") for _, remaining in admitted)
+            assert slots == list(range(80 - 50, 80 - 1))  # one more slot taken by each
+
+            before = evalsha_calls()
+            await asyncio.gather(*(limiter.settle(reservation, 0, 0, 0) for reservation, _ in admitted))
+            assert evalsha_calls() - before == 2
+            assert redis_client.zcard(f"{redis_prefix}key:k:cx") == 1  # the first request's slot only
+        finally:
+            await limiter.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_settlement_goes_even_if_its_request_is_cancelled(redis_client: redis.Redis, redis_prefix: str) -> None:
+    scope = Scope("key", "k", Limits(concurrency=5))
+
+    async def scenario() -> None:
+        limiter = RedisLimiter(REDIS_URL, prefix=redis_prefix)
+        try:
+            reservation, _ = await limiter.reserve([scope], FREE)
+            assert redis_client.zcard(f"{redis_prefix}key:k:cx") == 1
+            settling = asyncio.get_running_loop().create_task(limiter.settle(reservation, 0, 0, 0))
+            await asyncio.sleep(0)  # it has begun: its settlement waits for the next call
+            settling.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await settling
+        finally:
+            await limiter.close()  # sends what waits
+        assert redis_client.zcard(f"{redis_prefix}key:k:cx") == 0
+        assert redis_client.exists(f"{redis_prefix}r:{reservation.id}") == 0
+
+    asyncio.run(scenario())

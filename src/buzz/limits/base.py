@@ -165,7 +165,9 @@ class Limiter(Protocol):
 
         Raises ValueError for negative usage, and nothing for an unreachable store: the
         in-process limiter cannot lose its state, and the Redis one keeps a settlement it could
-        not deliver and retries it in the background. Any other exception is a fault in buzz.
+        not deliver and retries it in the background. A cancelled caller does not stop it: the
+        Redis one's settlement goes with its batch all the same. Any other exception is a fault
+        in buzz.
         """
         ...
 

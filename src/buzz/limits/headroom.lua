@@ -7,7 +7,7 @@
 -- Returns "limit,capacity,remaining,reset" for each limit that is set, in the order of the
 -- argument, then the balance: all one comma-separated string, as reserve's report.
 
-local base, limits = ARGV[1], split(ARGV[2])
+local base, limits = ARGV[1], split(ARGV[2], 7)
 local sec, now = now_of(ARGV[3])
 local day, month, to_day, to_month = periods(sec, now)
 
@@ -19,11 +19,11 @@ local function left(name, capacity, remaining, reset)
   out[#out + 1] = reset
 end
 
-local loaded = load(base .. 'bx', {'rpm', 'itpm', 'otpm'}, now)
-for i, name in ipairs({'rpm', 'itpm', 'otpm'}) do
+local shorts, caps = load(base .. 'bx', now)
+for i, name in ipairs(BUCKETS) do
   local capacity = tonumber(limits[i])
   if capacity ~= nil then
-    local short, was = loaded[name][1], loaded[name][2]
+    local short, was = shorts[i], caps[i]
     if was ~= nil and was ~= capacity then short = convert(short, was, capacity) end
     if short <= 0 or capacity == 0 then
       left(name, capacity, capacity, '0.000000')

@@ -1,8 +1,10 @@
 """The scaled-out limiter: N buzz processes enforce one set of limits through one Redis.
 
-Each `reserve` is one Lua script that checks and consumes every limit of every scope in a
-single atomic step, on Redis's clock, and each `settle` is another; nothing is read into a
-local copy and decided on here. Buckets, concurrency and spend keys carry TTLs, so idle
+A `reserve` is a Lua script that checks and consumes every limit of every scope in a single
+atomic step, on Redis's clock, and a `settle` is another; nothing is read into a local copy and
+decided on here. Each call carries every request that came while the previous one was in flight
+(`batches`), and the script takes them in order, as if one by one. The scripts need Redis 7.0 or
+later (`PEXPIRE … GT`). Buckets, concurrency and spend keys carry TTLs, so idle
 scopes cost nothing; balances have none: here they are the money.
 
 Both scripts are safe to retry after a lost reply (a marker key records that a reservation
@@ -20,6 +22,10 @@ by side during an upgrade each keep their own figures rather than misread the ot
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+import math
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -37,16 +43,22 @@ from buzz.limits.base import (
     Remaining,
     Reservation,
     Scope,
+    next_month_start,
     utc_day,
     utc_month,
 )
+from buzz.limits.batches import Batches, Part
 from buzz.limits.redis_upkeep import Leases, Settlements
 from buzz.limits.resp import Redis, Script
+
+log = logging.getLogger("buzz.limits")
 
 # What "Redis cannot serve us right now" looks like (buzz.limits.resp raises these for a lost or
 # refused connection, a deadline passed, a read-only or full Redis); anything else is a fault.
 _UNAVAILABLE = (OSError,)
 _MICROS = 1_000_000
+_MINUTE_MICROS = 60 * _MICROS
+_BUCKETS: tuple[LimitName, ...] = ("rpm", "itpm", "otpm")  # in the order the scripts pack them
 _HINT_MICROS = round(CONCURRENCY_RETRY_HINT * _MICROS)
 
 
@@ -60,18 +72,48 @@ def _pack(*values: int | bool | None) -> str:
     return ",".join("" if v is None else str(int(v)) for v in values)
 
 
-def _headroom(scopes: Sequence[Scope], reply: list[str], start: int) -> list[Remaining]:
-    """The reply's tail: "scope,limit,capacity,remaining,reset" for each limit of each scope."""
-    return [
-        (
-            scopes[int(reply[at]) - 1],
-            cast(LimitName, reply[at + 1]),
-            None if reply[at + 2] == "" else int(reply[at + 2]),
-            int(reply[at + 3]),
-            None if reply[at + 4] == "" else float(reply[at + 4]),
-        )
-        for at in range(start, len(reply), 5)
-    ]
+def _units(capacity: int) -> tuple[int, int]:
+    """A bucket's units, as the scripts count them (common.lua's `units`): a token, and a
+    microsecond's refill. A bucket refills its capacity in a minute."""
+    g = math.gcd(_MINUTE_MICROS, capacity)
+    return _MINUTE_MICROS // g, capacity // g
+
+
+def _headroom(scopes: Sequence[Scope], reply: list[str], at: int, now: int) -> list[Remaining]:
+    """What each limit has left, from the raw figures the reserve script ends its reply with
+    (see its `report`), at `now` on Redis's clock: whole tokens left (rounded down) and the time
+    until full (rounded up to the microsecond), as the in-process limiter reports them."""
+    left: list[Remaining] = []
+    sec = now // _MICROS
+    for scope in scopes:
+        limits = scope.limits
+        if scope.reported:
+            for name, capacity in zip(_BUCKETS, (limits.rpm, limits.itpm, limits.otpm), strict=True):
+                if capacity is None:
+                    continue
+                short = int(reply[at])
+                at += 1
+                if short <= 0 or capacity == 0:
+                    left.append((scope, name, capacity, capacity, 0.0))
+                else:
+                    token, rate = _units(capacity)
+                    reset = -(-short // rate) / _MICROS
+                    left.append((scope, name, capacity, capacity + (-short // token), reset))
+            if limits.concurrency is not None:
+                left.append((scope, "concurrency", limits.concurrency, limits.concurrency - int(reply[at]), None))
+                at += 1
+            if limits.daily_nanos is not None:
+                to_day = ((sec // 86400 + 1) * 86400 * _MICROS - now) / _MICROS
+                left.append((scope, "daily", limits.daily_nanos, limits.daily_nanos - int(reply[at]), to_day))
+                at += 1
+            if limits.monthly_nanos is not None:
+                to_month = (next_month_start(sec) * _MICROS - now) / _MICROS
+                left.append((scope, "monthly", limits.monthly_nanos, limits.monthly_nanos - int(reply[at]), to_month))
+                at += 1
+        if scope.prepaid:
+            left.append((scope, "balance", None, int(reply[at]), None))
+            at += 1
+    return left
 
 
 class RedisLimiter:
@@ -112,11 +154,14 @@ class RedisLimiter:
         self._redis = Redis(url, timeout=timeout, connect_timeout=timeout)
         self._reserve = Script(self._redis, _script("reserve.lua"))
         self._settle = Script(self._redis, _script("settle.lua"))
+        # At most one call of each in flight; requests that come meanwhile go in the next one.
+        self._reserves = Batches(self._send_reserves)
+        self._settles = Batches(self._send_settles, self._not_settled)
         self._spend = Script(self._redis, _script("spend.lua"))
         self._headroom = Script(self._redis, _script("headroom.lua"))
         renew = Script(self._redis, _script("renew.lua"))
         self._settlements = Settlements(
-            self._settle,
+            self._settle_one,
             _UNAVAILABLE,
             self._counters,
             limit=settle_queue,
@@ -134,9 +179,24 @@ class RedisLimiter:
         )
 
     def _now(self) -> str:
-        """The clock argument of the renewal script: "" lets it read Redis's own. (The other
-        scripts take a clock as an optional last argument, so that production calls carry none.)"""
+        """The clock argument of the reserve, settle and renewal scripts: "" lets them read Redis's
+        own. (The others take a clock as an optional last argument.)"""
         return "" if self._clock is None else str(self._clock())
+
+    async def _send_reserves(self, parts: list[Part]) -> list[Any]:
+        args: Part = [self._window, self._lease_us, _HINT_MICROS, self._now()]
+        for part in parts:
+            args += part
+        return cast(list[Any], await self._reserve(args))
+
+    async def _send_settles(self, parts: list[Part]) -> list[Any]:
+        args: Part = [self._window, self._now()]
+        for part in parts:
+            args += part
+        return cast(list[Any], await self._settle(args))
+
+    async def _settle_one(self, part: Part) -> Any:
+        return (await self._send_settles([part]))[0]
 
     def _base(self, kind: str, scope_id: str) -> str:
         return f"{self._prefix}{kind}:{scope_id}:"
@@ -150,22 +210,12 @@ class RedisLimiter:
     async def reserve(self, scopes: Sequence[Scope], ask: Ask) -> tuple[Reservation, list[Remaining]]:
         rid = uuid.uuid4().hex
         marker = f"{self._prefix}r:{rid}"
-        args: list[int | float | str] = [
-            marker,
-            rid,
-            self._window,
-            self._lease_us,
-            ask.input_tokens,
-            ask.output_tokens,
-            ask.cost_nanos,
-            len(scopes),
-            _HINT_MICROS,
-        ]
+        part: Part = [marker, rid, ask.input_tokens, ask.output_tokens, ask.cost_nanos, len(scopes)]
         slots: list[str] = []  # the concurrency keys this request takes a slot in
         for scope in scopes:
             limits = scope.limits
             base = f"{self._prefix}{scope.kind}:{scope.id}:"
-            args += [
+            part += [
                 base,
                 _pack(
                     limits.rpm,
@@ -180,29 +230,29 @@ class RedisLimiter:
             ]
             if limits.concurrency is not None:
                 slots.append(base + "cx")
-        if self._clock is not None:
-            args.append(self._clock())
         try:
-            reply = str(await self._run(self._reserve, args)).split(",")
-        except LimiterUnavailable:
+            reply = str(await self._reserves.call(part)).split(",")
+        except _UNAVAILABLE as error:
             if not self._fail_open:
-                raise
+                raise LimiterUnavailable(f"limiter store unreachable: {type(error).__name__}") from error
             wall = time.time()
             return Reservation(rid, tuple(scopes), ask, utc_day(wall), utc_month(wall), checked=False), []
         status = reply[0]
         if status == "no":
             retry = float(reply[3]) if reply[3] != "" else None
             rejection = Rejection(scopes[int(reply[1]) - 1], cast(LimitName, reply[2]), retry)
-            raise LimitExceeded(rejection, _headroom(scopes, reply, 4))
+            raise LimitExceeded(rejection, _headroom(scopes, reply, 5, int(reply[4])))
         if slots:
             self._leases.hold(rid, marker, slots)
         if status == "dup":
             return Reservation(rid, tuple(scopes), ask, int(reply[1]), int(reply[2])), []
-        return Reservation(rid, tuple(scopes), ask, int(reply[1]), int(reply[2])), _headroom(scopes, reply, 3)
+        reservation = Reservation(rid, tuple(scopes), ask, int(reply[1]), int(reply[2]))
+        return reservation, _headroom(scopes, reply, 4, int(reply[3]))
 
     async def settle(self, reservation: Reservation, input_tokens: int, output_tokens: int, cost_nanos: int) -> None:
-        """Never raises for an outage: a settlement Redis does not take is queued and retried in
-        the background until it does (see `redis_upkeep.Settlements`). Until then the worst case
+        """Never raises for an outage: the settlement goes in the next batch, and one Redis does
+        not take is queued and retried in the background until it does (see
+        `redis_upkeep.Settlements`). Until then the worst case
         stays charged (the safe side), and the slot is held until Redis takes the settlement or
         its lease runs out, whichever comes first."""
         if min(input_tokens, output_tokens, cost_nanos) < 0:
@@ -212,7 +262,7 @@ class RedisLimiter:
         reservation.settled = True
         self._leases.release(reservation.id)
         ask = reservation.ask
-        args: list[int | float | str] = [
+        part: Part = [
             f"{self._prefix}r:{reservation.id}",
             reservation.id,
             reservation.day,
@@ -221,24 +271,32 @@ class RedisLimiter:
             output_tokens - ask.output_tokens,
             cost_nanos - ask.cost_nanos,
             len(reservation.scopes),
-            self._window,
         ]
         for scope in reservation.scopes:
             limits = scope.limits
-            args += [
+            part += [
                 f"{self._prefix}{scope.kind}:{scope.id}:",
                 _pack(limits.itpm, limits.otpm, limits.concurrency is not None, scope.prepaid),
             ]
-        if self._clock is not None:
-            args.append(self._clock())
-        settlements = self._settlements
-        if settlements.queue:
-            settlements.keep(args)  # an outage is under way
+        if self._settlements.queue:
+            self._settlements.keep(part)  # an outage is under way
             return
-        try:
-            await self._settle(args)
-        except _UNAVAILABLE as error:
-            settlements.keep(args, error)
+        with contextlib.suppress(Exception):  # `_not_settled` has kept or logged it
+            await self._settles.call(part)
+
+    def _not_settled(self, parts: list[Part], error: BaseException) -> None:
+        """Settlements whose call failed, or whose request was cancelled while they were in flight
+        (they may have gone through: sending one again is harmless)."""
+        if isinstance(error, asyncio.CancelledError):
+            for part in parts:
+                self._settlements.keep(part)
+        elif isinstance(error, _UNAVAILABLE):
+            for part in parts:
+                self._settlements.keep(part, error)
+        else:
+            # A fault, not an outage: sent again, they would fail the same way.
+            log.error("limiter: %d settlements failed with %s; dropped", len(parts), type(error).__name__)
+            self._counters.add("limiter_settle_dropped", len(parts))
 
     async def renew_leases(self) -> None:
         """Renew the lease of every slot this process holds, in one call (a timer calls this)."""
@@ -298,7 +356,10 @@ class RedisLimiter:
         ]
 
     async def close(self) -> None:
-        """Stop renewing leases, try once more to deliver queued settlements, then disconnect."""
+        """Send what waits to be sent, stop renewing leases, try once more to deliver queued
+        settlements, then disconnect."""
+        await self._reserves.drain()
+        await self._settles.drain()
         await self._leases.close()
         await self._settlements.close()
         await self._redis.close()

@@ -8,7 +8,6 @@ project with no limits skip the limiter entirely, so the default costs nothing.
 
 from __future__ import annotations
 
-import asyncio
 import fnmatch
 import math
 from collections.abc import Callable, Sequence
@@ -148,14 +147,9 @@ class Admission:
             output_tokens = row.output_tokens
             # An unpriced model was reserved at zero cost; charging nothing keeps the two consistent.
             cost = row.cost_nanos if row.cost_nanos is not None and row.cost_nanos > 0 else 0
-        settling = self._limiter.settle(admitted.reservation, input_tokens, output_tokens, cost)
-        if self._limiter.in_process:
-            # It never waits, so no cancellation can come between it and its end: a shield
-            # (a task of its own, on every request) would buy nothing.
-            await settling
-        else:
-            # Shielded: a reservation must be settled even if shutdown cancels this request.
-            await asyncio.shield(settling)
+        # Not shielded: a cancellation (shutdown) cannot stop a settlement once it has begun (the
+        # in-process one never waits; the Redis one is sent with its batch all the same).
+        await self._limiter.settle(admitted.reservation, input_tokens, output_tokens, cost)
 
     def _worst_cost(self, provider: str, model: str, body: bytes, input_tokens: int, output: int, now: float) -> int:
         # A prompt marked for caching may be written to the cache, at up to 2x input for a 1h TTL.
