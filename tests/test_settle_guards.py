@@ -22,6 +22,7 @@ from buzz.limits.base import Limits, Reservation
 from buzz.limits.memory import MemoryLimiter
 from buzz.proxy.admit import Admission
 from buzz.proxy.auth import Authenticator, generate_key
+from buzz.proxy.batches import Batches
 from buzz.proxy.forward import make_session
 from buzz.proxy.pipeline import Pipeline
 from buzz.proxy.route import Router
@@ -94,7 +95,9 @@ def _run(
             Settler(prices, ledger),
             session,
             config.max_body_bytes,
+            config.max_upload_bytes,
             Admission(limiter, prices),
+            Batches(store, prices, ledger),
             counters,
             TrustedProxies(),
         )

@@ -15,7 +15,7 @@ import pytest
 
 from buzz.billing.ledger import LedgerRow
 from buzz.limits.base import Limits
-from buzz.store.base import Filters, Store
+from buzz.store.base import BatchRecord, Filters, Store
 from stores import BACKENDS, Postgres, open_backend
 
 Opener = Callable[[], Store]
@@ -139,6 +139,38 @@ def test_console_tokens_and_the_session_secret(opener: Opener) -> None:
     first = store.console_secret(b"a" * 32)
     assert first == b"a" * 32
     assert opener().console_secret(b"b" * 32) == first  # every process agrees on the first
+
+
+def test_batches_are_recorded_once_and_each_result_is_claimed_once(opener: Opener) -> None:
+    first, second = opener(), opener()
+    batch = BatchRecord("msgbatch_01", "anthropic", "k1", "acme", "u-7", ("team:ml", "env:prod"), 1765000000.5)
+    first.record_batch(batch)
+    first.record_batch(BatchRecord("msgbatch_01", "anthropic", "k2", "other", None, (), 1.0))  # ignored
+    assert second.find_batch("msgbatch_01") == batch
+    assert second.find_batch("msgbatch_02") is None
+
+    assert first.claim_batch_results("msgbatch_01", ["a", "b", "a"]) == ["a", "b"]
+    assert second.claim_batch_results("msgbatch_01", ["b", "c", "d"]) == ["c", "d"]
+    assert first.claim_batch_results("msgbatch_01", ["a", "b", "c", "d"]) == []
+    assert first.claim_batch_results("msgbatch_02", ["a"]) == ["a"]  # ids are a batch's own
+    many = [f"req-{i}" for i in range(1200)]  # more than one statement's worth
+    assert first.claim_batch_results("msgbatch_03", many[:700]) == many[:700]
+    assert second.claim_batch_results("msgbatch_03", many) == many[700:]
+
+    # Two processes claiming the same results at once: each result goes to exactly one.
+    ids = [f"x-{i}" for i in range(400)]
+    won: list[list[str]] = [[], []]
+
+    def claim(store: Store, slot: int) -> None:
+        for start in range(0, len(ids), 40):
+            won[slot] += store.claim_batch_results("msgbatch_04", ids[start : start + 80])
+
+    threads = [threading.Thread(target=claim, args=(store, slot)) for slot, store in enumerate((opener(), opener()))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(won[0] + won[1]) == sorted(ids)
 
 
 def test_a_replayed_batch_counts_once(opener: Opener) -> None:

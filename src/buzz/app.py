@@ -36,14 +36,28 @@ from buzz.limits.memory import MemoryLimiter
 from buzz.limits.redis import RedisLimiter
 from buzz.proxy.admit import Admission, check_access, model_allowed
 from buzz.proxy.auth import Authenticator, presented_key
+from buzz.proxy.batches import Batches
 from buzz.proxy.exchange import new_request_id
 from buzz.proxy.forward import make_session
 from buzz.proxy.pipeline import Pipeline
 from buzz.proxy.route import Router
 from buzz.proxy.settle import Settler
 from buzz.public import catalog, script
+from buzz.public.home import HOME_PAGE
 from buzz.retention import Retention
-from buzz.routes import CLAUDE_CODE_SCRIPT, HEALTHZ, KEY_INFO, MODELS_PAGE, PRICING, Endpoint, Surface, match
+from buzz.routes import (
+    CLAUDE_CODE_SCRIPT,
+    DOUBLED_VERSION,
+    HEALTHZ,
+    HOME,
+    KEY_INFO,
+    MODELS_PAGE,
+    POST_ONLY,
+    PRICING,
+    Endpoint,
+    Surface,
+    match,
+)
 from buzz.store import open_store as open_backend
 from buzz.store.base import Store
 from buzz.upstreams import estimate, openai_models
@@ -138,11 +152,14 @@ class Gateway:
             settler,
             session,
             self.config.max_body_bytes,
+            self.config.max_upload_bytes,
             admission,
+            Batches(store, self.prices, ledger),
             self.counters,
             self.proxies,
             self.config.add_include_usage,
             meter_max_bytes=self.config.meter_max_bytes,
+            public_url=self.config.public_url,
         )
         if self.router.routable("openai"):
             # The tokenizer for estimates takes ~0.4 s to load: pay it now, off the event loop,
@@ -279,6 +296,10 @@ class Gateway:
             await self._script(scope, send)
         elif endpoint is KEY_INFO:
             await self._key_info(scope, send)
+        elif endpoint is HOME:
+            await _public_response(send, HOME_PAGE, b"text/html; charset=utf-8")
+        elif endpoint is POST_ONLY or endpoint is DOUBLED_VERSION:
+            await send_error(send, _mistake(endpoint, scope), new_request_id(), endpoint.surface)
         else:
             await self._models(scope, send, params)
 
@@ -355,6 +376,18 @@ class Gateway:
 async def _public_response(send: Send, body: bytes, content_type: bytes) -> None:
     await send_response(
         send, 200, body, content_type, [(b"cache-control", b"public, max-age=300"), (b"vary", b"accept")]
+    )
+
+
+def _mistake(endpoint: Endpoint, scope: Scope) -> GatewayError:
+    if endpoint is POST_ONLY:
+        return GatewayError(
+            Kind.METHOD_NOT_ALLOWED, f"{scope['path']} takes POST, not {scope['method']}", [(b"allow", b"POST")]
+        )
+    return GatewayError(
+        Kind.NOT_FOUND,
+        f"no route {scope['method']} {scope['path']} on this gateway: the path names /v1 twice; "
+        "drop /v1 from the client's base URL",
     )
 
 

@@ -63,6 +63,8 @@ class Config:
     data_dir: Path = Path("./buzz-data")
     database_url: str | None = None  # PostgreSQL; None: the SQLite file in data_dir
     max_body_bytes: int = 32 * 1024 * 1024
+    # Files and batches stream through (never held whole), so their limit is the vendors' own.
+    max_upload_bytes: int = 512 * 1024 * 1024
     connect_timeout: float = 10.0
     read_timeout: float = 600.0
     shutdown_timeout: float = 30.0
@@ -234,7 +236,16 @@ SETTINGS: tuple[Setting, ...] = (
         ("server", "max_body_bytes"),
         "BUZZ_MAX_BODY_BYTES",
         _positive_int,
-        "Largest request body accepted (413 above it).",
+        "Largest request body accepted (413 above it) on the routes buzz reads: messages, chat, "
+        "responses, embeddings, Gemini.",
+    ),
+    Setting(
+        "max_upload_bytes",
+        ("server", "max_upload_bytes"),
+        "BUZZ_MAX_UPLOAD_BYTES",
+        _positive_int,
+        "Largest request body on every other route (files, batches, images, audio), which streams "
+        "upstream as it arrives (413 above it).",
     ),
     Setting(
         "shutdown_timeout",

@@ -23,6 +23,7 @@ class Kind(Enum):
     AUTHENTICATION = (401, "gateway_authentication_error", False)
     PERMISSION = (403, "gateway_permission_error", False)
     NOT_FOUND = (404, "gateway_not_found_error", False)
+    METHOD_NOT_ALLOWED = (405, "gateway_method_not_allowed_error", False)
     INVALID_REQUEST = (400, "gateway_invalid_request_error", False)
     TOO_LARGE = (413, "gateway_request_too_large", False)
     RATE_LIMIT = (429, "gateway_rate_limit_error", True)

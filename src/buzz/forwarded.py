@@ -8,9 +8,15 @@ uses them to throttle failed sign-ins and to write its own address into the inst
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Sequence
 
 from buzz.asgi import Scope, header_map
+from buzz.errors import GatewayError, Kind
+
+# The address goes into a shell script and into answers: only a plain scheme, host, port and
+# path, never anything a crafted Host header could turn into shell syntax or break JSON with.
+_SAFE_URL = re.compile(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~/-]*)?")
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -66,3 +72,17 @@ class TrustedProxies:
             if forwarded_host:
                 host = forwarded_host
         return scheme, host
+
+
+def public_url(configured: str | None, scope: Scope, proxies: TrustedProxies) -> str:
+    """This gateway's address as its clients reach it: the configured one, else the one this
+    request reached, its Host, with forwarded headers believed only from trusted proxies."""
+    if configured:
+        url = configured
+    else:
+        scheme, host = proxies.scheme_and_host(scope)
+        url = f"{scheme}://{host}"
+    url = url.rstrip("/")
+    if not _SAFE_URL.fullmatch(url):
+        raise GatewayError(Kind.INVALID_REQUEST, "cannot tell this gateway's address: set BUZZ_PUBLIC_URL")
+    return url

@@ -25,6 +25,9 @@ class Endpoint:
     # False: the request names no model to route by (a model list, one model's details). It goes
     # to its surface's own vendor, and its body is not read.
     by_model: bool = True
+    # True: any other route of the vendor's (files, batches, images...). Its body streams upstream
+    # as it arrives, never held whole, under a size limit of its own.
+    streamed: bool = False
 
 
 MESSAGES = Endpoint("messages", Surface.ANTHROPIC)
@@ -41,6 +44,9 @@ EMBED_CONTENT = Endpoint("embed_content", Surface.GEMINI)
 BATCH_EMBED_CONTENTS = Endpoint("batch_embed_contents", Surface.GEMINI)
 GEMINI_MODELS = Endpoint("gemini_models", Surface.GEMINI, billed=False, by_model=False)
 GEMINI_MODEL = Endpoint("gemini_model", Surface.GEMINI, billed=False, by_model=False)
+# Every other route of a surface's own vendor, passed through as it is.
+ANTHROPIC_OTHER = Endpoint("other", Surface.ANTHROPIC, billed=False, by_model=False, streamed=True)
+OPENAI_OTHER = Endpoint("other", Surface.OPENAI, billed=False, by_model=False, streamed=True)
 MODELS = Endpoint("models", Surface.OPENAI, proxied=False)
 MODEL = Endpoint("model", Surface.OPENAI, proxied=False)
 HEALTHZ = Endpoint("healthz", Surface.OPENAI, proxied=False)
@@ -48,6 +54,10 @@ MODELS_PAGE = Endpoint("models_page", Surface.OPENAI, proxied=False)
 PRICING = Endpoint("pricing", Surface.OPENAI, proxied=False)
 CLAUDE_CODE_SCRIPT = Endpoint("claudecode_sh", Surface.OPENAI, proxied=False)
 KEY_INFO = Endpoint("key", Surface.OPENAI, proxied=False)
+HOME = Endpoint("home", Surface.OPENAI, proxied=False)
+# Mistakes answered with a hint: a GET of a POST-only route, a base URL that ends in /v1.
+POST_ONLY = Endpoint("post_only", Surface.ANTHROPIC, proxied=False)
+DOUBLED_VERSION = Endpoint("doubled_version", Surface.OPENAI, proxied=False)
 
 _EXACT: dict[tuple[str, str], Endpoint] = {
     ("POST", "/v1/messages"): MESSAGES,
@@ -61,7 +71,14 @@ _EXACT: dict[tuple[str, str], Endpoint] = {
     ("GET", "/api/pricing"): PRICING,
     ("GET", "/api/key"): KEY_INFO,
     ("GET", "/sh/claudecode.sh"): CLAUDE_CODE_SCRIPT,
+    ("GET", "/"): HOME,
+    ("HEAD", "/"): HOME,
+    ("GET", "/v1/messages"): POST_ONLY,
 }
+
+# The OpenAI routes that name no model in a JSON body, passed through to OpenAI whole. `/v1/files`
+# is Anthropic's too: a request that announces `anthropic-version` goes there instead.
+_OPENAI_OTHER = ("/v1/files", "/v1/batches", "/v1/uploads", "/v1/images", "/v1/audio", "/v1/moderations")
 
 # Gemini puts the model in the path: /v1beta/models/gemini-2.5-pro:streamGenerateContent
 _GEMINI_METHODS = {
@@ -104,7 +121,39 @@ def match(
                     return None, {}
                 surface = models_surface(headers, query) if prefix == _MODEL_PREFIX else Surface.GEMINI
                 return _LISTS[surface][1], {"model_id": model_id}
+    if path.startswith("/v1/"):
+        return _other(path, headers), {}
     return None, {}
+
+
+def _other(path: str, headers: Sequence[tuple[bytes, bytes]]) -> Endpoint | None:
+    """A `/v1/...` route no table names: another of a vendor's own, a doubled version, or none."""
+    if path.startswith("/v1/v1/"):
+        return DOUBLED_VERSION
+    if path.startswith("/v1/messages/") or speaks_anthropic(headers):
+        return ANTHROPIC_OTHER
+    if any(path == prefix or path.startswith(prefix + "/") for prefix in _OPENAI_OTHER):
+        return OPENAI_OTHER
+    return None
+
+
+# Other routes that cost nothing themselves: files and batches are stored and managed for free
+# (a batch's requests are billed as its results).
+_FREE = {
+    Surface.ANTHROPIC: ("/v1/files", "/v1/messages/batches"),
+    Surface.OPENAI: ("/v1/files", "/v1/batches", "/v1/uploads", "/v1/moderations"),
+}
+
+
+def unpriced(surface: Surface, path: str) -> bool:
+    """Whether an answered request on another route may have cost money buzz cannot read
+    (images, audio, a route added after this gateway): its row says unpriced, never $0."""
+    return not any(path == prefix or path.startswith(prefix + "/") for prefix in _FREE.get(surface, ()))
+
+
+def speaks_anthropic(headers: Sequence[tuple[bytes, bytes]]) -> bool:
+    """Anthropic's SDKs and Claude Code send `anthropic-version` on every request."""
+    return any(name == b"anthropic-version" for name, _ in headers)
 
 
 def models_surface(headers: Sequence[tuple[bytes, bytes]], query: bytes) -> Surface:

@@ -170,6 +170,19 @@ def _check_override(model: str, override: Override) -> None:
 _Prices = tuple[ModelPrice | None, ModelPrice | None]  # (list, buzz)
 
 
+BATCH_FACTOR = Decimal("0.5")
+
+
+def _times(price: ModelPrice, factor: Decimal) -> ModelPrice:
+    """Every rate of `price` times `factor`, exactly."""
+    with decimal.localcontext(_exact_context()):
+
+        def scale(rates: Rates) -> Rates:
+            return Rates(**{name: getattr(rates, name) * factor for name in _FIELDS})
+
+        return ModelPrice(price.model, price.priced_as, scale(price.base), tuple((t, scale(r)) for t, r in price.tiers))
+
+
 class Cost(NamedTuple):  # made for every request: a NamedTuple costs a third of a frozen dataclass
     """A request's cost in nano-dollars; None means the model could not be priced (never a silent 0)."""
 
@@ -331,6 +344,17 @@ class PriceBook:
         if buzz_price is list_price:  # no discount and no override for this model
             return Cost(list_nanos, list_nanos, self._version)
         buzz_nanos = None if buzz_price is None else buzz_price.rates_for(total).nanos_for(usage)
+        return Cost(buzz_nanos, list_nanos, self._version)
+
+    def batch_cost(self, provider: str, model: str, usage: Usage, when: datetime | float) -> Cost:
+        """`cost` at the vendor's batch price: half of every rate, cache lines included, for list
+        and buzz prices alike (Anthropic's, OpenAI's and Google's batch discount)."""
+        list_price, buzz_price = self._prices(provider, model, when)
+        total = usage.total_input_tokens
+        list_nanos = None if list_price is None else _times(list_price, BATCH_FACTOR).rates_for(total).nanos_for(usage)
+        if buzz_price is list_price:
+            return Cost(list_nanos, list_nanos, self._version)
+        buzz_nanos = None if buzz_price is None else _times(buzz_price, BATCH_FACTOR).rates_for(total).nanos_for(usage)
         return Cost(buzz_nanos, list_nanos, self._version)
 
     def buzz_nanos(self, provider: str, model: str, usage: Usage, when: datetime | float) -> int | None:

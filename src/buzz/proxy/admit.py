@@ -106,8 +106,10 @@ class Admission:
         head: RequestHead,
         now: float,
         billed: bool = True,
+        room: int = 0,
     ) -> Admitted:
-        """`billed` False (count_tokens): the request counts against rpm and concurrency only."""
+        """`billed` False (count_tokens): the request counts against rpm and concurrency only, and
+        its spend caps and balance must have `room` nano-dollars left (a batch about to be made)."""
         choices = head.choices
         unbounded = head.max_output is None
         if head.max_output is None:
@@ -118,7 +120,7 @@ class Admission:
             rate_output *= choices
         worst_output = ceiling * choices
         cost = self._worst_cost(provider, model, body, len(body), worst_output, now)
-        ask = Ask(approximate_tokens(len(body)), rate_output, cost) if billed else Ask(0, 0, 0)
+        ask = Ask(approximate_tokens(len(body)), rate_output, cost) if billed else Ask(0, 0, room)
         try:
             reservation, remaining = await self._limiter.reserve(scopes, ask)
         except LimitExceeded as exceeded:
@@ -134,9 +136,10 @@ class Admission:
             raise GatewayError(Kind.UNAVAILABLE, "the limits store is unavailable; try again shortly") from exc
         return Admitted(reservation, remaining)
 
-    async def settle(self, admitted: Admitted, row: LedgerRow | None) -> None:
-        """Correct the reservation to what the request's ledger row says it used. Without a row
-        (its making failed), the reserved worst case stays charged: the safe side."""
+    async def settle(self, admitted: Admitted, row: LedgerRow | None, charge: int = 0) -> None:
+        """Correct the reservation to what the request's ledger row says it used, plus `charge`
+        (what it billed on rows of their own: a batch's results). Without a row (its making
+        failed), the reserved worst case stays charged: the safe side."""
         if row is None:
             ask = admitted.reservation.ask
             input_tokens, output_tokens, cost = ask.input_tokens, ask.output_tokens, ask.cost_nanos
@@ -147,6 +150,7 @@ class Admission:
             output_tokens = row.output_tokens
             # An unpriced model was reserved at zero cost; charging nothing keeps the two consistent.
             cost = row.cost_nanos if row.cost_nanos is not None and row.cost_nanos > 0 else 0
+            cost += charge
         # Not shielded: a cancellation (shutdown) cannot stop a settlement once it has begun (the
         # in-process one never waits; the Redis one is sent with its batch all the same).
         await self._limiter.settle(admitted.reservation, input_tokens, output_tokens, cost)

@@ -5,9 +5,13 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from buzz.proxy.auth import Principal
 from buzz.upstreams.base import MeterResult
+
+if TYPE_CHECKING:
+    from buzz.proxy.batches import ResultLines
 
 # Where the pipeline leaves a request's exchange in its ASGI scope, for the access log to read.
 SCOPE_KEY = "buzz.exchange"
@@ -39,11 +43,13 @@ class Exchange:
         "provider",
         "request_id",
         "response_started",
+        "results",
         "started",
         "status",
         "surface",
         "tags",
         "ts",
+        "unpriced",
         "upstream_request_id",
         "user_id",
     )
@@ -52,6 +58,9 @@ class Exchange:
         self.surface = surface
         self.headers = headers  # first value of each request header, for lookups
         self.metered = metered  # False: forwarded but never billed (count_tokens)
+        self.unpriced = False  # not metered, yet an answer may have cost money (images, audio)
+        # A batch's results being fetched: its id, and what the relay read of them, to bill.
+        self.results: tuple[str, ResultLines] | None = None
         self.request_id = new_request_id()
         self.ts = time.time()  # arrival, unix seconds
         self.started = time.perf_counter()

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NamedTuple, Protocol
 
 import aiohttp
 from yarl import URL
@@ -19,11 +20,39 @@ from buzz.proxy.exchange import Exchange
 from buzz.proxy.headers import client_response_headers, upstream_request_headers, upstream_request_id
 from buzz.proxy.meter import Meter
 from buzz.proxy.route import Route
+from buzz.proxy.upload import Upload
 from buzz.upstreams.base import UsageRules
 
 # Only these are set by aiohttp itself; every other header is the client's own.
 _WATCH_AFTER = 0.02
+# The most of an answer held whole to be rewritten (batch objects are tens of kilobytes).
+MAX_WHOLE_BYTES = 16 * 1024 * 1024
 _SKIP_AUTO_HEADERS = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
+
+
+class Passage(NamedTuple):
+    """How a route beyond the routed ones carries its bytes, beyond the plain relay."""
+
+    upload: Upload | None = None  # the request body, streamed up as it arrives
+    # A small answer taken whole and given back changed, with its content-encoding: (body,
+    # encoding) -> the new body, or None to relay it as it came. Batch objects' `results_url`.
+    rewrite: Callable[[bytes, str], bytes | None] | None = None
+    tap: Tap | None = None  # reads a copy of each relayed chunk (batch results)
+
+
+class Tap(Protocol):
+    def begin(self, content_encoding: str) -> None:
+        """The answer's headers arrived; its chunks follow."""
+        ...
+
+    def feed(self, chunk: bytes) -> None: ...
+
+    def finish(self) -> None:
+        """The whole answer was relayed."""
+        ...
+
+
+PLAIN = Passage()
 
 
 class ResponseAborted(Exception):
@@ -55,12 +84,17 @@ class _DisconnectWatch:
 
     __slots__ = ("_handle", "_receive", "_relay", "_task", "done", "gone")
 
-    def __init__(self, receive: Receive, relay: asyncio.Task[Any]) -> None:
+    def __init__(self, receive: Receive, relay: asyncio.Task[Any], start: bool = True) -> None:
         self._receive = receive
         self._relay = relay
         self._task: asyncio.Task[None] | None = None
         self.done = False
         self.gone = False
+        self._handle: asyncio.TimerHandle | None = None
+        if start:
+            self.start()
+
+    def start(self) -> None:
         self._handle = asyncio.get_running_loop().call_later(_WATCH_AFTER, self._start)
 
     def _start(self) -> None:
@@ -78,7 +112,8 @@ class _DisconnectWatch:
 
     def stop(self) -> None:
         self.done = True
-        self._handle.cancel()
+        if self._handle is not None:
+            self._handle.cancel()
         if self._task is not None:
             self._task.cancel()
 
@@ -94,13 +129,27 @@ async def forward(
     receive: Receive,
     send: Send,
     meter_max_bytes: int,
+    passage: Passage = PLAIN,
 ) -> None:
+    """`passage`: how a route beyond the routed ones carries its bytes (see `Passage`)."""
     task = asyncio.current_task()
     assert task is not None
-    watch = _DisconnectWatch(receive, task)
+    upload = passage.upload
+    # While an upload reads `receive`, it sees a client that leaves itself; the watch starts after.
+    watch = _DisconnectWatch(receive, task, start=upload is None)
     try:
-        response = await _open(session, route, method, client_headers, body)
-        await _relay(x, response, rules, send, watch, meter_max_bytes)
+        try:
+            response = await _open(session, route, method, client_headers, body, upload)
+        except GatewayError:
+            if upload is not None and upload.failure is not None:
+                raise upload.failure from None  # the client left, or sent too much: not the upstream
+            raise
+        if upload is not None and upload.finished:
+            watch.start()
+        if passage.rewrite is not None and 200 <= response.status < 300:
+            await _relay_rewritten(x, response, send, watch, passage.rewrite)
+        else:
+            await _relay(x, response, rules, send, watch, meter_max_bytes, passage.tap)
     except asyncio.CancelledError:
         if not watch.gone:
             raise
@@ -118,14 +167,21 @@ async def _open(
     method: str,
     client_headers: list[tuple[bytes, bytes]],
     body: bytes,
+    upload: Upload | None,
 ) -> aiohttp.ClientResponse:
     """The one upstream attempt, up to its status and headers; a failure here is buzz's to report."""
     headers = upstream_request_headers(client_headers, route.credential)
+    data: bytes | Upload | None = body or None  # no body, no data: a GET goes up without a length
+    if upload is not None:
+        data = upload
+        # The length the client declared goes on with the body; without one it goes up chunked.
+        length = next((value for name, value in client_headers if name == b"content-length"), None)
+        if length is not None:
+            headers.append(("content-length", length.decode("latin-1")))
     try:
         # encoded=True: the path and query go out exactly as the client wrote them, not re-quoted.
         url = URL(route.url, encoded=True)
-        # No body, no data: a GET goes up without a `content-length` the client never sent.
-        response = await session.request(method, url, headers=headers, data=body or None, allow_redirects=False)
+        response = await session.request(method, url, headers=headers, data=data, allow_redirects=False)
     except (aiohttp.ServerTimeoutError, TimeoutError) as exc:
         raise GatewayError(Kind.TIMEOUT, f"upstream {route.provider} did not answer in time") from exc
     except aiohttp.ClientError as exc:
@@ -142,6 +198,7 @@ async def _relay(
     send: Send,
     watch: _DisconnectWatch,
     meter_max_bytes: int,
+    tap: Tap | None = None,
 ) -> None:
     """The upstream's status, headers and body to the client as they arrive; the meter reads after."""
     complete = False
@@ -163,6 +220,8 @@ async def _relay(
             }
         )
         x.response_started = True
+        if tap is not None:
+            tap.begin(response.headers.get("content-encoding", ""))
         try:
             async for chunk in response.content.iter_any():
                 if x.first_byte_at is None:
@@ -170,6 +229,8 @@ async def _relay(
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 x.bytes_out += len(chunk)
                 meter.feed(chunk)
+                if tap is not None:
+                    tap.feed(chunk)
         except (aiohttp.ServerTimeoutError, TimeoutError) as exc:
             x.error_type = "upstream_timeout"
             raise ResponseAborted("upstream went silent mid-response") from exc
@@ -178,6 +239,8 @@ async def _relay(
             raise ResponseAborted("upstream closed the connection mid-response") from exc
         complete = True
         watch.done = True  # from here on, the server reports the finished response as a disconnect
+        if tap is not None:
+            tap.finish()
         await send({"type": "http.response.body", "body": b"", "more_body": False})
         # The client has every byte. What the meter left waiting (a burst of lines, compressed
         # input beyond a chunk's budget) it reads now, one bounded step per turn of the loop.
@@ -190,3 +253,59 @@ async def _relay(
             response.release()
         else:
             response.close()  # drops the upstream connection: the vendor stops generating
+
+
+async def _relay_rewritten(
+    x: Exchange,
+    response: aiohttp.ClientResponse,
+    send: Send,
+    watch: _DisconnectWatch,
+    rewrite: Callable[[bytes, str], bytes | None],
+) -> None:
+    """A small answer read whole, changed by `rewrite`, and sent with its new length. One too
+    large to hold, or that `rewrite` declines, goes on as it came."""
+    complete = False
+    x.status = response.status
+    x.upstream_request_id = upstream_request_id(response.headers)
+    try:
+        held: list[bytes] = []
+        size = 0
+        try:
+            async for chunk in response.content.iter_any():
+                if x.first_byte_at is None:
+                    x.first_byte_at = time.perf_counter()
+                held.append(chunk)
+                size += len(chunk)
+                if size > MAX_WHOLE_BYTES:
+                    break
+        except (aiohttp.ServerTimeoutError, TimeoutError) as exc:
+            raise GatewayError(Kind.TIMEOUT, "upstream went silent before its answer was complete") from exc
+        except aiohttp.ClientError as exc:
+            raise GatewayError(Kind.UPSTREAM, "upstream closed the connection before its answer was complete") from exc
+        body = b"".join(held)
+        headers = client_response_headers(response.raw_headers, x.request_id.encode(), x.extra_headers)
+        changed = rewrite(body, response.headers.get("content-encoding", "")) if size <= MAX_WHOLE_BYTES else None
+        if changed is not None:
+            body = changed
+            headers = [(n, v) for n, v in headers if n.lower() != b"content-length"]
+            headers.append((b"content-length", b"%d" % len(body)))
+        await send({"type": "http.response.start", "status": response.status, "headers": headers})
+        x.response_started = True
+        await send({"type": "http.response.body", "body": body, "more_body": size > MAX_WHOLE_BYTES})
+        x.bytes_out += len(body)
+        if size > MAX_WHOLE_BYTES:  # too large to hold: the rest goes on as it comes
+            try:
+                async for chunk in response.content.iter_any():
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                    x.bytes_out += len(chunk)
+            except (aiohttp.ServerTimeoutError, TimeoutError, aiohttp.ClientError) as exc:
+                x.error_type = "upstream_reset"
+                raise ResponseAborted("upstream closed the connection mid-response") from exc
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        complete = True
+        watch.done = True
+    finally:
+        if complete:
+            response.release()
+        else:
+            response.close()

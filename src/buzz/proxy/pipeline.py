@@ -16,23 +16,21 @@ from buzz.billing.ledger import LedgerRow
 from buzz.config import METER_MAX_BYTES
 from buzz.counters import Counters
 from buzz.errors import GatewayError, Kind, send_error, where
-from buzz.forwarded import TrustedProxies
+from buzz.forwarded import TrustedProxies, public_url
 from buzz.identifiers import identifier_or_none
 from buzz.proxy import attribution
 from buzz.proxy.admit import Admission, Admitted, check_access, ratelimit_headers
 from buzz.proxy.auth import Authenticator, FailureThrottle, Principal, presented_key
+from buzz.proxy.batches import Batches, ResultLines, batch_route, rewrite_encoded
 from buzz.proxy.exchange import SCOPE_KEY, Exchange
-from buzz.proxy.forward import ResponseAborted, forward
+from buzz.proxy.forward import PLAIN, Passage, ResponseAborted, forward
 from buzz.proxy.route import NO_HEAD, Router, add_include_usage, read_head
 from buzz.proxy.settle import Settler
-from buzz.routes import CHAT, Endpoint, Surface
+from buzz.proxy.upload import ClientGone, Upload, too_large
+from buzz.routes import CHAT, Endpoint, Surface, unpriced
 from buzz.upstreams.rules import usage_rules
 
 log = logging.getLogger("buzz.pipeline")
-
-
-class ClientGone(Exception):
-    """The client hung up before it finished sending its request."""
 
 
 class Pipeline:
@@ -43,13 +41,17 @@ class Pipeline:
         settler: Settler,
         session: aiohttp.ClientSession,
         max_body_bytes: int,
+        max_upload_bytes: int,
         admission: Admission,
+        batches: Batches,
         counters: Counters,
         proxies: TrustedProxies,
         add_include_usage: bool = False,
         throttle: FailureThrottle | None = None,
         meter_max_bytes: int = METER_MAX_BYTES,
+        public_url: str | None = None,
     ) -> None:
+        self._public_url = public_url  # where batch objects' `results_url` points (else the Host)
         self._admission = admission
         self._counters = counters
         self._proxies = proxies
@@ -61,6 +63,8 @@ class Pipeline:
         self._settler = settler
         self._session = session
         self._max_body_bytes = max_body_bytes
+        self._max_upload_bytes = max_upload_bytes
+        self._batches = batches
 
     async def handle(
         self, scope: Scope, receive: Receive, send: Send, endpoint: Endpoint, params: dict[str, str]
@@ -74,8 +78,13 @@ class Pipeline:
         try:
             token, key_location = presented_key(headers, query if surface is Surface.GEMINI else b"")
             x.principal = await self.authenticate(scope, token)
-            body = await self._read_body(receive, headers)
-            x.body_bytes = len(body)
+            passage, room = PLAIN, 0
+            if endpoint.streamed:  # files, batches...: the body goes up as it comes, never whole
+                body, (passage, room) = b"", self._passage(scope, receive, headers, x)
+                x.unpriced = unpriced(surface, scope["path"])
+            else:
+                body = await self._read_body(receive, headers)
+                x.body_bytes = len(body)
             if endpoint.by_model:
                 head = read_head(body, model_required=surface is not Surface.GEMINI)
                 model = params.get("model") or head.model or ""
@@ -93,7 +102,7 @@ class Pipeline:
             check_access(x.principal, model or None, x.ts)
             if scopes := x.principal.scopes:
                 admitted = await self._admission.reserve(
-                    scopes, route.provider, model, body, head, x.ts, endpoint.billed
+                    scopes, route.provider, model, body, head, x.ts, endpoint.billed, room
                 )
                 x.extra_headers = ratelimit_headers(admitted.remaining)
             if self._add_include_usage and endpoint is CHAT and head.stream and not head.include_usage:
@@ -110,6 +119,7 @@ class Pipeline:
                 receive,
                 send,
                 self._meter_max_bytes,
+                passage,
             )
         except GatewayError as error:
             x.status = error.kind.status
@@ -177,6 +187,13 @@ class Pipeline:
         """The ledger row and the reservation are each settled whatever became of the other, and
         neither may raise into the server: a failure is counted and logged (type and place only)."""
         row: LedgerRow | None = None
+        charge = 0  # a batch's results billed by this fetch, on rows of their own
+        if x.results is not None and 200 <= x.status < 300:
+            try:
+                charge = self._batches.bill(x, *x.results)
+            except Exception as exc:
+                self._counters.add("batch_bill_failed")
+                log.error("batch billing failed: %s at %s", type(exc).__name__, where(exc))
         try:
             row = self._settler.settle(x)
         except Exception as exc:
@@ -184,16 +201,53 @@ class Pipeline:
             log.error("ledger settle failed: %s at %s", type(exc).__name__, where(exc))
         if admitted is not None:
             try:
-                await self._admission.settle(admitted, row)
+                await self._admission.settle(admitted, row, charge)
             except Exception as exc:
                 self._counters.add("limiter_settle_failed")
                 log.error("limiter settle failed: %s at %s", type(exc).__name__, where(exc))
+
+    def _passage(self, scope: Scope, receive: Receive, headers: dict[bytes, bytes], x: Exchange) -> tuple[Passage, int]:
+        """How another route's bytes go (see `forward.Passage`), and the spend room (nano-dollars)
+        its key must have left: a batch about to be made must find its caps and balance not spent."""
+        upload = self._upload(receive, headers, x)
+        batch = batch_route(scope["path"]) if x.surface == Surface.ANTHROPIC.value else None
+        if batch is None:
+            return Passage(upload), 0
+        principal = x.principal
+        assert principal is not None
+        if batch.batch_id is not None:
+            self._batches.check_owner(principal, batch.batch_id)
+        if batch.results:
+            lines = ResultLines()
+            x.results = (batch.batch_id or "", lines)
+            return Passage(upload, tap=lines), 0
+        base = public_url(self._public_url, scope, self._proxies).encode()
+        creating = scope["method"] == "POST" and batch.batch_id is None
+        batches = self._batches
+
+        def rewrite(body: bytes, encoding: str) -> bytes | None:
+            done = rewrite_encoded(body, encoding, base)
+            if done is None:
+                return None
+            plain, changed = done
+            if creating:
+                batches.created(x, plain)
+            return changed
+
+        return Passage(upload, rewrite=rewrite), 1 if creating else 0
+
+    def _upload(self, receive: Receive, headers: dict[bytes, bytes], x: Exchange) -> Upload:
+        limit = self._max_upload_bytes
+        declared = headers.get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise too_large(limit)
+        return Upload(receive, limit, x)
 
     async def _read_body(self, receive: Receive, headers: dict[bytes, bytes]) -> bytes:
         limit = self._max_body_bytes
         declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise GatewayError(Kind.TOO_LARGE, f"request body is larger than the {limit}-byte limit")
+            raise too_large(limit)
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -203,7 +257,7 @@ class Pipeline:
             chunk: bytes = message.get("body", b"")
             size += len(chunk)
             if size > limit:
-                raise GatewayError(Kind.TOO_LARGE, f"request body is larger than the {limit}-byte limit")
+                raise too_large(limit)
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return chunks[0] if len(chunks) == 1 else b"".join(chunks)

@@ -260,8 +260,9 @@ class Router:
     def _target(self, surface: Surface, model: str, key_location: bytes | None, by_model: bool) -> _Target:
         if by_model:
             name = self.provider(surface, model)
-        else:
-            name = providers.NATIVE[surface.value].name
+        else:  # the surface's own vendor; the OpenAI surface's own routes (files, batches) are OpenAI's
+            native = providers.NATIVE.get(surface.value)
+            name = native.name if native is not None else "openai"
             self._configured(name)
         vendor = providers.get(name)
         upstream = self._config.provider(name)

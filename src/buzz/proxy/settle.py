@@ -31,6 +31,8 @@ class Settler:
         cost_nanos: int | None = 0
         list_nanos: int | None = 0
         version = None
+        if x.unpriced and 200 <= x.status < 300:
+            cost_nanos = list_nanos = None  # unknown, never a silent $0
         if x.provider is not None and x.model is not None and not usage.is_empty():
             # Bill the model that was asked for: that is the id the customer chose and sees.
             try:

@@ -132,6 +132,20 @@ class RollupLine:
     totals: Totals
 
 
+@dataclass(frozen=True, slots=True)
+class BatchRecord:
+    """A batch created through buzz: whose it is, so its results bill the right key and project,
+    and only that project can reach it."""
+
+    id: str
+    provider: str
+    key_id: str
+    project: str
+    user_id: str | None
+    tags: tuple[str, ...]
+    created: float  # unix seconds
+
+
 class Store(Protocol):
     """Keys and the ledger.
 
@@ -192,6 +206,17 @@ class Store(Protocol):
     def list_console_tokens(self, project: str | None = None) -> list[ConsoleTokenRecord]: ...
 
     def revoke_console_token(self, token_id: str) -> bool: ...
+
+    def record_batch(self, batch: BatchRecord) -> None:
+        """Keep a batch's owner; recording the same id again changes nothing."""
+        ...
+
+    def find_batch(self, batch_id: str) -> BatchRecord | None: ...
+
+    def claim_batch_results(self, batch_id: str, custom_ids: Sequence[str]) -> list[str]:
+        """Of `custom_ids`, the ones never claimed before, now claimed: each result of a batch
+        is billed once, however many processes fetch it, however many times."""
+        ...
 
     def console_secret(self, candidate: bytes) -> bytes:
         """The secret that signs console sessions: the stored one, or `candidate` stored now if

@@ -33,6 +33,7 @@ from buzz.store import plan
 from buzz.store import postgres_ledger as ledger
 from buzz.store import postgres_reports as reports
 from buzz.store.base import (
+    BatchRecord,
     Bucketing,
     ConsoleTokenRecord,
     Dimension,
@@ -44,6 +45,7 @@ from buzz.store.base import (
 )
 from buzz.store.lines import OffsetTimes, render
 from buzz.store.records import (
+    BATCH_SELECT,
     CONSOLE_SELECT,
     KEY_CHANGES,
     KEY_SELECT,
@@ -51,6 +53,8 @@ from buzz.store.records import (
     PROJECT_CHANGES,
     PROJECT_SELECT,
     PendingBalances,
+    batch_record,
+    batch_values,
     checked_changes,
     key_record,
     limit_values,
@@ -354,6 +358,31 @@ class PostgresStore:
                 (iso(datetime.now(UTC).timestamp()), token_id),
             )
             return cursor.rowcount == 1
+
+    # --- batches --------------------------------------------------------------------------
+
+    def record_batch(self, batch: BatchRecord) -> None:
+        with self._session() as conn:
+            conn.execute(
+                "INSERT INTO batches VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING", batch_values(batch)
+            )
+
+    def find_batch(self, batch_id: str) -> BatchRecord | None:
+        row = self._read_one(f"{BATCH_SELECT} WHERE id = %s", (batch_id,))
+        return batch_record(row) if row else None
+
+    def claim_batch_results(self, batch_id: str, custom_ids: Sequence[str]) -> list[str]:
+        wanted = list(dict.fromkeys(custom_ids))
+        with self._session() as conn:
+            # Only the rows this statement inserted come back: a concurrent claim of the same
+            # ids waits on them, then inserts none.
+            rows = conn.execute(
+                "INSERT INTO batch_results (batch_id, custom_id) SELECT %s, unnest(%s::text[])"
+                " ON CONFLICT DO NOTHING RETURNING custom_id",
+                (batch_id, wanted),
+            ).fetchall()
+        claimed = {custom_id for (custom_id,) in rows}
+        return [custom_id for custom_id in wanted if custom_id in claimed]
 
     def console_secret(self, candidate: bytes) -> bytes:
         with self._session() as conn:

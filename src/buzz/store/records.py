@@ -3,6 +3,7 @@ they become, so that every backend hands back the same records."""
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -11,7 +12,7 @@ import msgspec
 
 from buzz.billing.ledger import LedgerRow
 from buzz.limits.base import Limits
-from buzz.store.base import KeyRecord, ProjectRecord
+from buzz.store.base import BatchRecord, KeyRecord, ProjectRecord
 
 LIMIT_COLUMNS = ("rpm", "itpm", "otpm", "concurrency", "daily_nanos", "monthly_nanos")
 KEY_SELECT = (
@@ -161,3 +162,16 @@ def ledger_values(row: LedgerRow, ts: object, tags: object) -> tuple[Any, ...]:
         row.upstream_request_id,
         row.usage_note,
     )
+
+
+BATCH_SELECT = "SELECT id, provider, key_id, project, user_id, tags, created FROM batches"
+
+
+def batch_values(batch: BatchRecord) -> tuple[Any, ...]:
+    """A batch's values in BATCH_SELECT's order, its tags as a JSON array."""
+    return (batch.id, batch.provider, batch.key_id, batch.project, batch.user_id, json.dumps(batch.tags), batch.created)
+
+
+def batch_record(row: Sequence[Any]) -> BatchRecord:
+    ident, provider, key_id, project, user_id, tags, created = row
+    return BatchRecord(ident, provider, key_id, project, user_id, tuple(json.loads(tags)), float(created))

@@ -21,6 +21,7 @@ from buzz.limits.base import Limits, ScopeKind
 from buzz.store import plan, sqlite_export
 from buzz.store import sqlite_reports as reports
 from buzz.store.base import (
+    BatchRecord,
     Bucketing,
     ConsoleTokenRecord,
     Dimension,
@@ -30,6 +31,7 @@ from buzz.store.base import (
     RollupLine,
 )
 from buzz.store.records import (
+    BATCH_SELECT,
     CONSOLE_SELECT,
     KEY_CHANGES,
     KEY_SELECT,
@@ -38,6 +40,8 @@ from buzz.store.records import (
     PROJECT_CHANGES,
     PROJECT_SELECT,
     PendingBalances,
+    batch_record,
+    batch_values,
     checked_changes,
     key_record,
     ledger_values,
@@ -266,6 +270,33 @@ class SQLiteStore:
             (iso(datetime.now(UTC).timestamp()), key_id),
         )
         return cursor.rowcount == 1
+
+    # --- batches --------------------------------------------------------------------------
+
+    def record_batch(self, batch: BatchRecord) -> None:
+        self._conn.execute("INSERT OR IGNORE INTO batches VALUES (?, ?, ?, ?, ?, ?, ?)", batch_values(batch))
+
+    def find_batch(self, batch_id: str) -> BatchRecord | None:
+        row = self._conn.execute(f"{BATCH_SELECT} WHERE id = ?", (batch_id,)).fetchone()
+        return batch_record(row) if row else None
+
+    def claim_batch_results(self, batch_id: str, custom_ids: Sequence[str]) -> list[str]:
+        wanted = list(dict.fromkeys(custom_ids))
+        with self._transaction():  # the write lock: another process's claim waits, then sees these
+            claimed: set[str] = set()
+            for start in range(0, len(wanted), 500):
+                part = wanted[start : start + 500]
+                marks = ",".join("?" * len(part))
+                claimed.update(
+                    custom_id
+                    for (custom_id,) in self._conn.execute(
+                        f"SELECT custom_id FROM batch_results WHERE batch_id = ? AND custom_id IN ({marks})",  # noqa: S608
+                        (batch_id, *part),
+                    )
+                )
+            new = [custom_id for custom_id in wanted if custom_id not in claimed]
+            self._conn.executemany("INSERT INTO batch_results VALUES (?, ?)", [(batch_id, c) for c in new])
+        return new
 
     # --- console tokens -------------------------------------------------------------------
 

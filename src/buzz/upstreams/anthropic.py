@@ -167,3 +167,40 @@ class AnthropicUsage:
             one_hour,  # cache_write_1h_tokens
             raw.cache_read_input_tokens or 0,  # cache_read_tokens
         )
+
+
+class _Result(msgspec.Struct):
+    type: str | None = None
+    message: _Message | None = None
+
+
+class _ResultLine(msgspec.Struct):
+    custom_id: str | None = None
+    result: _Result | None = None
+
+
+_decode_result_line = msgspec.json.Decoder(_ResultLine).decode
+
+
+def batch_result(line: bytes) -> tuple[str, str, Usage] | None:
+    """One line of a Message Batch's results: the custom_id, model and usage of a request that
+    succeeded. None for a request that errored, was canceled or expired (the vendor bills none of
+    them), and for a line that is not such a result."""
+    try:
+        doc = _decode_result_line(line)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+    result = doc.result
+    if doc.custom_id is None or result is None or result.type != "succeeded" or result.message is None:
+        return None
+    message = result.message
+    if message.model is None or message.usage is None:
+        return None
+    raw = message.usage
+    writes = raw.cache_creation_input_tokens or 0
+    split = raw.cache_creation
+    one_hour = min(split.ephemeral_1h_input_tokens or 0, writes) if split is not None else 0
+    usage = Usage(
+        raw.input_tokens or 0, raw.output_tokens or 0, writes - one_hour, one_hour, raw.cache_read_input_tokens or 0
+    )
+    return doc.custom_id, message.model, usage

@@ -1,0 +1,273 @@
+"""Anthropic's Message Batches: who may reach a batch, the one response value buzz changes, and
+billing each result exactly once.
+
+- **Whose.** Every batch lives in the upstream account buzz uses for all its keys. A batch made
+  through buzz is recorded with its key, project, user and tags; only keys of that project reach
+  it (retrieve, cancel, delete, results). Any other id is a 404, as the vendor answers an id that
+  is not the account's.
+- **`results_url`.** A batch object names where its results are, on the vendor's host, and the
+  SDKs fetch that URL as given: relayed untouched, they would go around buzz with a buzz key and
+  get a 401. So in every batch object buzz returns, that value, and only it, is rewritten to
+  buzz's own address, as a reverse proxy rewrites a `Location` header. The path stays the
+  vendor's, which buzz serves by passing it through.
+- **Billing.** A batch's usage is known only in its results. As they stream through, each line's
+  usage is read (`ResultLines`); once the fetch ends, complete or cut, the results seen are
+  claimed in the store, and those never claimed before are billed at the batch price, one ledger
+  row each, attributed as the batch was. A second fetch bills nothing again; a cut one bills
+  what passed, and the next fetch the rest.
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from collections.abc import Callable
+from typing import NamedTuple
+
+import msgspec
+
+from buzz.billing.ledger import LedgerRow, LedgerWriter
+from buzz.billing.pricing import PriceBook
+from buzz.billing.usage import Usage
+from buzz.errors import GatewayError, Kind
+from buzz.proxy.auth import Principal
+from buzz.proxy.exchange import Exchange, new_request_id
+from buzz.proxy.inflate import Inflater, TooCompressed, codec
+from buzz.store.base import BatchRecord, Store
+from buzz.upstreams.anthropic import batch_result
+
+SURFACE = "anthropic_batch"  # the ledger's surface of a batch result, apart from live requests
+_PROVIDER = "anthropic"
+_ONE = re.compile(r"/v1/messages/batches/([A-Za-z0-9_-]{1,128})(/cancel|/results)?")
+# The value of every "results_url" member: vendor host and all. JSON strings hold no bare `"`.
+_RESULTS_URL = re.compile(rb'("results_url"\s*:\s*")([^"\\]*)(")')
+_RESULTS_PATH = b"/v1/messages/batches/"
+# Batch objects are small (a list page of 100 is tens of kilobytes): one larger is relayed as it is.
+MAX_OBJECT_BYTES = 16 * 1024 * 1024
+# A result line holds a whole message; one larger than this is not read (and not billed).
+MAX_LINE_BYTES = 64 * 1024 * 1024
+
+
+class BatchRoute(NamedTuple):
+    batch_id: str | None  # None: the collection (create, list)
+    results: bool  # the JSONL results of one batch
+
+
+def batch_route(path: str) -> BatchRoute | None:
+    """What a `/v1/messages/batches…` path names, or None for another path."""
+    if path == "/v1/messages/batches":
+        return BatchRoute(None, False)
+    one = _ONE.fullmatch(path)
+    if one is None:
+        return None
+    return BatchRoute(one.group(1), one.group(2) == "/results")
+
+
+def rewrite_results_url(body: bytes, base: bytes) -> bytes:
+    """`body` with each `results_url` pointing at `base` (buzz's address), keeping the vendor's
+    path. Every other byte stays as it was."""
+
+    def swap(found: re.Match[bytes]) -> bytes:
+        value = found.group(2)
+        at = value.find(_RESULTS_PATH)
+        if at < 0:
+            return found.group(0)  # null is not matched; anything else unknown is left alone
+        return found.group(1) + base + value[at:] + found.group(3)
+
+    return _RESULTS_URL.sub(swap, body)
+
+
+def rewrite_encoded(body: bytes, encoding: str, base: bytes) -> tuple[bytes, bytes] | None:
+    """`body` decoded, and `rewrite_results_url` of it encoded again as it came; None when buzz
+    cannot (an encoding it does not know, or a body that inflates past the bound)."""
+    encoding = encoding.strip().lower()
+    if encoding in ("", "identity"):
+        return body, rewrite_results_url(body, base)
+    decoder = codec(encoding)
+    if decoder is None or encoding not in _ENCODERS:
+        return None
+    pieces: list[bytes] = []
+    inflater = Inflater(decoder, MAX_OBJECT_BYTES)
+    try:
+        inflater.feed(body, pieces.append, MAX_OBJECT_BYTES)
+        inflater.finish(pieces.append)
+    except (TooCompressed, zlib.error, ValueError):
+        return None
+    plain = b"".join(pieces)
+    if len(plain) > MAX_OBJECT_BYTES or not inflater.ended:
+        return None
+    return plain, _ENCODERS[encoding](rewrite_results_url(plain, base))
+
+
+def _zlib(wbits: int) -> Callable[[bytes], bytes]:
+    def encode(data: bytes) -> bytes:
+        encoder = zlib.compressobj(wbits=wbits)
+        return encoder.compress(data) + encoder.flush()
+
+    return encode
+
+
+def _brotli(data: bytes) -> bytes:
+    import brotli  # a dependency; imported on the first brotli batch object
+
+    return bytes(brotli.compress(data))
+
+
+_ENCODERS: dict[str, Callable[[bytes], bytes]] = {
+    "gzip": _zlib(31),
+    "x-gzip": _zlib(31),
+    "deflate": _zlib(15),
+    "br": _brotli,
+}
+
+
+class ResultLines:
+    """Reads a batch's JSONL results from a copy of what was relayed: the succeeded results, as
+    (custom_id, model, usage). Only whole lines count: a cut download leaves its last, partial
+    line to the next fetch."""
+
+    __slots__ = ("_inflater", "_line", "_skipping", "seen", "stopped")
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str, Usage]] = []
+        self._line = bytearray()
+        self._skipping = False  # inside a line too long to read, up to its end
+        self.stopped = False
+        self._inflater: Inflater | None = None
+
+    def begin(self, content_encoding: str) -> None:
+        encoding = content_encoding.strip().lower()
+        if encoding and encoding != "identity":
+            decoder = codec(encoding)
+            if decoder is None:
+                self.stopped = True  # nothing read, nothing billed: the row says so
+            else:
+                self._inflater = Inflater(decoder, MAX_LINE_BYTES)
+
+    def feed(self, chunk: bytes) -> None:
+        if self.stopped:
+            return
+        try:
+            if self._inflater is None:
+                self._take(chunk)
+            else:
+                self._inflater.feed(chunk, self._take)
+        except TooCompressed:
+            self.stopped = True
+
+    def finish(self) -> None:
+        """The whole answer was relayed: decode what waits, and read a last line without `\\n`."""
+        if self.stopped:
+            return
+        try:
+            if self._inflater is not None:
+                self._inflater.finish(self._take)
+        except TooCompressed:
+            self.stopped = True
+            return
+        if self._line and not self._skipping:
+            self._read(bytes(self._line))
+        self._line.clear()
+
+    def _take(self, data: bytes) -> None:
+        start = 0
+        while (end := data.find(b"\n", start)) >= 0:
+            if self._skipping:
+                self._skipping = False
+            elif self._line:
+                self._line += data[start:end]
+                self._read(bytes(self._line))
+                self._line.clear()
+            else:
+                self._read(data[start:end])
+            start = end + 1
+        if not self._skipping and start < len(data):
+            self._line += data[start:]
+            if len(self._line) > MAX_LINE_BYTES:
+                self._line.clear()
+                self._skipping = True
+
+    def _read(self, line: bytes) -> None:
+        found = batch_result(line)
+        if found is not None:
+            self.seen.append(found)
+
+
+class _Created(msgspec.Struct):
+    id: str | None = None
+    type: str | None = None
+
+
+_decode_created = msgspec.json.Decoder(_Created).decode
+
+
+class Batches:
+    """Records batches made through buzz, guards who reaches them, and bills their results."""
+
+    def __init__(self, store: Store, prices: PriceBook, ledger: LedgerWriter) -> None:
+        self._store = store
+        self._prices = prices
+        self._ledger = ledger
+
+    def check_owner(self, principal: Principal, batch_id: str) -> None:
+        record = self._store.find_batch(batch_id)
+        if record is None or record.project != principal.project:
+            raise GatewayError(Kind.NOT_FOUND, f"no batch {batch_id} made through this gateway for this key's project")
+
+    def created(self, x: Exchange, body: bytes) -> None:
+        """A create answered 200: the batch is recorded as the request was attributed."""
+        principal = x.principal
+        try:
+            created = _decode_created(body)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return
+        if principal is None or principal.key_id is None or created.id is None or created.type != "message_batch":
+            return
+        batch = BatchRecord(created.id, _PROVIDER, principal.key_id, principal.project, x.user_id, x.tags, x.ts)
+        self._store.record_batch(batch)
+
+    def bill(self, x: Exchange, batch_id: str, lines: ResultLines) -> int:
+        """Bill the results of `lines` never billed before; returns their cost in nano-dollars."""
+        if not lines.seen:
+            return 0
+        record = self._store.find_batch(batch_id)
+        if record is None:
+            return 0  # check_owner let no such fetch through
+        fresh = set(self._store.claim_batch_results(batch_id, [custom_id for custom_id, _, _ in lines.seen]))
+        total = 0
+        submit: Callable[[LedgerRow], None] = self._ledger.submit
+        for custom_id, model, usage in lines.seen:
+            if custom_id not in fresh:
+                continue
+            fresh.discard(custom_id)  # a custom_id twice in one file is billed once
+            cost, list_cost, version = self._prices.batch_cost(_PROVIDER, model, usage, record.created)
+            total += cost or 0
+            submit(
+                LedgerRow(
+                    new_request_id(),
+                    x.ts,
+                    SURFACE,
+                    200,
+                    "reported",
+                    0.0,
+                    record.key_id,
+                    record.project,
+                    record.user_id,
+                    record.tags,
+                    _PROVIDER,
+                    model,
+                    None,
+                    usage.input_tokens,
+                    usage.output_tokens,
+                    usage.cache_write_5m_tokens,
+                    usage.cache_write_1h_tokens,
+                    usage.cache_read_tokens,
+                    cost,
+                    list_cost,
+                    version,
+                    None,
+                    x.upstream_request_id,
+                    None,
+                )
+            )
+        return total
