@@ -175,6 +175,52 @@ def test_bytes_pass_through_both_ways_on_another_route(gateway: BuzzProcess, fak
     assert got == answer
 
 
+ROUTES = [
+    # (vendor, method, path and query, body)
+    ("anthropic", "GET", "/v1/files?limit=2&after_id=file_1", b""),
+    ("anthropic", "DELETE", "/v1/files/file_011", b""),
+    ("anthropic", "GET", "/v1/files/file_011/content", b""),
+    ("anthropic", "GET", "/v1/skills?beta=true", b""),  # a route newer than buzz
+    ("openai", "POST", "/v1/moderations", b'{"input":"hello \\u00e9","model":"omni-moderation-latest"}'),
+    ("openai", "POST", "/v1/audio/speech", b'{"model":"gpt-4o-mini-tts","input":"hi","voice":"alloy"}'),
+    ("openai", "POST", "/v1/uploads/upload_1/parts", b"--b\r\nraw part bytes\r\n--b--\r\n"),
+    ("openai", "GET", "/v1/batches?limit=1", b""),
+    ("openai", "POST", "/v1/batches/batch_1/cancel", b""),
+]
+
+
+@pytest.mark.parametrize(("vendor", "method", "target", "body"), ROUTES)
+def test_every_other_route_passes_bytes_both_ways(
+    gateway: BuzzProcess,
+    fake: FakeAnthropic,
+    oai: FakeOpenAI,
+    key: str,
+    vendor: str,
+    method: str,
+    target: str,
+    body: bytes,
+) -> None:
+    upstream = fake if vendor == "anthropic" else oai
+    answer = os.urandom(3000)  # any bytes at all, as an audio file would be
+    upstream.enqueue(Reply(status=207, body=answer, headers=[("content-type", BINARY), ("x-kept", "yes")]))
+    announce = b"anthropic-version: 2023-06-01\r\n" if vendor == "anthropic" else b""
+    request = (
+        b"%s %s HTTP/1.1\r\nHost: buzz\r\n%sauthorization: Bearer %s\r\nx-trace: t-1\r\n"
+        b"content-length: %d\r\nconnection: close\r\n\r\n"
+        % (method.encode(), target.encode(), announce, key.encode(), len(body))
+    ) + body
+    response = _raw(gateway.port, request)
+
+    [seen] = upstream.requests
+    path, _, query = target.partition("?")
+    assert (seen.method, seen.path, seen.query_string) == (method, path, query)
+    assert seen.body == body and seen.header("x-trace") == "t-1"
+    assert key not in repr(seen.raw_headers)
+    head, _, got = response.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 207 ") and b"\r\nx-kept: yes" in head
+    assert got == answer
+
+
 def test_an_upload_over_its_limit_is_refused_and_the_upstream_gets_no_whole_body(
     gateway: BuzzProcess, fake: FakeAnthropic, key: str
 ) -> None:

@@ -1,0 +1,245 @@
+"""Message Batches through buzz: the real SDK end to end, `results_url` the one value changed,
+results billed exactly once at the batch price, and a batch reachable only from its project.
+
+A real buzz process in front of the fake Anthropic, which answers what each test queues.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import anthropic
+import pytest
+
+from fakes.fake_anthropic import FakeAnthropic
+from fakes.replies import Reply, dumps
+from support import BuzzProcess
+
+VENDOR_RESULTS = "https://api.anthropic.com/v1/messages/batches/{id}/results"
+SURFACE = "anthropic_batch"
+# claude-haiku-4-5 in USD per million tokens: input 1, output 5, 5-minute cache write 1.25,
+# 1-hour cache write 2, cache read 0.10. A batch pays half of each.
+HAIKU = "claude-haiku-4-5"
+
+
+def _batch(batch_id: str, status: str = "ended", results: bool = True) -> dict[str, Any]:
+    return {
+        "id": batch_id,
+        "type": "message_batch",
+        "processing_status": status,
+        "request_counts": {"processing": 0, "succeeded": 3, "errored": 1, "canceled": 0, "expired": 0},
+        "created_at": "2026-12-06T10:00:00Z",
+        "expires_at": "2026-12-07T10:00:00Z",
+        "ended_at": "2026-12-06T10:05:00Z" if status == "ended" else None,
+        "cancel_initiated_at": None,
+        "archived_at": None,
+        "results_url": VENDOR_RESULTS.format(id=batch_id) if results else None,
+    }
+
+
+def _succeeded(custom_id: str, usage: dict[str, Any]) -> bytes:
+    message = {
+        "id": f"msg_{custom_id}",
+        "type": "message",
+        "role": "assistant",
+        "model": HAIKU,
+        "content": [{"type": "text", "text": "done"}],
+        "stop_reason": "end_turn",
+        "stop_sequence": None,
+        "usage": usage,
+    }
+    return dumps({"custom_id": custom_id, "result": {"type": "succeeded", "message": message}}) + b"\n"
+
+
+# Three succeeded results and one errored; the batch prices, to the nano-dollar, are worked out
+# by hand from the list prices above, halved.
+RESULTS = [
+    (_succeeded("r1", {"input_tokens": 1000, "output_tokens": 333, "cache_read_input_tokens": 77}), 1_336_350),
+    (
+        _succeeded(
+            "r2",
+            {
+                "input_tokens": 10,
+                "output_tokens": 20,
+                "cache_creation_input_tokens": 300,
+                "cache_creation": {"ephemeral_5m_input_tokens": 100, "ephemeral_1h_input_tokens": 200},
+            },
+        ),
+        # 10 * 1000 + 20 * 5000 + 100 * 1250 + 200 * 2000 = 635,000, halved
+        317_500,
+    ),
+    (
+        dumps({"custom_id": "r3", "result": {"type": "errored", "error": {"type": "error"}}}) + b"\n",
+        0,
+    ),
+    (_succeeded("r4", {"input_tokens": 1, "output_tokens": 1}), 3_000),  # 1000 + 5000, halved
+]
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory, fake_session: FakeAnthropic) -> Iterator[BuzzProcess]:
+    with BuzzProcess(tmp_path_factory.mktemp("batches") / "data", fake_session.url) as process:
+        yield process
+
+
+def _client(gateway: BuzzProcess, key: str) -> anthropic.Anthropic:
+    return anthropic.Anthropic(api_key=key, base_url=gateway.url, max_retries=0)
+
+
+def _raw(port: int, request: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(request)
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    return received
+
+
+def _create(gateway: BuzzProcess, fake: FakeAnthropic, key: str, batch_id: str) -> None:
+    fake.enqueue(Reply(body=dumps(_batch(batch_id, "in_progress", results=False))))
+    batch = _client(gateway, key).messages.batches.create(
+        requests=[{"custom_id": "r1", "params": {"model": HAIKU, "max_tokens": 64, "messages": []}}]
+    )
+    assert batch.id == batch_id
+
+
+def _batch_rows(gateway: BuzzProcess, project: str, count: int | None = None) -> list[dict[str, Any]]:
+    return gateway.ledger(count, where=lambda row: row["surface"] == SURFACE and row["project"] == project)
+
+
+def test_the_sdk_creates_retrieves_cancels_and_reads_results_through_buzz(
+    gateway: BuzzProcess, fake: FakeAnthropic
+) -> None:
+    key = gateway.create_key(project="acme")
+    _create(gateway, fake, key, "msgbatch_sdk")
+    client = _client(gateway, key)
+
+    fake.enqueue(Reply(body=dumps(_batch("msgbatch_sdk"))))
+    retrieved = client.messages.batches.retrieve("msgbatch_sdk")
+    assert retrieved.results_url == f"{gateway.url}/v1/messages/batches/msgbatch_sdk/results"
+
+    jsonl = b"".join(line for line, _ in RESULTS)
+    fake.enqueue(
+        Reply(body=dumps(_batch("msgbatch_sdk"))), Reply(body=jsonl, headers=[("content-type", "application/binary")])
+    )
+    results = list(client.messages.batches.results("msgbatch_sdk"))
+    assert [r.custom_id for r in results] == ["r1", "r2", "r3", "r4"]
+    assert [r.result.type for r in results] == ["succeeded", "succeeded", "errored", "succeeded"]
+
+    fake.enqueue(Reply(body=dumps(_batch("msgbatch_sdk", "canceling", results=False))))
+    assert client.messages.batches.cancel("msgbatch_sdk").processing_status == "canceling"
+
+    paths = [(r.method, r.path) for r in fake.requests]
+    assert paths == [
+        ("POST", "/v1/messages/batches"),
+        ("GET", "/v1/messages/batches/msgbatch_sdk"),
+        ("GET", "/v1/messages/batches/msgbatch_sdk"),
+        ("GET", "/v1/messages/batches/msgbatch_sdk/results"),
+        ("POST", "/v1/messages/batches/msgbatch_sdk/cancel"),
+    ]
+    rows = _batch_rows(gateway, "acme", 3)
+    assert sorted((row["model"], row["cost_nanos"]) for row in rows) == sorted(
+        (HAIKU, cost) for _, cost in RESULTS if cost
+    )
+    assert {(row["key_id"], row["project"], row["status"], row["provider"]) for row in rows} == {
+        (rows[0]["key_id"], "acme", 200, "anthropic")
+    }
+    # The reports and the export show batch spend under its own surface.
+    usage = gateway.cli("usage", "--by", "surface", "--project", "acme", "--json")
+    assert usage.returncode == 0, usage.stderr
+    assert SURFACE in usage.stdout
+    export = gateway.cli("export", "--since", "1d", "--format", "jsonl", "--project", "acme")
+    exported = [json.loads(line) for line in export.stdout.splitlines()]
+    batch_costs = sorted(int(line["cost_nanos"]) for line in exported if line["surface"] == SURFACE)
+    assert batch_costs == sorted(cost for _, cost in RESULTS if cost)
+
+
+def test_results_url_is_the_only_value_changed_in_a_batch_object(gateway: BuzzProcess, fake: FakeAnthropic) -> None:
+    key = gateway.create_key(project="acme")
+    _create(gateway, fake, key, "msgbatch_bytes")
+    sent = dumps(_batch("msgbatch_bytes")).replace(b'"id":', b'"id" :  ', 1)  # odd spacing stays odd
+    listing = b'{"data":[' + dumps(_batch("msgbatch_bytes")) + b"," + dumps(_batch("msgbatch_other", results=False))
+    listing += b'],"has_more":false,"first_id":"msgbatch_bytes","last_id":"msgbatch_other"}'
+    fake.enqueue(Reply(body=sent), Reply(body=listing))
+    auth = b"anthropic-version: 2023-06-01\r\nx-api-key: " + key.encode() + b"\r\nconnection: close\r\n\r\n"
+    one = _raw(gateway.port, b"GET /v1/messages/batches/msgbatch_bytes HTTP/1.1\r\nHost: gw.example:8080\r\n" + auth)
+    many = _raw(gateway.port, b"GET /v1/messages/batches?limit=2 HTTP/1.1\r\nHost: gw.example:8080\r\n" + auth)
+
+    ours = b"http://gw.example:8080/v1/messages/batches/msgbatch_bytes/results"
+    theirs = VENDOR_RESULTS.format(id="msgbatch_bytes").encode()
+    for response, upstream in ((one, sent), (many, listing)):
+        head, _, body = response.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 ")
+        assert f"content-length: {len(body)}".encode() in head.lower()
+        assert body.count(ours) == 1 and theirs not in body
+        assert body.replace(ours, b"") == upstream.replace(theirs, b"")  # all else byte for byte
+
+
+def test_results_fetched_twice_are_billed_once(gateway: BuzzProcess, fake: FakeAnthropic) -> None:
+    key = gateway.create_key(project="twice")
+    _create(gateway, fake, key, "msgbatch_twice")
+    jsonl = b"".join(line for line, _ in RESULTS)
+    auth = b"anthropic-version: 2023-06-01\r\nx-api-key: " + key.encode() + b"\r\nconnection: close\r\n\r\n"
+    request = b"GET /v1/messages/batches/msgbatch_twice/results HTTP/1.1\r\nHost: buzz\r\n" + auth
+    for _ in range(2):
+        fake.enqueue(Reply(body=jsonl, headers=[("content-type", "application/binary")]))
+        assert _raw(gateway.port, request).endswith(jsonl)
+    fetches = gateway.ledger(3, where=lambda row: row["project"] == "twice" and row["surface"] == "anthropic")
+    assert [row["status"] for row in fetches] == [200, 200, 200]  # the create and both fetches
+    rows = _batch_rows(gateway, "twice")
+    assert sorted(row["cost_nanos"] for row in rows) == sorted(cost for _, cost in RESULTS if cost)
+
+
+def test_a_cut_download_bills_what_passed_and_the_next_fetch_the_rest(
+    gateway: BuzzProcess, fake: FakeAnthropic
+) -> None:
+    key = gateway.create_key(project="cut")
+    _create(gateway, fake, key, "msgbatch_cut")
+    lines = [line for line, _ in RESULTS]
+    # Cut inside the second result: only the first was seen whole.
+    pieces = [lines[0], lines[1][:40], lines[1][40:], *lines[2:]]
+    fake.enqueue(Reply(chunks=pieces, drop_after_chunks=2, headers=[("content-type", "application/binary")]))
+    auth = b"anthropic-version: 2023-06-01\r\nx-api-key: " + key.encode() + b"\r\nconnection: close\r\n\r\n"
+    request = b"GET /v1/messages/batches/msgbatch_cut/results HTTP/1.1\r\nHost: buzz\r\n" + auth
+    cut = _raw(gateway.port, request)
+    assert lines[0] in cut and lines[1] not in cut
+    [first] = _batch_rows(gateway, "cut", 1)
+    assert first["cost_nanos"] == RESULTS[0][1]
+
+    fake.enqueue(Reply(body=b"".join(lines), headers=[("content-type", "application/binary")]))
+    assert _raw(gateway.port, request).endswith(b"".join(lines))
+    rows = _batch_rows(gateway, "cut", 3)
+    assert sorted(row["cost_nanos"] for row in rows) == sorted(cost for _, cost in RESULTS if cost)
+
+
+def test_a_batch_is_reachable_only_from_its_project(gateway: BuzzProcess, fake: FakeAnthropic) -> None:
+    owner, stranger = gateway.create_key(project="owner"), gateway.create_key(project="stranger")
+    _create(gateway, fake, owner, "msgbatch_mine")
+    fake.clear()
+    for call in (
+        lambda c: c.messages.batches.retrieve("msgbatch_mine"),
+        lambda c: c.messages.batches.cancel("msgbatch_mine"),
+        lambda c: c.messages.batches.delete("msgbatch_mine"),
+        lambda c: c.messages.batches.retrieve("msgbatch_never_made_here"),
+    ):
+        with pytest.raises(anthropic.NotFoundError) as caught:
+            call(_client(gateway, stranger))
+        assert json.loads(caught.value.response.text)["error"]["type"] == "gateway_not_found_error"
+    assert fake.requests == []
+
+
+def test_a_batch_is_refused_before_it_is_sent_when_the_balance_is_spent(
+    gateway: BuzzProcess, fake: FakeAnthropic
+) -> None:
+    made = gateway.cli("projects", "create", "broke", "--prepaid")
+    assert made.returncode == 0, made.stderr
+    key = gateway.create_key(project="broke")
+    with pytest.raises(anthropic.APIStatusError) as caught:
+        _client(gateway, key).messages.batches.create(
+            requests=[{"custom_id": "r1", "params": {"model": HAIKU, "max_tokens": 64, "messages": []}}]
+        )
+    assert caught.value.status_code == 402
+    assert fake.requests == []
