@@ -12,9 +12,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import anthropic
+import openai
 import pytest
 
 from fakes.fake_anthropic import FakeAnthropic
+from fakes.fake_openai import FakeOpenAI
 from fakes.replies import Reply, dumps
 from support import BuzzProcess
 
@@ -243,3 +245,82 @@ def test_a_batch_is_refused_before_it_is_sent_when_the_balance_is_spent(
         )
     assert caught.value.status_code == 402
     assert fake.requests == []
+
+
+# gpt-4o-mini in USD per million tokens: input 0.15, cached input 0.075, output 0.60; a batch
+# pays half. 1000 prompt tokens of which 200 cached, and 100 completion tokens:
+# 800 * 150 + 200 * 75 + 100 * 600 = 195,000 nano-dollars, halved.
+OPENAI_RESULTS = [
+    (
+        b'{"id":"batch_req_1","custom_id":"o1","response":{"status_code":200,"request_id":"r","body":'
+        b'{"id":"chatcmpl-1","object":"chat.completion","created":1765000000,"model":"gpt-4o-mini-2024-07-18",'
+        b'"choices":[],"usage":{"prompt_tokens":1000,"completion_tokens":100,'
+        b'"prompt_tokens_details":{"cached_tokens":200}}}},"error":null}\n',
+        97_500,
+    ),
+    (
+        b'{"id":"batch_req_2","custom_id":"o2","response":{"status_code":400,"request_id":"r","body":'
+        b'{"error":{"message":"bad","type":"invalid_request_error"}}},"error":null}\n',
+        0,
+    ),
+    (
+        b'{"id":"batch_req_3","custom_id":"o3","response":{"status_code":200,"request_id":"r","body":'
+        b'{"id":"chatcmpl-3","object":"chat.completion","created":1765000000,"model":"gpt-4o-mini-2024-07-18",'
+        b'"choices":[],"usage":{"prompt_tokens":10,"completion_tokens":10}}},"error":null}\n',
+        # 10 * 150 + 10 * 600 = 7,500, halved
+        3_750,
+    ),
+]
+
+
+def _openai_batch(batch_id: str, status: str, output: str | None) -> bytes:
+    return dumps(
+        {
+            "id": batch_id,
+            "object": "batch",
+            "endpoint": "/v1/chat/completions",
+            "input_file_id": "file-in",
+            "completion_window": "24h",
+            "status": status,
+            "output_file_id": output,
+            "created_at": 1765000000,
+        }
+    )
+
+
+def test_openai_batch_results_are_billed_once_through_the_output_file(
+    tmp_path_factory: pytest.TempPathFactory, fake_session: FakeAnthropic
+) -> None:
+
+    with FakeOpenAI() as oai:
+        env = {"OPENAI_API_KEY": "sk-openai-up", "BUZZ_OPENAI_BASE_URL": oai.url + "/v1"}
+        data_dir = tmp_path_factory.mktemp("openai-batches") / "data"
+        with BuzzProcess(data_dir, fake_session.url, env) as gateway:
+            key, stranger = gateway.create_key(project="oa"), gateway.create_key(project="elsewhere")
+            client = openai.OpenAI(api_key=key, base_url=gateway.url + "/v1", max_retries=0)
+            oai.enqueue(Reply(body=_openai_batch("batch_o1", "validating", None)))
+            batch = client.batches.create(
+                input_file_id="file-in", endpoint="/v1/chat/completions", completion_window="24h"
+            )
+            oai.enqueue(Reply(body=_openai_batch("batch_o1", "completed", "file-out-1")))
+            done = client.batches.retrieve(batch.id)
+            assert done.output_file_id == "file-out-1"
+
+            output = b"".join(line for line, _ in OPENAI_RESULTS)
+            for _ in range(2):  # fetched twice, billed once
+                oai.enqueue(Reply(body=output, headers=[("content-type", "application/octet-stream")]))
+                assert client.files.content("file-out-1").read() == output
+            gateway.ledger(2, where=lambda row: row["surface"] == "openai_batch")
+            fetches = gateway.ledger(4, where=lambda row: row["surface"] == "openai" and row["project"] == "oa")
+            assert len(fetches) == 4  # create, retrieve and two fetches, each with its row
+            rows = gateway.ledger(where=lambda row: row["surface"] == "openai_batch")
+            assert sorted(row["cost_nanos"] for row in rows) == [3_750, 97_500]
+            assert {(row["project"], row["provider"]) for row in rows} == {("oa", "openai")}
+
+            other = openai.OpenAI(api_key=stranger, base_url=gateway.url + "/v1", max_retries=0)
+            oai.clear()
+            with pytest.raises(openai.NotFoundError):
+                other.files.content("file-out-1")
+            with pytest.raises(openai.NotFoundError):
+                other.batches.retrieve("batch_o1")
+            assert oai.requests == []

@@ -79,12 +79,14 @@ def test_every_table_holds_only_metadata(tmp_path: Path, fake_session: FakeAnthr
         "key_last_used",
         "batches",
         "batch_results",
+        "batch_files",
     }
     assert [row[1] for row in conn.execute("PRAGMA table_info(ledger)")] == LEDGER_COLUMNS
     # A batch's owner and which of its results were billed: ids and attribution, never content.
     batches = [row[1] for row in conn.execute("PRAGMA table_info(batches)")]
     assert batches == ["id", "provider", "key_id", "project", "user_id", "tags", "created"]
     assert [row[1] for row in conn.execute("PRAGMA table_info(batch_results)")] == ["batch_id", "custom_id"]
+    assert [row[1] for row in conn.execute("PRAGMA table_info(batch_files)")] == ["file_id", "batch_id"]
     # The rollups hold the ledger's own dimensions and sums of its counts, nothing else.
     for table, extra in ROLLUPS.items():
         columns = [row[1] for row in conn.execute(f"PRAGMA table_info({table})")]

@@ -185,7 +185,7 @@ ROUTES = [
     ("openai", "POST", "/v1/audio/speech", b'{"model":"gpt-4o-mini-tts","input":"hi","voice":"alloy"}'),
     ("openai", "POST", "/v1/uploads/upload_1/parts", b"--b\r\nraw part bytes\r\n--b--\r\n"),
     ("openai", "GET", "/v1/batches?limit=1", b""),
-    ("openai", "POST", "/v1/batches/batch_1/cancel", b""),
+    ("openai", "DELETE", "/v1/files/file-1", b""),
 ]
 
 

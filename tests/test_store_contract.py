@@ -149,6 +149,11 @@ def test_batches_are_recorded_once_and_each_result_is_claimed_once(opener: Opene
     assert second.find_batch("msgbatch_01") == batch
     assert second.find_batch("msgbatch_02") is None
 
+    first.record_batch_file("file-out", "msgbatch_01")
+    first.record_batch_file("file-out", "msgbatch_other")  # ignored
+    assert second.batch_of_file("file-out") == "msgbatch_01"
+    assert second.batch_of_file("file-in") is None
+
     assert first.claim_batch_results("msgbatch_01", ["a", "b", "a"]) == ["a", "b"]
     assert second.claim_batch_results("msgbatch_01", ["b", "c", "d"]) == ["c", "d"]
     assert first.claim_batch_results("msgbatch_01", ["a", "b", "c", "d"]) == []

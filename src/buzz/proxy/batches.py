@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 import zlib
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import msgspec
 
@@ -32,13 +32,15 @@ from buzz.billing.usage import Usage
 from buzz.errors import GatewayError, Kind
 from buzz.proxy.auth import Principal
 from buzz.proxy.exchange import Exchange, new_request_id
+from buzz.proxy.forward import Passage
 from buzz.proxy.inflate import Inflater, TooCompressed, codec
+from buzz.proxy.upload import Upload
 from buzz.store.base import BatchRecord, Store
-from buzz.upstreams.anthropic import batch_result
+from buzz.upstreams import anthropic, openai
 
-SURFACE = "anthropic_batch"  # the ledger's surface of a batch result, apart from live requests
-_PROVIDER = "anthropic"
-_ONE = re.compile(r"/v1/messages/batches/([A-Za-z0-9_-]{1,128})(/cancel|/results)?")
+_ANTHROPIC_ONE = re.compile(r"/v1/messages/batches/([A-Za-z0-9_-]{1,128})(/cancel|/results)?")
+_OPENAI_ONE = re.compile(r"/v1/batches/([A-Za-z0-9_-]{1,128})(/cancel)?")
+_OPENAI_CONTENT = re.compile(r"/v1/files/([A-Za-z0-9_-]{1,128})/content")
 # The value of every "results_url" member: vendor host and all. JSON strings hold no bare `"`.
 _RESULTS_URL = re.compile(rb'("results_url"\s*:\s*")([^"\\]*)(")')
 _RESULTS_PATH = b"/v1/messages/batches/"
@@ -49,18 +51,26 @@ MAX_LINE_BYTES = 64 * 1024 * 1024
 
 
 class BatchRoute(NamedTuple):
-    batch_id: str | None  # None: the collection (create, list)
-    results: bool  # the JSONL results of one batch
+    kind: Literal["collection", "one", "results", "file"]
+    ident: str | None  # the batch's id (one, results), or the file's (file); None: the collection
 
 
-def batch_route(path: str) -> BatchRoute | None:
-    """What a `/v1/messages/batches…` path names, or None for another path."""
-    if path == "/v1/messages/batches":
-        return BatchRoute(None, False)
-    one = _ONE.fullmatch(path)
-    if one is None:
-        return None
-    return BatchRoute(one.group(1), one.group(2) == "/results")
+def batch_route(surface: str, path: str) -> BatchRoute | None:
+    """What a path names among a surface's batch routes, or None for any other path. `file`: a
+    file's content, which may be a batch's results (OpenAI serves them as an output file)."""
+    if surface == "anthropic":
+        if path == "/v1/messages/batches":
+            return BatchRoute("collection", None)
+        if one := _ANTHROPIC_ONE.fullmatch(path):
+            return BatchRoute("results" if one.group(2) == "/results" else "one", one.group(1))
+    elif surface == "openai":
+        if path == "/v1/batches":
+            return BatchRoute("collection", None)
+        if one := _OPENAI_ONE.fullmatch(path):
+            return BatchRoute("one", one.group(1))
+        if content := _OPENAI_CONTENT.fullmatch(path):
+            return BatchRoute("file", content.group(1))
+    return None
 
 
 def rewrite_results_url(body: bytes, base: bytes) -> bytes:
@@ -77,12 +87,12 @@ def rewrite_results_url(body: bytes, base: bytes) -> bytes:
     return _RESULTS_URL.sub(swap, body)
 
 
-def rewrite_encoded(body: bytes, encoding: str, base: bytes) -> tuple[bytes, bytes] | None:
-    """`body` decoded, and `rewrite_results_url` of it encoded again as it came; None when buzz
-    cannot (an encoding it does not know, or a body that inflates past the bound)."""
+def decoded(body: bytes, encoding: str) -> bytes | None:
+    """`body` as it reads, decoded from its content-encoding; None when buzz cannot (an encoding
+    it does not re-encode, or a body that inflates past the bound)."""
     encoding = encoding.strip().lower()
     if encoding in ("", "identity"):
-        return body, rewrite_results_url(body, base)
+        return body
     decoder = codec(encoding)
     if decoder is None or encoding not in _ENCODERS:
         return None
@@ -94,9 +104,13 @@ def rewrite_encoded(body: bytes, encoding: str, base: bytes) -> tuple[bytes, byt
     except (TooCompressed, zlib.error, ValueError):
         return None
     plain = b"".join(pieces)
-    if len(plain) > MAX_OBJECT_BYTES or not inflater.ended:
-        return None
-    return plain, _ENCODERS[encoding](rewrite_results_url(plain, base))
+    return plain if len(plain) <= MAX_OBJECT_BYTES and inflater.ended else None
+
+
+def encoded(plain: bytes, encoding: str) -> bytes:
+    """`plain` encoded as `decoded` found it."""
+    encoding = encoding.strip().lower()
+    return plain if encoding in ("", "identity") else _ENCODERS[encoding](plain)
 
 
 def _zlib(wbits: int) -> Callable[[bytes], bytes]:
@@ -122,13 +136,14 @@ _ENCODERS: dict[str, Callable[[bytes], bytes]] = {
 
 
 class ResultLines:
-    """Reads a batch's JSONL results from a copy of what was relayed: the succeeded results, as
+    """Reads a batch's JSONL results from a copy of what was relayed: the answered results, as
     (custom_id, model, usage). Only whole lines count: a cut download leaves its last, partial
     line to the next fetch."""
 
-    __slots__ = ("_inflater", "_line", "_skipping", "seen", "stopped")
+    __slots__ = ("_inflater", "_line", "_parse", "_skipping", "seen", "stopped")
 
-    def __init__(self) -> None:
+    def __init__(self, parse: Callable[[bytes], tuple[str, str, Usage] | None]) -> None:
+        self._parse = parse  # the vendor's reading of one line
         self.seen: list[tuple[str, str, Usage]] = []
         self._line = bytearray()
         self._skipping = False  # inside a line too long to read, up to its end
@@ -188,17 +203,27 @@ class ResultLines:
                 self._skipping = True
 
     def _read(self, line: bytes) -> None:
-        found = batch_result(line)
+        found = self._parse(line)
         if found is not None:
             self.seen.append(found)
 
 
-class _Created(msgspec.Struct):
+class _Object(msgspec.Struct):
+    """The fields of a batch object buzz reads: Anthropic's `type`, OpenAI's `object`."""
+
     id: str | None = None
     type: str | None = None
+    object: str | None = None
+    output_file_id: str | None = None
 
 
-_decode_created = msgspec.json.Decoder(_Created).decode
+_decode_object = msgspec.json.Decoder(_Object).decode
+# What a created batch object says it is, by surface.
+_BATCH_OBJECT = {"anthropic": "message_batch", "openai": "batch"}
+_RESULTS: dict[str, Callable[[bytes], tuple[str, str, Usage] | None]] = {
+    "anthropic": anthropic.batch_result,
+    "openai": openai.batch_result,
+}
 
 
 class Batches:
@@ -209,22 +234,70 @@ class Batches:
         self._prices = prices
         self._ledger = ledger
 
-    def check_owner(self, principal: Principal, batch_id: str) -> None:
+    def passage(
+        self, x: Exchange, method: str, path: str, upload: Upload, address: Callable[[], str]
+    ) -> tuple[Passage, int]:
+        """How a request on another route goes (`forward.Passage`), and the spend room in
+        nano-dollars its key must have: a batch about to be made must find caps and balance not
+        spent. `address`: buzz's own, for `results_url`."""
+        route = batch_route(x.surface, path)
+        if route is not None and route.kind == "file":
+            batch_id = self._store.batch_of_file(route.ident or "")
+            # An ordinary file is passed through; a batch's output file is its results.
+            route = None if batch_id is None else BatchRoute("results", batch_id)
+        if route is None:
+            return Passage(upload), 0
+        principal = x.principal
+        assert principal is not None
+        if route.ident is not None:
+            self._check_owner(principal, route.ident)
+        if route.kind == "results":
+            lines = ResultLines(_RESULTS[x.surface])
+            x.results = (route.ident or "", lines)
+            return Passage(upload, tap=lines), 0
+        creating = method == "POST" and route.kind == "collection"
+        retrieving = method == "GET" and route.kind == "one"
+        base = address().encode() if x.surface == "anthropic" else None
+
+        def read(body: bytes, encoding: str) -> bytes | None:
+            plain = decoded(body, encoding)
+            if plain is None:
+                return None  # relayed as it came
+            if creating:
+                self._created(x, plain)
+            elif retrieving:
+                self._output_file(route.ident or "", plain)
+            return None if base is None else encoded(rewrite_results_url(plain, base), encoding)
+
+        return Passage(upload, rewrite=read), 1 if creating else 0
+
+    def _check_owner(self, principal: Principal, batch_id: str) -> None:
         record = self._store.find_batch(batch_id)
         if record is None or record.project != principal.project:
             raise GatewayError(Kind.NOT_FOUND, f"no batch {batch_id} made through this gateway for this key's project")
 
-    def created(self, x: Exchange, body: bytes) -> None:
-        """A create answered 200: the batch is recorded as the request was attributed."""
+    def _created(self, x: Exchange, body: bytes) -> None:
+        """A create answered 2xx: the batch is recorded as the request was attributed."""
         principal = x.principal
         try:
-            created = _decode_created(body)
+            created = _decode_object(body)
         except (msgspec.DecodeError, msgspec.ValidationError):
             return
-        if principal is None or principal.key_id is None or created.id is None or created.type != "message_batch":
+        kind = _BATCH_OBJECT[x.surface]
+        if principal is None or created.id is None or kind not in (created.type, created.object):
             return
-        batch = BatchRecord(created.id, _PROVIDER, principal.key_id, principal.project, x.user_id, x.tags, x.ts)
+        provider = x.provider or x.surface
+        batch = BatchRecord(created.id, provider, principal.key_id, principal.project, x.user_id, x.tags, x.ts)
         self._store.record_batch(batch)
+
+    def _output_file(self, batch_id: str, body: bytes) -> None:
+        """A batch retrieved: the file its results will be served as, once it names one."""
+        try:
+            output = _decode_object(body).output_file_id
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return
+        if output is not None:
+            self._store.record_batch_file(output, batch_id)
 
     def bill(self, x: Exchange, batch_id: str, lines: ResultLines) -> int:
         """Bill the results of `lines` never billed before; returns their cost in nano-dollars."""
@@ -240,13 +313,13 @@ class Batches:
             if custom_id not in fresh:
                 continue
             fresh.discard(custom_id)  # a custom_id twice in one file is billed once
-            cost, list_cost, version = self._prices.batch_cost(_PROVIDER, model, usage, record.created)
+            cost, list_cost, version = self._prices.batch_cost(record.provider, model, usage, record.created)
             total += cost or 0
             submit(
                 LedgerRow(
                     new_request_id(),
                     x.ts,
-                    SURFACE,
+                    f"{record.provider}_batch",
                     200,
                     "reported",
                     0.0,
@@ -254,7 +327,7 @@ class Batches:
                     record.project,
                     record.user_id,
                     record.tags,
-                    _PROVIDER,
+                    record.provider,
                     model,
                     None,
                     usage.input_tokens,

@@ -21,7 +21,7 @@ from buzz.identifiers import identifier_or_none
 from buzz.proxy import attribution
 from buzz.proxy.admit import Admission, Admitted, check_access, ratelimit_headers
 from buzz.proxy.auth import Authenticator, FailureThrottle, Principal, presented_key
-from buzz.proxy.batches import Batches, ResultLines, batch_route, rewrite_encoded
+from buzz.proxy.batches import Batches
 from buzz.proxy.exchange import SCOPE_KEY, Exchange
 from buzz.proxy.forward import PLAIN, Passage, ResponseAborted, forward
 from buzz.proxy.route import NO_HEAD, Router, add_include_usage, read_head
@@ -207,34 +207,11 @@ class Pipeline:
                 log.error("limiter settle failed: %s at %s", type(exc).__name__, where(exc))
 
     def _passage(self, scope: Scope, receive: Receive, headers: dict[bytes, bytes], x: Exchange) -> tuple[Passage, int]:
-        """How another route's bytes go (see `forward.Passage`), and the spend room (nano-dollars)
-        its key must have left: a batch about to be made must find its caps and balance not spent."""
+        """How another route's bytes go, and the spend room its key must have (see `Batches`)."""
         upload = self._upload(receive, headers, x)
-        batch = batch_route(scope["path"]) if x.surface == Surface.ANTHROPIC.value else None
-        if batch is None:
-            return Passage(upload), 0
-        principal = x.principal
-        assert principal is not None
-        if batch.batch_id is not None:
-            self._batches.check_owner(principal, batch.batch_id)
-        if batch.results:
-            lines = ResultLines()
-            x.results = (batch.batch_id or "", lines)
-            return Passage(upload, tap=lines), 0
-        base = public_url(self._public_url, scope, self._proxies).encode()
-        creating = scope["method"] == "POST" and batch.batch_id is None
-        batches = self._batches
-
-        def rewrite(body: bytes, encoding: str) -> bytes | None:
-            done = rewrite_encoded(body, encoding, base)
-            if done is None:
-                return None
-            plain, changed = done
-            if creating:
-                batches.created(x, plain)
-            return changed
-
-        return Passage(upload, rewrite=rewrite), 1 if creating else 0
+        return self._batches.passage(
+            x, scope["method"], scope["path"], upload, lambda: public_url(self._public_url, scope, self._proxies)
+        )
 
     def _upload(self, receive: Receive, headers: dict[bytes, bytes], x: Exchange) -> Upload:
         limit = self._max_upload_bytes

@@ -213,6 +213,12 @@ class Store(Protocol):
 
     def find_batch(self, batch_id: str) -> BatchRecord | None: ...
 
+    def record_batch_file(self, file_id: str, batch_id: str) -> None:
+        """A file that holds a batch's results (OpenAI's output file); the first record stands."""
+        ...
+
+    def batch_of_file(self, file_id: str) -> str | None: ...
+
     def claim_batch_results(self, batch_id: str, custom_ids: Sequence[str]) -> list[str]:
         """Of `custom_ids`, the ones never claimed before, now claimed: each result of a batch
         is billed once, however many processes fetch it, however many times."""

@@ -371,6 +371,14 @@ class PostgresStore:
         row = self._read_one(f"{BATCH_SELECT} WHERE id = %s", (batch_id,))
         return batch_record(row) if row else None
 
+    def record_batch_file(self, file_id: str, batch_id: str) -> None:
+        with self._session() as conn:
+            conn.execute("INSERT INTO batch_files VALUES (%s, %s) ON CONFLICT DO NOTHING", (file_id, batch_id))
+
+    def batch_of_file(self, file_id: str) -> str | None:
+        row = self._read_one("SELECT batch_id FROM batch_files WHERE file_id = %s", (file_id,))
+        return str(row[0]) if row else None
+
     def claim_batch_results(self, batch_id: str, custom_ids: Sequence[str]) -> list[str]:
         wanted = list(dict.fromkeys(custom_ids))
         with self._session() as conn:

@@ -21,11 +21,13 @@ read only in part (over its cap), with what it skipped counted as output.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import msgspec
 
 from buzz.billing.usage import Usage
 from buzz.upstreams import estimate
-from buzz.upstreams.base import MeterResult
+from buzz.upstreams.base import MeterResult, UsageRules
 
 _DONE = b"[DONE]"
 _TERMINAL = frozenset({"response.completed", "response.incomplete", "response.failed"})
@@ -383,3 +385,54 @@ class EmbeddingsUsage(_Rules):
             else:
                 tokens += 1 if isinstance(item, int) else len(item)  # token ids count as themselves
         return tokens
+
+
+# --- batch results -----------------------------------------------------------------------------
+
+
+class _BatchResponse(msgspec.Struct):
+    status_code: int | None = None
+    body: msgspec.Raw = msgspec.Raw()
+
+
+class _BatchLine(msgspec.Struct):
+    custom_id: str | None = None
+    response: _BatchResponse | None = None
+
+
+class _BodyKind(msgspec.Struct):
+    object: str | None = None
+    model: str | None = None
+
+
+_decode_batch_line = msgspec.json.Decoder(_BatchLine).decode
+_decode_body_kind = msgspec.json.Decoder(_BodyKind).decode
+# What a result's body is, by its `object`: the rules of the endpoint that answered it.
+_BATCH_RULES: dict[str, Callable[[bytes, str, str], UsageRules]] = {
+    "chat.completion": ChatUsage,
+    "response": ResponsesUsage,
+    "list": EmbeddingsUsage,
+}
+
+
+def batch_result(line: bytes) -> tuple[str, str, Usage] | None:
+    """One line of an OpenAI batch's output file: the custom_id, model and usage of a request
+    answered 200 with its usage. None for any other line (an error costs nothing)."""
+    try:
+        doc = _decode_batch_line(line)
+        response = doc.response
+        if doc.custom_id is None or response is None or response.status_code != 200:
+            return None
+        body = bytes(response.body)
+        kind = _decode_body_kind(body)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+    rules_type = _BATCH_RULES.get(kind.object or "")
+    if rules_type is None or not kind.model:
+        return None
+    rules = rules_type(b"", kind.model, "openai")
+    rules.on_body(body)
+    result = rules.result(True)
+    if result.usage is None or result.source != "reported":
+        return None
+    return doc.custom_id, kind.model, result.usage
