@@ -1,15 +1,17 @@
-"""Anthropic's Message Batches: who may reach a batch, the one response value buzz changes, and
-billing each result exactly once.
+"""Batches (Anthropic's Message Batches, OpenAI's Batch API): who may reach a batch, the one
+response value buzz changes, and billing each result exactly once.
 
 - **Whose.** Every batch lives in the upstream account buzz uses for all its keys. A batch made
   through buzz is recorded with its key, project, user and tags; only keys of that project reach
-  it (retrieve, cancel, delete, results). Any other id is a 404, as the vendor answers an id that
-  is not the account's.
-- **`results_url`.** A batch object names where its results are, on the vendor's host, and the
-  SDKs fetch that URL as given: relayed untouched, they would go around buzz with a buzz key and
-  get a 401. So in every batch object buzz returns, that value, and only it, is rewritten to
-  buzz's own address, as a reverse proxy rewrites a `Location` header. The path stays the
-  vendor's, which buzz serves by passing it through.
+  it (retrieve, cancel, delete, results, and an OpenAI batch's output file). Any other id is a
+  404, as the vendor answers an id that is not the account's.
+- **`results_url`.** An Anthropic batch object names where its results are, on the vendor's
+  host, and the SDKs fetch that URL as given: relayed untouched, they would go around buzz with
+  a buzz key and get a 401. So in every such object buzz returns, that value, and only it, is
+  rewritten to buzz's own address, as a reverse proxy rewrites a `Location` header. The path
+  stays the vendor's, which buzz serves by passing it through. OpenAI's objects name no URL and
+  are relayed as they are; a retrieve that names the `output_file_id` is noted, since that file's
+  content is the batch's results.
 - **Billing.** A batch's usage is known only in its results. As they stream through, each line's
   usage is read (`ResultLines`); once the fetch ends, complete or cut, the results seen are
   claimed in the store, and those never claimed before are billed at the batch price, one ledger
