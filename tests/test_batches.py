@@ -15,6 +15,7 @@ import anthropic
 import openai
 import pytest
 
+from buzz.proxy.auth import generate_key
 from fakes.fake_anthropic import FakeAnthropic
 from fakes.fake_openai import FakeOpenAI
 from fakes.replies import Reply, dumps
@@ -324,3 +325,26 @@ def test_openai_batch_results_are_billed_once_through_the_output_file(
             with pytest.raises(openai.NotFoundError):
                 other.batches.retrieve("batch_o1")
             assert oai.requests == []
+
+
+def test_a_key_limited_to_some_models_cannot_batch_others(gateway: BuzzProcess, fake: FakeAnthropic) -> None:
+    new = generate_key()
+    store = gateway.store()
+    store.create_key(new.key_id, "narrow", None, new.secret_hash, allowed_models=[HAIKU])
+    store.close()
+    client = _client(gateway, new.token)
+    with pytest.raises(anthropic.PermissionDeniedError) as caught:
+        client.messages.batches.create(
+            requests=[
+                {"custom_id": "ok", "params": {"model": HAIKU, "max_tokens": 8, "messages": []}},
+                {"custom_id": "no", "params": {"model": "claude-opus-4-8", "max_tokens": 8, "messages": []}},
+            ]
+        )
+    assert "claude-opus-4-8" in str(caught.value)
+    assert all(b'"custom_id":"no"' not in seen.body for seen in fake.requests)  # never went up whole
+    fake.clear()
+    fake.enqueue(Reply(body=dumps(_batch("msgbatch_narrow", "in_progress", results=False))))
+    made = client.messages.batches.create(
+        requests=[{"custom_id": "ok", "params": {"model": HAIKU, "max_tokens": 8, "messages": []}}]
+    )
+    assert made.id == "msgbatch_narrow"

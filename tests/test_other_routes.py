@@ -290,3 +290,22 @@ def test_an_unknown_path_without_anthropic_version_is_still_a_404(gateway: BuzzP
     client = openai.OpenAI(api_key=key, base_url=gateway.url + "/v1", max_retries=0)
     with pytest.raises(openai.NotFoundError):
         client.get("/vector_stores", cast_to=object)
+
+
+def test_a_client_that_leaves_mid_upload_is_recorded_and_nothing_whole_goes_up(
+    gateway: BuzzProcess, fake: FakeAnthropic, key: str
+) -> None:
+    half = b"z" * 5000
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as sock:
+        sock.sendall(
+            b"POST /v1/files HTTP/1.1\r\nHost: buzz\r\nanthropic-version: 2023-06-01\r\nx-api-key: "
+            + key.encode()
+            + b"\r\ncontent-length: 10000\r\n\r\n"
+            + half
+        )
+        sock.shutdown(socket.SHUT_WR)  # gone, with half the body it announced
+        while sock.recv(65536):
+            pass
+    [row] = gateway.ledger(1, where=lambda row: row["status"] == 499 and row["surface"] == "anthropic")
+    assert row["error_type"] == "client_disconnected"
+    assert all(len(seen.body) < 10000 for seen in fake.requests)  # the upstream never had it whole

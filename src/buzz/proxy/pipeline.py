@@ -26,7 +26,7 @@ from buzz.proxy.exchange import SCOPE_KEY, Exchange
 from buzz.proxy.forward import PLAIN, Passage, ResponseAborted, forward
 from buzz.proxy.route import NO_HEAD, Router, add_include_usage, read_head
 from buzz.proxy.settle import Settler
-from buzz.proxy.upload import ClientGone, Upload, too_large
+from buzz.proxy.upload import ClientGone, ModelScan, Upload, too_large
 from buzz.routes import CHAT, Endpoint, Surface, unpriced
 from buzz.upstreams.rules import usage_rules
 
@@ -209,6 +209,9 @@ class Pipeline:
     def _passage(self, scope: Scope, receive: Receive, headers: dict[bytes, bytes], x: Exchange) -> tuple[Passage, int]:
         """How another route's bytes go, and the spend room its key must have (see `Batches`)."""
         upload = self._upload(receive, headers, x)
+        principal = x.principal
+        if principal is not None and principal.key is not None and principal.key.allowed_models is not None:
+            upload.scan = ModelScan(lambda model: check_access(principal, model, x.ts))
         return self._batches.passage(
             x, scope["method"], scope["path"], upload, lambda: public_url(self._public_url, scope, self._proxies)
         )
