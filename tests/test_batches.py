@@ -318,6 +318,19 @@ def test_openai_batch_results_are_billed_once_through_the_output_file(
             assert sorted(row["cost_nanos"] for row in rows) == [3_750, 97_500]
             assert {(row["project"], row["provider"]) for row in rows} == {("oa", "openai")}
 
+            # An output file fetched before any retrieve named it is read as results all the same,
+            # billed once per file to the key that fetched it, and not again once a retrieve names it.
+            second = OPENAI_RESULTS[0][0].replace(b'"o1"', b'"p1"')
+            oai.enqueue(Reply(body=second))
+            assert client.files.content("file-out-2").read() == second
+            [early] = gateway.ledger(3, where=lambda row: row["surface"] == "openai_batch")[2:]
+            assert (early["project"], early["cost_nanos"]) == ("oa", 97_500)
+            oai.enqueue(Reply(body=_openai_batch("batch_o1", "completed", "file-out-2")), Reply(body=second))
+            client.batches.retrieve("batch_o1")
+            client.files.content("file-out-2").read()
+            gateway.ledger(7, where=lambda row: row["surface"] == "openai" and row["project"] == "oa")
+            assert len(gateway.ledger(where=lambda row: row["surface"] == "openai_batch")) == 3
+
             other = openai.OpenAI(api_key=stranger, base_url=gateway.url + "/v1", max_retries=0)
             oai.clear()
             with pytest.raises(openai.NotFoundError):

@@ -309,3 +309,25 @@ def test_a_client_that_leaves_mid_upload_is_recorded_and_nothing_whole_goes_up(
     [row] = gateway.ledger(1, where=lambda row: row["status"] == 499 and row["surface"] == "anthropic")
     assert row["error_type"] == "client_disconnected"
     assert all(len(seen.body) < 10000 for seen in fake.requests)  # the upstream never had it whole
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "/v1/messages/batches/msgbatch_a/../msgbatch_b/results",
+        "/v1/files/",
+        "/v1//files",
+        "/v1/files/%2e%2e/x",
+        "/v1/files/.",
+    ],
+)
+def test_a_path_that_could_name_another_route_is_refused(
+    gateway: BuzzProcess, fake: FakeAnthropic, key: str, target: str
+) -> None:
+    response = _raw(
+        gateway.port,
+        b"GET %s HTTP/1.1\r\nHost: buzz\r\nanthropic-version: 2023-06-01\r\nx-api-key: %s\r\n"
+        b"connection: close\r\n\r\n" % (target.encode(), key.encode()),
+    )
+    assert response.startswith(b"HTTP/1.1 400 ") and b"gateway_invalid_request_error" in response
+    assert fake.requests == []

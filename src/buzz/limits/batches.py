@@ -23,10 +23,18 @@ Send = Callable[[list[Part]], Awaitable[list[Any]]]
 Failed = Callable[[list[Part], BaseException], None]
 
 
+# The most requests one call carries: after a stall, what waits goes in several calls, each well
+# within a call's deadline and Lua's limit on the values one `unpack` can spread.
+MAX_PARTS = 256
+
+
 class Batches:
-    def __init__(self, send: Send, failed: Failed | None = None) -> None:
+    def __init__(self, send: Send, failed: Failed | None = None, *, cancellable: bool = False) -> None:
+        """`cancellable`: a part whose caller stopped waiting is not sent (a reserve nobody
+        would settle); otherwise every part goes (a settlement must land)."""
         self._send = send
         self._failed = failed
+        self._cancellable = cancellable
         self._busy = False  # a call is in flight, or about to be
         self._waiting: list[tuple[Part, asyncio.Future[Any]]] = []
         self._task: asyncio.Task[None] | None = None
@@ -56,12 +64,20 @@ class Batches:
         batch: list[tuple[Part, asyncio.Future[Any]]] = []
         try:
             while self._waiting:
-                batch, self._waiting = self._waiting, []
+                batch, self._waiting = self._waiting[:MAX_PARTS], self._waiting[MAX_PARTS:]
+                if self._cancellable:
+                    batch = [(part, future) for part, future in batch if not future.done()]
+                    if not batch:
+                        continue
                 parts = [part for part, _ in batch]
                 try:
                     replies = await self._send(parts)
                     if len(replies) != len(batch):
                         raise ValueError(f"{len(replies)} replies for a batch of {len(batch)}")
+                except asyncio.CancelledError as error:
+                    if self._failed is not None:
+                        self._failed(parts, error)  # sent or not, nobody will know: as if lost
+                    raise
                 except Exception as error:
                     if self._failed is not None:
                         self._failed(parts, error)

@@ -155,7 +155,7 @@ class RedisLimiter:
         self._reserve = Script(self._redis, _script("reserve.lua"))
         self._settle = Script(self._redis, _script("settle.lua"))
         # At most one call of each in flight; requests that come meanwhile go in the next one.
-        self._reserves = Batches(self._send_reserves)
+        self._reserves = Batches(self._send_reserves, cancellable=True)
         self._settles = Batches(self._send_settles, self._not_settled)
         self._spend = Script(self._redis, _script("spend.lua"))
         self._headroom = Script(self._redis, _script("headroom.lua"))

@@ -142,15 +142,14 @@ class Admission:
         failed), the reserved worst case stays charged: the safe side."""
         if row is None:
             ask = admitted.reservation.ask
-            input_tokens, output_tokens, cost = ask.input_tokens, ask.output_tokens, ask.cost_nanos
+            input_tokens, output_tokens, cost = ask.input_tokens, ask.output_tokens, ask.cost_nanos + charge
         else:
             input_tokens = (
                 row.input_tokens + row.cache_write_5m_tokens + row.cache_write_1h_tokens + row.cache_read_tokens
             )
             output_tokens = row.output_tokens
             # An unpriced model was reserved at zero cost; charging nothing keeps the two consistent.
-            cost = row.cost_nanos if row.cost_nanos is not None and row.cost_nanos > 0 else 0
-            cost += charge
+            cost = (row.cost_nanos if row.cost_nanos is not None and row.cost_nanos > 0 else 0) + charge
         # Not shielded: a cancellation (shutdown) cannot stop a settlement once it has begun (the
         # in-process one never waits; the Redis one is sent with its batch all the same).
         await self._limiter.settle(admitted.reservation, input_tokens, output_tokens, cost)

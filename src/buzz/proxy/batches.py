@@ -137,15 +137,29 @@ _ENCODERS: dict[str, Callable[[bytes], bytes]] = {
 }
 
 
+class _NotResults(Exception):
+    """The file does not begin as a batch's results do."""
+
+
+_SNIFF_BYTES = 64
+# The first bytes of an OpenAI batch output file: `{"id": "batch_req_…`.
+OPENAI_RESULTS_START = re.compile(rb'\{\s*"id"\s*:\s*"batch_req_')
+
+
 class ResultLines:
     """Reads a batch's JSONL results from a copy of what was relayed: the answered results, as
     (custom_id, model, usage). Only whole lines count: a cut download leaves its last, partial
     line to the next fetch."""
 
-    __slots__ = ("_inflater", "_line", "_parse", "_skipping", "seen", "stopped")
+    __slots__ = ("_expect", "_inflater", "_line", "_parse", "_skipping", "seen", "stopped")
 
-    def __init__(self, parse: Callable[[bytes], tuple[str, str, Usage] | None]) -> None:
+    def __init__(
+        self, parse: Callable[[bytes], tuple[str, str, Usage] | None], expect: re.Pattern[bytes] | None = None
+    ) -> None:
+        """`expect`: how a first line of results begins; a file that begins otherwise is not
+        results, and is not read further (an image, a document, an input file)."""
         self._parse = parse  # the vendor's reading of one line
+        self._expect = expect
         self.seen: list[tuple[str, str, Usage]] = []
         self._line = bytearray()
         self._skipping = False  # inside a line too long to read, up to its end
@@ -168,8 +182,9 @@ class ResultLines:
             if self._inflater is None:
                 self._take(chunk)
             else:
-                self._inflater.feed(chunk, self._take)
-        except TooCompressed:
+                # Results compress well: a chunk may decode to many times its size, all read now.
+                self._inflater.feed(chunk, self._take, MAX_LINE_BYTES)
+        except (TooCompressed, _NotResults):
             self.stopped = True
 
     def finish(self) -> None:
@@ -179,14 +194,21 @@ class ResultLines:
         try:
             if self._inflater is not None:
                 self._inflater.finish(self._take)
-        except TooCompressed:
+            if self._line and not self._skipping:
+                self._read(bytes(self._line))
+        except (TooCompressed, _NotResults):
             self.stopped = True
-            return
-        if self._line and not self._skipping:
-            self._read(bytes(self._line))
         self._line.clear()
 
     def _take(self, data: bytes) -> None:
+        if self._expect is not None:
+            self._line += data
+            if len(self._line) < _SNIFF_BYTES and b"\n" not in self._line:
+                return  # too little to tell yet
+            if not self._expect.match(self._line):
+                raise _NotResults
+            self._expect = None
+            data, self._line = bytes(self._line), bytearray()
         start = 0
         while (end := data.find(b"\n", start)) >= 0:
             if self._skipping:
@@ -219,7 +241,14 @@ class _Object(msgspec.Struct):
     output_file_id: str | None = None
 
 
+class _Objects(_Object):
+    """One batch object, or a page of them."""
+
+    data: list[_Object] | None = None
+
+
 _decode_object = msgspec.json.Decoder(_Object).decode
+_decode_objects = msgspec.json.Decoder(_Objects).decode
 # What a created batch object says it is, by surface.
 _BATCH_OBJECT = {"anthropic": "message_batch", "openai": "batch"}
 _RESULTS: dict[str, Callable[[bytes], tuple[str, str, Usage] | None]] = {
@@ -237,29 +266,34 @@ class Batches:
         self._ledger = ledger
 
     def passage(
-        self, x: Exchange, method: str, path: str, upload: Upload, address: Callable[[], str]
+        self, x: Exchange, method: str, path: str, upload: Upload | None, address: Callable[[], str]
     ) -> tuple[Passage, int]:
         """How a request on another route goes (`forward.Passage`), and the spend room in
         nano-dollars its key must have: a batch about to be made must find caps and balance not
         spent. `address`: buzz's own, for `results_url`."""
         route = batch_route(x.surface, path)
-        if route is not None and route.kind == "file":
-            batch_id = self._store.batch_of_file(route.ident or "")
-            # An ordinary file is passed through; a batch's output file is its results.
-            route = None if batch_id is None else BatchRoute("results", batch_id)
         if route is None:
             return Passage(upload), 0
         principal = x.principal
         assert principal is not None
+        if route.kind == "file":
+            file_id = route.ident or ""
+            batch_id = self._store.batch_of_file(file_id)
+            if batch_id is not None:
+                self._check_owner(principal, batch_id)
+            # Any file may be a batch's output, even one whose batch was never retrieved through
+            # buzz: its lines are read if it begins as results do, and billed once per file.
+            lines = ResultLines(openai.batch_result, OPENAI_RESULTS_START)
+            x.results = (file_id, batch_id, lines)
+            return Passage(upload, tap=lines), 0
         if route.ident is not None:
             self._check_owner(principal, route.ident)
         if route.kind == "results":
-            lines = ResultLines(_RESULTS[x.surface])
-            x.results = (route.ident or "", lines)
+            lines = ResultLines(anthropic.batch_result)
+            x.results = (route.ident or "", route.ident, lines)
             return Passage(upload, tap=lines), 0
         creating = method == "POST" and route.kind == "collection"
-        retrieving = method == "GET" and route.kind == "one"
-        base = address().encode() if x.surface == "anthropic" else None
+        rewrites = x.surface == "anthropic"  # OpenAI's batch objects name no URL
 
         def read(body: bytes, encoding: str) -> bytes | None:
             plain = decoded(body, encoding)
@@ -267,9 +301,15 @@ class Batches:
                 return None  # relayed as it came
             if creating:
                 self._created(x, plain)
-            elif retrieving:
-                self._output_file(route.ident or "", plain)
-            return None if base is None else encoded(rewrite_results_url(plain, base), encoding)
+            elif not rewrites:
+                self._output_files(principal, plain)
+            if not rewrites:
+                return None
+            try:
+                base = address().encode()
+            except GatewayError:
+                return None  # no address to give (an odd Host and no public_url): as it came
+            return encoded(rewrite_results_url(plain, base), encoding)
 
         return Passage(upload, rewrite=read), 1 if creating else 0
 
@@ -292,30 +332,43 @@ class Batches:
         batch = BatchRecord(created.id, provider, principal.key_id, principal.project, x.user_id, x.tags, x.ts)
         self._store.record_batch(batch)
 
-    def _output_file(self, batch_id: str, body: bytes) -> None:
-        """A batch retrieved: the file its results will be served as, once it names one."""
+    def _output_files(self, principal: Principal, body: bytes) -> None:
+        """OpenAI batch objects (a retrieve, a cancel, a page of the list): the file each owned
+        batch's results are served as, once it names one."""
         try:
-            output = _decode_object(body).output_file_id
+            found = _decode_objects(body)
         except (msgspec.DecodeError, msgspec.ValidationError):
             return
-        if output is not None:
-            self._store.record_batch_file(output, batch_id)
+        for batch in found.data if found.data is not None else [found]:
+            if batch.id is None or batch.output_file_id is None:
+                continue
+            record = self._store.find_batch(batch.id)
+            if record is not None and record.project == principal.project:
+                self._store.record_batch_file(batch.output_file_id, batch.id)
 
-    def bill(self, x: Exchange, batch_id: str, lines: ResultLines) -> int:
-        """Bill the results of `lines` never billed before; returns their cost in nano-dollars."""
+    def bill(self, x: Exchange, key: str, batch_id: str | None, lines: ResultLines) -> int:
+        """Bill the results in `lines` never billed under `key` (the batch, or OpenAI's output
+        file); returns their cost in nano-dollars. Attributed as the batch was made, or, for a
+        file whose batch buzz never saw, to the key that fetched it."""
         if not lines.seen:
             return 0
-        record = self._store.find_batch(batch_id)
+        record = self._store.find_batch(batch_id) if batch_id is not None else None
+        principal = x.principal
         if record is None:
-            return 0  # check_owner let no such fetch through
-        fresh = set(self._store.claim_batch_results(batch_id, [custom_id for custom_id, _, _ in lines.seen]))
+            if principal is None or x.provider is None:
+                return 0
+            record = BatchRecord(key, x.provider, principal.key_id, principal.project, x.user_id, x.tags, x.ts)
+        fresh = set(self._store.claim_batch_results(key, [custom_id for custom_id, _, _ in lines.seen]))
         total = 0
         submit: Callable[[LedgerRow], None] = self._ledger.submit
         for custom_id, model, usage in lines.seen:
             if custom_id not in fresh:
                 continue
             fresh.discard(custom_id)  # a custom_id twice in one file is billed once
-            cost, list_cost, version = self._prices.batch_cost(record.provider, model, usage, record.created)
+            try:
+                cost, list_cost, version = self._prices.batch_cost(record.provider, model, usage, record.created)
+            except Exception:  # claimed, so billed now or never: unpriced, never a silent $0
+                cost = list_cost = version = None
             total += cost or 0
             submit(
                 LedgerRow(

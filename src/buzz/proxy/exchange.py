@@ -59,8 +59,9 @@ class Exchange:
         self.headers = headers  # first value of each request header, for lookups
         self.metered = metered  # False: forwarded but never billed (count_tokens)
         self.unpriced = False  # not metered, yet an answer may have cost money (images, audio)
-        # A batch's results being fetched: its id, and what the relay read of them, to bill.
-        self.results: tuple[str, ResultLines] | None = None
+        # A batch's results being fetched: what they are billed under (the batch, or OpenAI's
+        # output file), the batch if known, and what the relay read of them.
+        self.results: tuple[str, str | None, ResultLines] | None = None
         self.request_id = new_request_id()
         self.ts = time.time()  # arrival, unix seconds
         self.started = time.perf_counter()

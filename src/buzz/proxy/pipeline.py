@@ -208,12 +208,19 @@ class Pipeline:
 
     def _passage(self, scope: Scope, receive: Receive, headers: dict[bytes, bytes], x: Exchange) -> tuple[Passage, int]:
         """How another route's bytes go, and the spend room its key must have (see `Batches`)."""
-        upload = self._upload(receive, headers, x)
+        path = scope["path"]
+        if not _plain(path, _raw_path(scope)):
+            # `..`, `//` or a trailing `/` could name another route at the vendor than the one
+            # buzz checked (ownership, billing): only plain paths pass.
+            raise GatewayError(Kind.INVALID_REQUEST, "path: empty, '.' or '..' segments are not forwarded")
+        # A request without a body (a GET, a DELETE) goes up without one, not as an empty chunked one.
+        sends_body = b"transfer-encoding" in headers or headers.get(b"content-length", b"0") != b"0"
+        upload = self._upload(receive, headers, x) if sends_body else None
         principal = x.principal
-        if principal is not None and principal.key is not None and principal.key.allowed_models is not None:
+        if upload is not None and principal is not None and principal.key and principal.key.allowed_models is not None:
             upload.scan = ModelScan(lambda model: check_access(principal, model, x.ts))
         return self._batches.passage(
-            x, scope["method"], scope["path"], upload, lambda: public_url(self._public_url, scope, self._proxies)
+            x, scope["method"], path, upload, lambda: public_url(self._public_url, scope, self._proxies)
         )
 
     def _upload(self, receive: Receive, headers: dict[bytes, bytes], x: Exchange) -> Upload:
@@ -241,6 +248,12 @@ class Pipeline:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _plain(path: str, raw: str) -> bool:
+    """No empty, `.` or `..` segment, written plainly or percent-encoded."""
+    lowered = raw.lower()
+    return "%2e" not in lowered and "%2f" not in lowered and all(s not in ("", ".", "..") for s in path.split("/")[1:])
 
 
 def _raw_path(scope: Scope) -> str:
