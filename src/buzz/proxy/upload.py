@@ -74,7 +74,7 @@ class Upload:
 _STRING = re.compile(rb'"((?:[^"\\]|\\.)*)"(\s*:\s*)?')
 _BLANK_TO_END = re.compile(rb"\s*\Z")
 # The longest token carried from one chunk to the next; a longer string is skipped to its end.
-_CARRY = 64 * 1024
+_CARRY = 512  # names and model ids are far shorter
 
 
 class ModelScan:
