@@ -6,6 +6,7 @@ A real buzz process in front of the fake Anthropic, which answers what each test
 
 from __future__ import annotations
 
+import gzip
 import json
 import socket
 from collections.abc import Iterator
@@ -361,3 +362,22 @@ def test_a_key_limited_to_some_models_cannot_batch_others(gateway: BuzzProcess, 
         requests=[{"custom_id": "ok", "params": {"model": HAIKU, "max_tokens": 8, "messages": []}}]
     )
     assert made.id == "msgbatch_narrow"
+
+
+def test_a_compressed_batch_object_is_rewritten_and_compressed_again(gateway: BuzzProcess, fake: FakeAnthropic) -> None:
+    key = gateway.create_key(project="acme")
+    _create(gateway, fake, key, "msgbatch_gz")
+    sent = dumps(_batch("msgbatch_gz"))
+    fake.enqueue(Reply(body=sent, gzip=True))
+    response = _raw(
+        gateway.port,
+        b"GET /v1/messages/batches/msgbatch_gz HTTP/1.1\r\nHost: gw.example\r\nanthropic-version: 2023-06-01\r\n"
+        b"x-api-key: " + key.encode() + b"\r\naccept-encoding: zstd, gzip;q=0.9, br;q=0.5\r\nconnection: close\r\n\r\n",
+    )
+    head, _, body = response.partition(b"\r\n\r\n")
+    assert b"content-encoding: gzip" in head.lower()
+    plain = gzip.decompress(body)
+    ours = b"http://gw.example/v1/messages/batches/msgbatch_gz/results"
+    assert plain == sent.replace(VENDOR_RESULTS.format(id="msgbatch_gz").encode(), ours)
+    # Only codings buzz can read and write again were asked for: not zstd.
+    assert fake.requests[-1].header("accept-encoding") == "gzip;q=0.9, br;q=0.5"

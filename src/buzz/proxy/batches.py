@@ -115,6 +115,15 @@ def encoded(plain: bytes, encoding: str) -> bytes:
     return plain if encoding in ("", "identity") else _ENCODERS[encoding](plain)
 
 
+def _readable() -> frozenset[str]:
+    """The content codings buzz can both read and write again: the only ones to ask for where it
+    reads the answer. br needs brotli 1.2 or later."""
+    return frozenset({"gzip", "x-gzip", "deflate", "identity"} | ({"br"} if codec("br") is not None else set()))
+
+
+READABLE = _readable()
+
+
 def _zlib(wbits: int) -> Callable[[bytes], bytes]:
     def encode(data: bytes) -> bytes:
         encoder = zlib.compressobj(wbits=wbits)
@@ -285,13 +294,13 @@ class Batches:
             # buzz: its lines are read if it begins as results do, and billed once per file.
             lines = ResultLines(openai.batch_result, OPENAI_RESULTS_START)
             x.results = (file_id, batch_id, lines)
-            return Passage(upload, tap=lines), 0
+            return Passage(upload, tap=lines, readable=READABLE), 0
         if route.ident is not None:
             self._check_owner(principal, route.ident)
         if route.kind == "results":
             lines = ResultLines(anthropic.batch_result)
             x.results = (route.ident or "", route.ident, lines)
-            return Passage(upload, tap=lines), 0
+            return Passage(upload, tap=lines, readable=READABLE), 0
         creating = method == "POST" and route.kind == "collection"
         rewrites = x.surface == "anthropic"  # OpenAI's batch objects name no URL
 
@@ -311,7 +320,7 @@ class Batches:
                 return None  # no address to give (an odd Host and no public_url): as it came
             return encoded(rewrite_results_url(plain, base), encoding)
 
-        return Passage(upload, rewrite=read), 1 if creating else 0
+        return Passage(upload, rewrite=read, readable=READABLE), 1 if creating else 0
 
     def _check_owner(self, principal: Principal, batch_id: str) -> None:
         record = self._store.find_batch(batch_id)

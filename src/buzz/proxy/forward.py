@@ -38,6 +38,9 @@ class Passage(NamedTuple):
     # encoding) -> the new body, or None to relay it as it came. Batch objects' `results_url`.
     rewrite: Callable[[bytes, str], bytes | None] | None = None
     tap: Tap | None = None  # reads a copy of each relayed chunk (batch results)
+    # Where buzz must read the answer (batch objects and results): the only content codings to
+    # leave in the client's `accept-encoding`, those it can read and write again. None: as sent.
+    readable: frozenset[str] | None = None
 
 
 class Tap(Protocol):
@@ -139,7 +142,7 @@ async def forward(
     watch = _DisconnectWatch(receive, task, start=upload is None)
     try:
         try:
-            response = await _open(session, route, method, client_headers, body, upload)
+            response = await _open(session, route, method, client_headers, body, upload, passage.readable)
         except GatewayError:
             if upload is not None and upload.failure is not None:
                 raise upload.failure from None  # the client left, or sent too much: not the upstream
@@ -168,9 +171,12 @@ async def _open(
     client_headers: list[tuple[bytes, bytes]],
     body: bytes,
     upload: Upload | None,
+    readable: frozenset[str] | None = None,
 ) -> aiohttp.ClientResponse:
     """The one upstream attempt, up to its status and headers; a failure here is buzz's to report."""
     headers = upstream_request_headers(client_headers, route.credential)
+    if readable is not None:
+        headers = [(n, _readable(v, readable) if n == "accept-encoding" else v) for n, v in headers]
     data: bytes | Upload | None = body or None  # no body, no data: a GET goes up without a length
     if upload is not None:
         data = upload
@@ -309,3 +315,9 @@ async def _relay_rewritten(
             response.release()
         else:
             response.close()
+
+
+def _readable(accept: str, readable: frozenset[str]) -> str:
+    """`accept-encoding` with only the codings in `readable` (identity is always acceptable)."""
+    kept = [part for part in accept.split(",") if part.split(";")[0].strip().lower() in readable]
+    return ",".join(kept).strip() or "identity"
