@@ -44,6 +44,7 @@ from buzz.proxy.route import Router
 from buzz.proxy.settle import Settler
 from buzz.public import catalog, script
 from buzz.public.home import HOME_PAGE
+from buzz.readiness import Readiness
 from buzz.retention import Retention
 from buzz.routes import (
     CLAUDE_CODE_SCRIPT,
@@ -54,6 +55,7 @@ from buzz.routes import (
     MODELS_PAGE,
     POST_ONLY,
     PRICING,
+    READYZ,
     Endpoint,
     Surface,
     match,
@@ -105,6 +107,7 @@ class _Running:
     models: ModelLists
     console: Console | None
     retention: asyncio.Task[None] | None
+    readiness: Readiness
 
 
 class Gateway:
@@ -195,8 +198,9 @@ class Gateway:
         if self.config.ledger_retention_days is not None:
             pruning = Retention(store, self.config.ledger_retention_days, self._wall_clock)
             retention = asyncio.create_task(pruning.run(), name="buzz-retention")
+        readiness = Readiness(store, limiter, ledger)
         self._running = _Running(
-            store, ledger, pipeline, auth, session.close, limiter, admin, models, console, retention
+            store, ledger, pipeline, auth, session.close, limiter, admin, models, console, retention, readiness
         )
         # Everything built so far lives as long as the process: keep it out of every future
         # collection, which then only looks at what requests allocate.
@@ -290,6 +294,12 @@ class Gateway:
                     self._drained.set()
         elif endpoint is HEALTHZ:
             await send_response(send, 200, b'{"status":"ok"}', b"application/json")
+        elif endpoint is READYZ:
+            ready, checks = await self.running.readiness.check()
+            document = {"status": "ready" if ready else "not ready", "checks": checks}
+            await send_response(
+                send, 200 if ready else 503, msgspec.json.encode(document), b"application/json", _NO_STORE
+            )
         elif endpoint is MODELS_PAGE or endpoint is PRICING:
             await self._public(scope, send, endpoint)
         elif endpoint is CLAUDE_CODE_SCRIPT:
@@ -302,6 +312,11 @@ class Gateway:
             await send_error(send, _mistake(endpoint, scope), new_request_id(), endpoint.surface)
         else:
             await self._models(scope, send, params)
+
+    async def _ready(self, send: Send) -> None:
+        ready, checks = await self.running.readiness.check()
+        document = msgspec.json.encode({"status": "ready" if ready else "not ready", "checks": checks})
+        await send_response(send, 200 if ready else 503, document, b"application/json", _NO_STORE)
 
     async def _key_info(self, scope: Scope, send: Send) -> None:
         """What the presented key is, checked by buzz alone: a client (the install script among

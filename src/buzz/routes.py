@@ -50,6 +50,7 @@ OPENAI_OTHER = Endpoint("other", Surface.OPENAI, billed=False, by_model=False, s
 MODELS = Endpoint("models", Surface.OPENAI, proxied=False)
 MODEL = Endpoint("model", Surface.OPENAI, proxied=False)
 HEALTHZ = Endpoint("healthz", Surface.OPENAI, proxied=False)
+READYZ = Endpoint("readyz", Surface.OPENAI, proxied=False)
 MODELS_PAGE = Endpoint("models_page", Surface.OPENAI, proxied=False)
 PRICING = Endpoint("pricing", Surface.OPENAI, proxied=False)
 CLAUDE_CODE_SCRIPT = Endpoint("claudecode_sh", Surface.OPENAI, proxied=False)
@@ -67,6 +68,7 @@ _EXACT: dict[tuple[str, str], Endpoint] = {
     ("POST", "/v1/embeddings"): EMBEDDINGS,
     ("GET", "/v1beta/models"): GEMINI_MODELS,
     ("GET", "/healthz"): HEALTHZ,
+    ("GET", "/readyz"): READYZ,
     ("GET", "/models"): MODELS_PAGE,
     ("GET", "/api/pricing"): PRICING,
     ("GET", "/api/key"): KEY_INFO,

@@ -96,10 +96,21 @@ class LedgerWriter:
         self._next_try = 0.0  # while the store is down: when to try it again
         self._pause = 0.0
         self._orphans_checked = False
+        self._spool_failing = False
 
     @property
     def written(self) -> int:
         return self._written
+
+    @property
+    def backlog(self) -> int:
+        """Rows not in the store yet: waiting on the event loop, or in the spool."""
+        return len(self._pending) + self._spool.rows
+
+    @property
+    def spool_failing(self) -> bool:
+        """The last batch could not be appended to the spool (a full or failing disk)."""
+        return self._spool_failing
 
     def start(self) -> None:
         self._thread.start()
@@ -123,8 +134,10 @@ class LedgerWriter:
             self._spool.append(batch)
         except OSError as exc:  # a full or failing disk: to the store without the spool's safety
             log.error("ledger: spool append failed (%s); writing straight to the store", type(exc).__name__)
+            self._spool_failing = True
             self._queue.put(batch)
             return
+        self._spool_failing = False
         self._queue.put(True)
 
     def close(self, timeout: float | None = None) -> None:

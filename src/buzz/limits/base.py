@@ -187,6 +187,10 @@ class Limiter(Protocol):
         another request may take what it shows a moment later."""
         ...
 
+    async def ping(self) -> None:
+        """Raises LimiterUnavailable when the limiter's state cannot be reached (readiness)."""
+        ...
+
     async def close(self) -> None: ...
 
 

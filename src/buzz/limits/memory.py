@@ -309,6 +309,9 @@ class MemoryLimiter:
         state.roll(periods.day, periods.month)
         state.today, state.this_month = today, this_month
 
+    async def ping(self) -> None:
+        return  # its state is this process's memory
+
     async def close(self) -> None:
         return None
 

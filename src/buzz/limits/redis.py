@@ -355,6 +355,12 @@ class RedisLimiter:
             for at in range(0, len(fields), 4)
         ]
 
+    async def ping(self) -> None:
+        try:
+            await self._redis.call("PING")
+        except _UNAVAILABLE as error:
+            raise LimiterUnavailable(f"limiter store unreachable: {type(error).__name__}") from error
+
     async def close(self) -> None:
         """Send what waits to be sent, stop renewing leases, try once more to deliver queued
         settlements, then disconnect."""

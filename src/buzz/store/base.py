@@ -308,6 +308,10 @@ class Store(Protocol):
         """Delete at most `limit` ledger rows older than `before`; the rollups keep their sums."""
         ...
 
+    def ping(self) -> None:
+        """Raises StoreUnavailable when the database cannot be reached (readiness)."""
+        ...
+
     def close(self) -> None: ...
 
 

@@ -359,6 +359,9 @@ class PostgresStore:
             )
             return cursor.rowcount == 1
 
+    def ping(self) -> None:
+        self._read_one("SELECT 1", ())
+
     # --- batches --------------------------------------------------------------------------
 
     def record_batch(self, batch: BatchRecord) -> None:

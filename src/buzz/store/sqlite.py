@@ -271,6 +271,9 @@ class SQLiteStore:
         )
         return cursor.rowcount == 1
 
+    def ping(self) -> None:
+        self._conn.execute("SELECT 1").fetchone()
+
     # --- batches --------------------------------------------------------------------------
 
     def record_batch(self, batch: BatchRecord) -> None:
