@@ -144,33 +144,38 @@ def test_console_tokens_and_the_session_secret(opener: Opener) -> None:
 def test_batches_are_recorded_once_and_each_result_is_claimed_once(opener: Opener) -> None:
     first, second = opener(), opener()
     batch = BatchRecord("msgbatch_01", "anthropic", "k1", "acme", "u-7", ("team:ml", "env:prod"), 1765000000.5)
-    first.record_batch(batch)
-    first.record_batch(BatchRecord("msgbatch_01", "anthropic", "k2", "other", None, (), 1.0))  # ignored
-    assert second.find_batch("msgbatch_01") == batch
-    assert second.find_batch("msgbatch_02") is None
 
-    first.record_batch_file("file-out", "msgbatch_01")
-    first.record_batch_file("file-out", "msgbatch_other")  # ignored
-    assert second.batch_of_file("file-out") == "msgbatch_01"
-    assert second.batch_of_file("file-in") is None
+    async def scenario() -> None:
+        await first.record_batch(batch)
+        await first.record_batch(BatchRecord("msgbatch_01", "anthropic", "k2", "other", None, (), 1.0))  # ignored
+        assert await second.find_batch("msgbatch_01") == batch
+        assert await second.find_batch("msgbatch_02") is None
 
-    assert first.claim_batch_results("msgbatch_01", ["a", "b", "a"]) == ["a", "b"]
-    assert second.claim_batch_results("msgbatch_01", ["b", "c", "d"]) == ["c", "d"]
-    assert first.claim_batch_results("msgbatch_01", ["a", "b", "c", "d"]) == []
-    assert first.claim_batch_results("msgbatch_02", ["a"]) == ["a"]  # ids are a batch's own
-    many = [f"req-{i}" for i in range(1200)]  # more than one statement's worth
-    assert first.claim_batch_results("msgbatch_03", many[:700]) == many[:700]
-    assert second.claim_batch_results("msgbatch_03", many) == many[700:]
+        await first.record_batch_file("file-out", "msgbatch_01")
+        await first.record_batch_file("file-out", "msgbatch_other")  # ignored
+        assert await second.batch_of_file("file-out") == "msgbatch_01"
+        assert await second.batch_of_file("file-in") is None
+
+        assert await first.claim_batch_results("msgbatch_01", ["a", "b", "a"]) == ["a", "b"]
+        assert await second.claim_batch_results("msgbatch_01", ["b", "c", "d"]) == ["c", "d"]
+        assert await first.claim_batch_results("msgbatch_01", ["a", "b", "c", "d"]) == []
+        assert await first.claim_batch_results("msgbatch_02", ["a"]) == ["a"]  # ids are a batch's own
+        many = [f"req-{i}" for i in range(1200)]  # more than one statement's worth
+        assert await first.claim_batch_results("msgbatch_03", many[:700]) == many[:700]
+        assert await second.claim_batch_results("msgbatch_03", many) == many[700:]
+
+    asyncio.run(scenario())
 
     # Two processes claiming the same results at once: each result goes to exactly one.
     ids = [f"x-{i}" for i in range(400)]
     won: list[list[str]] = [[], []]
 
-    def claim(store: Store, slot: int) -> None:
+    async def claims(store: Store, slot: int) -> None:
         for start in range(0, len(ids), 40):
-            won[slot] += store.claim_batch_results("msgbatch_04", ids[start : start + 80])
+            won[slot] += await store.claim_batch_results("msgbatch_04", ids[start : start + 80])
 
-    threads = [threading.Thread(target=claim, args=(store, slot)) for slot, store in enumerate((opener(), opener()))]
+    stores = (opener(), opener())
+    threads = [threading.Thread(target=asyncio.run, args=(claims(store, slot),)) for slot, store in enumerate(stores)]
     for thread in threads:
         thread.start()
     for thread in threads:

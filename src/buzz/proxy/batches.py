@@ -274,7 +274,7 @@ class Batches:
         self._prices = prices
         self._ledger = ledger
 
-    def passage(
+    async def passage(
         self, x: Exchange, method: str, path: str, upload: Upload | None, address: Callable[[], str]
     ) -> tuple[Passage, int]:
         """How a request on another route goes (`forward.Passage`), and the spend room in
@@ -287,16 +287,16 @@ class Batches:
         assert principal is not None
         if route.kind == "file":
             file_id = route.ident or ""
-            batch_id = self._store.batch_of_file(file_id)
+            batch_id = await self._store.batch_of_file(file_id)
             if batch_id is not None:
-                self._check_owner(principal, batch_id)
+                await self._check_owner(principal, batch_id)
             # Any file may be a batch's output, even one whose batch was never retrieved through
             # buzz: its lines are read if it begins as results do, and billed once per file.
             lines = ResultLines(openai.batch_result, OPENAI_RESULTS_START)
             x.results = (file_id, batch_id, lines)
             return Passage(upload, tap=lines, readable=READABLE), 0
         if route.ident is not None:
-            self._check_owner(principal, route.ident)
+            await self._check_owner(principal, route.ident)
         if route.kind == "results":
             lines = ResultLines(anthropic.batch_result)
             x.results = (route.ident or "", route.ident, lines)
@@ -304,14 +304,14 @@ class Batches:
         creating = method == "POST" and route.kind == "collection"
         rewrites = x.surface == "anthropic"  # OpenAI's batch objects name no URL
 
-        def read(body: bytes, encoding: str) -> bytes | None:
+        async def read(body: bytes, encoding: str) -> bytes | None:
             plain = decoded(body, encoding)
             if plain is None:
                 return None  # relayed as it came
             if creating:
-                self._created(x, plain)
+                await self._created(x, plain)
             elif not rewrites:
-                self._output_files(principal, plain)
+                await self._output_files(principal, plain)
             if not rewrites:
                 return None
             try:
@@ -322,12 +322,12 @@ class Batches:
 
         return Passage(upload, rewrite=read, readable=READABLE), 1 if creating else 0
 
-    def _check_owner(self, principal: Principal, batch_id: str) -> None:
-        record = self._store.find_batch(batch_id)
+    async def _check_owner(self, principal: Principal, batch_id: str) -> None:
+        record = await self._store.find_batch(batch_id)
         if record is None or record.project != principal.project:
             raise GatewayError(Kind.NOT_FOUND, f"no batch {batch_id} made through this gateway for this key's project")
 
-    def _created(self, x: Exchange, body: bytes) -> None:
+    async def _created(self, x: Exchange, body: bytes) -> None:
         """A create answered 2xx: the batch is recorded as the request was attributed."""
         principal = x.principal
         try:
@@ -339,9 +339,9 @@ class Batches:
             return
         provider = x.provider or x.surface
         batch = BatchRecord(created.id, provider, principal.key_id, principal.project, x.user_id, x.tags, x.ts)
-        self._store.record_batch(batch)
+        await self._store.record_batch(batch)
 
-    def _output_files(self, principal: Principal, body: bytes) -> None:
+    async def _output_files(self, principal: Principal, body: bytes) -> None:
         """OpenAI batch objects (a retrieve, a cancel, a page of the list): the file each owned
         batch's results are served as, once it names one."""
         try:
@@ -351,23 +351,23 @@ class Batches:
         for batch in found.data if found.data is not None else [found]:
             if batch.id is None or batch.output_file_id is None:
                 continue
-            record = self._store.find_batch(batch.id)
+            record = await self._store.find_batch(batch.id)
             if record is not None and record.project == principal.project:
-                self._store.record_batch_file(batch.output_file_id, batch.id)
+                await self._store.record_batch_file(batch.output_file_id, batch.id)
 
-    def bill(self, x: Exchange, key: str, batch_id: str | None, lines: ResultLines) -> int:
+    async def bill(self, x: Exchange, key: str, batch_id: str | None, lines: ResultLines) -> int:
         """Bill the results in `lines` never billed under `key` (the batch, or OpenAI's output
         file); returns their cost in nano-dollars. Attributed as the batch was made, or, for a
         file whose batch buzz never saw, to the key that fetched it."""
         if not lines.seen:
             return 0
-        record = self._store.find_batch(batch_id) if batch_id is not None else None
+        record = await self._store.find_batch(batch_id) if batch_id is not None else None
         principal = x.principal
         if record is None:
             if principal is None or x.provider is None:
                 return 0
             record = BatchRecord(key, x.provider, principal.key_id, principal.project, x.user_id, x.tags, x.ts)
-        fresh = set(self._store.claim_batch_results(key, [custom_id for custom_id, _, _ in lines.seen]))
+        fresh = set(await self._store.claim_batch_results(key, [custom_id for custom_id, _, _ in lines.seen]))
         total = 0
         submit: Callable[[LedgerRow], None] = self._ledger.submit
         for custom_id, model, usage in lines.seen:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, NamedTuple, Protocol
 
 import aiohttp
@@ -36,7 +36,7 @@ class Passage(NamedTuple):
     upload: Upload | None = None  # the request body, streamed up as it arrives
     # A small answer taken whole and given back changed, with its content-encoding: (body,
     # encoding) -> the new body, or None to relay it as it came. Batch objects' `results_url`.
-    rewrite: Callable[[bytes, str], bytes | None] | None = None
+    rewrite: Callable[[bytes, str], Awaitable[bytes | None]] | None = None
     tap: Tap | None = None  # reads a copy of each relayed chunk (batch results)
     # Where buzz must read the answer (batch objects and results): the only content codings to
     # leave in the client's `accept-encoding`, those it can read and write again. None: as sent.
@@ -266,7 +266,7 @@ async def _relay_rewritten(
     response: aiohttp.ClientResponse,
     send: Send,
     watch: _DisconnectWatch,
-    rewrite: Callable[[bytes, str], bytes | None],
+    rewrite: Callable[[bytes, str], Awaitable[bytes | None]],
 ) -> None:
     """A small answer read whole, changed by `rewrite`, and sent with its new length. One too
     large to hold, or that `rewrite` declines, goes on as it came."""
@@ -290,7 +290,7 @@ async def _relay_rewritten(
             raise GatewayError(Kind.UPSTREAM, "upstream closed the connection before its answer was complete") from exc
         body = b"".join(held)
         headers = client_response_headers(response.raw_headers, x.request_id.encode(), x.extra_headers)
-        changed = rewrite(body, response.headers.get("content-encoding", "")) if size <= MAX_WHOLE_BYTES else None
+        changed = await rewrite(body, response.headers.get("content-encoding", "")) if size <= MAX_WHOLE_BYTES else None
         if changed is not None:
             body = changed
             headers = [(n, v) for n, v in headers if n.lower() != b"content-length"]

@@ -80,7 +80,7 @@ class Pipeline:
             x.principal = await self.authenticate(scope, token)
             passage, room = PLAIN, 0
             if endpoint.streamed:  # files, batches...: the body goes up as it comes, never whole
-                body, (passage, room) = b"", self._passage(scope, receive, headers, x)
+                body, (passage, room) = b"", await self._passage(scope, receive, headers, x)
                 x.unpriced = unpriced(surface, scope["path"])
             else:
                 body = await self._read_body(receive, headers)
@@ -190,7 +190,7 @@ class Pipeline:
         charge = 0  # a batch's results billed by this fetch, on rows of their own
         if x.results is not None and 200 <= x.status < 300:
             try:
-                charge = self._batches.bill(x, *x.results)
+                charge = await self._batches.bill(x, *x.results)
             except Exception as exc:
                 self._counters.add("batch_bill_failed")
                 log.error("batch billing failed: %s at %s", type(exc).__name__, where(exc))
@@ -206,7 +206,9 @@ class Pipeline:
                 self._counters.add("limiter_settle_failed")
                 log.error("limiter settle failed: %s at %s", type(exc).__name__, where(exc))
 
-    def _passage(self, scope: Scope, receive: Receive, headers: dict[bytes, bytes], x: Exchange) -> tuple[Passage, int]:
+    async def _passage(
+        self, scope: Scope, receive: Receive, headers: dict[bytes, bytes], x: Exchange
+    ) -> tuple[Passage, int]:
         """How another route's bytes go, and the spend room its key must have (see `Batches`)."""
         path = scope["path"]
         if not _plain(path, _raw_path(scope)):
@@ -219,7 +221,7 @@ class Pipeline:
         principal = x.principal
         if upload is not None and principal is not None and principal.key and principal.key.allowed_models is not None:
             upload.scan = ModelScan(lambda model: check_access(principal, model, x.ts))
-        return self._batches.passage(
+        return await self._batches.passage(
             x, scope["method"], path, upload, lambda: public_url(self._public_url, scope, self._proxies)
         )
 

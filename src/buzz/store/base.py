@@ -207,19 +207,20 @@ class Store(Protocol):
 
     def revoke_console_token(self, token_id: str) -> bool: ...
 
-    def record_batch(self, batch: BatchRecord) -> None:
-        """Keep a batch's owner; recording the same id again changes nothing."""
+    async def record_batch(self, batch: BatchRecord) -> None:
+        """Keep a batch's owner; recording the same id again changes nothing. The batch methods
+        are async, as the key lookups are: a networked backend leaves the event loop for them."""
         ...
 
-    def find_batch(self, batch_id: str) -> BatchRecord | None: ...
+    async def find_batch(self, batch_id: str) -> BatchRecord | None: ...
 
-    def record_batch_file(self, file_id: str, batch_id: str) -> None:
+    async def record_batch_file(self, file_id: str, batch_id: str) -> None:
         """A file that holds a batch's results (OpenAI's output file); the first record stands."""
         ...
 
-    def batch_of_file(self, file_id: str) -> str | None: ...
+    async def batch_of_file(self, file_id: str) -> str | None: ...
 
-    def claim_batch_results(self, batch_id: str, custom_ids: Sequence[str]) -> list[str]:
+    async def claim_batch_results(self, batch_id: str, custom_ids: Sequence[str]) -> list[str]:
         """Of `custom_ids`, the ones never claimed before, now claimed: each result of a batch
         is billed once, however many processes fetch it, however many times."""
         ...

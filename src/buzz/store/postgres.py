@@ -364,25 +364,40 @@ class PostgresStore:
 
     # --- batches --------------------------------------------------------------------------
 
-    def record_batch(self, batch: BatchRecord) -> None:
+    async def record_batch(self, batch: BatchRecord) -> None:
+        await asyncio.to_thread(self._record_batch, batch)
+
+    async def find_batch(self, batch_id: str) -> BatchRecord | None:
+        return await asyncio.to_thread(self._find_batch, batch_id)
+
+    async def record_batch_file(self, file_id: str, batch_id: str) -> None:
+        await asyncio.to_thread(self._record_batch_file, file_id, batch_id)
+
+    async def batch_of_file(self, file_id: str) -> str | None:
+        return await asyncio.to_thread(self._batch_of_file, file_id)
+
+    async def claim_batch_results(self, batch_id: str, custom_ids: Sequence[str]) -> list[str]:
+        return await asyncio.to_thread(self._claim_batch_results, batch_id, custom_ids)
+
+    def _record_batch(self, batch: BatchRecord) -> None:
         with self._session() as conn:
             conn.execute(
                 "INSERT INTO batches VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING", batch_values(batch)
             )
 
-    def find_batch(self, batch_id: str) -> BatchRecord | None:
+    def _find_batch(self, batch_id: str) -> BatchRecord | None:
         row = self._read_one(f"{BATCH_SELECT} WHERE id = %s", (batch_id,))
         return batch_record(row) if row else None
 
-    def record_batch_file(self, file_id: str, batch_id: str) -> None:
+    def _record_batch_file(self, file_id: str, batch_id: str) -> None:
         with self._session() as conn:
             conn.execute("INSERT INTO batch_files VALUES (%s, %s) ON CONFLICT DO NOTHING", (file_id, batch_id))
 
-    def batch_of_file(self, file_id: str) -> str | None:
+    def _batch_of_file(self, file_id: str) -> str | None:
         row = self._read_one("SELECT batch_id FROM batch_files WHERE file_id = %s", (file_id,))
         return str(row[0]) if row else None
 
-    def claim_batch_results(self, batch_id: str, custom_ids: Sequence[str]) -> list[str]:
+    def _claim_batch_results(self, batch_id: str, custom_ids: Sequence[str]) -> list[str]:
         wanted = list(dict.fromkeys(custom_ids))
         with self._session() as conn:
             # Only the rows this statement inserted come back: a concurrent claim of the same

@@ -274,23 +274,23 @@ class SQLiteStore:
     def ping(self) -> None:
         self._conn.execute("SELECT 1").fetchone()
 
-    # --- batches --------------------------------------------------------------------------
+    # --- batches (answered on the event loop, as the key lookups are: a local file) --------
 
-    def record_batch(self, batch: BatchRecord) -> None:
+    async def record_batch(self, batch: BatchRecord) -> None:
         self._conn.execute("INSERT OR IGNORE INTO batches VALUES (?, ?, ?, ?, ?, ?, ?)", batch_values(batch))
 
-    def find_batch(self, batch_id: str) -> BatchRecord | None:
+    async def find_batch(self, batch_id: str) -> BatchRecord | None:
         row = self._conn.execute(f"{BATCH_SELECT} WHERE id = ?", (batch_id,)).fetchone()
         return batch_record(row) if row else None
 
-    def record_batch_file(self, file_id: str, batch_id: str) -> None:
+    async def record_batch_file(self, file_id: str, batch_id: str) -> None:
         self._conn.execute("INSERT OR IGNORE INTO batch_files VALUES (?, ?)", (file_id, batch_id))
 
-    def batch_of_file(self, file_id: str) -> str | None:
+    async def batch_of_file(self, file_id: str) -> str | None:
         row = self._conn.execute("SELECT batch_id FROM batch_files WHERE file_id = ?", (file_id,)).fetchone()
         return str(row[0]) if row else None
 
-    def claim_batch_results(self, batch_id: str, custom_ids: Sequence[str]) -> list[str]:
+    async def claim_batch_results(self, batch_id: str, custom_ids: Sequence[str]) -> list[str]:
         wanted = list(dict.fromkeys(custom_ids))
         with self._transaction():  # the write lock: another process's claim waits, then sees these
             claimed: set[str] = set()
