@@ -160,7 +160,7 @@ class ResultLines:
     (custom_id, model, usage). Only whole lines count: a cut download leaves its last, partial
     line to the next fetch."""
 
-    __slots__ = ("_expect", "_inflater", "_line", "_parse", "_skipping", "seen", "stopped")
+    __slots__ = ("_expect", "_inflater", "_line", "_parse", "_skipping", "seen", "stopped", "unread")
 
     def __init__(
         self, parse: Callable[[bytes], tuple[str, str, Usage] | None], expect: re.Pattern[bytes] | None = None
@@ -170,6 +170,7 @@ class ResultLines:
         self._parse = parse  # the vendor's reading of one line
         self._expect = expect
         self.seen: list[tuple[str, str, Usage]] = []
+        self.unread = False  # results buzz could not read (an encoding, a bomb): not billed
         self._line = bytearray()
         self._skipping = False  # inside a line too long to read, up to its end
         self.stopped = False
@@ -180,7 +181,7 @@ class ResultLines:
         if encoding and encoding != "identity":
             decoder = codec(encoding)
             if decoder is None:
-                self.stopped = True  # nothing read, nothing billed: the row says so
+                self.stopped = self.unread = True
             else:
                 self._inflater = Inflater(decoder, MAX_LINE_BYTES)
 
@@ -193,7 +194,9 @@ class ResultLines:
             else:
                 # Results compress well: a chunk may decode to many times its size, all read now.
                 self._inflater.feed(chunk, self._take, MAX_LINE_BYTES)
-        except (TooCompressed, _NotResults):
+        except TooCompressed:
+            self.stopped = self.unread = True
+        except _NotResults:
             self.stopped = True
 
     def finish(self) -> None:
@@ -205,7 +208,9 @@ class ResultLines:
                 self._inflater.finish(self._take)
             if self._line and not self._skipping:
                 self._read(bytes(self._line))
-        except (TooCompressed, _NotResults):
+        except TooCompressed:
+            self.stopped = self.unread = True
+        except _NotResults:
             self.stopped = True
         self._line.clear()
 

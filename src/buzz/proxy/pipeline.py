@@ -194,6 +194,10 @@ class Pipeline:
             except Exception as exc:
                 self._counters.add("batch_bill_failed")
                 log.error("batch billing failed: %s at %s", type(exc).__name__, where(exc))
+            if x.results[2].unread:
+                # Relayed whole, but not read: its results are billed when fetched in a form buzz reads.
+                self._counters.add("batch_results_unread")
+                log.warning("batch results of %s relayed unread (encoding or size): not billed", x.results[0])
         try:
             row = self._settler.settle(x)
         except Exception as exc:
