@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import json
 import socket
+import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,10 +18,11 @@ import openai
 import pytest
 
 from buzz.proxy.auth import generate_key
+from fakes.abuse import gzip_bomb
 from fakes.fake_anthropic import FakeAnthropic
 from fakes.fake_openai import FakeOpenAI
 from fakes.replies import Reply, dumps
-from support import BuzzProcess
+from support import BuzzProcess, wait_until
 
 VENDOR_RESULTS = "https://api.anthropic.com/v1/messages/batches/{id}/results"
 SURFACE = "anthropic_batch"
@@ -381,3 +383,23 @@ def test_a_compressed_batch_object_is_rewritten_and_compressed_again(gateway: Bu
     assert plain == sent.replace(VENDOR_RESULTS.format(id="msgbatch_gz").encode(), ours)
     # Only codings buzz can read and write again were asked for: not zstd.
     assert fake.requests[-1].header("accept-encoding") == "gzip;q=0.9, br;q=0.5"
+
+
+def test_results_buzz_cannot_read_are_relayed_counted_and_not_billed(
+    tmp_path_factory: pytest.TempPathFactory, fake_session: FakeAnthropic
+) -> None:
+    env = {"BUZZ_ADMIN_TOKEN": "admin-for-unread-results"}
+    with BuzzProcess(tmp_path_factory.mktemp("unread") / "data", fake_session.url, env) as gateway:
+        fake_session.clear()
+        key = gateway.create_key(project="bomb")
+        _create(gateway, fake_session, key, "msgbatch_bomb")
+        bomb = gzip_bomb(512 * 1024 * 1024)  # a few hundred kilobytes that inflate to 512 MiB
+        fake_session.enqueue(bomb)
+        auth = b"anthropic-version: 2023-06-01\r\nx-api-key: " + key.encode() + b"\r\nconnection: close\r\n\r\n"
+        response = _raw(gateway.port, b"GET /v1/messages/batches/msgbatch_bomb/results HTTP/1.1\r\nHost: b\r\n" + auth)
+        assert response.startswith(b"HTTP/1.1 200 ")  # relayed as it came
+        request = urllib.request.Request(
+            gateway.url + "/admin/api/counters", headers={"authorization": f"Bearer {env['BUZZ_ADMIN_TOKEN']}"}
+        )
+        assert wait_until(lambda: json.loads(urllib.request.urlopen(request).read()).get("batch_results_unread") == 1)
+        assert _batch_rows(gateway, "bomb") == []
