@@ -138,8 +138,11 @@ async def forward(
     task = asyncio.current_task()
     assert task is not None
     upload = passage.upload
-    # While an upload reads `receive`, it sees a client that leaves itself; the watch starts after.
+    # While an upload reads `receive`, it sees a client that leaves itself; the watch starts once
+    # the upload has read the whole body, even if the upstream answered before that.
     watch = _DisconnectWatch(receive, task, start=upload is None)
+    if upload is not None:
+        upload.on_finish = watch.start
     try:
         try:
             response = await _open(session, route, method, client_headers, body, upload, passage.readable)
@@ -147,8 +150,6 @@ async def forward(
             if upload is not None and upload.failure is not None:
                 raise upload.failure from None  # the client left, or sent too much: not the upstream
             raise
-        if upload is not None and upload.finished:
-            watch.start()
         if passage.rewrite is not None and 200 <= response.status < 300:
             await _relay_rewritten(x, response, send, watch, passage.rewrite)
         else:

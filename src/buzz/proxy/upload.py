@@ -31,7 +31,7 @@ class Upload:
     reports a body that failed as its own error, and the pipeline must answer for the real cause.
     """
 
-    __slots__ = ("_limit", "_receive", "_x", "failure", "finished", "scan")
+    __slots__ = ("_limit", "_receive", "_x", "failure", "finished", "on_finish", "scan")
 
     def __init__(self, receive: Receive, limit: int, x: Exchange) -> None:
         self._receive = receive
@@ -39,6 +39,7 @@ class Upload:
         self._x = x
         self.failure: Exception | None = None
         self.finished = False  # the whole body was read: `receive` is free for the disconnect watch
+        self.on_finish: Callable[[], None] | None = None  # told once the whole body was read
         # Reads each chunk before it goes up, and raises GatewayError to stop the upload there.
         self.scan: Callable[[bytes], None] | None = None
 
@@ -67,6 +68,8 @@ class Upload:
                 yield chunk
             if not message.get("more_body", False):
                 self.finished = True
+                if self.on_finish is not None:
+                    self.on_finish()
                 return
 
 
