@@ -41,6 +41,17 @@ def raw_post(
     return response.status, response.getheaders(), data
 
 
+def raw_exchange(port: int, request: bytes) -> bytes:
+    """`request`, bytes as they are, on a connection of its own; everything the server sent back
+    until it closed the connection (send `connection: close`)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(request)
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    return received
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import socket
 import urllib.request
 from collections.abc import Iterator
 from typing import Any
@@ -22,7 +21,7 @@ from fakes.abuse import gzip_bomb
 from fakes.fake_anthropic import FakeAnthropic
 from fakes.fake_openai import FakeOpenAI
 from fakes.replies import Reply, dumps
-from support import BuzzProcess, wait_until
+from support import BuzzProcess, raw_exchange, wait_until
 
 VENDOR_RESULTS = "https://api.anthropic.com/v1/messages/batches/{id}/results"
 SURFACE = "anthropic_batch"
@@ -95,15 +94,6 @@ def _client(gateway: BuzzProcess, key: str) -> anthropic.Anthropic:
     return anthropic.Anthropic(api_key=key, base_url=gateway.url, max_retries=0)
 
 
-def _raw(port: int, request: bytes) -> bytes:
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sock.sendall(request)
-        received = b""
-        while chunk := sock.recv(65536):
-            received += chunk
-    return received
-
-
 def _create(gateway: BuzzProcess, fake: FakeAnthropic, key: str, batch_id: str) -> None:
     fake.enqueue(Reply(body=dumps(_batch(batch_id, "in_progress", results=False))))
     batch = _client(gateway, key).messages.batches.create(
@@ -171,8 +161,10 @@ def test_results_url_is_the_only_value_changed_in_a_batch_object(gateway: BuzzPr
     listing += b'],"has_more":false,"first_id":"msgbatch_bytes","last_id":"msgbatch_other"}'
     fake.enqueue(Reply(body=sent), Reply(body=listing))
     auth = b"anthropic-version: 2023-06-01\r\nx-api-key: " + key.encode() + b"\r\nconnection: close\r\n\r\n"
-    one = _raw(gateway.port, b"GET /v1/messages/batches/msgbatch_bytes HTTP/1.1\r\nHost: gw.example:8080\r\n" + auth)
-    many = _raw(gateway.port, b"GET /v1/messages/batches?limit=2 HTTP/1.1\r\nHost: gw.example:8080\r\n" + auth)
+    one = raw_exchange(
+        gateway.port, b"GET /v1/messages/batches/msgbatch_bytes HTTP/1.1\r\nHost: gw.example:8080\r\n" + auth
+    )
+    many = raw_exchange(gateway.port, b"GET /v1/messages/batches?limit=2 HTTP/1.1\r\nHost: gw.example:8080\r\n" + auth)
 
     ours = b"http://gw.example:8080/v1/messages/batches/msgbatch_bytes/results"
     theirs = VENDOR_RESULTS.format(id="msgbatch_bytes").encode()
@@ -192,7 +184,7 @@ def test_results_fetched_twice_are_billed_once(gateway: BuzzProcess, fake: FakeA
     request = b"GET /v1/messages/batches/msgbatch_twice/results HTTP/1.1\r\nHost: buzz\r\n" + auth
     for _ in range(2):
         fake.enqueue(Reply(body=jsonl, headers=[("content-type", "application/binary")]))
-        assert _raw(gateway.port, request).endswith(jsonl)
+        assert raw_exchange(gateway.port, request).endswith(jsonl)
     fetches = gateway.ledger(3, where=lambda row: row["project"] == "twice" and row["surface"] == "anthropic")
     assert [row["status"] for row in fetches] == [200, 200, 200]  # the create and both fetches
     rows = _batch_rows(gateway, "twice")
@@ -210,13 +202,13 @@ def test_a_cut_download_bills_what_passed_and_the_next_fetch_the_rest(
     fake.enqueue(Reply(chunks=pieces, drop_after_chunks=2, headers=[("content-type", "application/binary")]))
     auth = b"anthropic-version: 2023-06-01\r\nx-api-key: " + key.encode() + b"\r\nconnection: close\r\n\r\n"
     request = b"GET /v1/messages/batches/msgbatch_cut/results HTTP/1.1\r\nHost: buzz\r\n" + auth
-    cut = _raw(gateway.port, request)
+    cut = raw_exchange(gateway.port, request)
     assert lines[0] in cut and lines[1] not in cut
     [first] = _batch_rows(gateway, "cut", 1)
     assert first["cost_nanos"] == RESULTS[0][1]
 
     fake.enqueue(Reply(body=b"".join(lines), headers=[("content-type", "application/binary")]))
-    assert _raw(gateway.port, request).endswith(b"".join(lines))
+    assert raw_exchange(gateway.port, request).endswith(b"".join(lines))
     rows = _batch_rows(gateway, "cut", 3)
     assert sorted(row["cost_nanos"] for row in rows) == sorted(cost for _, cost in RESULTS if cost)
 
@@ -371,7 +363,7 @@ def test_a_compressed_batch_object_is_rewritten_and_compressed_again(gateway: Bu
     _create(gateway, fake, key, "msgbatch_gz")
     sent = dumps(_batch("msgbatch_gz"))
     fake.enqueue(Reply(body=sent, gzip=True))
-    response = _raw(
+    response = raw_exchange(
         gateway.port,
         b"GET /v1/messages/batches/msgbatch_gz HTTP/1.1\r\nHost: gw.example\r\nanthropic-version: 2023-06-01\r\n"
         b"x-api-key: " + key.encode() + b"\r\naccept-encoding: zstd, gzip;q=0.9, br;q=0.5\r\nconnection: close\r\n\r\n",
@@ -396,7 +388,9 @@ def test_results_buzz_cannot_read_are_relayed_counted_and_not_billed(
         bomb = gzip_bomb(512 * 1024 * 1024)  # a few hundred kilobytes that inflate to 512 MiB
         fake_session.enqueue(bomb)
         auth = b"anthropic-version: 2023-06-01\r\nx-api-key: " + key.encode() + b"\r\nconnection: close\r\n\r\n"
-        response = _raw(gateway.port, b"GET /v1/messages/batches/msgbatch_bomb/results HTTP/1.1\r\nHost: b\r\n" + auth)
+        response = raw_exchange(
+            gateway.port, b"GET /v1/messages/batches/msgbatch_bomb/results HTTP/1.1\r\nHost: b\r\n" + auth
+        )
         assert response.startswith(b"HTTP/1.1 200 ")  # relayed as it came
         request = urllib.request.Request(
             gateway.url + "/admin/api/counters", headers={"authorization": f"Bearer {env['BUZZ_ADMIN_TOKEN']}"}

@@ -18,7 +18,7 @@ import pytest
 from fakes.fake_anthropic import FakeAnthropic
 from fakes.fake_openai import FakeOpenAI
 from fakes.replies import Reply, dumps
-from support import UPSTREAM_KEY, BuzzProcess
+from support import UPSTREAM_KEY, BuzzProcess, raw_exchange
 
 OPENAI_UPSTREAM_KEY = "sk-openai-upstream-for-tests"
 UPLOAD_LIMIT = 64 * 1024
@@ -60,16 +60,6 @@ def key(gateway: BuzzProcess) -> str:
 
 def _json(obj: object, status: int = 200) -> Reply:
     return Reply(status=status, body=dumps(obj))
-
-
-def _raw(port: int, request: bytes) -> bytes:
-    """One request on its own connection, and everything the server sent until it closed it."""
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sock.sendall(request)
-        received = b""
-        while chunk := sock.recv(65536):
-            received += chunk
-    return received
 
 
 def test_anthropic_files_upload_list_and_download_with_the_sdk(
@@ -162,7 +152,7 @@ def test_bytes_pass_through_both_ways_on_another_route(gateway: BuzzProcess, fak
         b"anthropic-beta: message-batches-2024-09-24\r\ncontent-type: application/json\r\n"
         b"x-custom-header: kept\r\ncontent-length: %d\r\nconnection: close\r\n\r\n" % len(body)
     ) + body
-    response = _raw(gateway.port, request)
+    response = raw_exchange(gateway.port, request)
 
     [seen] = fake.requests
     assert (seen.method, seen.path, seen.query_string) == ("POST", "/v1/messages/batches", "beta=true&x=%2F")
@@ -209,7 +199,7 @@ def test_every_other_route_passes_bytes_both_ways(
         b"content-length: %d\r\nconnection: close\r\n\r\n"
         % (method.encode(), target.encode(), announce, key.encode(), len(body))
     ) + body
-    response = _raw(gateway.port, request)
+    response = raw_exchange(gateway.port, request)
 
     [seen] = upstream.requests
     path, _, query = target.partition("?")
@@ -226,7 +216,7 @@ def test_an_upload_over_its_limit_is_refused_and_the_upstream_gets_no_whole_body
 ) -> None:
     auth = b"anthropic-version: 2023-06-01\r\nx-api-key: " + key.encode() + b"\r\n"
     # Declared too large: refused before anything goes upstream.
-    declared = _raw(
+    declared = raw_exchange(
         gateway.port,
         b"POST /v1/files HTTP/1.1\r\nHost: buzz\r\n" + auth + b"content-length: %d\r\n"
         b"connection: close\r\n\r\n" % (UPLOAD_LIMIT + 1) + b"x" * 100,
@@ -237,7 +227,7 @@ def test_an_upload_over_its_limit_is_refused_and_the_upstream_gets_no_whole_body
     # Chunked, no length: refused once the limit is passed, and the upstream's copy is cut short.
     chunk = b"y" * 16384
     chunks = b"".join(b"%x\r\n%s\r\n" % (len(chunk), chunk) for _ in range(UPLOAD_LIMIT // len(chunk) + 2))
-    streamed = _raw(
+    streamed = raw_exchange(
         gateway.port,
         b"POST /v1/files HTTP/1.1\r\nHost: buzz\r\n" + auth + b"transfer-encoding: chunked\r\n"
         b"connection: close\r\n\r\n" + chunks + b"0\r\n\r\n",
@@ -262,7 +252,7 @@ def test_images_are_passed_to_openai_and_their_row_is_unpriced(gateway: BuzzProc
 
 
 def test_mistakes_get_a_hint(gateway: BuzzProcess, fake: FakeAnthropic, key: str) -> None:
-    get_messages = _raw(
+    get_messages = raw_exchange(
         gateway.port, b"GET /v1/messages HTTP/1.1\r\nHost: buzz\r\nx-api-key: k\r\nconnection: close\r\n\r\n"
     )
     head, _, body = get_messages.partition(b"\r\n\r\n")
@@ -277,11 +267,11 @@ def test_mistakes_get_a_hint(gateway: BuzzProcess, fake: FakeAnthropic, key: str
 
 
 def test_the_home_page_points_to_the_models_and_the_console(gateway: BuzzProcess) -> None:
-    page = _raw(gateway.port, b"GET / HTTP/1.1\r\nHost: buzz\r\nconnection: close\r\n\r\n")
+    page = raw_exchange(gateway.port, b"GET / HTTP/1.1\r\nHost: buzz\r\nconnection: close\r\n\r\n")
     head, _, body = page.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200 ") and b"text/html" in head
     assert b'href="/models"' in body and b'href="/console"' in body
-    headed = _raw(gateway.port, b"HEAD / HTTP/1.1\r\nHost: buzz\r\nconnection: close\r\n\r\n")
+    headed = raw_exchange(gateway.port, b"HEAD / HTTP/1.1\r\nHost: buzz\r\nconnection: close\r\n\r\n")
     head, _, body = headed.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200 ") and body == b""
 
@@ -324,7 +314,7 @@ def test_a_client_that_leaves_mid_upload_is_recorded_and_nothing_whole_goes_up(
 def test_a_path_that_could_name_another_route_is_refused(
     gateway: BuzzProcess, fake: FakeAnthropic, key: str, target: str
 ) -> None:
-    response = _raw(
+    response = raw_exchange(
         gateway.port,
         b"GET %s HTTP/1.1\r\nHost: buzz\r\nanthropic-version: 2023-06-01\r\nx-api-key: %s\r\n"
         b"connection: close\r\n\r\n" % (target.encode(), key.encode()),

@@ -134,7 +134,7 @@ def _other(path: str, headers: Sequence[tuple[bytes, bytes]]) -> Endpoint | None
         return DOUBLED_VERSION
     if path.startswith("/v1/messages/") or speaks_anthropic(headers):
         return ANTHROPIC_OTHER
-    if any(path == prefix or path.startswith(prefix + "/") for prefix in _OPENAI_OTHER):
+    if _under(path, _OPENAI_OTHER):
         return OPENAI_OTHER
     return None
 
@@ -150,7 +150,12 @@ _FREE = {
 def unpriced(surface: Surface, path: str) -> bool:
     """Whether an answered request on another route may have cost money buzz cannot read
     (images, audio, a route added after this gateway): its row says unpriced, never $0."""
-    return not any(path == prefix or path.startswith(prefix + "/") for prefix in _FREE.get(surface, ()))
+    return not _under(path, _FREE.get(surface, ()))
+
+
+def _under(path: str, prefixes: Sequence[str]) -> bool:
+    """`path` is one of `prefixes`, or below one."""
+    return any(path == prefix or path.startswith(prefix + "/") for prefix in prefixes)
 
 
 def speaks_anthropic(headers: Sequence[tuple[bytes, bytes]]) -> bool:

@@ -34,7 +34,7 @@ from buzz.billing.usage import Usage
 from buzz.errors import GatewayError, Kind
 from buzz.proxy.auth import Principal
 from buzz.proxy.exchange import Exchange, new_request_id
-from buzz.proxy.forward import Passage
+from buzz.proxy.forward import MAX_WHOLE_BYTES, Passage
 from buzz.proxy.inflate import Inflater, TooCompressed, codec
 from buzz.proxy.upload import Upload
 from buzz.store.base import BatchRecord, Store
@@ -46,8 +46,6 @@ _OPENAI_CONTENT = re.compile(r"/v1/files/([A-Za-z0-9_-]{1,128})/content")
 # The value of every "results_url" member: vendor host and all. JSON strings hold no bare `"`.
 _RESULTS_URL = re.compile(rb'("results_url"\s*:\s*")([^"\\]*)(")')
 _RESULTS_PATH = b"/v1/messages/batches/"
-# Batch objects are small (a list page of 100 is tens of kilobytes): one larger is relayed as it is.
-MAX_OBJECT_BYTES = 16 * 1024 * 1024
 # A result line holds a whole message; one larger than this is not read (and not billed).
 MAX_LINE_BYTES = 64 * 1024 * 1024
 
@@ -99,14 +97,14 @@ def decoded(body: bytes, encoding: str) -> bytes | None:
     if decoder is None or encoding not in _ENCODERS:
         return None
     pieces: list[bytes] = []
-    inflater = Inflater(decoder, MAX_OBJECT_BYTES)
+    inflater = Inflater(decoder, MAX_WHOLE_BYTES)
     try:
-        inflater.feed(body, pieces.append, MAX_OBJECT_BYTES)
+        inflater.feed(body, pieces.append, MAX_WHOLE_BYTES)
         inflater.finish(pieces.append)
     except (TooCompressed, zlib.error, ValueError):
         return None
     plain = b"".join(pieces)
-    return plain if len(plain) <= MAX_OBJECT_BYTES and inflater.ended else None
+    return plain if len(plain) <= MAX_WHOLE_BYTES and inflater.ended else None
 
 
 def encoded(plain: bytes, encoding: str) -> bytes:
@@ -265,10 +263,6 @@ _decode_object = msgspec.json.Decoder(_Object).decode
 _decode_objects = msgspec.json.Decoder(_Objects).decode
 # What a created batch object says it is, by surface.
 _BATCH_OBJECT = {"anthropic": "message_batch", "openai": "batch"}
-_RESULTS: dict[str, Callable[[bytes], tuple[str, str, Usage] | None]] = {
-    "anthropic": anthropic.batch_result,
-    "openai": openai.batch_result,
-}
 
 
 class Batches:
