@@ -17,6 +17,7 @@ server and client with nothing of buzz's own, measured the same way.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -26,6 +27,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,9 +90,17 @@ def _control(pid: int, *args: str) -> None:
 
 
 def measure(
-    argv: list[str], core: int | None, env: dict[str, str], port: int, request: bytes, requests: int, work: Path
+    argv: list[str],
+    core: int | None,
+    env: dict[str, str],
+    port: int,
+    request: bytes,
+    requests: int,
+    work: Path,
+    during: Callable[[], contextlib.AbstractContextManager[object]] = contextlib.nullcontext,
 ) -> int:
-    """Instructions per request of the server `argv` (run under callgrind) for `request`."""
+    """Instructions per request of the server `argv` (run under callgrind) for `request`;
+    `during()` is entered for the counted requests only (a scraper of the metrics port, say)."""
     out_file = work / f"callgrind-{port}.out"
     valgrind = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out_file}"]
     command = [*pin_prefix(core), *valgrind, *argv]  # taskset execs valgrind: same pid, same core
@@ -103,7 +113,8 @@ def measure(
             _send(sock, request, _WARMUP)
             _control(service.pid, "--instr=on")
             _control(service.pid, "--zero")
-            _send(sock, request, requests)
+            with during():
+                _send(sock, request, requests)
             before = set(work.glob(out_file.name + "*"))
             _control(service.pid, "--dump")
             total = _dumped_total(out_file, before)

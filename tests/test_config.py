@@ -115,3 +115,63 @@ def test_workers_are_a_count_or_one_per_core() -> None:
             load(None, env={"BUZZ_WORKERS": bad})
     with pytest.raises(ConfigError, match="--workers: 'none' is not valid"):
         load(None, env={}, flags={"workers": "none"})
+
+
+POOL = """
+[[providers.anthropic.credentials]]
+name = "acct-a"
+api_key = "sk-ant-a"
+weight = 2
+
+[[providers.anthropic.credentials]]
+name = "acct-b"
+api_key = "sk-ant-b"
+base_url = "https://eu.example.test/"
+"""
+
+
+def test_a_credential_pool_from_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "buzz.toml"
+    path.write_text('[providers.anthropic]\nbase_url = "https://api.example.test"\n' + POOL.replace("[[", "\n[["))
+    pool = load(path, env={}).provider("anthropic")
+    assert [(c.name, c.api_key, c.base_url, c.weight) for c in pool.credentials] == [
+        ("acct-a", "sk-ant-a", "https://api.example.test", 2),
+        ("acct-b", "sk-ant-b", "https://eu.example.test", 1),
+    ]
+    assert pool.api_key == "sk-ant-a" and not pool.pool_overridden
+    # The vendor's variable wins over the file, as every setting's does, and says so.
+    env = load(path, env={"ANTHROPIC_API_KEY": "sk-ant-env"}).provider("anthropic")
+    assert [(c.name, c.api_key) for c in env.credentials] == [("default", "sk-ant-env")]
+    assert env.pool_overridden
+    # A single key is a pool of one named `default`.
+    single = load(None, env={"OPENAI_API_KEY": "sk-o"}).provider("openai")
+    assert [(c.name, c.base_url, c.weight) for c in single.credentials] == [("default", "https://api.openai.com/v1", 1)]
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ('name = "a"', "api_key is required"),
+        ('api_key = "k"', "name must be"),
+        ('name = "has space"\napi_key = "k"', "name must be"),
+        ('name = "a"\napi_key = "k"\nweight = 0', "weight must be"),
+        ('name = "a"\napi_key = "k"\nweight = 1.5', "weight must be"),
+        ('name = "a"\napi_key = "k"\nbase_url = "ftp://x"', "base_url must be"),
+        ('name = "a"\napi_key = "k"\nsecret = "x"', "unknown key secret"),
+    ],
+)
+def test_bad_credentials_are_fatal(tmp_path: Path, entry: str, message: str) -> None:
+    path = tmp_path / "buzz.toml"
+    path.write_text(f"[[providers.anthropic.credentials]]\n{entry}\n")
+    with pytest.raises(ConfigError, match=message):
+        load(path, env={})
+
+
+def test_a_credential_name_is_unique_and_api_key_and_a_pool_do_not_mix(tmp_path: Path) -> None:
+    path = tmp_path / "buzz.toml"
+    path.write_text(POOL.replace('"acct-b"', '"acct-a"'))
+    with pytest.raises(ConfigError, match="'acct-a' is used twice"):
+        load(path, env={})
+    path.write_text('[providers.anthropic]\napi_key = "sk"\n' + POOL.replace("[[", "\n[["))
+    with pytest.raises(ConfigError, match="either api_key or"):
+        load(path, env={})

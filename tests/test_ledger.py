@@ -37,6 +37,7 @@ LEDGER_COLUMNS = [
     "ttfb_ms",
     "upstream_request_id",
     "usage_note",
+    "credential",
 ]
 
 ROLLUPS = {

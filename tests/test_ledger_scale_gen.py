@@ -139,6 +139,8 @@ def test_a_cached_ledger_is_reused_under_later_migrations_and_made_again_when_on
         conn.execute("DELETE FROM schema_migrations WHERE version = ?", (newest,))
         for table in re.findall(r"CREATE TABLE (\w+)", script):
             conn.execute(f"DROP TABLE {table}")
+        for table, column in re.findall(r"ALTER TABLE (\w+) ADD COLUMN (\w+)", script):
+            conn.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
     again = data.ensure(tmp_path, params, quiet)
     assert again["reused"] and again["migrations_applied"][0]["added"] == params.schema[-1:]
     with closing(sqlite3.connect(path)) as conn:

@@ -20,6 +20,8 @@ from buzz.counters import Counters
 from buzz.forwarded import TrustedProxies
 from buzz.limits.base import Limits, Reservation
 from buzz.limits.memory import MemoryLimiter
+from buzz.pools.memory import MemoryBoard
+from buzz.pools.pool import Pools
 from buzz.proxy.admit import Admission
 from buzz.proxy.auth import Authenticator, generate_key
 from buzz.proxy.batches import Batches
@@ -42,6 +44,10 @@ class FailingLimiter(MemoryLimiter):
 class FailingLedger(LedgerWriter):
     def submit(self, row: LedgerRow) -> None:
         raise RuntimeError("ledger broke")
+
+
+async def _never_probed(provider: str, credential: config_module.CredentialConfig) -> int:
+    raise AssertionError("a pool of one is never probed")
 
 
 async def _request(pipeline: Pipeline, token: str) -> list[dict[str, Any]]:
@@ -98,6 +104,7 @@ def _run(
             config.max_upload_bytes,
             Admission(limiter, prices),
             Batches(store, prices, ledger),
+            Pools(config, MemoryBoard(), _never_probed, counters),
             counters,
             TrustedProxies(),
         )

@@ -88,7 +88,7 @@ def test_start_up_names_the_vendors_and_the_absolute_database_path(tmp_path: Pat
     assert str(database) in output
     assert str(database.parent) in output
     vendors = next(line for line in output.splitlines() if "vendors with a credential" in line)
-    assert "vendors with a credential: anthropic, openai;" in vendors
+    assert "vendors with a credential: anthropic (1), openai (1);" in vendors  # (credentials in each pool)
     assert "without one (their models are not routable): google, xai" in vendors
     assert "NO VENDOR CREDENTIAL" not in output
     # "listening" comes last, once the socket serves.

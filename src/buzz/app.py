@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,6 +35,11 @@ from buzz.forwarded import TrustedProxies, parse_networks
 from buzz.limits.base import Limiter
 from buzz.limits.memory import MemoryLimiter
 from buzz.limits.redis import RedisLimiter
+from buzz.pools.base import HoldBoard
+from buzz.pools.memory import MemoryBoard
+from buzz.pools.pool import Pools
+from buzz.pools.probe import model_list_probe
+from buzz.pools.redis import RedisBoard
 from buzz.proxy.admit import Admission, check_access, model_allowed
 from buzz.proxy.auth import Authenticator, presented_key
 from buzz.proxy.batches import Batches
@@ -67,6 +73,7 @@ from buzz.upstreams.model_lists import ModelLists
 
 if TYPE_CHECKING:
     from buzz.console.web import Console
+    from buzz.metrics import GatewayMetrics
 
 log = logging.getLogger("buzz")
 # How long a shutdown waits, after the server cancelled what was left, for those requests to settle.
@@ -89,6 +96,11 @@ def make_limiter(config: Config, store: Store, counters: Counters) -> Limiter:
     return limiter
 
 
+def make_board(config: Config) -> HoldBoard:
+    """Holds shared through Redis when several processes serve; else kept in this one."""
+    return RedisBoard(config.redis_url) if config.redis_url else MemoryBoard()
+
+
 def price_book(config: Config) -> PriceBook:
     return PriceBook(discount=config.discount, overrides=config.price_overrides)
 
@@ -103,6 +115,7 @@ class _Running:
     auth: Authenticator
     close_session: Any
     limiter: Limiter
+    pools: Pools
     admin: AdminAPI
     models: ModelLists
     console: Console | None
@@ -116,8 +129,11 @@ class Gateway:
         config: Config,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        metrics_socket: socket.socket | None = None,
     ) -> None:
         self.config = config
+        self._metrics_socket = metrics_socket  # the metrics port, bound at start (None: bound here, or not served)
+        self._metrics: GatewayMetrics | None = None
         self._clock = clock  # for the model lists' cache and the console's sign-in throttle
         self._wall_clock = wall_clock  # for the console's session expiry
         self.catalogue = Catalogue.default(models=config.routing_models, patterns=config.routing_patterns)
@@ -135,20 +151,48 @@ class Gateway:
         if self.access_log is not None:
             self.access_log.start()
         store = open_store(self.config)
+        metrics = None
+        if self.config.metrics_port:
+            # Imported here, once, when on: metrics are no part of the request path's imports.
+            from buzz.metrics import GatewayMetrics
+
+            metrics = self._metrics = GatewayMetrics(
+                self.catalogue,
+                # The pools are made below; the first sample is taken after they are.
+                lambda: pools.views(),
+                self.config.host,
+                self.config.metrics_port,
+                self._metrics_socket,
+            )
         ledger = LedgerWriter(
             store.write_ledger,
             Spool(self.config.spool_dir),
             self.config.ledger_flush_interval,
             store.write_every,
+            observer=None if metrics is None else metrics.series.ledger_rows,
         )
         ledger.start()
         session = make_session(self.config.connect_timeout, self.config.read_timeout)
         limiter = make_limiter(self.config, store, self.counters)
+        pools = Pools(
+            self.config,
+            make_board(self.config),
+            model_list_probe(session, self.config.connect_timeout + 10.0),
+            self.counters,
+            probe_interval=self.config.probe_interval,
+        )
+        await pools.start()
         # An operator's top-up lands in SQLite from another process; the in-process limiter
         # must then reread balances, not trust its copy.
         auth = Authenticator(store, limiter.forget_balances if isinstance(limiter, MemoryLimiter) else None)
         settler = Settler(self.prices, ledger)
-        admission = Admission(limiter, self.prices, self._context_window, self.config.output_reserve)
+        admission = Admission(
+            limiter,
+            self.prices,
+            self._context_window,
+            self.config.output_reserve,
+            observer=None if metrics is None else metrics.series.reserved,
+        )
         pipeline = Pipeline(
             auth,
             self.router,
@@ -158,6 +202,7 @@ class Gateway:
             self.config.max_upload_bytes,
             admission,
             Batches(store, self.prices, ledger),
+            pools,
             self.counters,
             self.proxies,
             self.config.add_include_usage,
@@ -176,6 +221,7 @@ class Gateway:
             auth.invalidate,
             self._wall_clock,
             self.config.report_raw_rows_limit,
+            pools.views,
         )
         models = ModelLists(self.config, self.catalogue, session, self._clock)
         console = None
@@ -193,14 +239,17 @@ class Gateway:
                 self.proxies,
                 self._clock,
                 self._wall_clock,
+                pools.views,
             )
         retention = None
         if self.config.ledger_retention_days is not None:
             pruning = Retention(store, self.config.ledger_retention_days, self._wall_clock)
             retention = asyncio.create_task(pruning.run(), name="buzz-retention")
         readiness = Readiness(store, limiter, ledger)
+        if metrics is not None:
+            metrics.start(lambda: self._inflight, ledger, self.counters)
         self._running = _Running(
-            store, ledger, pipeline, auth, session.close, limiter, admin, models, console, retention, readiness
+            store, ledger, pipeline, auth, session.close, limiter, pools, admin, models, console, retention, readiness
         )
         # Everything built so far lives as long as the process: keep it out of every future
         # collection, which then only looks at what requests allocate.
@@ -221,9 +270,12 @@ class Gateway:
         if running.retention is not None:
             running.retention.cancel()
         await running.models.close()
+        await running.pools.close()
         await running.close_session()
         await running.limiter.close()
         running.ledger.close()
+        if self._metrics is not None:
+            await self._metrics.close()  # after the ledger: its last rows are counted
         running.store.close()
         log.info("ledger flushed: %d rows written", running.ledger.written)
         if self.access_log is not None:
@@ -420,5 +472,5 @@ def _surface_of(scope: Scope) -> Surface:
     return Surface.OPENAI
 
 
-def create_app(config: Config) -> Gateway:
-    return Gateway(config)
+def create_app(config: Config, metrics_socket: socket.socket | None = None) -> Gateway:
+    return Gateway(config, metrics_socket=metrics_socket)

@@ -21,7 +21,7 @@ import msgspec
 from rich.console import Console
 from rich.table import Table
 
-from buzz import cli_usage, console_tokens, reports
+from buzz import cli_upstreams, cli_usage, console_tokens, reports
 from buzz import config as config_module
 from buzz import export as export_module
 from buzz.changes import BalanceChange, KeyChanges, NewConsoleToken, NewKey, NewProject, ProjectChanges, rfc3339
@@ -103,15 +103,23 @@ def main() -> None:
     default=None,
     help="Processes serving the port (default 1; 'auto': one per core). More than one needs BUZZ_REDIS_URL.",
 )
+@click.option(
+    "--metrics-port",
+    type=int,
+    default=None,
+    help="Serve Prometheus metrics at /metrics on this port, without authentication (default: off).",
+)
 @common_options
 @click.pass_context
-def serve(ctx: click.Context, host: str | None, port: int | None, workers: str | None) -> None:
+def serve(
+    ctx: click.Context, host: str | None, port: int | None, workers: str | None, metrics_port: int | None
+) -> None:
     """Run the gateway (SQLite in the data directory, migrations applied at start).
 
     It prints where the data is and which vendors have a credential, then "listening" once the
     socket serves; an address it cannot listen on is a one-line error and exit status 1.
     """
-    config = _config(ctx, host=host, port=port, workers=workers)
+    config = _config(ctx, host=host, port=port, workers=workers, metrics_port=metrics_port)
     from buzz.server import StartError, run  # the server stack is imported only when serving
 
     try:
@@ -483,6 +491,30 @@ def export(
         sys.stderr.close()
     finally:
         store.close()
+
+
+@main.command()
+@click.option("--url", default=None, help="The gateway's address (default: http://HOST:PORT of the configuration).")
+@click.option("--json", "as_json", is_flag=True, help="The document as GET /admin/api/upstreams gives it.")
+@common_options
+@click.pass_context
+def upstreams(ctx: click.Context, url: str | None, as_json: bool) -> None:
+    """The running gateway's vendor credentials: which are in rotation, which are held or disabled
+    and why, with their requests in flight, rate-limit headroom and cooldowns.
+
+    Asks the gateway (its state lives in memory) with the operator token, BUZZ_ADMIN_TOKEN.
+    """
+    config = _config(ctx)
+    address = url or cli_upstreams.gateway_url(config)
+    body = cli_upstreams.fetch(address, config.admin_token)
+    if as_json:
+        click.echo(body.decode())
+        return
+    credentials = msgspec.json.decode(body)["data"]
+    if not credentials:
+        click.echo(f"the gateway at {address} has no vendor credential configured", err=True)
+        return
+    Console(width=200).print(cli_upstreams.table(credentials, time.time()))
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ apart. Unknown keys in the file are fatal: a typo must not silently fall back to
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -20,6 +21,7 @@ from buzz.forwarded import parse_networks
 
 # Every vendor buzz knows; what it knows of each is in `buzz.providers`.
 PROVIDERS = providers.NAMES
+_CREDENTIAL_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
 # The most of one answer the meter keeps to read usage from (a JSON body, one SSE event). Big
@@ -33,9 +35,30 @@ class ConfigError(ValueError):
 
 
 @dataclass(frozen=True, slots=True)
+class CredentialConfig:
+    """One upstream account's key in a vendor's pool. `name` is what the ledger, the console and
+    /metrics show; the key itself is never shown."""
+
+    name: str
+    api_key: str
+    base_url: str
+    weight: int = 1
+
+
+@dataclass(frozen=True, slots=True)
 class ProviderConfig:
     base_url: str
-    api_key: str | None = None
+    # The pool, in the order configured: the first also serves the routes bound to one upstream
+    # account (files, batches, model lists). Empty: the vendor is not configured.
+    credentials: tuple[CredentialConfig, ...] = ()
+    # The vendor's key variable replaced a pool the file configured (the environment wins over
+    # the file): startup warns, since that is rarely meant.
+    pool_overridden: bool = False
+
+    @property
+    def api_key(self) -> str | None:
+        """The first credential's key (None: not configured)."""
+        return self.credentials[0].api_key if self.credentials else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +91,7 @@ class Config:
     connect_timeout: float = 10.0
     read_timeout: float = 600.0
     shutdown_timeout: float = 30.0
+    probe_interval: float = 30.0
     discount: Decimal = Decimal("0")
     # How long a row waits on the event loop before the writer thread has it (and spools it):
     # what a SIGKILL can lose. The store itself is written at its own pace (Store.write_every).
@@ -83,6 +107,7 @@ class Config:
     header_timeout: float = 10.0
     keep_alive_timeout: int = 75
     max_connections: int = 0  # 0: worked out from the process's file descriptor limit
+    metrics_port: int = 0  # 0: no /metrics
     access_log: str = "text"
     providers: Mapping[str, ProviderConfig] = field(
         default_factory=lambda: {p.name: ProviderConfig(p.default_base_url) for p in providers.REGISTRY}
@@ -254,6 +279,14 @@ SETTINGS: tuple[Setting, ...] = (
         _positive_float,
         "Seconds a graceful shutdown waits for open requests.",
     ),
+    Setting(
+        "probe_interval",
+        ("upstreams", "probe_interval"),
+        "BUZZ_UPSTREAMS_PROBE_INTERVAL",
+        _positive_float,
+        "Seconds between probes of a disabled upstream credential (a GET of the vendor's model list "
+        "with its key); the first comes as soon as it is disabled.",
+    ),
     Setting("log_level", ("server", "log_level"), "BUZZ_LOG_LEVEL", _level, "debug, info, warning or error."),
     Setting(
         "access_log",
@@ -282,6 +315,14 @@ SETTINGS: tuple[Setting, ...] = (
         "BUZZ_MAX_CONNECTIONS",
         _non_negative_int,
         "Most client connections at once (0: from the file descriptor limit, leaving room for upstreams).",
+    ),
+    Setting(
+        "metrics_port",
+        ("server", "metrics_port"),
+        "BUZZ_METRICS_PORT",
+        _port,
+        "Port on `host` serving Prometheus metrics at /metrics, without authentication: expose it to the "
+        "scraper only (0 or unset: off).",
     ),
     Setting(
         "connect_timeout",
@@ -401,7 +442,10 @@ SETTINGS: tuple[Setting, ...] = (
     ),
 )
 
-_PROVIDER_KEYS = {"base_url", "api_key"}
+_PROVIDER_KEYS = {"base_url", "api_key", "credentials"}
+_CREDENTIAL_KEYS = {"name", "api_key", "base_url", "weight"}
+# The one credential of a vendor configured with a single key (its variable or `api_key`).
+DEFAULT_CREDENTIAL = "default"
 _OVERRIDE_KEYS = {f.name for f in fields(PriceOverride)}
 
 
@@ -475,10 +519,50 @@ def _providers(section: Mapping[str, Any], env: Mapping[str, str], path: Path | 
         for key in table:
             if key not in _PROVIDER_KEYS:
                 raise ConfigError(f"unknown key providers.{name}.{key} in {path}")
-        base_url = env.get(provider.base_url_env) or table.get("base_url") or provider.default_base_url
-        api_key = env.get(provider.credential_env) or table.get("api_key") or None
-        result[name] = ProviderConfig(base_url=str(base_url).rstrip("/"), api_key=api_key)
+        base_url = str(env.get(provider.base_url_env) or table.get("base_url") or provider.default_base_url).rstrip("/")
+        where = f"providers.{name}"
+        api_key = env.get(provider.credential_env) or None
+        credentials: tuple[CredentialConfig, ...]
+        if api_key is not None:  # the environment wins over the file, as for every setting
+            credentials = (CredentialConfig(DEFAULT_CREDENTIAL, api_key, base_url),)
+        elif "credentials" in table:
+            if "api_key" in table:
+                raise ConfigError(f"{where} in {path}: give either api_key or [[{where}.credentials]], not both")
+            credentials = _credentials(table["credentials"], base_url, f"{where}.credentials in {path}")
+        elif table.get("api_key"):
+            credentials = (CredentialConfig(DEFAULT_CREDENTIAL, str(table["api_key"]), base_url),)
+        else:
+            credentials = ()
+        overridden = api_key is not None and "credentials" in table
+        result[name] = ProviderConfig(base_url, credentials, overridden)
     return result
+
+
+def _credentials(entries: Any, base_url: str, where: str) -> tuple[CredentialConfig, ...]:
+    """`[[providers.<vendor>.credentials]]`: a name, a key, and optionally a base URL and a weight."""
+    if not isinstance(entries, list) or not entries:
+        raise ConfigError(f"{where}: must be a non-empty array of tables")
+    result: list[CredentialConfig] = []
+    for number, entry in enumerate(entries, 1):
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{where}: entry {number} must be a table")
+        if unknown := set(entry) - _CREDENTIAL_KEYS:
+            raise ConfigError(f"{where}: entry {number}: unknown key {sorted(unknown)[0]}")
+        name, api_key, weight = entry.get("name"), entry.get("api_key"), entry.get("weight", 1)
+        # The name becomes a ledger value and a metric label: a short identifier, unique in the pool.
+        if not isinstance(name, str) or not _CREDENTIAL_NAME.fullmatch(name):
+            raise ConfigError(f"{where}: entry {number}: name must be 1-64 letters, digits, '.', '-' or '_'")
+        if any(other.name == name for other in result):
+            raise ConfigError(f"{where}: the name {name!r} is used twice")
+        if not isinstance(api_key, str) or not api_key:
+            raise ConfigError(f"{where}: entry {name!r}: api_key is required")
+        if type(weight) is not int or not 1 <= weight <= 1000:
+            raise ConfigError(f"{where}: entry {name!r}: weight must be a whole number from 1 to 1000")
+        own_url = entry.get("base_url", base_url)
+        if not isinstance(own_url, str) or not own_url.startswith(("http://", "https://")):
+            raise ConfigError(f"{where}: entry {name!r}: base_url must be an http(s) URL")
+        result.append(CredentialConfig(name, api_key, own_url.rstrip("/"), weight))
+    return tuple(result)
 
 
 def _routing(section: Mapping[str, Any], path: Path | None) -> tuple[dict[str, str], dict[str, str]]:

@@ -50,6 +50,11 @@ class Provider:
     def base_url_env(self) -> str:
         return f"BUZZ_{self.name.upper()}_BASE_URL"
 
+    def list_request_headers(self, key: str) -> dict[str, str]:
+        """The headers of a GET of its model list with the upstream key `key`."""
+        credential = f"Bearer {key}" if self.list_key_header == "authorization" else key
+        return {"accept": "application/json", self.list_key_header: credential, **dict(self.list_headers)}
+
 
 REGISTRY: tuple[Provider, ...] = (
     Provider(

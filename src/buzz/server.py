@@ -12,8 +12,11 @@ import gc
 import logging
 import os
 import socket
+import sys
+import tempfile
 from collections.abc import Callable
-from typing import Literal, TypedDict
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal, TypedDict
 from urllib.parse import urlsplit
 
 import uvicorn
@@ -32,6 +35,9 @@ from buzz.connections import (
 )
 from buzz.proxy.forward import ResponseAborted
 from buzz.supervisor import supervise
+
+if TYPE_CHECKING:
+    from buzz.metrics_server import SharedMetrics
 
 log = logging.getLogger("buzz")
 
@@ -147,9 +153,18 @@ def describe(config: Config, cap: int, descriptors: int) -> None:
     if configured:
         log.info(
             "vendors with a credential: %s; without one (their models are not routable): %s",
-            ", ".join(configured),
+            ", ".join(f"{name} ({len(config.provider(name).credentials)})" for name in configured),
             ", ".join(missing) or "none",
         )
+        for name in configured:
+            if config.provider(name).pool_overridden:
+                log.warning(
+                    "%s in the environment replaces the credential pool of [providers.%s] in the config "
+                    "file: one credential, 'default', serves %s. Unset it to use the pool.",
+                    providers.get(name).credential_env,
+                    name,
+                    name,
+                )
     else:
         log.warning(
             "NO VENDOR CREDENTIAL IS SET: every model is unroutable, and every proxied request will be "
@@ -195,10 +210,14 @@ def run(config: Config) -> int:
     sock = bind(config.host, config.port)
     host, port = sock.getsockname()[:2]
     address = f"http://[{host}]:{port}" if sock.family == socket.AF_INET6 else f"http://{host}:{port}"
+    metrics = _bind_metrics(config)
     cap = connection_cap(descriptors, config.max_connections)
     describe(config, cap, descriptors)
     if config.workers == 1:
-        _serve(config, sock, cap, address)
+        # Values in memory, served by this process: a directory left in the environment would
+        # send them to files nobody reads.
+        os.environ.pop(_MULTIPROC_DIR, None)
+        _serve(config, sock, cap, address, metrics_socket=metrics)
         return 0
     # The workers' connections queue on the socket from now on, whichever worker is ready first.
     sock.listen(_BACKLOG)
@@ -206,11 +225,50 @@ def run(config: Config) -> int:
     open_store(config).close()
     log.info("buzz starting %d workers on %s", config.workers, address)
 
+    shared = None if metrics is None else _share_metrics(metrics)
+
     def worker(number: int, ready: Callable[[], None]) -> None:
+        if metrics is not None:
+            metrics.close()  # the supervisor's to serve; a worker only writes its values
         label = f"{address} (worker {number} of {config.workers}, pid {os.getpid()})"
         _serve(config, sock, cap, label, ready)
 
-    return supervise(config.workers, worker)
+    if shared is None:
+        return supervise(config.workers, worker)
+    try:
+        return supervise(config.workers, worker, started=shared.start, exited=shared.exited)
+    finally:
+        shared.close()
+
+
+# prometheus_client's multiprocess mode: where every process keeps its values, read when imported.
+_MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def _bind_metrics(config: Config) -> socket.socket | None:
+    """The metrics port, bound now so that a port already taken is a clear error at start."""
+    if not config.metrics_port:
+        return None
+    try:
+        metrics = bind(config.host, config.metrics_port)
+    except ListenError as exc:
+        raise ListenError(f"metrics_port: {exc}") from exc
+    host, port = metrics.getsockname()[:2]
+    where = f"[{host}]:{port}" if metrics.family == socket.AF_INET6 else f"{host}:{port}"
+    log.info("metrics on http://%s/metrics, without authentication: expose it to the scraper only", where)
+    return metrics
+
+
+def _share_metrics(listener: socket.socket) -> SharedMetrics:
+    """Before any worker is forked: a fresh directory for every worker's values, named in the
+    environment before prometheus_client is imported (it reads it once, then)."""
+    if "prometheus_client" in sys.modules:
+        raise RuntimeError("prometheus_client was imported before its multiprocess directory was set")
+    directory = Path(tempfile.mkdtemp(prefix="buzz-metrics-"))
+    os.environ[_MULTIPROC_DIR] = str(directory)
+    from buzz.metrics_server import SharedMetrics
+
+    return SharedMetrics(listener, directory)
 
 
 # uvicorn's own default, for the socket the parent listens on before any worker does.
@@ -218,9 +276,14 @@ _BACKLOG = 2048
 
 
 def _serve(
-    config: Config, sock: socket.socket, cap: int, address: str, ready: Callable[[], None] | None = None
+    config: Config,
+    sock: socket.socket,
+    cap: int,
+    address: str,
+    ready: Callable[[], None] | None = None,
+    metrics_socket: socket.socket | None = None,
 ) -> None:
-    app = create_app(config)
+    app = create_app(config, metrics_socket)
     guard = ConnectionGuard(cap, config.header_timeout, app.counters, _refusal(app))
     _Server(uvicorn_config(config, app, guard), guard, address, ready).run(sockets=[sock])
 

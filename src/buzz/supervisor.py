@@ -2,7 +2,8 @@
 
 The parent binds and listens on the socket, then forks the workers, which inherit it: the kernel
 hands each new connection to one of the processes waiting on it, so a worker that is busy (or
-stopped) leaves its share to the others. The parent serves nothing. It forwards SIGTERM and SIGINT
+stopped) leaves its share to the others. The parent serves no request (only, when it is on, the
+metrics port, with every worker's values). It forwards SIGTERM and SIGINT
 to the workers and waits for each to finish its requests and flush its ledger rows. A worker that
 dies after it served is replaced; one that dies before it could serve (a database it cannot open,
 say) stops them all, since a replacement would die the same way.
@@ -22,9 +23,16 @@ from types import FrameType
 log = logging.getLogger("buzz")
 
 
-def supervise(count: int, serve: Callable[[int, Callable[[], None]], None]) -> int:
+def supervise(
+    count: int,
+    serve: Callable[[int, Callable[[], None]], None],
+    started: Callable[[], None] | None = None,
+    exited: Callable[[int], None] | None = None,
+) -> int:
     """Run `serve(number, ready)` in `count` forked processes until SIGTERM or SIGINT, and return
-    the exit status. A worker calls `ready()` once it serves."""
+    the exit status. A worker calls `ready()` once it serves. `started()` is called once the first
+    workers are forked (a thread it starts is then not in their copy of the process), and
+    `exited(pid)` for each worker that exits."""
     children: dict[int, tuple[int, int]] = {}  # pid -> (worker number, the read end of its ready pipe)
     stopping: list[int] = []  # the signal that stops them, once one came
 
@@ -65,12 +73,16 @@ def supervise(count: int, serve: Callable[[int, Callable[[], None]], None]) -> i
     try:
         for number in range(1, count + 1):
             spawn(number)
+        if started is not None:
+            started()
         status = 0
         while children:
             pid, wait_status = os.wait()
             if pid not in children:
                 continue
             number, ready_read = children.pop(pid)
+            if exited is not None:
+                exited(pid)
             served = _was_ready(ready_read)
             code = os.waitstatus_to_exitcode(wait_status)
             if stopping:

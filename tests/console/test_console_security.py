@@ -45,6 +45,7 @@ PAGES = [
     "/console/usage",
     "/console/features",
     "/console/cache",
+    "/console/upstreams",
 ]
 FORMS = [
     "/console/keys",

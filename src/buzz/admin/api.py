@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import hmac
 import logging
+import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import msgspec
 
@@ -33,6 +34,7 @@ from buzz.counters import Counters
 from buzz.errors import GatewayError, Kind, send_error, where
 from buzz.limits.base import Limiter, Limits
 from buzz.money import usd_exact
+from buzz.pools.base import CredentialView
 from buzz.proxy.auth import generate_key
 from buzz.routes import Surface
 from buzz.store.base import ConsoleTokenRecord, KeyRecord, ProjectRecord, Store, StoreUnavailable
@@ -78,6 +80,24 @@ def _token_json(record: ConsoleTokenRecord) -> dict[str, object]:
     }
 
 
+def credential_json(view: CredentialView) -> dict[str, object]:
+    """One upstream credential's state; never its key."""
+    return {
+        "provider": view.provider,
+        "name": view.name,
+        "weight": view.weight,
+        "base_url": view.base_url,
+        "state": view.state,
+        "cause": view.cause,
+        # A hold's end; for a disabled credential, its next probe (null: it is not probed).
+        "until": None if view.until is None else rfc3339(math.ceil(view.until)),
+        "since": None if view.since is None else rfc3339(math.floor(view.since)),
+        "in_flight": view.in_flight,
+        "headroom": view.headroom,
+        "cooldowns": dict(view.cooldowns),
+    }
+
+
 def _project_json(record: ProjectRecord, balance_nanos: int | None = None) -> dict[str, object]:
     balance = record.balance_nanos if balance_nanos is None else balance_nanos
     return {
@@ -99,8 +119,10 @@ class AdminAPI:
         changed: Callable[[], None],
         wall_clock: Callable[[], float],
         raw_rows_limit: int,
+        credentials: Callable[[], Sequence[CredentialView]] = lambda: (),
     ) -> None:
         self._token = token
+        self._credentials = credentials
         self._usage = UsageAPI(token, store, wall_clock, raw_rows_limit)
         self._counters = counters
         self._store = store
@@ -180,6 +202,8 @@ class AdminAPI:
             return 200, {"id": match[1], "revoked": True}
         if path == "/counters" and method == "GET":
             return 200, self._counters.snapshot()
+        if path == "/upstreams" and method == "GET":
+            return 200, {"data": [credential_json(view) for view in self._credentials()]}
         if path == "/keys" and method == "GET":
             return 200, {"data": [_key_json(k) for k in store.list_keys()]}
         if path == "/keys" and method == "POST":

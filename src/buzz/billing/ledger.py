@@ -48,6 +48,7 @@ class LedgerRow:
     ttfb_ms: float | None = None
     upstream_request_id: str | None = None
     usage_note: str | None = None  # why the meter left part of the answer unread (a fixed string)
+    credential: str | None = None  # the name (never the key) of the upstream credential it went out with
 
 
 _ATTEMPTS = 5  # tries of a batch the spool could not take (a failing disk) before it is given up
@@ -69,6 +70,13 @@ class LedgerWriter:
     of processes that died are written at start, and whenever the store comes back. `close()`
     hands over what is left and waits for the thread, so a graceful shutdown (SIGTERM) loses no
     row: what the store could not take stays in the spool for the next start.
+
+    `observer`, if given, is called from the thread with every batch of rows it takes: a spool
+    segment when it is sealed (before its first write, so rows that wait out a store outage are
+    seen at once, and a segment written again after a failure is not seen again), or a batch the
+    spool could not take. Each row is seen once. Rows a dead process left behind are not: that
+    process saw them, if it got as far as sealing them. An observer that raises is logged once
+    and never stops the ledger.
     """
 
     def __init__(
@@ -78,8 +86,11 @@ class LedgerWriter:
         flush_interval: float = 0.01,
         write_every: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
+        observer: Callable[[Sequence[LedgerRow]], None] | None = None,
     ) -> None:
         self._write = write
+        self._observer = observer
+        self._observer_failed = False
         self._spool = spool
         self._flush_interval = flush_interval
         self._write_every = write_every
@@ -101,6 +112,11 @@ class LedgerWriter:
     @property
     def written(self) -> int:
         return self._written
+
+    @property
+    def dropped(self) -> int:
+        """Rows given up: a batch neither the spool nor, after `_ATTEMPTS` tries, the store took."""
+        return self._failed
 
     @property
     def backlog(self) -> int:
@@ -176,6 +192,7 @@ class LedgerWriter:
                 except queue.Empty:
                     break
             if unspooled:
+                self._observe(unspooled)
                 self._flush(unspooled)
             if stopping or self._clock() >= due:
                 self._catch_up(final=stopping)
@@ -184,6 +201,12 @@ class LedgerWriter:
         """Write every sealed segment of the spool to the store, oldest first."""
         try:
             segments = self._spool.seal()
+            if self._observer is not None:
+                for segment in segments:
+                    if not segment.observed:  # sealed just now: a retry must not count it again
+                        segment.observed = True
+                        for chunk in segment.batches(_REPLAY_BATCH, self._spool.decoder):
+                            self._observe(chunk)
             for segment in segments:
                 for chunk in segment.batches(_REPLAY_BATCH, self._spool.decoder):
                     self._write(chunk)
@@ -230,6 +253,17 @@ class LedgerWriter:
                 self._written += count
                 log.info("ledger: %d rows left by a stopped process written from %s", count, path.name)
         return True
+
+    def _observe(self, rows: Sequence[LedgerRow]) -> None:
+        observer = self._observer
+        if observer is None:
+            return
+        try:
+            observer(rows)
+        except Exception as exc:
+            if not self._observer_failed:
+                self._observer_failed = True
+                log.error("ledger: the rows' observer failed (%s); the ledger goes on", type(exc).__name__)
 
     def _flush(self, batch: list[LedgerRow]) -> None:
         """A batch the spool could not take: written now, retried with backoff, then given up

@@ -53,6 +53,7 @@ class Segment:
         # The rows as appended, so that the writer need not read the file back; let go of once a
         # write failed (the file has them), so that an outage never holds them in memory.
         self.kept: list[LedgerRow] | None = []
+        self.observed = False  # the writer's observer has seen its rows (it is sealed)
 
     def batches(self, size: int, decoder: msgspec.json.Decoder[LedgerRow]) -> Iterator[list[LedgerRow]]:
         if self.kept is not None:
@@ -64,6 +65,7 @@ class Segment:
         os.ftruncate(self.fd, 0)
         self.rows = 0
         self.kept = []
+        self.observed = False
 
     def remove(self) -> None:
         with contextlib.suppress(FileNotFoundError):

@@ -1,7 +1,8 @@
 """What every console page shares: its dependencies, who is signed in, the CSRF check, rendering.
 
-Each page module (`signin`, `keys`, `projects`, `tokens`, `usage`) takes one `Context` and returns its
-routes; nothing here is global, so a test can build a console around any store and clock.
+Each page module (`signin`, `keys`, `projects`, `tokens`, `upstreams`, `usage`) takes one `Context`
+and returns its routes; nothing here is global, so a test can build a console around any store and
+clock.
 """
 
 from __future__ import annotations

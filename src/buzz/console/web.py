@@ -10,7 +10,7 @@ cached. The request path never imports this package: the gateway imports it once
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -22,7 +22,7 @@ from starlette.staticfiles import StaticFiles
 from buzz.asgi import Message, Receive, Scope, Send, send_response
 from buzz.billing.pricing import PriceBook
 from buzz.config import Config
-from buzz.console import keys, projects, signin, tokens, usage
+from buzz.console import keys, projects, signin, tokens, upstreams, usage
 from buzz.console.context import (
     PREFIX,
     SIGN_IN,
@@ -39,6 +39,7 @@ from buzz.counters import Counters
 from buzz.errors import where
 from buzz.forwarded import TrustedProxies
 from buzz.limits.base import Limiter
+from buzz.pools.base import CredentialView
 from buzz.proxy.auth import FailureThrottle
 from buzz.store.base import Store, StoreUnavailable
 
@@ -74,6 +75,7 @@ class Console:
         proxies: TrustedProxies,
         clock: Callable[[], float],
         wall_clock: Callable[[], float],
+        credentials: Callable[[], Sequence[CredentialView]],
     ) -> None:
         settings = Settings(
             config.admin_token,
@@ -89,6 +91,7 @@ class Console:
             *signin.routes(ctx),
             *keys.routes(ctx),
             *projects.routes(ctx),
+            *upstreams.routes(ctx, credentials),
             *tokens.routes(ctx),
             *usage.routes(ctx),
             Mount(STATIC.rstrip("/"), StaticFiles(packages=[("buzz.console", "static")])),

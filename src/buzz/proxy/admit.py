@@ -12,6 +12,7 @@ import fnmatch
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from time import perf_counter
 from types import MappingProxyType
 
 from buzz.billing.ledger import LedgerRow
@@ -24,6 +25,7 @@ from buzz.limits.base import (
     Limiter,
     LimiterUnavailable,
     LimitExceeded,
+    LimitName,
     Rejection,
     Remaining,
     Reservation,
@@ -40,6 +42,9 @@ DEFAULT_OUTPUT_RESERVE = 4096
 # The worst-case output of a model whose context window nobody knows, for spend and balances.
 UNKNOWN_CONTEXT_WINDOW = 131_072
 _MONEY = ("daily", "monthly", "balance")
+# Told, after each reserve that answered, how long it took in seconds and which limit refused the
+# request (None: admitted).
+ReserveObserver = Callable[[float, LimitName | None], None]
 _LIMIT_TEXT = {
     "rpm": "requests per minute",
     "itpm": "input tokens per minute",
@@ -91,11 +96,13 @@ class Admission:
         prices: PriceBook,
         context_window: Callable[[str], int | None] = lambda model: None,
         output_reserve: int | None = None,
+        observer: ReserveObserver | None = None,
     ) -> None:
         self._limiter = limiter
         self._prices = prices
         self._context_window = context_window
         self._output_reserve = output_reserve
+        self._observer = observer
 
     async def reserve(
         self,
@@ -121,9 +128,13 @@ class Admission:
         worst_output = ceiling * choices
         cost = self._worst_cost(provider, model, body, len(body), worst_output, now)
         ask = Ask(approximate_tokens(len(body)), rate_output, cost) if billed else Ask(0, 0, room)
+        observer = self._observer
+        started = perf_counter() if observer is not None else 0.0
         try:
             reservation, remaining = await self._limiter.reserve(scopes, ask)
         except LimitExceeded as exceeded:
+            if observer is not None:
+                observer(perf_counter() - started, exceeded.rejection.limit)
             error = _rejection_error(exceeded.rejection)
             if unbounded and exceeded.rejection.limit in _MONEY:
                 error.message += (
@@ -134,6 +145,8 @@ class Admission:
             raise error from None
         except LimiterUnavailable as exc:
             raise GatewayError(Kind.UNAVAILABLE, "the limits store is unavailable; try again shortly") from exc
+        if observer is not None:
+            observer(perf_counter() - started, None)
         return Admitted(reservation, remaining)
 
     async def settle(self, admitted: Admitted, row: LedgerRow | None, charge: int = 0) -> None:

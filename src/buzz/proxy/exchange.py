@@ -32,6 +32,7 @@ class Exchange:
     __slots__ = (
         "body_bytes",
         "bytes_out",
+        "credential",
         "error_type",
         "extra_headers",
         "first_byte_at",
@@ -69,6 +70,7 @@ class Exchange:
         self.bytes_out = 0  # response body bytes sent to the client, for the access log
         self.principal: Principal | None = None
         self.provider: str | None = None
+        self.credential: str | None = None  # the name of the upstream credential it went out with
         self.model: str | None = None
         self.user_id: str | None = None
         self.tags: tuple[str, ...] = ()

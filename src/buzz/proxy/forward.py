@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, NamedTuple, Protocol
 
 import aiohttp
@@ -56,6 +56,11 @@ class Tap(Protocol):
 
 
 PLAIN = Passage()
+
+
+class Unreachable(GatewayError):
+    """No connection to the upstream could be made: nothing of the request left, so it is the one
+    failure another credential may safely be tried after."""
 
 
 class ResponseAborted(Exception):
@@ -133,8 +138,10 @@ async def forward(
     send: Send,
     meter_max_bytes: int,
     passage: Passage = PLAIN,
+    answered: Callable[[int, Mapping[str, str]], None] | None = None,
 ) -> None:
-    """`passage`: how a route beyond the routed ones carries its bytes (see `Passage`)."""
+    """`passage`: how a route beyond the routed ones carries its bytes (see `Passage`).
+    `answered`: told the upstream's status and headers as they arrive (the credential pool)."""
     task = asyncio.current_task()
     assert task is not None
     upload = passage.upload
@@ -150,6 +157,8 @@ async def forward(
             if upload is not None and upload.failure is not None:
                 raise upload.failure from None  # the client left, or sent too much: not the upstream
             raise
+        if answered is not None:
+            answered(response.status, response.headers)
         if passage.rewrite is not None and 200 <= response.status < 300:
             await _relay_rewritten(x, response, send, watch, passage.rewrite)
         else:
@@ -189,8 +198,12 @@ async def _open(
         # encoded=True: the path and query go out exactly as the client wrote them, not re-quoted.
         url = URL(route.url, encoded=True)
         response = await session.request(method, url, headers=headers, data=data, allow_redirects=False)
+    except aiohttp.ConnectionTimeoutError as exc:
+        raise Unreachable(Kind.TIMEOUT, f"upstream {route.provider}: no connection within the time allowed") from exc
     except (aiohttp.ServerTimeoutError, TimeoutError) as exc:
         raise GatewayError(Kind.TIMEOUT, f"upstream {route.provider} did not answer in time") from exc
+    except aiohttp.ClientConnectorError as exc:  # refused, unresolvable, TLS failed: nothing was sent
+        raise Unreachable(Kind.UPSTREAM, f"upstream {route.provider} unreachable: no connection could be made") from exc
     except aiohttp.ClientError as exc:
         raise GatewayError(
             Kind.UPSTREAM, f"upstream {route.provider} unreachable or closed the connection before answering"

@@ -18,16 +18,18 @@ from buzz.counters import Counters
 from buzz.errors import GatewayError, Kind, send_error, where
 from buzz.forwarded import TrustedProxies, public_url
 from buzz.identifiers import identifier_or_none
+from buzz.pools.pool import Pools
 from buzz.proxy import attribution
 from buzz.proxy.admit import Admission, Admitted, check_access, ratelimit_headers
 from buzz.proxy.auth import Authenticator, FailureThrottle, Principal, presented_key
 from buzz.proxy.batches import Batches
 from buzz.proxy.exchange import SCOPE_KEY, Exchange
-from buzz.proxy.forward import PLAIN, Passage, ResponseAborted, forward
-from buzz.proxy.route import NO_HEAD, Router, add_include_usage, read_head
+from buzz.proxy.forward import PLAIN, Passage, ResponseAborted, Unreachable, forward
+from buzz.proxy.route import NO_HEAD, Destination, Router, add_include_usage, read_head
 from buzz.proxy.settle import Settler
 from buzz.proxy.upload import ClientGone, ModelScan, Upload, too_large
 from buzz.routes import CHAT, Endpoint, Surface, unpriced
+from buzz.upstreams.base import UsageRules
 from buzz.upstreams.rules import usage_rules
 
 log = logging.getLogger("buzz.pipeline")
@@ -44,6 +46,7 @@ class Pipeline:
         max_upload_bytes: int,
         admission: Admission,
         batches: Batches,
+        pools: Pools,
         counters: Counters,
         proxies: TrustedProxies,
         add_include_usage: bool = False,
@@ -65,6 +68,7 @@ class Pipeline:
         self._max_body_bytes = max_body_bytes
         self._max_upload_bytes = max_upload_bytes
         self._batches = batches
+        self._pools = pools
 
     async def handle(
         self, scope: Scope, receive: Receive, send: Send, endpoint: Endpoint, params: dict[str, str]
@@ -96,31 +100,22 @@ class Pipeline:
             x.user_id = attribution.user(user) if user else head.user_id
             if tags:
                 x.tags = attribution.tags(tags)
-            route = self._router.route(surface, model, _raw_path(scope), query, key_location, endpoint.by_model)
+            destination = self._router.route(surface, model, _raw_path(scope), query, key_location, endpoint.by_model)
             # Only a routable model id is kept: anything else is arbitrary client text.
-            x.model, x.provider = model if endpoint.by_model else identifier_or_none(model or None), route.provider
+            x.model = model if endpoint.by_model else identifier_or_none(model or None)
+            x.provider = destination.provider
             check_access(x.principal, model or None, x.ts)
             if scopes := x.principal.scopes:
                 admitted = await self._admission.reserve(
-                    scopes, route.provider, model, body, head, x.ts, endpoint.billed, room
+                    scopes, destination.provider, model, body, head, x.ts, endpoint.billed, room
                 )
                 x.extra_headers = ratelimit_headers(admitted.remaining)
             if self._add_include_usage and endpoint is CHAT and head.stream and not head.include_usage:
                 body = add_include_usage(body)
-            rules = usage_rules(endpoint, body, model, route.provider, ceiling)
-            await forward(
-                self._session,
-                x,
-                route,
-                str(scope["method"]),
-                raw_headers,
-                body,
-                rules,
-                receive,
-                send,
-                self._meter_max_bytes,
-                passage,
-            )
+            rules = usage_rules(endpoint, body, model, destination.provider, ceiling)
+            # Files, batches and model lists name objects of one upstream account: its first credential.
+            bound, method = not endpoint.by_model, str(scope["method"])
+            await self._forward(x, destination, bound, method, raw_headers, body, rules, receive, send, passage)
         except GatewayError as error:
             x.status = error.kind.status
             x.error_type = error.kind.type
@@ -161,6 +156,41 @@ class Pipeline:
             # A request without a valid key leaves no row: anyone could fill the disk with them.
             if x.principal is not None:
                 await self._settle(x, admitted)
+
+    async def _forward(
+        self,
+        x: Exchange,
+        destination: Destination,
+        bound: bool,
+        method: str,
+        raw_headers: list[tuple[bytes, bytes]],
+        body: bytes,
+        rules: UsageRules,
+        receive: Receive,
+        send: Send,
+        passage: Passage,
+    ) -> None:
+        """One upstream attempt, with a credential of the vendor's pool. Another credential is
+        tried only when no connection could be made: then nothing of the request left. Never
+        after that, whatever happens: a request sent twice could be answered (and billed) twice."""
+        tried: list[str] = []
+        while True:
+            lease = self._pools.acquire(destination.provider, tried, bound)
+            x.credential = lease.name
+            try:
+                route = destination.to(lease.config)
+                await forward(
+                    self._session, x, route, method, raw_headers, body, rules, receive, send,
+                    self._meter_max_bytes, passage, lease.answered,
+                )  # fmt: skip
+                return
+            except Unreachable:
+                lease.unreachable()
+                tried.append(lease.name)
+                if bound or not self._pools.untried(destination.provider, tried):
+                    raise
+            finally:
+                lease.release(x.meter.error_type if x.meter is not None else None)
 
     async def authenticate(self, scope: Scope, token: str | None) -> Principal:
         """The key's principal; refusals are counted and throttled per client address."""

@@ -15,7 +15,7 @@ import msgspec
 
 from buzz import providers
 from buzz.catalogue import Catalogue
-from buzz.config import Config
+from buzz.config import Config, CredentialConfig
 from buzz.errors import GatewayError, Kind
 from buzz.identifiers import CHARSET, MAX_LENGTH, is_identifier
 from buzz.proxy.auth import ANY_KEY, QUERY_KEY
@@ -183,9 +183,34 @@ class _Target(NamedTuple):
     """Where requests of one (surface, model, key place) go: the same for every such request."""
 
     provider: str
-    base: str  # the URL the request's path is appended to
-    credential: tuple[str, str] | None
-    query_key: str | None  # the upstream key for Gemini's `?key=`, when the client's was there
+    prefix: str  # what goes between a credential's base URL and the request's path
+    key_header: str | None  # the header the upstream key goes in; None: Gemini's `?key=`
+
+
+class Destination(NamedTuple):
+    """A request's vendor and path, before a credential of the vendor's pool is chosen."""
+
+    target: _Target
+    path: str  # as it goes upstream, after the vendor's prefix
+    query: bytes
+
+    @property
+    def provider(self) -> str:
+        return self.target.provider
+
+    def to(self, credential: CredentialConfig) -> Route:
+        """The request as it goes out with `credential`: its base URL, its key."""
+        target, key = self.target, credential.api_key
+        url = credential.base_url + target.prefix + self.path
+        query = self.query
+        if query:
+            query = clean_query(query, key if target.key_header is None else None)
+            if query:
+                url += "?" + query.decode("latin-1")
+        header = target.key_header
+        if header is None:
+            return Route(target.provider, url, None)
+        return Route(target.provider, url, (header, f"Bearer {key}" if header == "authorization" else key))
 
 
 # Targets kept per router. Model ids are client text, so the cache is bounded; when full it starts
@@ -194,10 +219,11 @@ _TARGETS = 4096
 
 
 class Router:
-    """The model -> the upstream URL and credential, for the surface the client speaks.
+    """The model -> the upstream vendor and path, for the surface the client speaks.
 
     No surface translates: the Anthropic surface reaches Anthropic, the Gemini surface Google,
-    and the OpenAI surface each vendor's own OpenAI-compatible endpoint, byte for byte.
+    and the OpenAI surface each vendor's own OpenAI-compatible endpoint, byte for byte. Which of
+    the vendor's credentials carries the request is the pool's choice (`buzz.pools`).
     """
 
     def __init__(self, config: Config, catalogue: Catalogue) -> None:
@@ -206,7 +232,7 @@ class Router:
         self._targets: dict[tuple[Surface, str, bytes | None, bool], _Target] = {}
 
     def routable(self, provider: str) -> bool:
-        return self._config.provider(provider).api_key is not None
+        return bool(self._config.provider(provider).credentials)
 
     def provider(self, surface: Surface, model: str) -> str:
         if not is_identifier(model):
@@ -237,7 +263,7 @@ class Router:
         query: bytes,
         key_location: bytes | None,
         by_model: bool = True,
-    ) -> Route:
+    ) -> Destination:
         """Where the request goes. `by_model` False: it names no model (a model list) and goes
         to the surface's own vendor."""
         if "buzz-" in path and ANY_KEY.search(path.encode("latin-1")):
@@ -250,12 +276,7 @@ class Router:
                 self._targets.clear()
             self._targets[cached] = target
         # /v1/chat/completions -> <the vendor's OpenAI-compatible base>/chat/completions
-        url = target.base + (path.removeprefix("/v1") if surface is Surface.OPENAI else path)
-        if query:
-            query = clean_query(query, target.query_key)
-            if query:
-                url += "?" + query.decode("latin-1")
-        return Route(target.provider, url, target.credential)
+        return Destination(target, path.removeprefix("/v1") if surface is Surface.OPENAI else path, query)
 
     def _target(self, surface: Surface, model: str, key_location: bytes | None, by_model: bool) -> _Target:
         if by_model:
@@ -265,14 +286,10 @@ class Router:
             name = native.name if native is not None else "openai"
             self._configured(name)
         vendor = providers.get(name)
-        upstream = self._config.provider(name)
-        api_key = upstream.api_key
-        assert api_key is not None  # _configured() checked it
         if surface is Surface.OPENAI:
-            return _Target(name, upstream.base_url + vendor.openai_prefix, ("authorization", f"Bearer {api_key}"), None)
+            return _Target(name, vendor.openai_prefix, "authorization")
         if key_location == QUERY_KEY and vendor.native_query_key:
-            return _Target(name, upstream.base_url, None, api_key)
+            return _Target(name, "", None)
         client_place = key_location.decode("latin-1") if key_location is not None else ""
         header = client_place if client_place in vendor.native_key_headers else vendor.native_key_headers[0]
-        credential = (header, f"Bearer {api_key}" if header == "authorization" else api_key)
-        return _Target(name, upstream.base_url, credential, None)
+        return _Target(name, "", header)

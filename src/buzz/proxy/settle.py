@@ -70,6 +70,7 @@ class Settler:
             None if x.first_byte_at is None else (x.first_byte_at - started) * 1000.0,  # ttfb_ms
             x.upstream_request_id,
             note,  # usage_note
+            x.credential,  # credential
         )
         self._ledger.submit(row)
         return row

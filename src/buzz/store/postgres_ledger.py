@@ -38,6 +38,7 @@ _COPY_TYPES = (
     "float8",
     "text",
     "text",
+    "text",
 )
 # The batch arrives by COPY into `ledger_stage`; the rows the insert really added (not those a
 # replay already wrote) land in `ledger_new`, which the rollups are summed from. Both are this

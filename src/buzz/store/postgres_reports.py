@@ -267,7 +267,7 @@ _ROW_COLUMNS = (
     "id, (extract(epoch FROM ts) * 1000)::bigint, surface, status, usage_source, latency_ms, key_id, project, "
     "user_id, tags, provider, model, error_type, input_tokens, output_tokens, cache_write_5m_tokens, "
     "cache_write_1h_tokens, cache_read_tokens, cost_nanos, list_cost_nanos, price_version, ttfb_ms, "
-    "upstream_request_id, usage_note"
+    "upstream_request_id, usage_note, credential"
 )
 
 

@@ -131,6 +131,7 @@ LEDGER_COLUMNS = (
     "ttfb_ms",
     "upstream_request_id",
     "usage_note",
+    "credential",
 )
 
 
@@ -161,6 +162,7 @@ def ledger_values(row: LedgerRow, ts: object, tags: object) -> tuple[Any, ...]:
         None if row.ttfb_ms is None else round(row.ttfb_ms, 3),
         row.upstream_request_id,
         row.usage_note,
+        row.credential,
     )
 
 

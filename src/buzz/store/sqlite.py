@@ -52,7 +52,7 @@ from buzz.store.records import (
 from buzz.store.timetext import RowTimes, iso
 
 _LEDGER_COLUMNS = ", ".join(LEDGER_COLUMNS)
-_INSERT = f"INSERT OR IGNORE INTO ledger ({_LEDGER_COLUMNS}) VALUES ({', '.join('?' * 24)})"  # noqa: S608
+_INSERT = f"INSERT OR IGNORE INTO ledger ({_LEDGER_COLUMNS}) VALUES ({', '.join('?' * len(LEDGER_COLUMNS))})"  # noqa: S608
 
 
 def _connect(path: Path) -> sqlite3.Connection:

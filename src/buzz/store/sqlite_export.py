@@ -193,7 +193,7 @@ _ROW_COLUMNS = (
     "id, CAST(strftime('%s', ts) AS INTEGER) * 1000 + CAST(substr(ts, 21, 3) AS INTEGER), surface, status, "
     "usage_source, latency_ms, key_id, project, user_id, tags, provider, model, error_type, input_tokens, "
     "output_tokens, cache_write_5m_tokens, cache_write_1h_tokens, cache_read_tokens, cost_nanos, list_cost_nanos, "
-    "price_version, ttfb_ms, upstream_request_id, usage_note"
+    "price_version, ttfb_ms, upstream_request_id, usage_note, credential"
 )  # LedgerRow's field order
 
 

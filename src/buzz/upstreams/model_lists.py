@@ -227,11 +227,7 @@ class ModelLists:
     async def _get(self, vendor: Provider, upstream: ProviderConfig, url: str) -> bytes:
         key = upstream.api_key
         assert key is not None
-        headers = {
-            "accept": "application/json",
-            vendor.list_key_header: f"Bearer {key}" if vendor.list_key_header == "authorization" else key,
-            **dict(vendor.list_headers),
-        }
+        headers = vendor.list_request_headers(key)
         async with self._session.get(
             URL(url, encoded=True), headers=headers, timeout=self._timeout, allow_redirects=False
         ) as response:
