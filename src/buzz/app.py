@@ -347,11 +347,7 @@ class Gateway:
         elif endpoint is HEALTHZ:
             await send_response(send, 200, b'{"status":"ok"}', b"application/json")
         elif endpoint is READYZ:
-            ready, checks = await self.running.readiness.check()
-            document = {"status": "ready" if ready else "not ready", "checks": checks}
-            await send_response(
-                send, 200 if ready else 503, msgspec.json.encode(document), b"application/json", _NO_STORE
-            )
+            await self._ready(send)
         elif endpoint is MODELS_PAGE or endpoint is PRICING:
             await self._public(scope, send, endpoint)
         elif endpoint is CLAUDE_CODE_SCRIPT:
