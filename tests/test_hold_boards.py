@@ -10,8 +10,11 @@ from pathlib import Path
 import pytest
 import redis
 
+from buzz.config import Config, CredentialConfig, ProviderConfig
+from buzz.counters import Counters
 from buzz.pools.base import FOREVER, Hold, HoldBoard
 from buzz.pools.memory import MemoryBoard
+from buzz.pools.pool import BILLING_PROBE_DELAY, Pools
 from buzz.pools.redis import RedisBoard
 from support import Clock, RedisServer, redis_url
 
@@ -145,3 +148,57 @@ def test_a_board_whose_redis_is_gone_raises_oserror(tmp_path: Path) -> None:
 
     with RedisServer(tmp_path / "redis") as server:
         asyncio.run(scenario(server.url, server))
+
+
+def test_a_message_that_is_not_a_hold_is_skipped_and_the_next_heard(flushed: str) -> None:
+    clock = Clock(1_000_000.0)
+
+    async def scenario() -> None:
+        board = RedisBoard(flushed, clock)
+        heard: asyncio.Queue[str] = asyncio.Queue()
+        raw = redis.Redis.from_url(flushed)
+        try:
+            await board.start(lambda provider, credential, hold: heard.put_nowait(credential), lambda *_: None)
+            channel = f"buzz:holds:{REDIS_DB}"
+            while raw.pubsub_numsub(channel)[0][1] < 1:  # type: ignore[index]  # noqa: ASYNC110 - Redis says when
+                await asyncio.sleep(0.01)
+            for garbage in (b"\xff\xfe", b"h|anthropic|x|not-a-number|auth|1", b"c|only-two", b""):
+                raw.publish(channel, garbage)
+            await board.put("anthropic", "after", Hold(clock() + 5, "rate_limited", clock()))
+            assert await asyncio.wait_for(heard.get(), 5) == "after"
+        finally:
+            raw.close()
+            await board.close()
+
+    asyncio.run(scenario())
+
+
+def test_another_process_keeps_a_billing_disable_as_long_as_the_one_that_set_it(flushed: str) -> None:
+    clock = Clock(1_000_000.0)
+    credentials = (CredentialConfig("a", "k", "http://x"), CredentialConfig("b", "k", "http://y"))
+    config = Config(providers={"anthropic": ProviderConfig("http://x", credentials)})
+
+    async def never(provider: str, credential: CredentialConfig) -> int:
+        raise AssertionError("not probed within the test")
+
+    async def scenario() -> None:
+        one = Pools(config, RedisBoard(flushed, clock), never, Counters(), clock)
+        two = Pools(config, RedisBoard(flushed, clock), never, Counters(), clock)
+        await one.start()
+        await two.start()
+        try:
+            lease = one.acquire("anthropic")
+            lease.answered(402, {})
+            lease.release()
+            for _ in range(500):
+                seen = {v.name: v for v in two.views()}[lease.name]
+                if seen.state == "disabled":
+                    break
+                await asyncio.sleep(0.01)
+            assert (seen.state, seen.cause) == ("disabled", "billing")
+            assert seen.until == clock() + BILLING_PROBE_DELAY
+        finally:
+            await one.close()
+            await two.close()
+
+    asyncio.run(scenario())

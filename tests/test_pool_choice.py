@@ -14,7 +14,7 @@ from buzz.config import Config, CredentialConfig, ProviderConfig
 from buzz.counters import Counters
 from buzz.errors import GatewayError
 from buzz.pools.memory import MemoryBoard
-from buzz.pools.pool import FIRST_BACKOFF, Pools
+from buzz.pools.pool import BILLING_PROBE_DELAY, FIRST_BACKOFF, Pools
 from buzz.pools.signals import cause_of, retry_after, room
 from support import Clock
 
@@ -164,5 +164,112 @@ def test_every_credential_held_is_a_503_with_the_soonest_recovery() -> None:
         assert raised.value.headers == [(b"retry-after", b"15")]
         clock.now += 15
         assert pool.acquire("anthropic").name in ("c0", "c1")
+
+    asyncio.run(scenario())
+
+
+def test_an_answer_to_a_request_sent_before_a_hold_does_not_lift_it() -> None:
+    clock = Clock(NOW)
+    single = pools(clock, 1)
+
+    async def scenario() -> None:
+        early = single.acquire("anthropic")  # a long request, sent first
+        clock.now += 1
+        limited = single.acquire("anthropic")
+        limited.answered(429, {"retry-after": "60"})
+        limited.release()
+        clock.now += 1
+        early.answered(200, {})  # it was sent before the 429: it says nothing of now
+        early.release()
+        assert single.views()[0].state == "held"
+        later = single.acquire("anthropic")  # a pool of one still sends; this one came after the hold
+        later.answered(200, {})
+        later.release()
+        assert single.views()[0].state == "healthy"
+
+    asyncio.run(scenario())
+
+
+def test_in_a_pool_that_chooses_only_a_probe_lifts_a_disable() -> None:
+    clock = Clock(NOW)
+    pool = pools(clock, 1, 1)
+
+    async def scenario() -> None:
+        lease = pool.acquire("anthropic")
+        lease.answered(402, {})
+        lease.release()
+        disabled = lease.name
+        clock.now += 1
+        bound = pool.acquire("anthropic", bound=True)  # a model list, say, with the first credential
+        assert bound.name == "c0"
+        bound.answered(200, {})
+        bound.release()
+        view = {v.name: v for v in pool.views()}[disabled]
+        assert (view.state, view.cause) == ("disabled", "billing")
+        assert view.until == NOW + BILLING_PROBE_DELAY  # billing is probed late: a model list proves little
+
+    asyncio.run(scenario())
+
+
+def test_a_burst_of_overloads_is_one_short_backoff() -> None:
+    clock = Clock(NOW)
+    pool = pools(clock, 1, 1)
+
+    async def scenario() -> None:
+        leases = [pool.acquire("anthropic") for _ in range(6)]  # three in flight on each
+        for lease in leases:
+            lease.answered(529, {})
+            lease.release()
+        for view in pool.views():
+            assert (view.state, view.until, view.cooldowns["overloaded"]) == ("held", NOW + FIRST_BACKOFF, 1)
+        assert [v.in_flight for v in pool.views()] == [0, 0]
+
+    asyncio.run(scenario())
+
+
+def test_a_refused_connection_is_held_here_only() -> None:
+    clock = Clock(NOW)
+    board = MemoryBoard(clock)
+    config = Config(
+        providers={
+            "anthropic": ProviderConfig(
+                "http://x", (CredentialConfig("a", "k", "http://x"), CredentialConfig("b", "k", "http://y"))
+            )
+        }
+    )
+
+    async def never(provider: str, credential: CredentialConfig) -> int:
+        raise AssertionError("not probed")
+
+    pool = Pools(config, board, never, Counters(), clock)
+
+    async def scenario() -> None:
+        lease = pool.acquire("anthropic")
+        lease.unreachable()
+        lease.release()
+        other = pool.acquire("anthropic")
+        other.answered(429, {"retry-after": "9"})
+        other.release()
+        await asyncio.sleep(0)  # the shares run as tasks of their own
+        await asyncio.sleep(0)
+        assert {name for _, name in await board.read()} == {other.name}  # the 429 only
+
+    asyncio.run(scenario())
+
+
+def test_a_429_on_an_account_bound_route_holds_nothing_but_a_refused_key_disables() -> None:
+    clock = Clock(NOW)
+    pool = pools(clock, 1, 1)
+
+    async def scenario() -> None:
+        for status in (429, 529):
+            lease = pool.acquire("anthropic", bound=True)  # a batch or a file: the first credential
+            lease.answered(status, {"retry-after": "30"})
+            lease.release()
+        assert [v.state for v in pool.views()] == ["healthy", "healthy"]
+        lease = pool.acquire("anthropic", bound=True)
+        lease.answered(401, {})
+        lease.release()
+        assert [v.state for v in pool.views()] == ["disabled", "healthy"]
 
     asyncio.run(scenario())

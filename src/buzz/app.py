@@ -39,7 +39,6 @@ from buzz.pools.base import HoldBoard
 from buzz.pools.memory import MemoryBoard
 from buzz.pools.pool import Pools
 from buzz.pools.probe import model_list_probe
-from buzz.pools.redis import RedisBoard
 from buzz.proxy.admit import Admission, check_access, model_allowed
 from buzz.proxy.auth import Authenticator, presented_key
 from buzz.proxy.batches import Batches
@@ -98,7 +97,11 @@ def make_limiter(config: Config, store: Store, counters: Counters) -> Limiter:
 
 def make_board(config: Config) -> HoldBoard:
     """Holds shared through Redis when several processes serve; else kept in this one."""
-    return RedisBoard(config.redis_url) if config.redis_url else MemoryBoard()
+    if not config.redis_url:
+        return MemoryBoard()
+    from buzz.pools.redis import RedisBoard  # redis-py, loaded only when holds are shared
+
+    return RedisBoard(config.redis_url)
 
 
 def price_book(config: Config) -> PriceBook:

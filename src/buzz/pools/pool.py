@@ -15,6 +15,8 @@ limit's reset), an overload or a refused connection gets a short backoff that do
 repeats, and a refused key or an account that cannot pay disables the credential until a probe
 (a GET of the vendor's model list with that key) succeeds. A hold is set here at once, then written
 to the `HoldBoard`, which shares it with the other processes; two holds keep the later deadline.
+A refused connection is not shared (it may be this host's own network), nor is a pool of one's
+hold (it serves whatever its state).
 Nothing else cools a credential: not a client's 4xx, not a client that left, not buzz's own errors.
 
 Routes bound to one upstream account (files, batches, model lists) always use the first
@@ -35,7 +37,7 @@ from typing import Any
 from buzz import providers
 from buzz.config import Config, CredentialConfig
 from buzz.counters import Counters
-from buzz.errors import GatewayError, Kind
+from buzz.errors import GatewayError, Kind, where
 from buzz.pools.base import CAUSES, FOREVER, Cause, CredentialView, Hold, HoldBoard, State
 from buzz.pools.signals import Room, cause_of, retry_after, room
 
@@ -90,12 +92,14 @@ class Lease:
     """One request's use of one credential: what its answer said goes back to the pool, and
     `release` ends it (every path calls it once)."""
 
-    __slots__ = ("_pools", "_status", "credential", "provider", "released")
+    __slots__ = ("_pools", "_status", "bound", "credential", "provider", "released", "started")
 
-    def __init__(self, pools: Pools, provider: str, credential: Credential) -> None:
+    def __init__(self, pools: Pools, provider: str, credential: Credential, started: float, bound: bool) -> None:
         self._pools = pools
         self.provider = provider
         self.credential = credential
+        self.started = started  # unix seconds it was chosen: what its answer can speak for
+        self.bound = bound  # an account-bound route: it went out whatever the credential's state
         self.released = False
         self._status = 0
         credential.in_flight += 1
@@ -109,13 +113,17 @@ class Lease:
         return self.credential.config
 
     def answered(self, status: int, headers: Mapping[str, str]) -> None:
-        """The upstream's status and headers arrived."""
+        """The upstream's status and headers arrived. Never raises: what the pool makes of an
+        answer must not stand between the client and that answer."""
         self._status = status
-        self._pools.answered(self.provider, self.credential, status, headers)
+        try:
+            self._pools.answered(self, status, headers)
+        except Exception as exc:
+            self._pools.failed(exc)
 
     def unreachable(self) -> None:
         """No connection could be made: nothing of the request left."""
-        self._pools.cool(self.provider, self.credential, "unreachable", None)
+        self._pools.cool(self, "unreachable", None)
 
     def release(self, error_type: str | None = None) -> None:
         """The exchange is over; `error_type` is what the meter read in the upstream's body."""
@@ -127,7 +135,7 @@ class Lease:
             cause = cause_of(self._status, error_type)
             if cause in ("billing", "overloaded") and cause != cause_of(self._status):
                 # Only the body told (OpenAI's quota 429, an overload event in a 200 stream).
-                self._pools.cool(self.provider, self.credential, cause, None)
+                self._pools.cool(self, cause, None)
 
 
 class Pools:
@@ -154,7 +162,7 @@ class Pools:
         self._probe_interval = probe_interval
         # The pools that choose: only there is a disabled credential probed (a single one keeps
         # serving, and its next success restores it) and is room read.
-        self._probed = {provider for provider, pool in self._pools.items() if len(pool) > 1}
+        self._choosing = {provider for provider, pool in self._pools.items() if len(pool) > 1}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._prober: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
@@ -178,66 +186,83 @@ class Pools:
         """A credential for one request, other than those `tried`. `bound`: the route's objects
         live in one upstream account (files, batches): always the first credential."""
         pool = self._pools[provider]
+        now = self._clock()
         if bound or len(pool) == 1:
             # A single credential has nowhere to hand its requests to: its state is kept and shown,
             # and the client gets the vendor's own answer (and its own retry-after), never buzz's.
-            return Lease(self, provider, pool[0])
-        now = self._clock()
+            return Lease(self, provider, pool[0], now, bound)
         chosen = _choose(pool, tried, now)
         if chosen is None:
-            raise self._unavailable(provider, pool, tried, now)
-        return Lease(self, provider, chosen)
+            raise self._unavailable(provider, pool, now)
+        return Lease(self, provider, chosen, now, bound)
 
     def untried(self, provider: str, tried: Sequence[str]) -> bool:
         """Whether the pool has a credential to try that is not among `tried`."""
         pool = self._pools[provider]
         return len(pool) > 1 and any(credential.name not in tried for credential in pool)
 
-    def answered(self, provider: str, credential: Credential, status: int, headers: Mapping[str, str]) -> None:
+    def answered(self, lease: Lease, status: int, headers: Mapping[str, str]) -> None:
+        provider, credential = lease.provider, lease.credential
         now = self._clock()
         # Room only steers a choice: a single credential's is not read (it costs every answer).
-        if provider in self._probed:
+        if provider in self._choosing:
             figures = room(headers, now)
             if figures is not None:
                 credential.room, credential.room_until = figures, min(figures.reset, now + _ROOM_LIFETIME)
         cause = cause_of(status)
         if cause is not None:
-            self.cool(provider, credential, cause, headers)
+            self.cool(lease, cause, headers)
         elif status < 400:
-            credential.backoff = 0.0
-            if credential.held(now):
-                # It served (a single credential, or an account-bound route, still goes out while
-                # held): whatever held it is over.
-                self._restored(provider, credential, now)
+            hold = credential.hold
+            if hold is None or hold.since < lease.started:
+                credential.backoff = 0.0
+            # A single credential keeps serving while held, so its own success is the proof that
+            # the hold is over, if the hold came before the request did. In a pool that chooses,
+            # only a probe lifts a disable: an account-bound route's success (a model list) would
+            # prove nothing about billing.
+            before = hold is not None and hold.since < lease.started
+            if provider not in self._choosing and before and credential.held(now):
+                self._restored(provider, credential, lease.started)
 
-    def cool(self, provider: str, credential: Credential, cause: Cause, headers: Mapping[str, str] | None) -> None:
-        """Take `credential` out of rotation for `cause`, here and, through the board, everywhere."""
+    def failed(self, exc: Exception) -> None:
+        self._counters.add("credential_answer_unread")
+        log.error("credential pool: an answer was not read (%s at %s)", type(exc).__name__, where(exc))
+
+    def cool(self, lease: Lease, cause: Cause, headers: Mapping[str, str] | None) -> None:
+        """Take the lease's credential out of rotation for `cause`, here and, through the board,
+        everywhere (a refused connection: here only, see below)."""
+        provider, credential = lease.provider, lease.credential
+        if lease.bound and cause in ("rate_limited", "overloaded"):
+            return  # files and batches have limits of their own: a 429 there says nothing of messages
         now = self._clock()
-        if cause == "rate_limited":
-            until = now + min(MAX_HOLD, self._rate_limit_wait(credential, headers, now))
-        elif cause in ("overloaded", "unreachable"):
+        current = credential.hold
+        if cause in ("overloaded", "unreachable"):
+            if current is not None and current.until > lease.started:
+                return  # sent before the hold in force ended: the same episode, not a new one
             credential.backoff = min(MAX_BACKOFF, credential.backoff * 2 or FIRST_BACKOFF)
             until = now + credential.backoff
+        elif cause == "rate_limited":
+            until = now + min(MAX_HOLD, self._rate_limit_wait(credential, headers, now))
         else:
             until = FOREVER
-            credential.next_probe = now + (BILLING_PROBE_DELAY if cause == "billing" else 0.0)
         hold = Hold(until, cause, now)
         credential.cooldowns[cause] = credential.cooldowns.get(cause, 0) + 1
         self._counters.add(f"credential_{cause}")
-        held = credential.held(now)
-        if _later(hold, credential.hold):
-            credential.hold = hold
-        if not held or (hold.disabling and credential.hold is hold):  # once per hold, not per answer
-            log.warning(
-                "credential %s/%s %s: %s",
-                provider,
-                credential.name,
-                "disabled until a probe succeeds" if until == FOREVER else f"held for {until - now:.1f} s",
-                cause,
-            )
-        if hold.disabling and provider in self._probed:
-            self._wake.set()
-        self._spawn(self._share(provider, credential.name, hold))
+        if not _later(hold, current):
+            return  # a later hold is in force already: it stands as it is
+        credential.hold = hold
+        if hold.disabling:
+            credential.next_probe = now + (BILLING_PROBE_DELAY if cause == "billing" else 0.0)
+            if provider in self._choosing:
+                self._wake.set()
+        if current is None or current.until <= now or hold.disabling:  # once a hold, not once an answer
+            shown = "disabled until a probe succeeds" if hold.disabling else f"held for {until - now:.1f} s"
+            log.warning("credential %s/%s %s: %s", provider, credential.name, shown, cause)
+        # Shared only where others choose: a single credential serves whatever its state. Nor is
+        # a refused connection: it may be this host's own network or resolver failing, and other
+        # hosts must not stop using a credential they can reach.
+        if provider in self._choosing and cause != "unreachable":
+            self._spawn(self._share(provider, credential.name, hold))
 
     # Views.
 
@@ -253,7 +278,7 @@ class Pools:
             state = "disabled" if hold.disabling else "held"
             if not hold.disabling:
                 until = hold.until
-            elif provider in self._probed:
+            elif provider in self._choosing:
                 until = max(credential.next_probe, now)
         figures = credential.room if credential.room_until > now else None
         return CredentialView(
@@ -281,16 +306,13 @@ class Pools:
             return figures.exhausted_until - now
         return DEFAULT_RATE_LIMIT_HOLD
 
-    def _unavailable(self, provider: str, pool: list[Credential], tried: Sequence[str], now: float) -> GatewayError:
+    def _unavailable(self, provider: str, pool: list[Credential], now: float) -> GatewayError:
         vendor = providers.get(provider).display_name
-        if tried and all(credential.name in tried for credential in pool):
-            return GatewayError(Kind.UPSTREAM, f"upstream {vendor} unreachable with every credential")
         soonest = min(
             (max(c.next_probe, now) if c.hold.disabling else c.hold.until)
             if c.hold is not None and c.hold.until > now
             else now
             for c in pool
-            if c.name not in tried
         )
         wait = max(1, math.ceil(soonest - now))
         causes = sorted({c.hold.cause for c in pool if c.hold is not None and c.held(now)})
@@ -304,10 +326,18 @@ class Pools:
     def _shared_hold(self, provider: str, name: str, hold: Hold) -> None:
         """Another process set a hold (or this one, echoed): keep the later deadline."""
         credential = self._find(provider, name)
-        if credential is not None and _later(hold, credential.hold):
+        if credential is None:
+            return
+        now = self._clock()
+        if not hold.disabling and hold.until > now + MAX_HOLD:
+            # Another host's clock may run ahead of this one's: no hold from there lasts longer
+            # than one set here could.
+            hold = Hold(now + MAX_HOLD, hold.cause, hold.since)
+        if _later(hold, credential.hold):
             credential.hold = hold
             if hold.disabling:
-                credential.next_probe = max(credential.next_probe, self._clock() + self._probe_interval)
+                delay = BILLING_PROBE_DELAY if hold.cause == "billing" else self._probe_interval
+                credential.next_probe = max(credential.next_probe, now + delay)
 
     def _shared_clear(self, provider: str, name: str, set_before: float) -> None:
         """A probe somewhere succeeded: lift a hold set no later than it began."""
@@ -343,7 +373,7 @@ class Pools:
                 (provider, c)
                 for provider, pool in self._pools.items()
                 for c in pool
-                if provider in self._probed and c.hold is not None and c.hold.disabling and c.held(now)
+                if provider in self._choosing and c.hold is not None and c.hold.disabling and c.held(now)
                 if c.next_probe <= now
             ]
             for provider, credential in due:
@@ -366,11 +396,13 @@ class Pools:
         self._restored(provider, credential, began)
 
     def _restored(self, provider: str, credential: Credential, began: float) -> None:
-        """It answered well since `began`: lift holds set before then, here and everywhere."""
+        """It answered well to a request made at `began`: lift holds set before then, here and,
+        where holds are shared, everywhere."""
         log.warning("credential %s/%s: answered; back in rotation", provider, credential.name)
         self._counters.add("credential_restored")
         self._shared_clear(provider, credential.name, began)
-        self._spawn(self._unshare(provider, credential.name, began))
+        if provider in self._choosing:
+            self._spawn(self._unshare(provider, credential.name, began))
 
     async def _unshare(self, provider: str, name: str, began: float) -> None:
         try:

@@ -3,7 +3,8 @@ change, so every process learns of a hold within a round trip rather than at its
 
 A hold is written by a script that keeps whichever deadline is later and announces the result in
 the same step, so two processes that hold one credential at once agree on the outcome. A process
-whose subscription drops reads the whole hash when it is back, so what it missed is not lost.
+whose subscription drops reads the whole hash when it is back, so no hold set meanwhile is missed;
+a lift it missed is made good by its own probe of the credential, or by the hold's end.
 Spoken through redis-py: this is not the request path (a hold is a rare event), and pub/sub needs
 a connection of its own that the limiter's small client does not have.
 """
@@ -31,6 +32,7 @@ _KEY = "buzz:holds"
 # that share one Redis (each in its own database) apart.
 _CHANNEL = "buzz:holds:{db}"
 _RETRY = (0.5, 1.0, 2.0, 5.0)  # seconds between attempts to subscribe again
+_IDLE = 30.0  # seconds of silence after which the subscription is pinged
 # What "Redis cannot serve us now" looks like; any other error reply is a fault and is raised as is.
 _UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, ReadOnlyError)
 
@@ -63,9 +65,9 @@ class RedisBoard:
     def __init__(self, url: str, clock: Callable[[], float] = time.time, timeout: float = 1.0) -> None:
         self._clock = clock
         self._client = Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
-        # The subscription waits for messages as long as it takes: no read deadline, but a health
-        # check so a connection that died silently is noticed.
-        self._listener = Redis.from_url(url, socket_connect_timeout=timeout, health_check_interval=15)
+        # The subscription waits for messages as long as it takes: no read deadline, but a ping
+        # after each quiet spell (see `_listen`).
+        self._listener = Redis.from_url(url, socket_connect_timeout=timeout, socket_keepalive=True)
         db = self._client.connection_pool.connection_kwargs.get("db", 0)
         self._channel = _CHANNEL.format(db=db)
         self._put = self._client.register_script(_PUT)
@@ -102,7 +104,7 @@ class RedisBoard:
     async def close(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(asyncio.CancelledError, Exception):  # a shutdown goes on regardless
                 await self._task
         await self._client.aclose()
         await self._listener.aclose()
@@ -126,9 +128,17 @@ class RedisBoard:
                 if failures:
                     log.info("credential holds: subscribed again")
                 failures = 0
-                async for message in pubsub.listen():
-                    _deliver(_text(message.get("data", b"")), on_hold, on_clear)
-            except (RedisError, OSError) as exc:
+                while True:
+                    message = await pubsub.get_message(timeout=_IDLE)
+                    if message is None:
+                        # Quiet for a while: a connection that died without a word (a crashed
+                        # host, a proxy's idle timeout) is found out here, not never.
+                        await pubsub.ping()
+                    elif message.get("type") == "message":
+                        _deliver(_text(message.get("data", b"")), on_hold, on_clear)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # whatever it was, hearing the others must go on
                 if not failures:
                     log.warning("credential holds: no subscription (%s); retrying", type(exc).__name__)
                 failures += 1
@@ -168,4 +178,4 @@ def _record(record: str) -> Hold | None:
 
 
 def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)

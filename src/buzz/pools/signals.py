@@ -137,7 +137,7 @@ def _go_duration(value: str | None) -> float | None:
     # The usual forms first: a plain number of milliseconds or of seconds.
     for unit, scale in (("ms", 1e-3), ("s", 1.0)):
         number = value[: -len(unit)]
-        if value.endswith(unit) and number.replace(".", "", 1).isdigit():
+        if value.endswith(unit) and number.replace(".", "", 1).isdecimal():
             return float(number) * scale
     match = _GO_DURATION.fullmatch(value.strip())
     if match is None or match.lastindex is None:

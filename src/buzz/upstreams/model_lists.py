@@ -30,7 +30,7 @@ from yarl import URL
 
 from buzz import providers
 from buzz.catalogue import Catalogue
-from buzz.config import Config, ProviderConfig
+from buzz.config import Config, CredentialConfig
 from buzz.identifiers import is_identifier
 from buzz.providers import Provider
 
@@ -130,9 +130,9 @@ class ModelLists:
         timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
         self._vendors = [
-            (vendor, upstream)
+            (vendor, upstream.credentials[0])
             for vendor in providers.REGISTRY
-            if (upstream := config.provider(vendor.name)).api_key is not None
+            if (upstream := config.provider(vendor.name)).credentials
         ]
         self._catalogue = catalogue
         self._session = session
@@ -186,7 +186,7 @@ class ModelLists:
             for entry in self._catalogue.list(vendor.name)
         ]
 
-    async def _vendor_list(self, vendor: Provider, upstream: ProviderConfig) -> list[ListedModel] | None:
+    async def _vendor_list(self, vendor: Provider, upstream: CredentialConfig) -> list[ListedModel] | None:
         """The vendor's own list as buzz serves it, or None when it could not be read."""
         try:
             if vendor.list_shape == "anthropic":
@@ -206,11 +206,11 @@ class ModelLists:
                 listed.append(ListedModel(model_id, vendor.name, created))
         return listed
 
-    async def _openai_ids(self, vendor: Provider, upstream: ProviderConfig) -> list[tuple[str, int]]:
+    async def _openai_ids(self, vendor: Provider, upstream: CredentialConfig) -> list[tuple[str, int]]:
         document = _decode_openai(await self._get(vendor, upstream, upstream.base_url + vendor.models_path))
         return [(model.id, int(model.created or 0)) for model in document.data]
 
-    async def _anthropic_ids(self, vendor: Provider, upstream: ProviderConfig) -> list[tuple[str, int]]:
+    async def _anthropic_ids(self, vendor: Provider, upstream: CredentialConfig) -> list[tuple[str, int]]:
         ids: list[tuple[str, int]] = []
         after: str | None = None
         for _ in range(_MAX_PAGES):
@@ -224,10 +224,9 @@ class ModelLists:
             after = page.last_id
         raise _Unusable(f"more than {_MAX_PAGES} pages")
 
-    async def _get(self, vendor: Provider, upstream: ProviderConfig, url: str) -> bytes:
-        key = upstream.api_key
-        assert key is not None
-        headers = vendor.list_request_headers(key)
+    async def _get(self, vendor: Provider, upstream: CredentialConfig, url: str) -> bytes:
+        # The pool's first credential, its key with its own base URL: a key never goes elsewhere.
+        headers = vendor.list_request_headers(upstream.api_key)
         async with self._session.get(
             URL(url, encoded=True), headers=headers, timeout=self._timeout, allow_redirects=False
         ) as response:
