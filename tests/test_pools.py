@@ -10,6 +10,7 @@ or buzz's 503 when every credential is out of rotation.
 
 from __future__ import annotations
 
+import http.client
 import json
 import urllib.request
 from collections import Counter
@@ -473,3 +474,23 @@ def test_the_model_list_goes_with_the_first_credentials_own_key_and_address(tmp_
             ]
             assert second.requests == []
             assert "x-buzz-models-fallback" not in client.models.with_raw_response.list().headers
+
+
+def test_a_client_that_hangs_up_cools_nothing(tmp_path: Path, fakes: Any) -> None:
+    a, b, _ = fakes
+    config = pool_config(tmp_path / "buzz.toml", [("acct-a", a.url, 1), ("acct-b", b.url, 1)])
+    with gateway(tmp_path, config) as buzz:
+        key = buzz.create_key()
+        host, port = buzz.url.removeprefix("http://").split(":")
+        for _ in range(2):  # one on each credential: the upstream never answers, the client leaves
+            conn = http.client.HTTPConnection(host, int(port), timeout=0.5)
+            with pytest.raises(TimeoutError):
+                conn.request("POST", "/v1/messages", BODY, {"x-api-key": key, "x-fake-scenario": "hang"})
+                conn.getresponse()
+            conn.close()
+        rows = buzz.ledger(count=2)
+        assert [(row["status"], row["error_type"]) for row in rows] == [(499, "client_disconnected")] * 2
+        state = upstreams(buzz)
+        assert {entry["state"] for entry in state.values()} == {"healthy"}
+        assert all(set(entry["cooldowns"].values()) == {0} for entry in state.values())
+        assert all(entry["in_flight"] == 0 for entry in state.values())
