@@ -494,3 +494,29 @@ def test_a_client_that_hangs_up_cools_nothing(tmp_path: Path, fakes: Any) -> Non
         assert {entry["state"] for entry in state.values()} == {"healthy"}
         assert all(set(entry["cooldowns"].values()) == {0} for entry in state.values())
         assert all(entry["in_flight"] == 0 for entry in state.values())
+
+
+def test_the_operator_puts_a_credential_back_in_rotation(tmp_path: Path, fakes: Any, shared_redis: str) -> None:
+    a, b, _ = fakes
+    config = pool_config(tmp_path / "buzz.toml", [("acct-a", a.url, 1), ("acct-b", b.url, 1)])
+    env = {"BUZZ_REDIS_URL": shared_redis}
+    a.enqueue(error_reply(402, "billing_error", "top up your account"))
+    with gateway(tmp_path, config, "one", **env) as one, gateway(tmp_path, config, "two", **env) as two:
+        key = one.create_key()
+        assert sorted(post(one, key)[0] for _ in range(2)) == [200, 402]
+        assert wait_until(lambda: upstreams(two)["acct-a"]["state"] == "disabled", timeout=10)
+        # Billing is first probed after 5 minutes; the operator who topped up need not wait.
+        done = one.cli("upstreams", "--url", one.url, "--restore", "anthropic/acct-a")
+        assert done.returncode == 0, done.stderr
+        assert "anthropic/acct-a is back in rotation" in done.stderr
+        assert "acct-a" in done.stdout
+        assert upstreams(one)["acct-a"]["state"] == "healthy"
+        assert wait_until(lambda: upstreams(two)["acct-a"]["state"] == "healthy", timeout=10)  # everywhere
+        before = len(a.requests)
+        assert [post(two, two.create_key())[0] for _ in range(4)] == [200] * 4
+        assert len(a.requests) > before
+        unknown = one.cli("upstreams", "--url", one.url, "--restore", "anthropic/nobody")
+        assert unknown.returncode == 1
+        assert "no credential 'nobody' of vendor 'anthropic'" in unknown.stderr
+        malformed = one.cli("upstreams", "--url", one.url, "--restore", "acct-a")
+        assert malformed.returncode == 2 and "VENDOR/NAME" in malformed.stderr

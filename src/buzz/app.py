@@ -225,6 +225,7 @@ class Gateway:
             self._wall_clock,
             self.config.report_raw_rows_limit,
             pools.views,
+            pools.restore,
         )
         models = ModelLists(self.config, self.catalogue, session, self._clock)
         console = None

@@ -496,9 +496,16 @@ def export(
 @main.command()
 @click.option("--url", default=None, help="The gateway's address (default: http://HOST:PORT of the configuration).")
 @click.option("--json", "as_json", is_flag=True, help="The document as GET /admin/api/upstreams gives it.")
+@click.option(
+    "--restore",
+    "restore",
+    metavar="VENDOR/NAME",
+    default=None,
+    help="First put this credential back in rotation (a key replaced, an account topped up).",
+)
 @common_options
 @click.pass_context
-def upstreams(ctx: click.Context, url: str | None, as_json: bool) -> None:
+def upstreams(ctx: click.Context, url: str | None, as_json: bool, restore: str | None) -> None:
     """The running gateway's vendor credentials: which are in rotation, which are held or disabled
     and why, with their requests in flight, rate-limit headroom and cooldowns.
 
@@ -506,6 +513,12 @@ def upstreams(ctx: click.Context, url: str | None, as_json: bool) -> None:
     """
     config = _config(ctx)
     address = url or cli_upstreams.gateway_url(config)
+    if restore is not None:
+        vendor, _, name = restore.partition("/")
+        if not vendor or not name:
+            raise click.BadParameter("give it as VENDOR/NAME, e.g. anthropic/acct-a", param_hint="--restore")
+        cli_upstreams.fetch(address, config.admin_token, f"/{vendor}/{name}/restore")
+        click.echo(f"{vendor}/{name} is back in rotation", err=True)
     body = cli_upstreams.fetch(address, config.admin_token)
     if as_json:
         click.echo(body.decode())

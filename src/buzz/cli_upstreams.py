@@ -12,6 +12,7 @@ import urllib.request
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
+from urllib.parse import quote
 
 import click
 from rich.table import Table
@@ -33,8 +34,9 @@ def gateway_url(config: Config) -> str:
     return f"http://{host}:{config.port}"
 
 
-def fetch(url: str, token: str | None) -> bytes:
-    """The admin API's answer, as sent; a ClickException that says what to do on any failure."""
+def fetch(url: str, token: str | None, action: str | None = None) -> bytes:
+    """The admin API's answer, as sent; a ClickException that says what to do on any failure.
+    `action`: a POST to that path under the upstreams route (`/anthropic/acct-a/restore`)."""
     if not token:
         raise click.ClickException(
             "no admin token configured: set BUZZ_ADMIN_TOKEN (or [admin] token in the config file) "
@@ -43,13 +45,19 @@ def fetch(url: str, token: str | None) -> bytes:
     if not url.startswith(("http://", "https://")):
         raise click.BadParameter(f"{url!r} is not an http(s) URL", param_hint="--url")
     request = urllib.request.Request(  # noqa: S310 - the scheme is checked just above
-        url.rstrip("/") + PATH, headers={"authorization": f"Bearer {token}", "accept": "application/json"}
+        url.rstrip("/") + PATH + quote(action or ""),
+        headers={"authorization": f"Bearer {token}", "accept": "application/json"},
+        method="POST" if action else "GET",
+        data=b"" if action else None,
     )
     try:
         with urllib.request.urlopen(request, timeout=TIMEOUT) as response:  # noqa: S310 - checked above
             body: bytes = response.read()
     except urllib.error.HTTPError as exc:
-        raise click.ClickException(_refusal(url, exc.code, exc.read())) from None
+        message = _error_message(exc.read())
+        if action and exc.code == 404 and message.startswith("no credential"):
+            raise click.ClickException(f"the gateway at {url}: {message}") from None
+        raise click.ClickException(_refusal(url, exc.code, message)) from None
     except (urllib.error.URLError, OSError) as exc:
         reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
         raise click.ClickException(
@@ -59,15 +67,16 @@ def fetch(url: str, token: str | None) -> bytes:
         document = json.loads(body)
     except ValueError:
         raise click.ClickException(f"{url} answered something other than JSON: is it a buzz gateway?") from None
+    if action:
+        return body
     if not isinstance(document, dict) or not isinstance(document.get("data"), list):
         raise click.ClickException(f"{url} answered JSON without a list of credentials: is it a buzz gateway?")
     return body
 
 
-def _refusal(url: str, status: int, body: bytes) -> str:
+def _refusal(url: str, status: int, message: str) -> str:
     if status == 401:
         return f"the gateway at {url} refused the admin token: it runs with another BUZZ_ADMIN_TOKEN"
-    message = _error_message(body)
     if status == 404:
         # The admin API answers 404 when the gateway has no token of its own, or is too old to know
         # this route; its message tells which.

@@ -120,9 +120,11 @@ class AdminAPI:
         wall_clock: Callable[[], float],
         raw_rows_limit: int,
         credentials: Callable[[], Sequence[CredentialView]] = lambda: (),
+        restore: Callable[[str, str], bool] = lambda provider, name: False,
     ) -> None:
         self._token = token
         self._credentials = credentials
+        self._restore = restore
         self._usage = UsageAPI(token, store, wall_clock, raw_rows_limit)
         self._counters = counters
         self._store = store
@@ -204,6 +206,10 @@ class AdminAPI:
             return 200, self._counters.snapshot()
         if path == "/upstreams" and method == "GET":
             return 200, {"data": [credential_json(view) for view in self._credentials()]}
+        if (match := re.fullmatch(r"/upstreams/([^/]+)/([^/]+)/restore", path)) and method == "POST":
+            if not self._restore(match[1], match[2]):
+                raise GatewayError(Kind.NOT_FOUND, f"no credential {match[2]!r} of vendor {match[1]!r}")
+            return 200, {"provider": match[1], "name": match[2], "restored": True}
         if path == "/keys" and method == "GET":
             return 200, {"data": [_key_json(k) for k in store.list_keys()]}
         if path == "/keys" and method == "POST":

@@ -264,6 +264,19 @@ class Pools:
         if provider in self._choosing and cause != "unreachable":
             self._spawn(self._share(provider, credential.name, hold))
 
+    def restore(self, provider: str, name: str) -> bool:
+        """The operator says it is fixed (a key replaced, an account topped up): back in rotation
+        now, here and everywhere, without waiting for a probe. False: no such credential."""
+        credential = self._find(provider, name)
+        if credential is None:
+            return False
+        now = self._clock()
+        self._shared_clear(provider, name, now)
+        if provider in self._choosing:
+            self._spawn(self._unshare(provider, name, now))
+        log.warning("credential %s/%s: put back in rotation by the operator", provider, name)
+        return True
+
     # Views.
 
     def views(self) -> list[CredentialView]:
