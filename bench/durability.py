@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import signal
 import sys
 import tempfile
@@ -37,7 +36,7 @@ from rich.console import Console
 import loadgen
 from buzz.proxy.auth import generate_key
 from buzz.store.postgres import PostgresStore
-from procs import LOCALHOST, ROOT, Service, buzz_env, free_port, machine, rss_kib, wait_ready
+from procs import LOCALHOST, ROOT, Service, buzz_env, free_port, machine, rss_kib, wait_ready, write_results
 
 sys.path.insert(0, str(ROOT / "tests"))
 from pg_server import PostgresServer
@@ -252,10 +251,7 @@ def main(argv: list[str] | None = None) -> int:
             console.print("kills", result["kills"])
     finally:
         fake.stop()
-    out = ROOT / "bench" / "results" / f"durability-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    console.print(f"results written to {out}")
+    write_results("durability", result, None, console)
     return 0
 
 

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import shutil
 import statistics
@@ -50,7 +49,6 @@ import instructions
 import loadgen
 from procs import (
     LOCALHOST,
-    ROOT,
     Service,
     buzz_env,
     core_usage,
@@ -61,6 +59,7 @@ from procs import (
     machine,
     pin_prefix,
     wait_ready,
+    write_results,
 )
 
 SMALL = 1024
@@ -303,10 +302,7 @@ def main(argv: list[str] | None = None) -> int:
             point, str(figures["points"]), f"{figures['rps_median']:,}", str(figures["cpu_us_per_request_median"])
         )
     console.print(table)
-    out = args.out or ROOT / "bench" / "results" / f"metrics-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    console.print(f"results written to {out}")
+    write_results("metrics", result, args.out, console)
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import platform
 import shutil
@@ -14,7 +15,7 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 LOCALHOST = "127.0.0.1"
 # Not a real credential: the fake upstream accepts anything, and buzz only needs one to route.
@@ -194,3 +195,12 @@ def machine() -> dict[str, object]:
         "loadavg_at_start": os.getloadavg(),
         "wrk": shutil.which("wrk"),
     }
+
+
+def write_results(name: str, result: object, out: Path | None, console: Any) -> Path:
+    """`result` as JSON in `out`, or in bench/results/<name>-<time>.json; says where on `console`."""
+    path = out or ROOT / "bench" / "results" / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    console.print(f"results written to {path}")
+    return path

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import statistics
 import subprocess
 import sys
@@ -36,7 +35,17 @@ from rich.table import Table
 
 import limits
 import loadgen
-from procs import LOCALHOST, ROOT, Service, buzz_env, children, cpu_seconds, free_port, machine, wait_ready
+from procs import (
+    LOCALHOST,
+    Service,
+    buzz_env,
+    children,
+    cpu_seconds,
+    free_port,
+    machine,
+    wait_ready,
+    write_results,
+)
 
 SMALL = 1024
 DATABASE = "buzz_bench_scaled"
@@ -188,10 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         f"(median {result['scaled_1_over_embedded_median']}; target >= 0.85), "
         f"2 workers {result['scaled_2_over_embedded']} (median {result['scaled_2_over_embedded_median']})"
     )
-    out = args.out or ROOT / "bench" / "results" / f"scaled-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    console.print(f"results written to {out}")
+    write_results("scaled", result, args.out, console)
     return 0
 
 

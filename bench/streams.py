@@ -38,7 +38,6 @@ from rich.table import Table
 
 from procs import (
     LOCALHOST,
-    ROOT,
     Service,
     buzz_env,
     children,
@@ -48,6 +47,7 @@ from procs import (
     machine,
     rss_kib,
     wait_ready,
+    write_results,
 )
 
 MODEL = "claude-haiku-4-5"
@@ -200,10 +200,7 @@ def main(argv: list[str] | None = None) -> int:
             str(r.get("rss_kib_per_stream", "-")),
         )
     console.print(table)
-    out = args.out or ROOT / "bench" / "results" / f"streams-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    console.print(f"results written to {out}")
+    write_results("streams", result, args.out, console)
     return 0
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import sys
 import tempfile
 import time
@@ -31,7 +30,18 @@ from rich.console import Console
 from rich.table import Table
 
 import loadgen
-from procs import LOCALHOST, ROOT, Service, buzz_env, children, cpu_seconds, create_key, free_port, machine, wait_ready
+from procs import (
+    LOCALHOST,
+    Service,
+    buzz_env,
+    children,
+    cpu_seconds,
+    create_key,
+    free_port,
+    machine,
+    wait_ready,
+    write_results,
+)
 
 BENCH_DIR = Path(__file__).resolve().parent
 SMALL = 1024
@@ -151,10 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         f"({result['buzz_share_of_pass_through_ratio']} of the pass-through's ratio; target >= 0.9); "
         f"buzz CPU per request, 2 workers over 1: {result['buzz_cpu_per_request_2_over_1']}x"
     )
-    out = args.out or ROOT / "bench" / "results" / f"workers-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    console.print(f"results written to {out}")
+    write_results("workers", result, args.out, console)
     return 0
 
 

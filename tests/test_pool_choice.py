@@ -87,7 +87,7 @@ def test_room_from_openai_headers_reads_go_durations() -> None:
     assert room({**headers, "x-ratelimit-reset-tokens": "soon", "x-ratelimit-reset-requests": "1x"}, NOW) is None
 
 
-def pools(clock: Clock, *weights: int) -> Pools:
+def pools(clock: Clock, *weights: int, board: MemoryBoard | None = None) -> Pools:
     credentials = tuple(
         CredentialConfig(f"c{number}", f"sk-{number}", "http://upstream.invalid", weight)
         for number, weight in enumerate(weights)
@@ -97,7 +97,7 @@ def pools(clock: Clock, *weights: int) -> Pools:
     async def probe(provider: str, credential: CredentialConfig) -> int:
         return 200
 
-    return Pools(config, MemoryBoard(clock), probe, Counters(), clock)
+    return Pools(config, board or MemoryBoard(clock), probe, Counters(), clock)
 
 
 def test_weights_share_requests_exactly_when_nothing_is_in_flight() -> None:
@@ -230,18 +230,7 @@ def test_a_burst_of_overloads_is_one_short_backoff() -> None:
 def test_a_refused_connection_is_held_here_only() -> None:
     clock = Clock(NOW)
     board = MemoryBoard(clock)
-    config = Config(
-        providers={
-            "anthropic": ProviderConfig(
-                "http://x", (CredentialConfig("a", "k", "http://x"), CredentialConfig("b", "k", "http://y"))
-            )
-        }
-    )
-
-    async def never(provider: str, credential: CredentialConfig) -> int:
-        raise AssertionError("not probed")
-
-    pool = Pools(config, board, never, Counters(), clock)
+    pool = pools(clock, 1, 1, board=board)
 
     async def scenario() -> None:
         lease = pool.acquire("anthropic")

@@ -142,6 +142,16 @@ def rfc3339(seconds: int) -> str:
     return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def span(seconds: float) -> str:
+    """A short wait as people say it: "in 29 s", "in 4 min", "in 2 h"."""
+    whole = max(0, round(seconds))
+    if whole < 120:
+        return f"in {whole} s"
+    if whole < 7200:
+        return f"in {whole // 60} min"
+    return f"in {whole // 3600} h"
+
+
 def decode(data: bytes, kind: type[T]) -> T:
     """A JSON document as `kind`; InvalidChange naming the field when it does not fit."""
     try:

@@ -17,6 +17,7 @@ from urllib.parse import quote
 import click
 from rich.table import Table
 
+from buzz.changes import span
 from buzz.config import Config
 
 PATH = "/admin/api/upstreams"
@@ -101,9 +102,7 @@ def _when(text: str | None, now: float) -> str:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         return text
-    seconds = max(0, round(moment.timestamp() - now))
-    wait = f"{seconds} s" if seconds < 120 else f"{seconds // 60} min" if seconds < 7200 else f"{seconds // 3600} h"
-    return f"{text} (in {wait})"
+    return f"{text} ({span(moment.timestamp() - now)})"
 
 
 def _state(item: dict[str, Any], now: float) -> str:

@@ -17,6 +17,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from buzz import providers
+from buzz.changes import span
 from buzz.console.context import PREFIX, Context, NotFound
 from buzz.pools.base import CAUSES, Cause, CredentialView
 
@@ -71,16 +72,6 @@ class CredentialLine:
 def clock_time(unix: float) -> str:
     """Seconds matter here: most holds last less than a minute."""
     return datetime.fromtimestamp(unix, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
-def span(seconds: float) -> str:
-    """A short wait as people say it: "in 29 s", "in 4 min", "in 2 h"."""
-    whole = max(0, round(seconds))
-    if whole < 120:
-        return f"in {whole} s"
-    if whole < 7200:
-        return f"in {whole // 60} min"
-    return f"in {whole // 3600} h"
 
 
 def credential_line(view: CredentialView, now: float) -> CredentialLine:
